@@ -1,0 +1,442 @@
+"""The `bgtaskex` command: parse, call one library function, map errors to exit codes.
+
+Heavy modules (SQLAlchemy, rich) are imported inside the commands that need them, so
+`bgtaskex run-once` on an idle embedded database starts in a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from .config import Settings, load_settings
+from .exceptions import BgtaskexError, LockBusy, UsageError
+from .urls import mask_secrets
+
+if TYPE_CHECKING:
+    from .client import Client
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_DATABASE, EXIT_INTERRUPTED = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    130,
+)
+
+
+class _MaskingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("bgtaskex")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+@dataclass
+class State:
+    """What the global options gave; settings are loaded on first use."""
+
+    config_file: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    _settings: Settings | None = None
+    _client: Client | None = None
+
+    def settings(self, **more: Any) -> Settings:
+        if more:
+            self.overrides.update({k: v for k, v in more.items() if v is not None})
+            self._settings = None
+        if self._settings is None:
+            self._settings = load_settings(self.config_file, self.overrides, sources=self.sources)
+            _setup_logging(self._settings.log_level)
+        return self._settings
+
+    def client(self) -> Client:
+        if self._client is None:
+            from .client import Client, open_store
+            from .registry import Registry
+
+            settings = self.settings()
+            self._client = Client(open_store(settings), Registry(settings.imports), settings)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Record an option's value, and whether it came from the command line or the
+    environment, for the settings and their error messages."""
+    state = ctx.ensure_object(State)
+    if value is None or value == ():
+        return value
+    assert param.name is not None
+    source = ctx.get_parameter_source(param.name)
+    if param.name == "config":
+        state.config_file = value
+        return value
+    key = "imports" if param.name == "import_" else param.name
+    state.overrides[key] = list(value) if isinstance(value, tuple) else value
+    if source is click.core.ParameterSource.ENVIRONMENT and param.envvar:
+        state.sources[key] = str(param.envvar)
+    return value
+
+
+def global_options(func: F) -> F:
+    """The options every command shares, each with its environment variable."""
+    options = [
+        click.option(
+            "--config",
+            metavar="FILE",
+            envvar="BGTASKEX_CONFIG",
+            callback=_remember,
+            expose_value=False,
+            help="TOML config file (default: ~/.config/bgtaskex/bgtaskex.toml if present).",
+        ),
+        click.option(
+            "--database-url",
+            metavar="URL",
+            envvar="BGTASKEX_DATABASE_URL",
+            callback=_remember,
+            expose_value=False,
+            help="SQLAlchemy URL (default: SQLite file in ~/.local/share/bgtaskex).",
+        ),
+        click.option(
+            "--import",
+            "import_",
+            metavar="MODULE",
+            multiple=True,
+            callback=_remember,
+            expose_value=False,
+            help="Module whose Action classes may be run (repeatable; adds to config/env).",
+        ),
+        click.option(
+            "--log-level",
+            type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+            envvar="BGTASKEX_LOG_LEVEL",
+            callback=_remember,
+            expose_value=False,
+            help="Logging level on stderr (default WARNING).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@global_options
+@click.version_option(package_name="bgtaskex", prog_name="bgtaskex")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Long, resumable background work in time-boxed runs."""
+    state = ctx.ensure_object(State)
+    ctx.call_on_close(state.close)
+
+
+pass_state = click.make_pass_decorator(State, ensure=True)
+
+
+def _echo_json(value: Any) -> None:
+    from .views import dumps
+
+    click.echo(dumps(value))
+
+
+def _print(*renderables: Any) -> None:
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=False)
+    for renderable in renderables:
+        console.print(renderable)
+
+
+# -- enqueue -------------------------------------------------------------------------
+
+
+def _ref_arg(text: str) -> Any:
+    """`module:Class` or `module:Class={"json": "params"}`."""
+    ref, sep, params = text.partition("=")
+    if not sep:
+        return ref
+    try:
+        return (ref, json.loads(params))
+    except json.JSONDecodeError as err:
+        raise UsageError(f"params of {ref!r} are not valid JSON: {err}") from None
+
+
+def _read_task_file(path: str) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        where = "standard input" if path == "-" else path
+        raise UsageError(f"{where} is not valid JSON: {err}") from None
+    if not isinstance(data, dict):
+        raise UsageError("a task file must hold a JSON object with 'name' and 'actions'")
+    unknown = set(data) - {"name", "type", "queue", "actions"}
+    if unknown:
+        raise UsageError(f"unknown key {sorted(unknown)[0]!r} in task file")
+    if "name" not in data or "actions" not in data:
+        raise UsageError("a task file needs 'name' and 'actions'")
+    if not isinstance(data["actions"], list):
+        raise UsageError("'actions' must be a list of {\"ref\": ..., \"params\": {...}}")
+    return data
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.argument("refs", nargs=-1, metavar="[REF[=JSON]]...")
+@click.option("--file", "file_", metavar="FILE", help="Read the task as JSON ('-' = stdin).")
+@click.option("--type", "type_", type=click.Choice(["cron", "interactive"]), default=None)
+@click.option("--queue", default=None, help="Queue name (default 'default').")
+@click.option("--json", "as_json", is_flag=True, help="Print the new task as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the new task's id.")
+@pass_state
+def enqueue(
+    state: State,
+    name: str | None,
+    refs: tuple[str, ...],
+    file_: str | None,
+    type_: str | None,
+    queue: str | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Queue a task NAME made of actions REF (module:Class), run in order.
+
+    Params go after '=' as a JSON object: myapp.jobs:Reindex='{"batch": 500}'.
+    """
+    if file_ is not None:
+        if name or refs:
+            raise UsageError("give either --file or NAME REF..., not both")
+        data = _read_task_file(file_)
+        name, actions = data["name"], data["actions"]
+        type_ = type_ or data.get("type", "cron")
+        queue = queue or data.get("queue", "default")
+    else:
+        if not name or not refs:
+            raise UsageError("enqueue needs NAME and at least one REF, or --file FILE")
+        actions = [_ref_arg(r) for r in refs]
+    client = state.client()
+    task_id = client.enqueue(
+        name, actions, type=type_ or "cron", queue=queue or "default"  # type: ignore[arg-type]
+    )
+    if quiet:
+        click.echo(task_id)
+    elif as_json:
+        from .views import task_dict
+
+        _echo_json(task_dict(client.get(task_id)))
+    else:
+        task = client.get(task_id)
+        click.echo(
+            f"queued task {task.id}: {task.name} ({len(task.actions)} action(s), "
+            f"type {task.type}, queue {task.queue})"
+        )
+
+
+# -- run-once ------------------------------------------------------------------------
+
+
+@cli.command("run-once")
+@click.option(
+    "--max-execution-time",
+    metavar="SECONDS",
+    envvar="BGTASKEX_MAX_EXECUTION_TIME",
+    callback=_remember,
+    expose_value=False,
+    help="Budget of the whole run (default 30; also 45s, 2m).",
+)
+@click.option(
+    "--lock-file",
+    metavar="FILE",
+    envvar="BGTASKEX_LOCK_FILE",
+    callback=_remember,
+    expose_value=False,
+    help="Lock file (default: next to the SQLite database).",
+)
+@click.option(
+    "--wait",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="Wait this long for the lock instead of giving up at once.",
+)
+@click.option("-q", "--quiet", is_flag=True, help="No summary line.")
+@pass_state
+def run_once(state: State, wait: float, quiet: bool) -> None:
+    """Process due tasks for at most --max-execution-time seconds (what cron calls)."""
+    settings = state.settings()
+    began = time.monotonic()
+    from .probe import sqlite_idle
+
+    if sqlite_idle(settings.url):
+        if not quiet:
+            click.echo(f"nothing due ({time.monotonic() - began:.2f}s)")
+        return
+    from .runner import run
+
+    client = state.client()
+    summary = run(
+        client.store,
+        client.registry,
+        max_execution_time=settings.max_execution_time,
+        max_attempts=settings.max_attempts,
+        lock_path=settings.lock_path,
+        wait=wait,
+    )
+    if not quiet:
+        click.echo(summary.line())
+
+
+# -- list / show ---------------------------------------------------------------------
+
+
+@cli.command("list")
+@click.option("--status", multiple=True, help="Only tasks in this status (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of task objects.")
+@pass_state
+def list_(state: State, status: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Tasks still to run (in the order the run takes them), then ended ones."""
+    from .models import TaskStatus
+
+    known = {s.value for s in TaskStatus}
+    for value in status:
+        if value not in known:
+            raise UsageError(f"unknown status {value!r}; expected one of {', '.join(known)}")
+    tasks = state.client().list_tasks(status=status or None, limit=limit)
+    if as_json:
+        from .views import task_dict
+
+        _echo_json([task_dict(t) for t in tasks])
+    elif not tasks:
+        click.echo("no tasks" + (f" with status {', '.join(status)}" if status else ""))
+    else:
+        from .views import render_tasks
+
+        _print(render_tasks(tasks))
+
+
+@cli.command()
+@click.argument("task_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="The task, its actions and events.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of errors.")
+@pass_state
+def show(state: State, task_id: int, as_json: bool, verbose: bool) -> None:
+    """A task, its actions with their params, and its history."""
+    client = state.client()
+    task = client.get(task_id)
+    events = client.events(task_id)
+    if as_json:
+        from .views import event_dict, task_dict
+
+        _echo_json({**task_dict(task), "events": [event_dict(e) for e in events]})
+    else:
+        from .views import render_task
+
+        _print(*render_task(task, events, verbose=verbose))
+
+
+# -- db ------------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@pass_state
+def db_upgrade(state: State) -> None:
+    """Create or upgrade the schema to this release (also done on first use)."""
+    from .store import Store
+
+    settings = state.settings()
+    store = Store(settings.url, create_dirs=settings.uses_default_url)
+    try:
+        before = store.schema_revision()
+        store.upgrade()
+        after = store.schema_revision()
+        click.echo(
+            f"{store.display_url}: schema at {after}"
+            + (" (already current)" if before == after else f" (was {before or 'empty'})")
+        )
+    finally:
+        store.close()
+
+
+# -- demo ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--budget", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="max_execution_time of each run, in seconds.")
+@click.option("--max-runs", type=click.IntRange(min=1), default=60, show_default=True)
+@pass_state
+def demo(state: State, budget: float, max_runs: int) -> None:
+    """Queue an example task of chunked actions and run it to the end in short runs."""
+    from .demo import run_demo
+
+    run_demo(state.client(), budget=budget, max_runs=max_runs, echo=click.echo)
+
+
+# -- entry point ---------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every error is one line on stderr and a documented exit code."""
+    code = _main(argv)
+    sys.exit(code)
+
+
+def _error(message: str) -> None:
+    click.echo(f"bgtaskex: error: {mask_secrets(message)}", err=True)
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        result = cli.main(args=argv, prog_name="bgtaskex", standalone_mode=False)
+        return result if isinstance(result, int) else EXIT_OK
+    except LockBusy as err:
+        click.echo(str(err))
+        return EXIT_OK
+    except BgtaskexError as err:
+        _error(str(err))
+        return err.exit_code
+    except click.exceptions.Abort:
+        click.echo("bgtaskex: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.ClickException as err:
+        _error(err.format_message())
+        return EXIT_USAGE if err.exit_code == 2 else err.exit_code
+    except KeyboardInterrupt:
+        click.echo("bgtaskex: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except Exception as err:  # a bug: still one line, the traceback only in debug logs
+        logging.getLogger("bgtaskex").debug("internal error", exc_info=True)
+        _error(f"internal error: {type(err).__name__}: {err} (rerun with --log-level DEBUG)")
+        return EXIT_INTERNAL

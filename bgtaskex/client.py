@@ -1,0 +1,160 @@
+"""The Python API: `connect()` and the `Client` it returns."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+from .config import Settings, load_settings
+from .exceptions import UsageError
+from .models import Event, NewAction, RunSummary, Task, TaskType
+from .registry import Registry
+from .store import Store
+
+ActionSpec = str | tuple[str, Mapping[str, Any]] | NewAction | Mapping[str, Any]
+
+
+def parse_actions(specs: Iterable[ActionSpec]) -> tuple[NewAction, ...]:
+    """Normalise `"mod:Class"`, `("mod:Class", {params})`, `{"ref":..,"params":..}` and
+    `NewAction` to NewAction, checking that params are JSON objects."""
+    if isinstance(specs, str | bytes):
+        raise UsageError("actions must be a list of refs, not a single string")
+    parsed: list[NewAction] = []
+    for spec in specs:
+        if isinstance(spec, NewAction):
+            ref, params = spec.ref, spec.params
+        elif isinstance(spec, str):
+            ref, params = spec, {}
+        elif isinstance(spec, Mapping):
+            unknown = set(spec) - {"ref", "params"}
+            if unknown or "ref" not in spec:
+                raise UsageError(
+                    f"an action object needs 'ref' and optional 'params', got keys {sorted(spec)}"
+                )
+            ref, params = spec["ref"], spec.get("params") or {}
+        elif isinstance(spec, tuple | list) and len(spec) == 2:
+            ref, params = spec[0], spec[1]
+        else:
+            raise UsageError(f"cannot read action {spec!r}: use 'module:Class' or (ref, params)")
+        if not isinstance(ref, str):
+            raise UsageError(f"action ref must be a string, got {ref!r}")
+        if not isinstance(params, Mapping):
+            raise UsageError(f"params of {ref!r} must be a JSON object, got {type(params).__name__}")
+        try:
+            params = json.loads(json.dumps(dict(params), allow_nan=False))
+        except (TypeError, ValueError) as err:
+            raise UsageError(f"params of {ref!r} are not JSON: {err}") from None
+        parsed.append(NewAction(ref, params))
+    if not parsed:
+        raise UsageError("a task needs at least one action")
+    return tuple(parsed)
+
+
+def check_task_fields(name: object, type: object, queue: object) -> TaskType:
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise UsageError(f"task name must be a non-empty string of at most 200 characters, got {name!r}")
+    if not isinstance(queue, str) or not queue.strip() or len(queue) > 100:
+        raise UsageError(f"queue must be a non-empty string of at most 100 characters, got {queue!r}")
+    try:
+        return TaskType(type)
+    except ValueError:
+        raise UsageError(f"task type must be 'interactive' or 'cron', got {type!r}") from None
+
+
+class Client:
+    """Enqueue and inspect tasks; run them from Python (the same run as `run-once`)."""
+
+    def __init__(self, store: Store, registry: Registry, settings: Settings) -> None:
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+
+    def enqueue(
+        self,
+        name: str,
+        actions: Sequence[ActionSpec],
+        *,
+        type: str = "cron",
+        queue: str = "default",
+    ) -> int:
+        """Queue a task made of `actions`, in order; returns its id.
+
+        Each ref is checked now (it must name a subclass of `bgtaskex.Action`), so a typo
+        is an error here rather than a failed task later.
+        """
+        task_type = check_task_fields(name, type, queue)
+        new_actions = parse_actions(actions)
+        for action in new_actions:
+            self.registry.resolve(action.ref)
+        return self.store.enqueue(name.strip(), task_type, queue.strip(), new_actions)
+
+    def get(self, task_id: int) -> Task:
+        """The task with its actions; raises TaskNotFound."""
+        return self.store.get_task(task_id)
+
+    def list_tasks(self, *, status: Iterable[str] | None = None, limit: int = 100) -> list[Task]:
+        """Tasks still to run first (in run order), then ended ones, newest first."""
+        return self.store.list_tasks(statuses=list(status) if status else None, limit=limit)
+
+    def events(self, task_id: int) -> list[Event]:
+        """The history of a task, oldest first."""
+        return self.store.events(task_id)
+
+    def run_once(self, *, max_execution_time: float | None = None, wait: float = 0.0) -> RunSummary:
+        """One run, exactly as `bgtaskex run-once` does it (same lock, same order)."""
+        from .runner import run
+
+        return run(
+            self.store,
+            self.registry,
+            max_execution_time=max_execution_time or self.settings.max_execution_time,
+            max_attempts=self.settings.max_attempts,
+            lock_path=self.settings.lock_path,
+            wait=wait,
+        )
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def open_store(settings: Settings) -> Store:
+    """The store of `settings`, its schema created or upgraded on first use."""
+    store = Store(
+        settings.url,
+        sqlite_synchronous=settings.sqlite_synchronous,
+        create_dirs=settings.uses_default_url,
+    )
+    try:
+        store.ensure_schema()
+    except BaseException:
+        store.close()
+        raise
+    return store
+
+
+def connect(
+    url: str | None = None,
+    *,
+    config: str | None = None,
+    imports: Iterable[str] = (),
+    settings: Settings | None = None,
+) -> Client:
+    """A client on `url`; by default the URL of the config/environment, else the embedded
+    SQLite database in the user's data directory. The schema is created on first use."""
+    if settings is None:
+        settings = load_settings(config, {"database_url": url, "imports": list(imports) or None})
+    registry = Registry(settings.imports, trust_refs=True)
+    return Client(open_store(settings), registry, settings)

@@ -1,0 +1,210 @@
+"""Settings: a TOML file, then `BGTASKEX_*` environment variables, then options.
+
+Options win over the environment, the environment over the file. Every value is checked
+here, and a bad one raises `ConfigError` with one line naming the key and where it came
+from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+from .urls import default_database_url, sqlite_path
+
+ENV_PREFIX = "BGTASKEX_"
+_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string like `30`, `30s`, `5m`, `2h`, `7d`."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if match is None:
+            raise ValueError(f"expected a duration like 30s, 5m, 2h or 7d, got {value!r}")
+        seconds = float(match["n"]) * _UNITS[match["unit"] or "s"]
+    if seconds < 0:
+        raise ValueError(f"expected a duration >= 0, got {value!r}")
+    return seconds
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a duration > 0, got {value!r}")
+    return seconds
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number >= 1, got {value!r}")
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise ValueError(f"expected a whole number >= 1, got {value!r}") from None
+    if number < 1:
+        raise ValueError(f"expected a whole number >= 1, got {value!r}")
+    return number
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _modules(value: object) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"expected a list of module names, got {value!r}")
+    names = tuple(i.strip() for i in items if i.strip())
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+            raise ValueError(f"{name!r} is not a module name")
+    return names
+
+
+def _choice(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = str(value).strip().upper()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a run, the CLI and the client need to know."""
+
+    database_url: str | None = None
+    max_execution_time: float = 30.0
+    max_attempts: int = 5
+    imports: tuple[str, ...] = ()
+    lock_file: str | None = None
+    sqlite_synchronous: str = "FULL"
+    log_level: str = "WARNING"
+    config_file: str | None = field(default=None, compare=False)
+
+    @property
+    def url(self) -> str:
+        """The database URL, the embedded SQLite file by default."""
+        return self.database_url or default_database_url()
+
+    @property
+    def uses_default_url(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def lock_path(self) -> Path:
+        """The run lock: `--lock-file`, else a file next to the SQLite database, else one
+        per database URL in the data directory."""
+        if self.lock_file:
+            return Path(self.lock_file)
+        path = sqlite_path(self.url)
+        if path is not None:
+            return path.with_name(path.name + ".lock")
+        import hashlib
+
+        from .urls import default_data_dir
+
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:12]
+        return default_data_dir() / f"run-{digest}.lock"
+
+
+PARSERS: dict[str, Callable[[object], Any]] = {
+    "database_url": _text,
+    "max_execution_time": _positive_duration,
+    "max_attempts": _positive_int,
+    "imports": _modules,
+    "lock_file": _text,
+    "sqlite_synchronous": _choice("OFF", "NORMAL", "FULL", "EXTRA"),
+    "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+}
+assert set(PARSERS) == {f.name for f in fields(Settings)} - {"config_file"}
+
+
+def env_var(key: str) -> str:
+    return ENV_PREFIX + key.upper()
+
+
+def default_config_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "bgtaskex" / "bgtaskex.toml"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except OSError as err:
+        raise ConfigError(f"config file {path}: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path}: invalid TOML: {err}") from None
+    unknown = sorted(set(data) - set(PARSERS))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key {unknown[0]!r}")
+    return data
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    sources: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge file < environment < overrides into checked `Settings`.
+
+    `config_file` None means `BGTASKEX_CONFIG`, else the user's default file if it exists.
+    `sources` names where each override came from, for error messages.
+    """
+    environ = os.environ if environ is None else environ
+    path: Path | None
+    if config_file is None and environ.get(env_var("config")):
+        config_file = environ[env_var("config")]
+    if config_file is not None:
+        path = Path(config_file).expanduser()
+    else:
+        path = default_config_file()
+        if not path.is_file():
+            path = None
+
+    layers: list[tuple[str, tuple[object, str]]] = []
+    if path is not None:
+        layers += [(k, (v, f"config file {path}")) for k, v in _read_file(path).items()]
+    layers += [(k, (environ[env_var(k)], env_var(k))) for k in PARSERS if env_var(k) in environ]
+    for key, value in (overrides or {}).items():
+        if key not in PARSERS:
+            raise ConfigError(f"unknown setting {key!r}")
+        if value is not None:
+            origin = (sources or {}).get(key, "option --" + key.replace("_", "-"))
+            layers.append((key, (value, origin)))
+
+    values: dict[str, Any] = {}
+    imports: list[str] = []
+    for key, (value, origin) in layers:
+        try:
+            parsed = PARSERS[key](value)
+        except ValueError as err:
+            raise ConfigError(f"{key} (from {origin}): {err}") from None
+        if key == "imports":  # declaring modules is additive across the layers
+            imports.extend(m for m in parsed if m not in imports)
+            parsed = tuple(imports)
+        values[key] = parsed
+    return replace(Settings(config_file=str(path) if path else None), **values)

@@ -1,0 +1,76 @@
+"""The run lock: an OS-level file lock (portalocker), never blocking unless asked to wait."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from .exceptions import LockBusy
+
+
+class RunLock:
+    """An exclusive lock on a file, held for the duration of a run.
+
+    The lock is the kernel's (flock / LockFileEx): it goes away with the process, so a
+    run killed with SIGKILL never leaves a stale lock behind. The holder's pid is written
+    into the file, only to tell the user who holds it.
+    """
+
+    def __init__(self, path: str | Path, wait: float = 0.0, poll: float = 0.05) -> None:
+        self.path = Path(path)
+        self.wait = max(0.0, wait)
+        self.poll = poll
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        import portalocker
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        give_up = time.monotonic() + self.wait
+        while True:
+            try:
+                portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                break
+            except portalocker.exceptions.LockException:
+                if time.monotonic() >= give_up:
+                    handle.seek(0)
+                    holder = handle.read().strip()
+                    handle.close()
+                    who = f" (pid {holder})" if holder.isdigit() else ""
+                    raise LockBusy(
+                        f"another run{who} holds the lock {self.path}; nothing done"
+                    ) from None
+                time.sleep(self.poll)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            import portalocker
+
+            try:
+                self._file.seek(0)
+                self._file.truncate()
+                portalocker.unlock(self._file)
+            finally:
+                self._file.close()
+                self._file = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()

@@ -1,0 +1,104 @@
+"""From refs (`module:Class`) to `Action` subclasses, importing only declared modules.
+
+A ref stored in the database is data, not code to trust: the runner and the CLI import a
+module only when an operator declared it (`--import`, the config's `imports`, or the
+`bgtaskex.actions` entry-point group), or when it lies inside a declared package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterable
+
+from .action import Action
+from .exceptions import InvalidRef
+
+_REF = re.compile(r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<qualname>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
+
+#: Modules that ship with bgtaskex and are always allowed.
+BUILTIN_MODULES = ("bgtaskex.examples",)
+ENTRY_POINT_GROUP = "bgtaskex.actions"
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """Split `module:Class`; InvalidRef when it is not of that form."""
+    match = _REF.match(ref) if isinstance(ref, str) else None
+    if match is None:
+        raise InvalidRef(f"invalid action ref {ref!r}: expected 'package.module:ClassName'")
+    return match["module"], match["qualname"]
+
+
+class Registry:
+    """Resolves refs to Action classes, with a cache.
+
+    `trust_refs=True` (the Python client: its caller wrote the ref) imports any module;
+    otherwise only declared modules and their submodules.
+    """
+
+    def __init__(
+        self,
+        modules: Iterable[str] = (),
+        *,
+        entry_points: bool = True,
+        trust_refs: bool = False,
+    ) -> None:
+        self._declared = set(BUILTIN_MODULES) | {m.strip() for m in modules if m.strip()}
+        self._entry_points_pending = entry_points
+        self._trust_refs = trust_refs
+        self._cache: dict[str, type[Action]] = {}
+
+    @property
+    def declared_modules(self) -> frozenset[str]:
+        return frozenset(self._declared)
+
+    def _declared_module(self, module: str) -> bool:
+        return any(module == d or module.startswith(d + ".") for d in self._declared)
+
+    def _load_entry_points(self) -> None:
+        from importlib.metadata import entry_points
+
+        self._entry_points_pending = False
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            self._declared.add(entry.value.split(":", 1)[0].strip())
+
+    def allowed(self, module: str) -> bool:
+        if self._trust_refs or self._declared_module(module):
+            return True
+        if self._entry_points_pending:
+            self._load_entry_points()
+            return self._declared_module(module)
+        return False
+
+    def resolve(self, ref: str) -> type[Action]:
+        """The Action subclass that `ref` names, or InvalidRef saying why not."""
+        cached = self._cache.get(ref)
+        if cached is not None:
+            return cached
+        module_name, qualname = parse_ref(ref)
+        if not self.allowed(module_name):
+            raise InvalidRef(
+                f"action ref {ref!r}: module {module_name!r} is not declared "
+                "(use --import MODULE, the config's 'imports' or the 'bgtaskex.actions' "
+                "entry points)"
+            )
+        try:
+            obj: object = importlib.import_module(module_name)
+        except Exception as err:  # a broken user module must not crash the run
+            raise InvalidRef(
+                f"action ref {ref!r}: cannot import {module_name!r}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        for part in qualname.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise InvalidRef(
+                    f"action ref {ref!r}: module {module_name!r} has no {qualname!r}"
+                ) from None
+        if not (isinstance(obj, type) and issubclass(obj, Action)):
+            raise InvalidRef(f"action ref {ref!r} is not a subclass of bgtaskex.Action")
+        if obj is Action:
+            raise InvalidRef(f"action ref {ref!r} names the abstract base bgtaskex.Action")
+        self._cache[ref] = obj
+        return obj

@@ -1,0 +1,368 @@
+"""One run: take the lock, compute the deadline, process tasks in order until the work
+or the time runs out. `bgtaskex run-once`, a daemon tick and the tests all call `run()`.
+
+The state machine is that of docs/semantics: each status is written (committed) *before*
+the hook it announces is called, so whatever kills the process leaves the status that
+tells the next run what happened.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import secrets
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .action import Action
+from .exceptions import InvalidRef
+from .lock import RunLock
+from .models import (
+    ActionChange,
+    ActionRecord,
+    ActionStatus,
+    Change,
+    NewEvent,
+    RunSummary,
+    Task,
+    TaskStatus,
+)
+from .registry import Registry
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.Enum):
+    FINISHED = "finished"
+    FAILED = "failed"
+    PAUSED = "paused"  # execute returned False
+    DEFERRED = "deferred"  # between two actions when the deadline came
+    ERROR = "error"  # a hook raised: left for the next run to recover
+
+
+_RESUMABLE = frozenset(
+    {TaskStatus.STARTING, TaskStatus.RUNNING, TaskStatus.RECOVERING, TaskStatus.PAUSED}
+)
+
+
+class _HookDied(Exception):
+    """A hook raised; its error event is already written."""
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(4)
+
+
+def jsonable(params: Any, hook: str) -> dict[str, Any]:
+    """A deep copy of params through JSON, so what is saved is exactly what loads back."""
+    if not isinstance(params, dict):
+        raise TypeError(f"{hook} left params as {type(params).__name__}; expected a dict")
+    try:
+        return json.loads(json.dumps(params, allow_nan=False))  # type: ignore[no-any-return]
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{hook} left params that are not JSON: {err}") from None
+
+
+@dataclass
+class _Work:
+    """What the runner knows of one task while processing it, and the writes it holds
+    back to commit together with the next status change."""
+
+    task: Task
+    status: str
+    actions: dict[int, ActionRecord]
+    action_status: dict[int, ActionStatus]
+    staged: dict[int, ActionChange] = field(default_factory=dict)
+    events: list[NewEvent] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, task: Task) -> _Work:
+        actions = {a.rank: a for a in task.actions}
+        return cls(task, task.status, actions, {r: a.status for r, a in actions.items()})
+
+    def stage(
+        self,
+        rank: int,
+        status: ActionStatus | None = None,
+        params: dict[str, Any] | None = None,
+        attempts: int | None = None,
+        message: str = "",
+        error: str | None = None,
+    ) -> None:
+        old = self.staged.get(rank, ActionChange(rank))
+        self.staged[rank] = ActionChange(
+            rank,
+            status=status or old.status,
+            params=params if params is not None else old.params,
+            attempts=attempts if attempts is not None else old.attempts,
+        )
+        if status is not None and status != self.action_status[rank]:
+            self.events.append(NewEvent(rank, self.action_status[rank], status, message, error))
+            self.action_status[rank] = status
+
+    def next_pending(self) -> int | None:
+        pending = [r for r, s in self.action_status.items() if s is ActionStatus.PENDING]
+        return min(pending) if pending else None
+
+    def any_failed(self) -> bool:
+        return any(s is ActionStatus.FAILED for s in self.action_status.values())
+
+
+class Runner:
+    """Processes tasks until none is due or the deadline has passed."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        *,
+        deadline: float,
+        max_attempts: int = 5,
+        run_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.deadline = deadline
+        self.max_attempts = max_attempts
+        self.run_id = run_id or new_run_id()
+        self.actions_run = 0
+
+    def run(self) -> RunSummary:
+        started = time.monotonic()
+        seen: set[int] = set()
+        counts = dict.fromkeys(Outcome, 0)
+        while time.time() < self.deadline:
+            task = self.store.next_task(exclude=seen)
+            if task is None:
+                break
+            outcome = self.process(task)
+            counts[outcome] += 1
+            if outcome not in (Outcome.FINISHED, Outcome.FAILED):
+                seen.add(task.id)  # still due: do not take it again in this run
+        return RunSummary(
+            run_id=self.run_id,
+            finished=counts[Outcome.FINISHED],
+            paused=counts[Outcome.PAUSED] + counts[Outcome.DEFERRED],
+            failed=counts[Outcome.FAILED],
+            errors=counts[Outcome.ERROR],
+            actions=self.actions_run,
+            elapsed=time.monotonic() - started,
+        )
+
+    # -- the state machine ------------------------------------------------------------
+
+    def process(self, task: Task) -> Outcome:
+        """Take one task from the status it was found in as far as this run allows."""
+        work = _Work.of(task)
+        current = task.current_action
+        status = task.status
+        log.debug("task %s (%s): found %s", task.id, task.name, status)
+        if status == TaskStatus.CREATED:
+            return self._advance(work)
+        if current is None or status not in _RESUMABLE:
+            return self._corrupt(work, f"status {status!r} with current action {task.current_rank}")
+        rank = current.rank
+        if status == TaskStatus.STARTING:
+            work.stage(rank, ActionStatus.FAILED, message="init_params died in an earlier run")
+            return self._advance(work)
+        if status == TaskStatus.RECOVERING:
+            work.stage(
+                rank, ActionStatus.FAILED, message="change_params_on_error died in an earlier run"
+            )
+            return self._advance(work)
+        if status == TaskStatus.PAUSED:
+            instance = self._instantiate(work, current)
+            if instance is None:
+                return self._advance(work)
+            return self._execute(work, rank, instance)
+        # RUNNING: execute died in an earlier run.
+        attempts = current.attempts + 1
+        if attempts >= self.max_attempts:
+            work.stage(
+                rank,
+                ActionStatus.FAILED,
+                attempts=attempts,
+                message=f"execute died {attempts} times (max_attempts={self.max_attempts})",
+            )
+            return self._advance(work)
+        instance = self._instantiate(work, current)
+        if instance is None:
+            return self._advance(work)
+        work.stage(rank, attempts=attempts)
+        self._commit(
+            work,
+            TaskStatus.RECOVERING,
+            f"execute died in an earlier run (death {attempts}); calling change_params_on_error",
+        )
+        try:
+            retry, params = self._hook(
+                work, rank, instance, "change_params_on_error", instance.change_params_on_error
+            )
+        except _HookDied:
+            return Outcome.ERROR
+        if not retry:
+            work.stage(
+                rank,
+                ActionStatus.FAILED,
+                params=params,
+                message="change_params_on_error gave up (returned False)",
+            )
+            return self._advance(work)
+        work.stage(rank, params=params)
+        return self._execute(work, rank, instance)
+
+    def _advance(self, work: _Work) -> Outcome:
+        """Between actions: start the next pending one, or end the task."""
+        while True:
+            rank = work.next_pending()
+            if rank is None:
+                final = TaskStatus.FAILED if work.any_failed() else TaskStatus.FINISHED
+                self._commit(work, final, f"no action left: task {final}")
+                log.info("task %s (%s) %s", work.task.id, work.task.name, final)
+                return Outcome.FAILED if final is TaskStatus.FAILED else Outcome.FINISHED
+            if time.time() >= self.deadline:
+                self._commit(work, TaskStatus.CREATED, f"deadline reached before action {rank}")
+                return Outcome.DEFERRED
+            record = work.actions[rank]
+            instance = self._instantiate(work, record)
+            if instance is None:
+                continue
+            if type(instance).overrides_init_params():
+                work.stage(rank, ActionStatus.ACTIVE)
+                self._commit(work, TaskStatus.STARTING, f"calling init_params of action {rank}", rank)
+                try:
+                    wanted, params = self._hook(
+                        work, rank, instance, "init_params", instance.init_params
+                    )
+                except _HookDied:
+                    return Outcome.ERROR
+                if not wanted:
+                    work.stage(
+                        rank,
+                        ActionStatus.SKIPPED,
+                        params=params,
+                        message="init_params returned False: nothing to do",
+                    )
+                    continue
+                work.stage(rank, params=params)
+            return self._execute(work, rank, instance)
+
+    def _execute(self, work: _Work, rank: int, instance: Action) -> Outcome:
+        work.stage(rank, ActionStatus.ACTIVE)
+        self._commit(work, TaskStatus.RUNNING, f"calling execute of action {rank}", rank)
+        self.actions_run += 1
+        try:
+            done, params = self._hook(
+                work, rank, instance, "execute", lambda: instance.execute(self.deadline)
+            )
+        except _HookDied:
+            return Outcome.ERROR
+        if done:
+            work.stage(rank, ActionStatus.DONE, params=params, message="execute returned True")
+            return self._advance(work)
+        work.stage(rank, params=params)
+        self._commit(work, TaskStatus.PAUSED, f"execute of action {rank} returned False")
+        return Outcome.PAUSED
+
+    def _corrupt(self, work: _Work, what: str) -> Outcome:
+        log.error("task %s (%s): corrupt state: %s; failing it", work.task.id, work.task.name, what)
+        self._commit(work, TaskStatus.FAILED, f"corrupt state: {what}")
+        return Outcome.FAILED
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _instantiate(self, work: _Work, record: ActionRecord) -> Action | None:
+        """The action object, or None after staging the action as failed (bad ref)."""
+        try:
+            cls = self.registry.resolve(record.ref)
+        except InvalidRef as err:
+            log.error("task %s: action %s failed: %s", work.task.id, record.rank, err)
+            work.stage(record.rank, ActionStatus.FAILED, message=str(err))
+            return None
+
+        def checkpoint(params: dict[str, Any]) -> None:
+            self.store.apply(
+                Change(
+                    work.task.id,
+                    self.run_id,
+                    actions=(ActionChange(record.rank, params=jsonable(params, "checkpoint")),),
+                )
+            )
+
+        return cls(dict(record.params), checkpoint=checkpoint)
+
+    def _hook(
+        self, work: _Work, rank: int, instance: Action, name: str, call: Callable[[], object]
+    ) -> tuple[bool, dict[str, Any]]:
+        """Call a hook; returns its result and the params it left, as JSON.
+
+        If it raises, returns a non-bool or leaves params that are not JSON, record it and
+        raise _HookDied: the task stays in its status for the next run to recover.
+        """
+        try:
+            result = call()
+            if not isinstance(result, bool):
+                raise TypeError(f"{name} must return True or False, not {result!r}")
+            return result, jsonable(instance.params, name)
+        except Exception as err:
+            log.warning(
+                "task %s (%s): %s of action %s raised %s: %s",
+                work.task.id,
+                work.task.name,
+                name,
+                rank,
+                type(err).__name__,
+                err,
+                exc_info=True,
+            )
+            event = NewEvent(
+                rank,
+                work.status,
+                work.status,
+                f"{name} raised {type(err).__name__}: {err}",
+                traceback.format_exc(),
+            )
+            self.store.apply(Change(work.task.id, self.run_id, events=(event,)))
+            raise _HookDied from err
+
+    def _commit(
+        self, work: _Work, status: TaskStatus, message: str, current_rank: int | None = None
+    ) -> None:
+        """Write the task's new status with every staged action change and event."""
+        events = list(work.events)
+        if status != work.status:
+            events.append(NewEvent(None, work.status, status.value, message))
+        self.store.apply(
+            Change(
+                work.task.id,
+                self.run_id,
+                status=status,
+                current_rank=current_rank,
+                actions=tuple(work.staged.values()),
+                events=tuple(events),
+            )
+        )
+        work.status = status
+        work.staged.clear()
+        work.events.clear()
+
+
+def run(
+    store: Store,
+    registry: Registry,
+    *,
+    max_execution_time: float,
+    max_attempts: int = 5,
+    lock_path: str | Path,
+    wait: float = 0.0,
+) -> RunSummary:
+    """One run under the lock: raises LockBusy when another run holds it."""
+    with RunLock(lock_path, wait=wait):
+        deadline = time.time() + max_execution_time
+        return Runner(store, registry, deadline=deadline, max_attempts=max_attempts).run()

@@ -1,0 +1,419 @@
+"""The storage layer: every query and every transaction of bgtaskex lives here.
+
+The runner, the client and the CLI talk to `Store` in domain words and get the frozen
+dataclasses of `models` back. Each public method is one transaction; driver errors are
+translated to `StorageError` / `DatabaseUnavailable` with secrets masked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from . import tables as t
+from .exceptions import (
+    DatabaseUnavailable,
+    SchemaOutdated,
+    StorageError,
+    TaskNotFound,
+    UsageError,
+)
+from .models import (
+    ActionRecord,
+    ActionStatus,
+    Change,
+    Event,
+    NewAction,
+    NewEvent,
+    Task,
+    TaskStatus,
+    TaskType,
+    run_order,
+)
+from .probe import HEAD_REVISION
+from .urls import mask_secrets, sqlite_path
+
+log = logging.getLogger(__name__)
+
+
+_TASK_STATUSES = frozenset(s.value for s in TaskStatus)
+_ACTION_STATUSES = frozenset(s.value for s in ActionStatus)
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _first_line(err: BaseException) -> str:
+    orig = getattr(err, "orig", None) or err
+    lines = str(orig).strip().splitlines()
+    return mask_secrets(lines[0] if lines else type(orig).__name__)
+
+
+@contextmanager
+def _translated(unavailable: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except sa_exc.DBAPIError as err:
+        if unavailable or err.connection_invalidated:
+            raise DatabaseUnavailable(f"database unavailable: {_first_line(err)}") from err
+        raise StorageError(f"database error: {_first_line(err)}") from err
+    except sa_exc.SQLAlchemyError as err:
+        raise StorageError(f"database error: {_first_line(err)}") from err
+
+
+def _make_engine(url: str, sqlite_synchronous: str, busy_timeout: float) -> Engine:
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as err:
+        raise UsageError(f"invalid database URL {mask_secrets(url)!r}") from err
+    try:
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(parsed, connect_args={"timeout": busy_timeout})
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as err:
+        raise UsageError(
+            f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+            f"{_first_line(err)}"
+        ) from err
+    synchronous = sqlite_synchronous.upper()
+    if synchronous not in SQLITE_SYNCHRONOUS:
+        raise UsageError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if parsed.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the write lock up front, so two writers queue on the busy timeout
+        # instead of failing with "database is locked" when a read upgrades to a write.
+        readonly = conn.get_execution_options().get("bgtaskex_readonly", False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _task(row: Row[Any], actions: Sequence[ActionRecord] = ()) -> Task:
+    return Task(
+        id=row.id,
+        name=row.name,
+        type=TaskType(row.type),
+        queue=row.queue,
+        status=TaskStatus(row.status) if row.status in _TASK_STATUSES else row.status,
+        current_rank=row.current_rank,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        ended_at=row.ended_at,
+        actions=tuple(actions),
+    )
+
+
+def _action(row: Row[Any]) -> ActionRecord:
+    params = row.params
+    if isinstance(params, str):  # JSON stored as text by some drivers
+        params = json.loads(params)
+    return ActionRecord(
+        id=row.id,
+        task_id=row.task_id,
+        rank=row.rank,
+        ref=row.ref,
+        status=ActionStatus(row.status) if row.status in _ACTION_STATUSES else row.status,
+        attempts=row.attempts,
+        params=params,
+        started_at=row.started_at,
+        ended_at=row.ended_at,
+    )
+
+
+class Store:
+    """Every read and write of bgtaskex's own tables, on SQLite or PostgreSQL."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        sqlite_synchronous: str = "FULL",
+        busy_timeout: float = 30.0,
+        create_dirs: bool = False,
+    ) -> None:
+        self.url = url
+        path = sqlite_path(url)
+        if path is not None and create_dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._engine = _make_engine(url, sqlite_synchronous, busy_timeout)
+
+    @property
+    def display_url(self) -> str:
+        return self._engine.url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- transactions --------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with _translated(), self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with _translated(), self._engine.connect() as conn:
+            conn.execution_options(bgtaskex_readonly=True)
+            with conn.begin():
+                yield conn
+
+    # -- schema --------------------------------------------------------------------
+
+    def schema_revision(self) -> str | None:
+        """The Alembic revision of the database, None when it has no bgtaskex schema."""
+        with _translated(unavailable=True), self._engine.connect() as conn:
+            try:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except sa_exc.DBAPIError:
+                conn.rollback()
+                if not self._engine.dialect.has_table(conn, "alembic_version"):
+                    return None
+                raise
+
+    def ensure_schema(self, upgrade: bool = True) -> None:
+        """Create or upgrade the schema when it is not at this release's revision.
+
+        The cheap check (one query) runs every time; Alembic is imported only when the
+        schema actually needs work.
+        """
+        if self.schema_revision() == HEAD_REVISION:
+            return
+        if not upgrade:
+            raise SchemaOutdated("the database schema is not current: run 'bgtaskex db upgrade'")
+        self.upgrade()
+
+    def upgrade(self, revision: str = "head") -> None:
+        from .migrate import upgrade
+
+        with _translated():
+            upgrade(self._engine, revision)
+
+    # -- tasks ---------------------------------------------------------------------
+
+    def enqueue(
+        self, name: str, type: TaskType, queue: str, actions: Sequence[NewAction]
+    ) -> int:
+        """Persist a new task with its actions, in the `created` status; returns its id."""
+        now = _now()
+        with self._write() as conn:
+            result = conn.execute(
+                insert(t.tasks).values(
+                    name=name,
+                    type=type.value,
+                    queue=queue,
+                    status=TaskStatus.CREATED.value,
+                    run_order=run_order(type, TaskStatus.CREATED),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            task_id = int(result.inserted_primary_key[0])
+            conn.execute(
+                insert(t.actions),
+                [
+                    {
+                        "task_id": task_id,
+                        "rank": rank,
+                        "ref": action.ref,
+                        "status": ActionStatus.PENDING.value,
+                        "attempts": 0,
+                        "params": action.params,
+                    }
+                    for rank, action in enumerate(actions, start=1)
+                ],
+            )
+            conn.execute(
+                insert(t.events).values(
+                    task_id=task_id,
+                    at=now,
+                    old_status=None,
+                    new_status=TaskStatus.CREATED.value,
+                    message=f"enqueued with {len(actions)} action(s)",
+                )
+            )
+        return task_id
+
+    def _actions_of(self, conn: Connection, task_ids: Collection[int]) -> dict[int, list[Any]]:
+        found: dict[int, list[Any]] = {task_id: [] for task_id in task_ids}
+        if task_ids:
+            rows = conn.execute(
+                select(t.actions)
+                .where(t.actions.c.task_id.in_(list(task_ids)))
+                .order_by(t.actions.c.task_id, t.actions.c.rank)
+            )
+            for row in rows:
+                found[row.task_id].append(_action(row))
+        return found
+
+    def get_task(self, task_id: int) -> Task:
+        with self._read() as conn:
+            row = conn.execute(select(t.tasks).where(t.tasks.c.id == task_id)).first()
+            if row is None:
+                raise TaskNotFound(task_id)
+            return _task(row, self._actions_of(conn, [task_id])[task_id])
+
+    def list_tasks(
+        self, *, statuses: Collection[str] | None = None, limit: int = 100
+    ) -> list[Task]:
+        """Tasks still to run first, in the order the run takes them; then ended ones,
+        newest first."""
+        wanted = set(statuses) if statuses else None
+        with self._read() as conn:
+            rows: list[Row[Any]] = []
+            waiting = select(t.tasks).where(t.tasks.c.run_order.isnot(None))
+            ended = select(t.tasks).where(t.tasks.c.run_order.is_(None))
+            if wanted is not None:
+                waiting = waiting.where(t.tasks.c.status.in_(wanted))
+                ended = ended.where(t.tasks.c.status.in_(wanted))
+            rows.extend(
+                conn.execute(waiting.order_by(t.tasks.c.run_order, t.tasks.c.id).limit(limit))
+            )
+            if len(rows) < limit:
+                rows.extend(
+                    conn.execute(ended.order_by(t.tasks.c.id.desc()).limit(limit - len(rows)))
+                )
+            found = self._actions_of(conn, [row.id for row in rows])
+            return [_task(row, found[row.id]) for row in rows]
+
+    def events(self, task_id: int) -> list[Event]:
+        with self._read() as conn:
+            if conn.execute(select(t.tasks.c.id).where(t.tasks.c.id == task_id)).first() is None:
+                raise TaskNotFound(task_id)
+            rows = conn.execute(
+                select(t.events).where(t.events.c.task_id == task_id).order_by(t.events.c.id)
+            )
+            return [
+                Event(
+                    id=row.id,
+                    task_id=row.task_id,
+                    at=row.at,
+                    run_id=row.run_id,
+                    rank=row.rank,
+                    old_status=row.old_status,
+                    new_status=row.new_status,
+                    message=row.message,
+                    error=row.error,
+                )
+                for row in rows
+            ]
+
+    def next_task(self, exclude: Collection[int] = ()) -> Task | None:
+        """The task the run should process next (see `models.run_order`), with its
+        actions; tasks in `exclude` (already handled by this run) are passed over."""
+        query = (
+            select(t.tasks)
+            .where(t.tasks.c.run_order.isnot(None))
+            .order_by(t.tasks.c.run_order, t.tasks.c.id)
+            .limit(1)
+        )
+        if exclude:
+            query = query.where(t.tasks.c.id.not_in(list(exclude)))
+        with self._read() as conn:
+            row = conn.execute(query).first()
+            if row is None:
+                return None
+            return _task(row, self._actions_of(conn, [row.id])[row.id])
+
+    def has_due_tasks(self) -> bool:
+        with self._read() as conn:
+            query = select(t.tasks.c.id).where(t.tasks.c.run_order.isnot(None)).limit(1)
+            return conn.execute(query).first() is not None
+
+    def apply(self, change: Change) -> None:
+        """Write one state change of a task (status, actions, events) in one transaction."""
+        now = _now()
+        values: dict[str, Any] = {"updated_at": now}
+        if change.status is not None:
+            values["status"] = change.status.value
+            values["run_order"] = _run_order_sql(change.status)
+            if change.status.terminal:
+                values["ended_at"] = now
+        if change.current_rank is not None:
+            values["current_rank"] = change.current_rank
+        with self._write() as conn:
+            conn.execute(update(t.tasks).where(t.tasks.c.id == change.task_id).values(values))
+            for action in change.actions:
+                action_values: dict[str, Any] = {}
+                if action.status is not None:
+                    action_values["status"] = action.status.value
+                    if action.status is ActionStatus.ACTIVE:
+                        action_values["started_at"] = func.coalesce(t.actions.c.started_at, now)
+                    elif action.status.ended:
+                        action_values["ended_at"] = now
+                if action.params is not None:
+                    action_values["params"] = action.params
+                if action.attempts is not None:
+                    action_values["attempts"] = action.attempts
+                if action_values:
+                    conn.execute(
+                        update(t.actions)
+                        .where(t.actions.c.task_id == change.task_id)
+                        .where(t.actions.c.rank == action.rank)
+                        .values(action_values)
+                    )
+            if change.events:
+                conn.execute(
+                    insert(t.events),
+                    [_event_values(change.task_id, change.run_id, now, e) for e in change.events],
+                )
+
+
+def _run_order_sql(status: TaskStatus) -> Any:
+    """models.run_order computed in SQL from the row's type, so an update needs no read."""
+    if status.terminal:
+        return None
+    interactive = run_order(TaskType.INTERACTIVE, status)
+    cron = run_order(TaskType.CRON, status)
+    return case((t.tasks.c.type == TaskType.INTERACTIVE.value, interactive), else_=cron)
+
+
+def _event_values(task_id: int, run_id: str, at: datetime, new: NewEvent) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "at": at,
+        "run_id": run_id,
+        "rank": new.rank,
+        "old_status": new.old_status,
+        "new_status": new.new_status,
+        "message": new.message,
+        "error": new.error,
+    }

@@ -1,0 +1,118 @@
+"""The SQLAlchemy Core schema: every table and index, and the dialect differences."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid); elsewhere ids are 64-bit.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Params = JSON().with_variant(JSONB(), "postgresql")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are stored in UTC and always come back timezone-aware."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        # SQLite and MySQL keep no offset: store naive UTC there.
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+tasks = Table(
+    "bgtaskex_tasks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("queue", String(100), nullable=False),
+    Column("status", String(16), nullable=False),
+    # models.run_order(type, status): NULL once the task has ended, so the run's
+    # "next task" query is a range scan of a small partial index.
+    Column("run_order", SmallInteger, nullable=True),
+    Column("current_rank", Integer, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+)
+Index(
+    "ix_bgtaskex_tasks_due",
+    tasks.c.run_order,
+    tasks.c.id,
+    sqlite_where=tasks.c.run_order.isnot(None),
+    postgresql_where=tasks.c.run_order.isnot(None),
+)
+
+actions = Table(
+    "bgtaskex_actions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column(
+        "task_id", Id, ForeignKey("bgtaskex_tasks.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("rank", Integer, nullable=False),
+    Column("ref", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("params", Params, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("ended_at", UTCDateTime, nullable=True),
+    UniqueConstraint("task_id", "rank"),
+)
+
+events = Table(
+    "bgtaskex_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column(
+        "task_id", Id, ForeignKey("bgtaskex_tasks.id", ondelete="CASCADE"), nullable=False
+    ),
+    Column("at", UTCDateTime, nullable=False),
+    Column("run_id", String(32), nullable=True),
+    Column("rank", Integer, nullable=True),
+    Column("old_status", String(16), nullable=True),
+    Column("new_status", String(16), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("error", Text, nullable=True),
+)
+Index("ix_bgtaskex_events_task_id_id", events.c.task_id, events.c.id)
