@@ -1,0 +1,5 @@
+"""`python -m bgtaskex` is the `bgtaskex` command."""
+
+from bgtaskex.cli import main
+
+main()

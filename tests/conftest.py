@@ -1,0 +1,115 @@
+"""Fixtures: a fresh database per test, on SQLite and on PostgreSQL.
+
+PostgreSQL: `BGTASKEX_TEST_POSTGRES_URL` (default: the local server of this project's
+machines). Each test gets its own schema, dropped afterwards. When no server answers, the
+PostgreSQL variants skip with the reason, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bgtaskex.client import Client, connect
+from bgtaskex.config import Settings
+from bgtaskex.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_URL = os.environ.get(
+    "BGTASKEX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+_pg_problem: str | None | bool = False  # False: not checked yet
+
+
+def _postgres_problem() -> str | None:
+    global _pg_problem
+    if _pg_problem is False:
+        try:
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+            engine.dispose()
+            _pg_problem = None
+        except Exception as err:  # any failure to reach it is a reason to skip
+            _pg_problem = f"PostgreSQL not reachable at {PG_URL}: {type(err).__name__}"
+    return _pg_problem  # type: ignore[return-value]
+
+
+def require_postgres() -> None:
+    problem = _postgres_problem()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run)")
+        pytest.skip(problem)
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[str]:
+    """A URL whose search_path is a fresh schema, dropped after the test."""
+    require_postgres()
+    import sqlalchemy
+
+    schema = f"bgtaskex_t_{secrets.token_hex(6)}"
+    admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bgtaskex.db'}"
+    return str(request.getfixturevalue("pg_schema_url"))
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=db_url,
+        lock_file=str(tmp_path / "run.lock"),
+        imports=("tests.scripted",),
+        max_execution_time=30.0,
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[Client]:
+    with connect(settings=settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+def store(client: Client) -> Store:
+    return client.store
+
+
+@pytest.fixture
+def calls_log(tmp_path: Path) -> str:
+    return str(tmp_path / "calls.jsonl")
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for `bgtaskex` subprocesses: no user config, tests importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BGTASKEX_")}
+    env["HOME"] = str(tmp_path / "home")
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "home" / ".config")
+    env["XDG_DATA_HOME"] = str(tmp_path / "home" / ".local" / "share")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env

@@ -1,0 +1,100 @@
+"""A test action whose every hook call follows a script and is logged to a file.
+
+params:
+    name: a label for the log (default "A")
+    log:  path of a JSON-lines file; one line per hook call, written *before* the call
+          does anything, so even a call that kills the process is recorded
+    plan: {"init": [...], "change": [...], "execute": [...]}: the n-th call of a hook
+          (counted from the log) does plan[hook][n]; the last entry repeats.
+
+Behaviours: "true", "false", "raise", "exit" (os._exit(3)), "kill" (SIGKILL itself),
+"none" (return None), "notjson" (put a set in params, return True),
+"checkpoint-exit" (set params["checkpointed"], checkpoint, then os._exit),
+"sleep:SECONDS" (then return True), "until-deadline" (loop in 10 ms chunks until the
+deadline, then return False).
+
+Every normal call also sets params[f"{hook}_calls"] = n + 1, so tests can see which
+params were saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from typing import Any
+
+from bgtaskex import Action
+
+HOOKS = {"init_params": "init", "change_params_on_error": "change", "execute": "execute"}
+
+
+def calls(log: str) -> list[tuple[str, str]]:
+    """(name, hook) of every logged call, in order."""
+    try:
+        with open(log, encoding="utf-8") as handle:
+            return [(e["name"], e["hook"]) for e in map(json.loads, handle)]
+    except FileNotFoundError:
+        return []
+
+
+class Scripted(Action):
+    def _do(self, hook: str, deadline: float | None = None) -> Any:
+        name = self.params.get("name", "A")
+        log = self.params["log"]
+        n = sum(1 for c in calls(log) if c == (name, hook))
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"name": name, "hook": hook, "pid": os.getpid()}) + "\n")
+        steps = self.params.get("plan", {}).get(hook) or ["true"]
+        step = steps[min(n, len(steps) - 1)]
+        if step == "exit":
+            os._exit(3)
+        if step == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if step == "raise":
+            raise RuntimeError(f"{name}.{hook} scripted failure #{n + 1}")
+        self.params[f"{hook}_calls"] = n + 1
+        if step == "checkpoint-exit":
+            self.params["checkpointed"] = n + 1
+            self.checkpoint()
+            os._exit(3)
+        if step == "none":
+            return None
+        if step == "notjson":
+            self.params["bad"] = {1, 2}
+            return True
+        if step.startswith("sleep:"):
+            time.sleep(float(step.split(":", 1)[1]))
+            return True
+        if step == "until-deadline":
+            assert deadline is not None
+            while time.time() + 0.01 < deadline:
+                time.sleep(0.01)
+            return False
+        return step == "true"
+
+    def init_params(self) -> bool:
+        return bool(self._do("init"))
+
+    def change_params_on_error(self) -> bool:
+        return bool(self._do("change"))
+
+    def execute(self, deadline: float) -> bool:
+        return self._do("execute", deadline)  # type: ignore[no-any-return]
+
+
+class ScriptedNoInit(Scripted):
+    """The same, without an init_params of its own: the runner writes no `starting`."""
+
+    init_params = Action.init_params  # type: ignore[assignment]
+
+
+class Noop(Action):
+    def execute(self, deadline: float) -> bool:
+        return True
+
+
+class NotAnAction:
+    def execute(self, deadline: float) -> bool:
+        return True
