@@ -6,7 +6,6 @@ Heavy modules (SQLAlchemy, rich) are imported inside the commands that need them
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import sys
@@ -202,7 +201,7 @@ def _read_task_file(path: str) -> dict[str, Any]:
     if "name" not in data or "actions" not in data:
         raise UsageError("a task file needs 'name' and 'actions'")
     if not isinstance(data["actions"], list):
-        raise UsageError("'actions' must be a list of {\"ref\": ..., \"params\": {...}}")
+        raise UsageError('\'actions\' must be a list of {"ref": ..., "params": {...}}')
     return data
 
 
@@ -242,7 +241,10 @@ def enqueue(
         actions = [_ref_arg(r) for r in refs]
     client = state.client()
     task_id = client.enqueue(
-        name, actions, type=type_ or "cron", queue=queue or "default"  # type: ignore[arg-type]
+        name,
+        actions,
+        type=type_ or "cron",
+        queue=queue or "default",
     )
     if quiet:
         click.echo(task_id)
@@ -393,8 +395,13 @@ def db_upgrade(state: State) -> None:
 
 
 @cli.command()
-@click.option("--budget", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
-              help="max_execution_time of each run, in seconds.")
+@click.option(
+    "--budget",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="max_execution_time of each run, in seconds.",
+)
 @click.option("--max-runs", type=click.IntRange(min=1), default=60, show_default=True)
 @pass_state
 def demo(state: State, budget: float, max_runs: int) -> None:

@@ -22,6 +22,8 @@ def parse_actions(specs: Iterable[ActionSpec]) -> tuple[NewAction, ...]:
     if isinstance(specs, str | bytes):
         raise UsageError("actions must be a list of refs, not a single string")
     parsed: list[NewAction] = []
+    ref: object
+    params: object
     for spec in specs:
         if isinstance(spec, NewAction):
             ref, params = spec.ref, spec.params
@@ -41,12 +43,14 @@ def parse_actions(specs: Iterable[ActionSpec]) -> tuple[NewAction, ...]:
         if not isinstance(ref, str):
             raise UsageError(f"action ref must be a string, got {ref!r}")
         if not isinstance(params, Mapping):
-            raise UsageError(f"params of {ref!r} must be a JSON object, got {type(params).__name__}")
+            raise UsageError(
+                f"params of {ref!r} must be a JSON object, got {type(params).__name__}"
+            )
         try:
-            params = json.loads(json.dumps(dict(params), allow_nan=False))
+            checked = json.loads(json.dumps(dict(params), allow_nan=False))
         except (TypeError, ValueError) as err:
             raise UsageError(f"params of {ref!r} are not JSON: {err}") from None
-        parsed.append(NewAction(ref, params))
+        parsed.append(NewAction(ref, checked))
     if not parsed:
         raise UsageError("a task needs at least one action")
     return tuple(parsed)
@@ -54,11 +58,15 @@ def parse_actions(specs: Iterable[ActionSpec]) -> tuple[NewAction, ...]:
 
 def check_task_fields(name: object, type: object, queue: object) -> TaskType:
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise UsageError(f"task name must be a non-empty string of at most 200 characters, got {name!r}")
+        raise UsageError(
+            f"task name must be a non-empty string of at most 200 characters, got {name!r}"
+        )
     if not isinstance(queue, str) or not queue.strip() or len(queue) > 100:
-        raise UsageError(f"queue must be a non-empty string of at most 100 characters, got {queue!r}")
+        raise UsageError(
+            f"queue must be a non-empty string of at most 100 characters, got {queue!r}"
+        )
     try:
-        return TaskType(type)
+        return TaskType(str(type))
     except ValueError:
         raise UsageError(f"task type must be 'interactive' or 'cron', got {type!r}") from None
 

@@ -39,11 +39,15 @@ def run_demo(
         summary = client.run_once(max_execution_time=budget, wait=budget * 5)
         task = client.get(task_id)
         state = ", ".join(f"{a.rank}:{a.status}" for a in task.actions)
-        echo(f"run {number} ({summary.run_id}, {summary.elapsed:.2f}s): task {task.status:<9} "
-             f"actions [{state}] {_progress(task)}")
+        echo(
+            f"run {number} ({summary.run_id}, {summary.elapsed:.2f}s): task {task.status:<9} "
+            f"actions [{state}] {_progress(task)}"
+        )
         if task.status in ("finished", "failed"):
             break
     found = task.actions[0].params.get("found")
-    echo(f"task {task_id} {task.status}: {found} primes below 300,000,000; "
-         f"see it with: bgtaskex show {task_id}")
+    echo(
+        f"task {task_id} {task.status}: {found} primes below 300,000,000; "
+        f"see it with: bgtaskex show {task_id}"
+    )
     return task

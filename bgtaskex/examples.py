@@ -52,7 +52,7 @@ class CountPrimes(_Chunked):
         self.params.setdefault("chunk", 50_000)
         self.params["cursor"] = 2
         self.params["found"] = 0
-        return self.params["limit"] > 2
+        return int(self.params["limit"]) > 2
 
     def execute(self, deadline: float) -> bool:
         p = self.params

@@ -14,7 +14,9 @@ from collections.abc import Iterable
 from .action import Action
 from .exceptions import InvalidRef
 
-_REF = re.compile(r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<qualname>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$")
+_REF = re.compile(
+    r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<qualname>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$"
+)
 
 #: Modules that ship with bgtaskex and are always allowed.
 BUILTIN_MODULES = ("bgtaskex.examples",)
@@ -86,8 +88,7 @@ class Registry:
             obj: object = importlib.import_module(module_name)
         except Exception as err:  # a broken user module must not crash the run
             raise InvalidRef(
-                f"action ref {ref!r}: cannot import {module_name!r}: "
-                f"{type(err).__name__}: {err}"
+                f"action ref {ref!r}: cannot import {module_name!r}: {type(err).__name__}: {err}"
             ) from err
         for part in qualname.split("."):
             try:

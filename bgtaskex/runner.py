@@ -235,7 +235,9 @@ class Runner:
                 continue
             if type(instance).overrides_init_params():
                 work.stage(rank, ActionStatus.ACTIVE)
-                self._commit(work, TaskStatus.STARTING, f"calling init_params of action {rank}", rank)
+                self._commit(
+                    work, TaskStatus.STARTING, f"calling init_params of action {rank}", rank
+                )
                 try:
                     wanted, params = self._hook(
                         work, rank, instance, "init_params", instance.init_params

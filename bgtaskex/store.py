@@ -229,9 +229,7 @@ class Store:
 
     # -- tasks ---------------------------------------------------------------------
 
-    def enqueue(
-        self, name: str, type: TaskType, queue: str, actions: Sequence[NewAction]
-    ) -> int:
+    def enqueue(self, name: str, type: TaskType, queue: str, actions: Sequence[NewAction]) -> int:
         """Persist a new task with its actions, in the `created` status; returns its id."""
         now = _now()
         with self._write() as conn:
@@ -246,7 +244,9 @@ class Store:
                     updated_at=now,
                 )
             )
-            task_id = int(result.inserted_primary_key[0])
+            key = result.inserted_primary_key
+            assert key is not None
+            task_id = int(key[0])
             conn.execute(
                 insert(t.actions),
                 [

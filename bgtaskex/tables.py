@@ -87,9 +87,7 @@ actions = Table(
     "bgtaskex_actions",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column(
-        "task_id", Id, ForeignKey("bgtaskex_tasks.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("task_id", Id, ForeignKey("bgtaskex_tasks.id", ondelete="CASCADE"), nullable=False),
     Column("rank", Integer, nullable=False),
     Column("ref", String(255), nullable=False),
     Column("status", String(16), nullable=False),
@@ -104,9 +102,7 @@ events = Table(
     "bgtaskex_events",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column(
-        "task_id", Id, ForeignKey("bgtaskex_tasks.id", ondelete="CASCADE"), nullable=False
-    ),
+    Column("task_id", Id, ForeignKey("bgtaskex_tasks.id", ondelete="CASCADE"), nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Column("run_id", String(32), nullable=True),
     Column("rank", Integer, nullable=True),

@@ -22,7 +22,9 @@ def mask_secrets(text: str) -> str:
 
 def default_data_dir() -> Path:
     """The XDG data directory of bgtaskex: $XDG_DATA_HOME/bgtaskex, ~/.local/share/bgtaskex."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
     return Path(base) / "bgtaskex"
 
 
