@@ -437,9 +437,16 @@ def _main(argv: list[str] | None) -> int:
     except click.exceptions.Abort:
         click.echo("bgtaskex: interrupted", err=True)
         return EXIT_INTERRUPTED
+    except click.exceptions.NoArgsIsHelpError as err:
+        click.echo(err.format_message())
+        return EXIT_USAGE
+    except click.UsageError as err:
+        hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else ""
+        _error(err.format_message() + hint)
+        return EXIT_USAGE
     except click.ClickException as err:
         _error(err.format_message())
-        return EXIT_USAGE if err.exit_code == 2 else err.exit_code
+        return err.exit_code
     except KeyboardInterrupt:
         click.echo("bgtaskex: interrupted", err=True)
         return EXIT_INTERRUPTED

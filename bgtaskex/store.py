@@ -72,12 +72,12 @@ def _first_line(err: BaseException) -> str:
 
 
 @contextmanager
-def _translated(unavailable: bool = False) -> Iterator[None]:
+def _translated(unavailable: bool = False, where: str = "database") -> Iterator[None]:
     try:
         yield
     except sa_exc.DBAPIError as err:
         if unavailable or err.connection_invalidated:
-            raise DatabaseUnavailable(f"database unavailable: {_first_line(err)}") from err
+            raise DatabaseUnavailable(f"{where} unavailable: {_first_line(err)}") from err
         raise StorageError(f"database error: {_first_line(err)}") from err
     except sa_exc.SQLAlchemyError as err:
         raise StorageError(f"database error: {_first_line(err)}") from err
@@ -93,9 +93,13 @@ def _make_engine(url: str, sqlite_synchronous: str, busy_timeout: float) -> Engi
             return create_engine(parsed, pool_pre_ping=True)
         engine = create_engine(parsed, connect_args={"timeout": busy_timeout})
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as err:
+        hint = ""
+        if isinstance(err, ImportError):
+            hint = " (install its driver"
+            hint += ", e.g. pip install 'bgtaskex[postgres]')" if "postgres" in url else ")"
         raise UsageError(
             f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
-            f"{_first_line(err)}"
+            f"{_first_line(err)}{hint}"
         ) from err
     synchronous = sqlite_synchronous.upper()
     if synchronous not in SQLITE_SYNCHRONOUS:
@@ -200,7 +204,8 @@ class Store:
 
     def schema_revision(self) -> str | None:
         """The Alembic revision of the database, None when it has no bgtaskex schema."""
-        with _translated(unavailable=True), self._engine.connect() as conn:
+        where = f"database {self.display_url}"
+        with _translated(unavailable=True, where=where), self._engine.connect() as conn:
             try:
                 return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
             except sa_exc.DBAPIError:

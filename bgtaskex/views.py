@@ -104,44 +104,49 @@ def render_tasks(tasks: list[Task]) -> Any:
     return table
 
 
+def _short(value: datetime | None) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
 def render_task(task: Task, events: list[Event], verbose: bool = False) -> list[Any]:
+    from rich.markup import escape
+    from rich.padding import Padding
     from rich.table import Table
     from rich.text import Text
 
+    ended = f" · ended {_short(task.ended_at)}" if task.ended_at else ""
     parts: list[Any] = [
         Text.from_markup(
-            f"[bold]task {task.id}[/] {task.name}  {_status(task.status)}  "
-            f"type {task.type}  queue {task.queue}\n"
-            f"created {_time(task.created_at)}  updated {_time(task.updated_at)}"
-            + (f"  ended {_time(task.ended_at)}" if task.ended_at else "")
+            f"[bold]task {task.id}[/] {escape(task.name)} · {_status(task.status)} · "
+            f"{task.type} · queue {escape(task.queue)}\n"
+            f"created {_short(task.created_at)} · updated {_short(task.updated_at)}{ended} (UTC)"
         ),
+        Text("\nactions", style="bold"),
     ]
-    actions = Table(box=None, header_style="bold", title="actions", title_justify="left")
-    for column in ("RANK", "REF", "STATUS", "ATTEMPTS", "PARAMS"):
-        actions.add_column(column)
     for action in task.actions:
-        marker = "▶ " if action.rank == task.current_rank and not task.ended_at else ""
-        actions.add_row(
-            f"{marker}{action.rank}",
-            action.ref,
-            _status(action.status),
-            str(action.attempts),
-            json.dumps(action.params, indent=1, ensure_ascii=False),
+        current = action.rank == task.current_rank and not task.ended_at
+        parts.append(
+            Text.from_markup(
+                f"{'▶' if current else ' '} {action.rank}. {escape(action.ref)} · "
+                f"{_status(action.status)} · attempts {action.attempts}"
+            )
         )
-    parts.append(actions)
-    history = Table(box=None, header_style="bold", title="history", title_justify="left")
+        params = json.dumps(action.params, indent=2, ensure_ascii=False)
+        parts.append(Padding(Text(params, style="dim"), (0, 0, 0, 5), expand=False))
+    parts.append(Text("\nhistory (UTC)", style="bold"))
+    history = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("AT", "RUN", "WHAT", "TRANSITION", "MESSAGE"):
-        history.add_column(column)
+        history.add_column(column, overflow="fold", no_wrap=column in ("AT", "RUN"))
     for event in events:
         what = "task" if event.rank is None else f"action {event.rank}"
         if event.old_status == event.new_status:
             transition = f"{event.new_status} (error)" if event.error else str(event.new_status)
         else:
             transition = f"{event.old_status or '∅'} → {event.new_status}"
-        message = event.message
+        message = escape(event.message)
         if event.error and verbose:
-            message = f"{message}\n{event.error.rstrip()}"
-        history.add_row(_time(event.at), event.run_id or "-", what, transition, message)
+            message = f"{message}\n[dim]{escape(event.error.rstrip())}[/]"
+        history.add_row(_short(event.at), event.run_id or "-", what, _status(transition), message)
     parts.append(history)
     if not verbose and any(e.error for e in events):
         parts.append(Text("(tracebacks hidden: add --verbose)", style="dim"))
