@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .action import Action
-from .exceptions import InvalidRef
+from .exceptions import InvalidRef, StorageError
 from .lock import RunLock
 from .models import (
     ActionChange,
@@ -141,7 +141,14 @@ class Runner:
             task = self.store.next_task(exclude=seen)
             if task is None:
                 break
-            outcome = self.process(task)
+            try:
+                outcome = self.process(task)
+            except StorageError:
+                raise  # the database is gone: so is this run
+            except Exception:
+                # A bug or a corrupt row must not stop every run at this task.
+                log.exception("task %s: unexpected error; left for the next run", task.id)
+                outcome = Outcome.ERROR
             counts[outcome] += 1
             if outcome not in (Outcome.FINISHED, Outcome.FAILED):
                 seen.add(task.id)  # still due: do not take it again in this run
@@ -283,6 +290,8 @@ class Runner:
         """The action object, or None after staging the action as failed (bad ref)."""
         try:
             cls = self.registry.resolve(record.ref)
+            if not isinstance(record.params, dict):
+                raise InvalidRef(f"stored params of action {record.rank} are not a JSON object")
         except InvalidRef as err:
             log.error("task %s: action %s failed: %s", work.task.id, record.rank, err)
             work.stage(record.rank, ActionStatus.FAILED, message=str(err))

@@ -56,6 +56,7 @@ from .urls import mask_secrets, sqlite_path
 log = logging.getLogger(__name__)
 
 
+_TASK_TYPES = frozenset(t.value for t in TaskType)
 _TASK_STATUSES = frozenset(s.value for s in TaskStatus)
 _ACTION_STATUSES = frozenset(s.value for s in ActionStatus)
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -130,7 +131,7 @@ def _task(row: Row[Any], actions: Sequence[ActionRecord] = ()) -> Task:
     return Task(
         id=row.id,
         name=row.name,
-        type=TaskType(row.type),
+        type=TaskType(row.type) if row.type in _TASK_TYPES else row.type,
         queue=row.queue,
         status=TaskStatus(row.status) if row.status in _TASK_STATUSES else row.status,
         current_rank=row.current_rank,
@@ -206,13 +207,17 @@ class Store:
         """The Alembic revision of the database, None when it has no bgtaskex schema."""
         where = f"database {self.display_url}"
         with _translated(unavailable=True, where=where), self._engine.connect() as conn:
-            try:
-                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-            except sa_exc.DBAPIError:
-                conn.rollback()
-                if not self._engine.dialect.has_table(conn, "alembic_version"):
-                    return None
-                raise
+            for attempt in (1, 2):
+                try:
+                    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                except sa_exc.DBAPIError:
+                    conn.rollback()
+                    if not self._engine.dialect.has_table(conn, "alembic_version"):
+                        return None
+                    if attempt == 2:
+                        raise
+                    # another process created the schema since our SELECT: read again
+            raise AssertionError("unreachable")
 
     def ensure_schema(self, upgrade: bool = True) -> None:
         """Create or upgrade the schema when it is not at this release's revision.

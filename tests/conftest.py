@@ -24,7 +24,7 @@ PG_URL = os.environ.get(
     "BGTASKEX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-_pg_problem: str | None | bool = False  # False: not checked yet
+_pg_problem: str | bool | None = False  # False: not checked yet
 
 
 def _postgres_problem() -> str | None:

@@ -10,7 +10,15 @@ from bgtaskex.exceptions import ConfigError
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30", 30), ("30s", 30), ("2m", 120), ("1.5h", 5400), ("7d", 604800), (45, 45), ("250ms", 0.25)],
+    [
+        ("30", 30),
+        ("30s", 30),
+        ("2m", 120),
+        ("1.5h", 5400),
+        ("7d", 604800),
+        (45, 45),
+        ("250ms", 0.25),
+    ],
 )
 def test_parse_duration(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds

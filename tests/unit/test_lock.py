@@ -23,7 +23,9 @@ with RunLock(sys.argv[1]):
 def test_second_holder_is_refused_with_the_pid(tmp_path: Path) -> None:
     path = tmp_path / "run.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, "-c", HOLD, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
     )
     try:
@@ -45,7 +47,9 @@ def test_second_holder_is_refused_with_the_pid(tmp_path: Path) -> None:
 def test_lock_dies_with_its_process(tmp_path: Path) -> None:
     path = tmp_path / "run.lock"
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        [sys.executable, "-c", HOLD, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline().strip() == "held"

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from bgtaskex import Action
-from bgtaskex.exceptions import InvalidRef
 from bgtaskex.examples import CountPrimes
+from bgtaskex.exceptions import InvalidRef
 from bgtaskex.registry import Registry, parse_ref
 
 
