@@ -154,6 +154,8 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} not found") from None
     except OSError as err:
         raise ConfigError(f"config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {path}: invalid TOML: {err}") from None
     unknown = sorted(set(data) - set(PARSERS))

@@ -8,7 +8,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from .exceptions import LockBusy
+from .exceptions import ConfigError, LockBusy
 
 
 class RunLock:
@@ -28,8 +28,11 @@ class RunLock:
     def acquire(self) -> None:
         import portalocker
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+        except OSError as err:
+            raise ConfigError(f"lock file {self.path}: {err.strerror or err}") from None
         give_up = time.monotonic() + self.wait
         while True:
             try:

@@ -127,6 +127,13 @@ def _make_engine(url: str, sqlite_synchronous: str, busy_timeout: float) -> Engi
     return engine
 
 
+def _check_id(task_id: int) -> None:
+    """Ids are positive 64-bit integers: anything else names no task (and would make
+    the driver fail)."""
+    if not 0 < task_id < 2**63:
+        raise TaskNotFound(task_id)
+
+
 def _task(row: Row[Any], actions: Sequence[ActionRecord] = ()) -> Task:
     return Task(
         id=row.id,
@@ -295,6 +302,7 @@ class Store:
         return found
 
     def get_task(self, task_id: int) -> Task:
+        _check_id(task_id)
         with self._read() as conn:
             row = conn.execute(select(t.tasks).where(t.tasks.c.id == task_id)).first()
             if row is None:
@@ -325,6 +333,7 @@ class Store:
             return [_task(row, found[row.id]) for row in rows]
 
     def events(self, task_id: int) -> list[Event]:
+        _check_id(task_id)
         with self._read() as conn:
             if conn.execute(select(t.tasks.c.id).where(t.tasks.c.id == task_id)).first() is None:
                 raise TaskNotFound(task_id)

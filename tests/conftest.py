@@ -103,13 +103,18 @@ def calls_log(tmp_path: Path) -> str:
     return str(tmp_path / "calls.jsonl")
 
 
-@pytest.fixture
-def cli_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for `bgtaskex` subprocesses: no user config, tests importable."""
+def isolated_env(home: Path) -> dict[str, str]:
+    """Environment for `bgtaskex` subprocesses: no BGTASKEX_* variables, a private HOME
+    and XDG directories (so no user config or database), the tests importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BGTASKEX_")}
-    env["HOME"] = str(tmp_path / "home")
-    env["XDG_CONFIG_HOME"] = str(tmp_path / "home" / ".config")
-    env["XDG_DATA_HOME"] = str(tmp_path / "home" / ".local" / "share")
+    env["HOME"] = str(home)
+    env["XDG_CONFIG_HOME"] = str(home / ".config")
+    env["XDG_DATA_HOME"] = str(home / ".local" / "share")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     return env
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    return isolated_env(tmp_path / "home")
