@@ -1,0 +1,109 @@
+"""`python -m bench [--quick] [--only startup|throughput] [--postgres-url URL]`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from . import DEFAULT_POSTGRES_URL, RESULTS_DIR, BenchError, environment
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Benchmarks of bgtaskex (see bench/README.md)."
+    )
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
+    parser.add_argument("--only", choices=["startup", "throughput"], help="run one benchmark")
+    parser.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        metavar="URL",
+        help="SQLAlchemy URL of a PostgreSQL server to create scratch schemas in "
+        "(default: $BGTASKEX_TEST_POSTGRES_URL or %(default)s)",
+    )
+    parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--runs", type=_positive, help="start-up: timed rounds (21; quick 5)")
+    parser.add_argument(
+        "--tasks", type=_positive, help="throughput: single-action tasks (10000; quick 2000)"
+    )
+    parser.add_argument(
+        "--multi-tasks", type=_positive, help="throughput: 10-action tasks (1000; quick 200)"
+    )
+    parser.add_argument(
+        "--rounds", type=_positive, default=1, help="throughput: alternating rounds (1)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="throughput: also cProfile one SQLite drain"
+    )
+    parser.add_argument(
+        "--output", metavar="FILE", help="JSON result file (default: bench/results/)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or redirected: do not wrap the tables at 80 columns
+        console.width = 180
+    began = time.monotonic()
+    stamp = datetime.now(UTC)
+    result: dict[str, object] = {
+        "started_at": stamp.isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "args": vars(args),
+        "environment": environment(),
+    }
+    console.print(
+        f"bgtaskex benchmarks ({result['mode']}), commit "
+        f"{str(result['environment']['git_commit'])[:10]}"  # type: ignore[index]
+    )
+    try:
+        if args.only in (None, "startup"):
+            from . import startup
+
+            result["startup"] = startup.run(console, quick=args.quick, runs=args.runs)
+        if args.only in (None, "throughput"):
+            from . import throughput
+
+            result["throughput"] = throughput.run(
+                console,
+                quick=args.quick,
+                postgres_url=args.postgres_url,
+                use_postgres=not args.no_postgres,
+                tasks=args.tasks,
+                multi_tasks=args.multi_tasks,
+                rounds=args.rounds,
+                with_profile=args.profile,
+            )
+    except BenchError as err:
+        console.print(f"[red]benchmark invalid:[/red] {err}")
+        return 1
+    result["elapsed_s"] = time.monotonic() - began
+    result["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    if args.output:
+        path = Path(args.output)
+    else:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"{stamp:%Y%m%dT%H%M%SZ}-{result['mode']}.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    console.print(f"total {result['elapsed_s']:.1f}s; results written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

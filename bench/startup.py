@@ -1,0 +1,228 @@
+"""Start-up cost of the `bgtaskex` command, against the interpreter's own.
+
+Cron calls `bgtaskex run-once` every minute, mostly to find nothing due, so the idle case
+must stay close to a bare `python -c pass` (the probe's fast path, without SQLAlchemy). The
+commands run in alternation, each round in a rotated order, after one untimed warm-up round;
+the report gives each command's median wall time and its ratios to `python -c pass` and to
+`python -c "import sqlalchemy"` (medians of the per-round ratios, which cancel drift).
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from . import BenchError, median, quartiles, rotated
+
+RUNS_FULL = 21
+RUNS_QUICK = 5
+NOOP_REF = "bgtaskex.examples:NothingToDo"  # init_params returns False: skipped, no execute
+
+
+@dataclass
+class Command:
+    key: str
+    label: str
+    argv: list[str]
+    before: Callable[[], None] | None = None  # untimed preparation, before every run
+    expect: str | None = None  # a substring stdout must contain
+
+    def check(self, proc: subprocess.CompletedProcess[str]) -> None:
+        if proc.returncode != 0 or (self.expect is not None and self.expect not in proc.stdout):
+            raise BenchError(
+                f"{self.label}: exit {proc.returncode}, expected {self.expect!r} in stdout\n"
+                f"stdout: {proc.stdout.strip()[:500]}\nstderr: {proc.stderr.strip()[:2000]}"
+            )
+
+
+def _bgtaskex_argv() -> list[str]:
+    script = shutil.which("bgtaskex", path=str(Path(sys.executable).parent))
+    if script is None:
+        script = shutil.which("bgtaskex")
+    if script is None:
+        raise BenchError("no `bgtaskex` console script next to this Python or on PATH")
+    return [script]
+
+
+def _clean_env(home: Path) -> dict[str, str]:
+    """The environment of a cron job of a user with no bgtaskex config: a fresh HOME."""
+    drop = ("BGTASKEX_", "PYTHONPROFILEIMPORTTIME", "PYTHONDONTWRITEBYTECODE", "PYTHONSTARTUP")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env["HOME"] = str(home)
+    env["XDG_CONFIG_HOME"] = str(home / ".config")
+    env["XDG_DATA_HOME"] = str(home / ".local" / "share")
+    env["XDG_CACHE_HOME"] = str(home / ".cache")
+    return env
+
+
+def _run(cmd: Command, env: dict[str, str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, child CPU seconds) of one run of `cmd`; preparation not included."""
+    if cmd.before is not None:
+        cmd.before()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    proc = subprocess.run(
+        cmd.argv, env=env, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    wall = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cmd.check(proc)
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    return wall, cpu
+
+
+def _imports(cmd: Command, env: dict[str, str], cwd: Path) -> tuple[int, bool]:
+    """How many modules one run imports, and whether SQLAlchemy is among them."""
+    if cmd.before is not None:
+        cmd.before()
+    proc = subprocess.run(
+        cmd.argv,
+        env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    cmd.check(proc)
+    names = [
+        line.rsplit("|", 1)[1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line and "cumulative" not in line
+    ]
+    return len(names), any(n == "sqlalchemy" or n.startswith("sqlalchemy.") for n in names)
+
+
+def run(console: Console, *, quick: bool = False, runs: int | None = None) -> dict[str, Any]:
+    from bgtaskex.client import connect
+
+    rounds = runs or (RUNS_QUICK if quick else RUNS_FULL)
+    bgtaskex = _bgtaskex_argv()
+    with tempfile.TemporaryDirectory(prefix="bgtaskex-bench-startup-") as tmp:
+        base = Path(tmp)
+        idle_home, due_home, cwd = base / "idle-home", base / "due-home", base / "cwd"
+        cwd.mkdir()
+        idle_env, due_env = _clean_env(idle_home), _clean_env(due_home)
+        # The embedded database at its default place, schema created, as after first use.
+        urls = {}
+        for home in (idle_home, due_home):
+            db = home / ".local" / "share" / "bgtaskex" / "bgtaskex.db"
+            db.parent.mkdir(parents=True)
+            urls[home] = f"sqlite:///{db}"
+            connect(urls[home]).close()
+        due_client = connect(urls[due_home])
+
+        def enqueue_one() -> None:
+            due_client.enqueue("bench-startup", [NOOP_REF])
+
+        commands = [
+            Command("python", "python -c pass", [sys.executable, "-c", "pass"]),
+            Command(
+                "sqlalchemy",
+                'python -c "import sqlalchemy"',
+                [sys.executable, "-c", "import sqlalchemy"],
+            ),
+            Command(
+                "run_once_idle",
+                "bgtaskex run-once (idle db)",
+                [*bgtaskex, "run-once"],
+                expect="nothing due",
+            ),
+            Command(
+                "run_once_due",
+                "bgtaskex run-once (1 task due)",
+                [*bgtaskex, "run-once"],
+                before=enqueue_one,
+                expect="1 finished",
+            ),
+            Command("help", "bgtaskex --help", [*bgtaskex, "--help"], expect="run-once"),
+        ]
+        envs = {c.key: due_env if c.key == "run_once_due" else idle_env for c in commands}
+
+        wall: dict[str, list[float]] = {c.key: [] for c in commands}
+        cpu: dict[str, list[float]] = {c.key: [] for c in commands}
+        began = time.monotonic()
+        try:
+            for cmd in commands:  # warm-up: .pyc files, page cache
+                _run(cmd, envs[cmd.key], cwd)
+            for r in range(rounds):
+                for cmd in rotated(commands, r):
+                    w, c = _run(cmd, envs[cmd.key], cwd)
+                    wall[cmd.key].append(w)
+                    cpu[cmd.key].append(c)
+            imports = {c.key: _imports(c, envs[c.key], cwd) for c in commands}
+        finally:
+            due_client.close()
+        elapsed = time.monotonic() - began
+
+    def ratios(key: str, ref: str) -> list[float]:
+        return [a / b for a, b in zip(wall[key], wall[ref], strict=True)]
+
+    rows: list[dict[str, Any]] = []
+    for cmd in commands:
+        lo, hi = quartiles(wall[cmd.key])
+        rows.append(
+            {
+                "key": cmd.key,
+                "command": cmd.label,
+                "wall_ms_median": median(wall[cmd.key]) * 1000,
+                "wall_ms_p25": lo * 1000,
+                "wall_ms_p75": hi * 1000,
+                "cpu_ms_median": median(cpu[cmd.key]) * 1000,
+                "ratio_to_python": median(ratios(cmd.key, "python")),
+                "ratio_to_sqlalchemy": median(ratios(cmd.key, "sqlalchemy")),
+                "modules_imported": imports[cmd.key][0],
+                "imports_sqlalchemy": imports[cmd.key][1],
+                "wall_s": wall[cmd.key],
+                "cpu_s": cpu[cmd.key],
+            }
+        )
+
+    table = Table(
+        title=f"Start-up: median of {rounds} alternating runs (+1 warm-up), fresh HOME",
+        title_justify="left",
+    )
+    table.add_column("command")
+    table.add_column("wall ms", justify="right")
+    table.add_column("p25-p75 ms", justify="right")
+    table.add_column("cpu ms", justify="right")
+    table.add_column("x python -c pass", justify="right")
+    table.add_column("x import sqlalchemy", justify="right")
+    table.add_column("modules", justify="right")
+    table.add_column("sqlalchemy?", justify="center")
+    for row in rows:
+        table.add_row(
+            row["command"],
+            f"{row['wall_ms_median']:.1f}",
+            f"{row['wall_ms_p25']:.1f}-{row['wall_ms_p75']:.1f}",
+            f"{row['cpu_ms_median']:.1f}",
+            f"{row['ratio_to_python']:.2f}",
+            f"{row['ratio_to_sqlalchemy']:.2f}",
+            str(row["modules_imported"]),
+            "yes" if row["imports_sqlalchemy"] else "no",
+        )
+    console.print(table)
+    by_key = {row["key"]: row for row in rows}
+    notes = []
+    if by_key["run_once_idle"]["imports_sqlalchemy"]:
+        notes.append("[red]run-once on an idle database imported SQLAlchemy: no fast path[/red]")
+    idle_extra = by_key["run_once_idle"]["wall_ms_median"] - by_key["python"]["wall_ms_median"]
+    notes.append(
+        f"idle run-once costs {idle_extra:.0f} ms more than a bare interpreter; 'modules' is "
+        "the count -X importtime reports for one extra run."
+    )
+    for note in notes:
+        console.print(note)
+    console.print(f"[dim]start-up benchmark took {elapsed:.1f}s[/dim]\n")
+    return {"runs": rounds, "elapsed_s": elapsed, "commands": rows}
