@@ -93,6 +93,7 @@ class Task:
     queue: str
     status: TaskStatus
     current_rank: int | None
+    last_run_id: str | None
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None

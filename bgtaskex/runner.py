@@ -135,10 +135,10 @@ class Runner:
 
     def run(self) -> RunSummary:
         started = time.monotonic()
-        seen: set[int] = set()
+        broken: set[int] = set()  # tasks that raised before any write: not again this run
         counts = dict.fromkeys(Outcome, 0)
         while time.time() < self.deadline:
-            task = self.store.next_task(exclude=seen)
+            task = self.store.next_task(skip_run=self.run_id, exclude=broken)
             if task is None:
                 break
             try:
@@ -148,10 +148,9 @@ class Runner:
             except Exception:
                 # A bug or a corrupt row must not stop every run at this task.
                 log.exception("task %s: unexpected error; left for the next run", task.id)
+                broken.add(task.id)
                 outcome = Outcome.ERROR
             counts[outcome] += 1
-            if outcome not in (Outcome.FINISHED, Outcome.FAILED):
-                seen.add(task.id)  # still due: do not take it again in this run
         return RunSummary(
             run_id=self.run_id,
             finished=counts[Outcome.FINISHED],

@@ -23,6 +23,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -142,6 +143,7 @@ def _task(row: Row[Any], actions: Sequence[ActionRecord] = ()) -> Task:
         queue=row.queue,
         status=TaskStatus(row.status) if row.status in _TASK_STATUSES else row.status,
         current_rank=row.current_rank,
+        last_run_id=row.last_run_id,
         created_at=row.created_at,
         updated_at=row.updated_at,
         ended_at=row.ended_at,
@@ -355,15 +357,22 @@ class Store:
                 for row in rows
             ]
 
-    def next_task(self, exclude: Collection[int] = ()) -> Task | None:
+    def next_task(
+        self, *, skip_run: str | None = None, exclude: Collection[int] = ()
+    ) -> Task | None:
         """The task the run should process next (see `models.run_order`), with its
-        actions; tasks in `exclude` (already handled by this run) are passed over."""
+        actions. Tasks last written by run `skip_run` (already handled by it) and those
+        in `exclude` are passed over."""
         query = (
             select(t.tasks)
             .where(t.tasks.c.run_order.isnot(None))
             .order_by(t.tasks.c.run_order, t.tasks.c.id)
             .limit(1)
         )
+        if skip_run is not None:
+            query = query.where(
+                or_(t.tasks.c.last_run_id.is_(None), t.tasks.c.last_run_id != skip_run)
+            )
         if exclude:
             query = query.where(t.tasks.c.id.not_in(list(exclude)))
         with self._read() as conn:
@@ -380,7 +389,7 @@ class Store:
     def apply(self, change: Change) -> None:
         """Write one state change of a task (status, actions, events) in one transaction."""
         now = _now()
-        values: dict[str, Any] = {"updated_at": now}
+        values: dict[str, Any] = {"updated_at": now, "last_run_id": change.run_id}
         if change.status is not None:
             values["status"] = change.status.value
             values["run_order"] = _run_order_sql(change.status)

@@ -22,7 +22,6 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -35,7 +34,23 @@ metadata = MetaData(
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid); elsewhere ids are 64-bit.
 Id = BigInteger().with_variant(Integer(), "sqlite")
-Params = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Params(TypeDecorator[Any]):
+    """A JSON object: JSONB on PostgreSQL, JSON (text) elsewhere.
+
+    The PostgreSQL dialect is imported only when it is used: SQLite runs skip its cost.
+    """
+
+    impl = JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(JSON())
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -71,6 +86,8 @@ tasks = Table(
     # "next task" query is a range scan of a small partial index.
     Column("run_order", SmallInteger, nullable=True),
     Column("current_rank", Integer, nullable=True),
+    # The run that last wrote the task: a run does not take a task twice.
+    Column("last_run_id", String(32), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime, nullable=True),

@@ -33,6 +33,7 @@ def task_dict(task: Task) -> dict[str, Any]:
         "queue": task.queue,
         "status": str(task.status),
         "current_rank": task.current_rank,
+        "last_run_id": task.last_run_id,
         "created_at": _time(task.created_at),
         "updated_at": _time(task.updated_at),
         "ended_at": _time(task.ended_at),
