@@ -3,14 +3,40 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-Checkpoint = Callable[[dict[str, Any]], None]
+from .models import Progress
 
 
-def _no_checkpoint(params: dict[str, Any]) -> None:
-    """Outside a run (e.g. in a unit test of an action) a checkpoint saves nothing."""
+class Cancelled(BaseException):
+    """Raised inside `execute` by `checkpoint()` when the task was cancelled meanwhile.
+
+    A BaseException, so a broad `except Exception` in an action does not swallow it; let
+    it propagate (clean up in `finally`).
+    """
+
+
+class ActionContext(Protocol):
+    """What the runner lends an action; an action never sees the store."""
+
+    def checkpoint(self, params: dict[str, Any], progress: Progress | None) -> None: ...
+
+    def report(self, progress: Progress) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class _Detached:
+    """Outside a run (e.g. in a unit test of an action) nothing is saved."""
+
+    def checkpoint(self, params: dict[str, Any], progress: Progress | None) -> None:
+        pass
+
+    def report(self, progress: Progress) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
 
 
 class Action:
@@ -30,17 +56,15 @@ class Action:
     Do not override `__init__`: prepare state in `init_params`.
     """
 
-    #: Override in a subclass to document what the action does (shown by `bgtaskex show`).
+    #: Override in a subclass to document what the action does.
     description: ClassVar[str] = ""
 
     def __init__(
-        self,
-        params: dict[str, Any] | None = None,
-        *,
-        checkpoint: Checkpoint = _no_checkpoint,
+        self, params: dict[str, Any] | None = None, *, context: ActionContext | None = None
     ) -> None:
         self.params: dict[str, Any] = dict(params or {})
-        self._checkpoint = checkpoint
+        self._context: ActionContext = context or _Detached()
+        self._progress: Progress | None = None
 
     def init_params(self) -> bool:
         """Prepare params before the first execute; False means nothing to do."""
@@ -55,8 +79,25 @@ class Action:
         raise NotImplementedError(f"{type(self).__qualname__} must implement execute()")
 
     def checkpoint(self) -> None:
-        """Save `self.params` now, so a crash later in this execute keeps this progress."""
-        self._checkpoint(self.params)
+        """Save `self.params` (and the last progress) now, so a crash later in this
+        execute keeps this much work. Raises `Cancelled` if the task was cancelled."""
+        self._context.checkpoint(self.params, self._progress)
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report how far the action is (`done` of `total` units, and a short message).
+
+        Shown live by `run-once --progress`; saved with the params at the next
+        checkpoint or hook return, for `list` and `show`.
+        """
+        if message is not None:
+            message = str(message)[:200]
+        self._progress = Progress(float(done), None if total is None else float(total), message)
+        self._context.report(self._progress)
+
+    def should_stop(self) -> bool:
+        """True when the run asks the action to stop early (e.g. the service is stopping):
+        save what you have and return False."""
+        return self._context.should_stop()
 
     @staticmethod
     def time_left(deadline: float) -> float:

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from .config import Settings, load_settings
 from .exceptions import UsageError
-from .models import Event, NewAction, RunSummary, Task, TaskType
+from .models import (
+    ACTIVE_STATUSES,
+    TERMINAL,
+    Event,
+    NewAction,
+    RunSummary,
+    Task,
+    TaskFilter,
+    TaskType,
+)
 from .registry import Registry
 from .store import Store
 
@@ -71,6 +81,22 @@ def check_task_fields(name: object, type: object, queue: object) -> TaskType:
         raise UsageError(f"task type must be 'interactive' or 'cron', got {type!r}") from None
 
 
+def expand_statuses(statuses: Iterable[str]) -> frozenset[str]:
+    """Check status names; "active" stands for every status that is not terminal."""
+    known = {s.value for s in TERMINAL | ACTIVE_STATUSES}
+    found: set[str] = set()
+    for status in statuses:
+        if status == "active":
+            found |= {s.value for s in ACTIVE_STATUSES}
+        elif status in known:
+            found.add(status)
+        else:
+            raise UsageError(
+                f"unknown status {status!r}; expected active or one of {', '.join(sorted(known))}"
+            )
+    return frozenset(found)
+
+
 class Client:
     """Enqueue and inspect tasks; run them from Python (the same run as `run-once`)."""
 
@@ -102,9 +128,39 @@ class Client:
         """The task with its actions; raises TaskNotFound."""
         return self.store.get_task(task_id)
 
-    def list_tasks(self, *, status: Iterable[str] | None = None, limit: int = 100) -> list[Task]:
-        """Tasks still to run first (in run order), then ended ones, newest first."""
-        return self.store.list_tasks(statuses=list(status) if status else None, limit=limit)
+    def list_tasks(
+        self,
+        where: TaskFilter | None = None,
+        *,
+        status: Iterable[str] | None = None,
+        limit: int = 50,
+    ) -> list[Task]:
+        """Tasks still to run first (in run order), then ended ones, newest first.
+
+        `status` is a shortcut for `TaskFilter(statuses=...)`; "active" means every
+        status that is not terminal.
+        """
+        if status is not None:
+            where = replace(where or TaskFilter(), statuses=expand_statuses(status))
+        return self.store.list_tasks(where, limit=limit)
+
+    def count_tasks(self, where: TaskFilter | None = None) -> int:
+        return self.store.count_tasks(where)
+
+    def cancel(self, task_id: int) -> bool:
+        """Cancel a task: True when it is cancelled now; False when a run is executing it
+        and will cancel it at its next checkpoint or hook return."""
+        from .lock import lock_is_held
+
+        return self.store.cancel(task_id, executing=lambda: lock_is_held(self.settings.lock_path))
+
+    def retry(self, task_id: int, *, from_start: bool = False) -> None:
+        """Put a failed task back in the queue (see `Store.retry`)."""
+        self.store.retry(task_id, from_start=from_start)
+
+    def purge(self, where: TaskFilter | None = None) -> int:
+        """Delete ended tasks (with their actions and events) that `where` selects."""
+        return self.store.purge(where)
 
     def events(self, task_id: int) -> list[Event]:
         """The history of a task, oldest first."""
@@ -121,6 +177,7 @@ class Client:
             max_attempts=self.settings.max_attempts,
             lock_path=self.settings.lock_path,
             wait=wait,
+            retention=self.settings.retention,
         )
 
     def close(self) -> None:

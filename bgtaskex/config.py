@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigError
+from .models import TaskStatus
 from .urls import default_database_url, sqlite_path
 
 ENV_PREFIX = "BGTASKEX_"
@@ -43,6 +44,12 @@ def _positive_duration(value: object) -> float:
     if seconds <= 0:
         raise ValueError(f"expected a duration > 0, got {value!r}")
     return seconds
+
+
+def _retention(value: object) -> float | None:
+    if isinstance(value, str) and value.strip().lower() in ("never", "forever"):
+        return None
+    return parse_duration(value)
 
 
 def _positive_int(value: object) -> int:
@@ -95,7 +102,20 @@ class Settings:
     lock_file: str | None = None
     sqlite_synchronous: str = "FULL"
     log_level: str = "WARNING"
+    keep_finished: float | None = 30 * 86400.0  # finished and cancelled tasks; None = forever
+    keep_failed: float | None = 90 * 86400.0
+    stuck_after: float = 180.0  # `check`: a task not ended and untouched this long is stuck
     config_file: str | None = field(default=None, compare=False)
+
+    @property
+    def retention(self) -> dict[TaskStatus, float]:
+        """Seconds to keep ended tasks, by status (statuses kept forever are absent)."""
+        keep = {
+            TaskStatus.FINISHED: self.keep_finished,
+            TaskStatus.CANCELLED: self.keep_finished,
+            TaskStatus.FAILED: self.keep_failed,
+        }
+        return {status: seconds for status, seconds in keep.items() if seconds is not None}
 
     @property
     def url(self) -> str:
@@ -131,6 +151,9 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "lock_file": _text,
     "sqlite_synchronous": _choice("OFF", "NORMAL", "FULL", "EXTRA"),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+    "keep_finished": _retention,
+    "keep_failed": _retention,
+    "stuck_after": _positive_duration,
 }
 assert set(PARSERS) == {f.name for f in fields(Settings)} - {"config_file"}
 

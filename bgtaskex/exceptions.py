@@ -40,7 +40,7 @@ class TaskNotFound(BgtaskexError):
 class InvalidState(BgtaskexError):
     """The operation does not apply to the task in its current status."""
 
-    exit_code = 3
+    exit_code = 5
 
 
 class StorageError(BgtaskexError):
@@ -61,3 +61,11 @@ class LockBusy(BgtaskexError):
     """Another run holds the run lock."""
 
     exit_code = 0
+
+
+class TaskInterrupted(BgtaskexError):
+    """A run's write found its task ended or asked to cancel by someone else."""
+
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"task {task_id} was ended or asked to cancel by someone else")
+        self.task_id = task_id

@@ -77,3 +77,16 @@ class RunLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
+
+
+def lock_is_held(path: str | Path) -> bool:
+    """Whether a live process holds the run lock at `path` right now."""
+    if not Path(path).exists():
+        return False
+    probe = RunLock(path)
+    try:
+        probe.acquire()
+    except LockBusy:
+        return True
+    probe.release()
+    return False

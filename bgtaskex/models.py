@@ -21,10 +21,11 @@ class TaskStatus(StrEnum):
     PAUSED = "paused"  # execute returned False: resume with execute
     FINISHED = "finished"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
-        return self in (TaskStatus.FINISHED, TaskStatus.FAILED)
+        return self in TERMINAL
 
 
 class ActionStatus(StrEnum):
@@ -33,10 +34,15 @@ class ActionStatus(StrEnum):
     DONE = "done"
     SKIPPED = "skipped"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def ended(self) -> bool:
-        return self in (ActionStatus.DONE, ActionStatus.SKIPPED, ActionStatus.FAILED)
+        return self not in (ActionStatus.PENDING, ActionStatus.ACTIVE)
+
+
+TERMINAL = frozenset({TaskStatus.FINISHED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+ACTIVE_STATUSES = frozenset(s for s in TaskStatus if s not in TERMINAL)
 
 
 TYPE_ORDER = {TaskType.INTERACTIVE: 0, TaskType.CRON: 1}
@@ -69,6 +75,21 @@ class NewAction:
 
 
 @dataclass(frozen=True, slots=True)
+class Progress:
+    """How far an action is, as it last reported with `Action.progress()`."""
+
+    done: float
+    total: float | None = None
+    message: str | None = None
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total or self.total <= 0:
+            return None
+        return max(0.0, min(1.0, self.done / self.total))
+
+
+@dataclass(frozen=True, slots=True)
 class ActionRecord:
     """One persisted action of a task."""
 
@@ -81,6 +102,15 @@ class ActionRecord:
     params: dict[str, Any]
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    progress: Progress | None = None
+    elapsed: float = 0.0  # seconds spent in execute, over every run
+
+    def eta(self) -> float | None:
+        """Seconds of execute time still needed, from this action's own rate so far."""
+        p = self.progress
+        if p is None or p.fraction is None or p.done <= 0 or self.elapsed <= 0:
+            return None
+        return (p.total - p.done) * self.elapsed / p.done  # type: ignore[operator]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +128,7 @@ class Task:
     updated_at: datetime
     ended_at: datetime | None
     actions: tuple[ActionRecord, ...] = ()
+    cancel_requested_at: datetime | None = None
 
     @property
     def current_action(self) -> ActionRecord | None:
@@ -139,6 +170,8 @@ class ActionChange:
     status: ActionStatus | None = None
     params: dict[str, Any] | None = None
     attempts: int | None = None
+    progress: Progress | None = None
+    elapsed: float = 0.0  # seconds of execute to add to the action's total
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +187,29 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskFilter:
+    """Which tasks a command is about; every field narrows, None means any."""
+
+    statuses: frozenset[str] | None = None
+    types: frozenset[str] | None = None
+    queues: frozenset[str] | None = None
+    name_glob: str | None = None  # shell-style: * and ?, case-insensitive
+    since: datetime | None = None  # created at or after
+    until: datetime | None = None  # created before
+    ended_before: datetime | None = None  # for purge --older-than
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counts for `bgtaskex stats` and the Prometheus metrics."""
+
+    counts: tuple[tuple[str, str, str, int], ...]  # (queue, type, status, tasks)
+    oldest_waiting: datetime | None
+    actions_ended: tuple[tuple[str, str, int], ...]  # (window, status, count)
+    mean_action_seconds: float | None  # execute time of actions done in the last day
+
+
+@dataclass(frozen=True, slots=True)
 class RunSummary:
     """What one run did."""
 
@@ -162,13 +218,19 @@ class RunSummary:
     paused: int = 0
     failed: int = 0
     errors: int = 0  # tasks left for the next run by a hook that raised
+    cancelled: int = 0
     actions: int = 0  # hook calls of execute
     elapsed: float = 0.0
-    idle: bool = False
+    budget: float = 0.0
+    lock_wait: float = 0.0
+    purged: int = 0
+    started_at: datetime | None = None
 
     def line(self) -> str:
+        extra = f", {self.cancelled} cancelled" if self.cancelled else ""
+        extra += f", {self.purged} purged" if self.purged else ""
         return (
             f"run {self.run_id}: {self.finished} finished, {self.paused} paused, "
-            f"{self.failed} failed, {self.errors} errored, {self.actions} actions run "
+            f"{self.failed} failed, {self.errors} errored{extra}, {self.actions} actions run "
             f"in {self.elapsed:.2f}s"
         )

@@ -6,15 +6,19 @@ can tell for sure that no task is due, the run ends without importing SQLAlchemy
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+
 from .urls import sqlite_path
 
 #: The Alembic revision this release's code expects (tests check it is the script head).
 HEAD_REVISION = "0001"
 
 
-def sqlite_idle(url: str) -> bool:
+def sqlite_idle(url: str, retention: Mapping[str, float] | None = None) -> bool:
     """True only when the database of `url` is an SQLite file, at this release's schema,
-    with no task due. False means "something is due" or "cannot tell": do the full run."""
+    with no task due and no ended task past its `retention` (seconds, by status).
+    False means "there is work" or "cannot tell": do the full run."""
     path = sqlite_path(url)
     if path is None:
         return False
@@ -33,7 +37,18 @@ def sqlite_idle(url: str) -> bool:
         due = conn.execute(
             "SELECT 1 FROM bgtaskex_tasks WHERE run_order IS NOT NULL LIMIT 1"
         ).fetchone()
-        return due is None
+        if due is not None:
+            return False
+        for status, seconds in (retention or {}).items():
+            # Timestamps are stored as naive UTC text, which sorts as time does.
+            cutoff = datetime.now(UTC) - timedelta(seconds=seconds)
+            old = conn.execute(
+                "SELECT 1 FROM bgtaskex_tasks WHERE status = ? AND ended_at < ? LIMIT 1",
+                (str(status), cutoff.strftime("%Y-%m-%d %H:%M:%S.%f")),
+            ).fetchone()
+            if old is not None:
+                return False
+        return True
     except sqlite3.Error:
         return False
     finally:

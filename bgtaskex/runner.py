@@ -14,13 +14,14 @@ import logging
 import secrets
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .action import Action
-from .exceptions import InvalidRef, StorageError
+from .action import Action, Cancelled
+from .exceptions import InvalidRef, StorageError, TaskInterrupted
 from .lock import RunLock
 from .models import (
     ActionChange,
@@ -28,6 +29,7 @@ from .models import (
     ActionStatus,
     Change,
     NewEvent,
+    Progress,
     RunSummary,
     Task,
     TaskStatus,
@@ -44,6 +46,7 @@ class Outcome(enum.Enum):
     PAUSED = "paused"  # execute returned False
     DEFERRED = "deferred"  # between two actions when the deadline came
     ERROR = "error"  # a hook raised: left for the next run to recover
+    CANCELLED = "cancelled"
 
 
 _RESUMABLE = frozenset(
@@ -94,6 +97,8 @@ class _Work:
         attempts: int | None = None,
         message: str = "",
         error: str | None = None,
+        progress: Progress | None = None,
+        elapsed: float = 0.0,
     ) -> None:
         old = self.staged.get(rank, ActionChange(rank))
         self.staged[rank] = ActionChange(
@@ -101,6 +106,8 @@ class _Work:
             status=status or old.status,
             params=params if params is not None else old.params,
             attempts=attempts if attempts is not None else old.attempts,
+            progress=progress or old.progress,
+            elapsed=old.elapsed + elapsed,
         )
         if status is not None and status != self.action_status[rank]:
             self.events.append(NewEvent(rank, self.action_status[rank], status, message, error))
@@ -114,6 +121,52 @@ class _Work:
         return any(s is ActionStatus.FAILED for s in self.action_status.values())
 
 
+class RunObserver:
+    """Hooks for a live view of a run (`run-once --progress`); the default does nothing."""
+
+    def task_started(self, task: Task) -> None:
+        pass
+
+    def progress(self, task: Task, rank: int, progress: Progress) -> None:
+        pass
+
+    def task_ended(self, task: Task, outcome: Outcome) -> None:
+        pass
+
+
+class _Context:
+    """What one action instance may do with the run: checkpoints, progress, stop."""
+
+    def __init__(self, runner: Runner, task: Task, rank: int) -> None:
+        self.runner = runner
+        self.task = task
+        self.rank = rank
+        self.saved_at = time.monotonic()  # the execute time not yet added to `elapsed`
+
+    def busy_since_save(self) -> float:
+        now = time.monotonic()
+        busy, self.saved_at = now - self.saved_at, now
+        return busy
+
+    def checkpoint(self, params: dict[str, Any], progress: Progress | None) -> None:
+        runner = self.runner
+        saved = jsonable(params, "checkpoint")
+        change = ActionChange(
+            self.rank, params=saved, progress=progress, elapsed=self.busy_since_save()
+        )
+        try:
+            runner.store.apply(Change(self.task.id, runner.run_id, actions=(change,)))
+        except TaskInterrupted:
+            runner.store.end_cancelled(self.task.id, runner.run_id, self.rank, saved)
+            raise Cancelled(f"task {self.task.id} was cancelled") from None
+
+    def report(self, progress: Progress) -> None:
+        self.runner.observer.progress(self.task, self.rank, progress)
+
+    def should_stop(self) -> bool:
+        return self.runner.stop_requested
+
+
 class Runner:
     """Processes tasks until none is due or the deadline has passed."""
 
@@ -125,13 +178,16 @@ class Runner:
         deadline: float,
         max_attempts: int = 5,
         run_id: str | None = None,
+        observer: RunObserver | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
         self.deadline = deadline
         self.max_attempts = max_attempts
         self.run_id = run_id or new_run_id()
+        self.observer = observer or RunObserver()
         self.actions_run = 0
+        self.stop_requested = False
 
     def run(self) -> RunSummary:
         started = time.monotonic()
@@ -141,8 +197,14 @@ class Runner:
             task = self.store.next_task(skip_run=self.run_id, exclude=broken)
             if task is None:
                 break
+            self.observer.task_started(task)
             try:
                 outcome = self.process(task)
+            except TaskInterrupted:  # cancelled (or ended) by someone else meanwhile
+                self.store.end_cancelled(task.id, self.run_id, None, None)
+                outcome = Outcome.CANCELLED
+            except Cancelled:  # raised by a checkpoint, which already ended the task
+                outcome = Outcome.CANCELLED
             except StorageError:
                 raise  # the database is gone: so is this run
             except Exception:
@@ -151,12 +213,14 @@ class Runner:
                 broken.add(task.id)
                 outcome = Outcome.ERROR
             counts[outcome] += 1
+            self.observer.task_ended(task, outcome)
         return RunSummary(
             run_id=self.run_id,
             finished=counts[Outcome.FINISHED],
             paused=counts[Outcome.PAUSED] + counts[Outcome.DEFERRED],
             failed=counts[Outcome.FAILED],
             errors=counts[Outcome.ERROR],
+            cancelled=counts[Outcome.CANCELLED],
             actions=self.actions_run,
             elapsed=time.monotonic() - started,
         )
@@ -169,6 +233,9 @@ class Runner:
         current = task.current_action
         status = task.status
         log.debug("task %s (%s): found %s", task.id, task.name, status)
+        if task.cancel_requested_at is not None:  # asked while a run held the lock
+            self.store.end_cancelled(task.id, self.run_id, None, None)
+            return Outcome.CANCELLED
         if status == TaskStatus.CREATED:
             return self._advance(work)
         if current is None or status not in _RESUMABLE:
@@ -207,20 +274,16 @@ class Runner:
             f"execute died in an earlier run (death {attempts}); calling change_params_on_error",
         )
         try:
-            retry, params = self._hook(
+            retry = self._hook(
                 work, rank, instance, "change_params_on_error", instance.change_params_on_error
             )
         except _HookDied:
             return Outcome.ERROR
         if not retry:
             work.stage(
-                rank,
-                ActionStatus.FAILED,
-                params=params,
-                message="change_params_on_error gave up (returned False)",
+                rank, ActionStatus.FAILED, message="change_params_on_error gave up (returned False)"
             )
             return self._advance(work)
-        work.stage(rank, params=params)
         return self._execute(work, rank, instance)
 
     def _advance(self, work: _Work) -> Outcome:
@@ -245,20 +308,16 @@ class Runner:
                     work, TaskStatus.STARTING, f"calling init_params of action {rank}", rank
                 )
                 try:
-                    wanted, params = self._hook(
-                        work, rank, instance, "init_params", instance.init_params
-                    )
+                    wanted = self._hook(work, rank, instance, "init_params", instance.init_params)
                 except _HookDied:
                     return Outcome.ERROR
                 if not wanted:
                     work.stage(
                         rank,
                         ActionStatus.SKIPPED,
-                        params=params,
                         message="init_params returned False: nothing to do",
                     )
                     continue
-                work.stage(rank, params=params)
             return self._execute(work, rank, instance)
 
     def _execute(self, work: _Work, rank: int, instance: Action) -> Outcome:
@@ -266,15 +325,14 @@ class Runner:
         self._commit(work, TaskStatus.RUNNING, f"calling execute of action {rank}", rank)
         self.actions_run += 1
         try:
-            done, params = self._hook(
+            done = self._hook(
                 work, rank, instance, "execute", lambda: instance.execute(self.deadline)
             )
         except _HookDied:
             return Outcome.ERROR
         if done:
-            work.stage(rank, ActionStatus.DONE, params=params, message="execute returned True")
+            work.stage(rank, ActionStatus.DONE, message="execute returned True")
             return self._advance(work)
-        work.stage(rank, params=params)
         self._commit(work, TaskStatus.PAUSED, f"execute of action {rank} returned False")
         return Outcome.PAUSED
 
@@ -296,30 +354,25 @@ class Runner:
             work.stage(record.rank, ActionStatus.FAILED, message=str(err))
             return None
 
-        def checkpoint(params: dict[str, Any]) -> None:
-            self.store.apply(
-                Change(
-                    work.task.id,
-                    self.run_id,
-                    actions=(ActionChange(record.rank, params=jsonable(params, "checkpoint")),),
-                )
-            )
-
-        return cls(dict(record.params), checkpoint=checkpoint)
+        return cls(dict(record.params), context=_Context(self, work.task, record.rank))
 
     def _hook(
         self, work: _Work, rank: int, instance: Action, name: str, call: Callable[[], object]
-    ) -> tuple[bool, dict[str, Any]]:
-        """Call a hook; returns its result and the params it left, as JSON.
+    ) -> bool:
+        """Call a hook; on a normal return, stage the params (and progress, and execute
+        time) it left, and return its result.
 
         If it raises, returns a non-bool or leaves params that are not JSON, record it and
         raise _HookDied: the task stays in its status for the next run to recover.
         """
+        context = instance._context
+        if isinstance(context, _Context):
+            context.busy_since_save()
         try:
             result = call()
             if not isinstance(result, bool):
                 raise TypeError(f"{name} must return True or False, not {result!r}")
-            return result, jsonable(instance.params, name)
+            params = jsonable(instance.params, name)
         except Exception as err:
             log.warning(
                 "task %s (%s): %s of action %s raised %s: %s",
@@ -340,6 +393,13 @@ class Runner:
             )
             self.store.apply(Change(work.task.id, self.run_id, events=(event,)))
             raise _HookDied from err
+        elapsed = (
+            context.busy_since_save()
+            if name == "execute" and isinstance(context, _Context)
+            else 0.0
+        )
+        work.stage(rank, params=params, progress=instance._progress, elapsed=elapsed)
+        return result
 
     def _commit(
         self, work: _Work, status: TaskStatus, message: str, current_rank: int | None = None
@@ -371,8 +431,29 @@ def run(
     max_attempts: int = 5,
     lock_path: str | Path,
     wait: float = 0.0,
+    retention: Mapping[TaskStatus, float] | None = None,
+    observer: RunObserver | None = None,
 ) -> RunSummary:
-    """One run under the lock: raises LockBusy when another run holds it."""
+    """One run under the lock: the tasks, then retention with what is left of the budget.
+
+    Raises LockBusy when another run holds the lock (after `wait` seconds).
+    """
+    asked = time.monotonic()
     with RunLock(lock_path, wait=wait):
+        began = time.monotonic()
+        started_at = datetime.now(UTC)
         deadline = time.time() + max_execution_time
-        return Runner(store, registry, deadline=deadline, max_attempts=max_attempts).run()
+        summary = Runner(
+            store, registry, deadline=deadline, max_attempts=max_attempts, observer=observer
+        ).run()
+        purged = 0
+        if retention and time.time() < deadline:
+            purged = store.apply_retention(dict(retention), deadline=deadline)
+        return replace(
+            summary,
+            budget=max_execution_time,
+            lock_wait=began - asked,
+            started_at=started_at,
+            purged=purged,
+            elapsed=time.monotonic() - began,
+        )

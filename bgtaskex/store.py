@@ -11,16 +11,13 @@ import json
 import logging
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Engine,
     Row,
     case,
-    create_engine,
-    event,
     func,
     insert,
     or_,
@@ -29,30 +26,32 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 
 from . import tables as t
-from .exceptions import (
-    DatabaseUnavailable,
-    SchemaOutdated,
-    StorageError,
-    TaskNotFound,
-    UsageError,
-)
+from .engine import make_engine
+from .engine import now as _now
+from .engine import translated as _translated
+from .exceptions import SchemaOutdated, TaskInterrupted, TaskNotFound
 from .models import (
+    ACTIVE_STATUSES,
+    TERMINAL,
     ActionRecord,
     ActionStatus,
     Change,
     Event,
     NewAction,
     NewEvent,
+    Progress,
     Task,
+    TaskFilter,
     TaskStatus,
     TaskType,
     run_order,
 )
 from .probe import HEAD_REVISION
-from .urls import mask_secrets, sqlite_path
+from .store_admin import AdminQueries
+from .store_admin import conditions as _conditions
+from .urls import sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -60,72 +59,6 @@ log = logging.getLogger(__name__)
 _TASK_TYPES = frozenset(t.value for t in TaskType)
 _TASK_STATUSES = frozenset(s.value for s in TaskStatus)
 _ACTION_STATUSES = frozenset(s.value for s in ActionStatus)
-SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _first_line(err: BaseException) -> str:
-    orig = getattr(err, "orig", None) or err
-    lines = str(orig).strip().splitlines()
-    return mask_secrets(lines[0] if lines else type(orig).__name__)
-
-
-@contextmanager
-def _translated(unavailable: bool = False, where: str = "database") -> Iterator[None]:
-    try:
-        yield
-    except sa_exc.DBAPIError as err:
-        if unavailable or err.connection_invalidated:
-            raise DatabaseUnavailable(f"{where} unavailable: {_first_line(err)}") from err
-        raise StorageError(f"database error: {_first_line(err)}") from err
-    except sa_exc.SQLAlchemyError as err:
-        raise StorageError(f"database error: {_first_line(err)}") from err
-
-
-def _make_engine(url: str, sqlite_synchronous: str, busy_timeout: float) -> Engine:
-    try:
-        parsed = make_url(url)
-    except sa_exc.ArgumentError as err:
-        raise UsageError(f"invalid database URL {mask_secrets(url)!r}") from err
-    try:
-        if parsed.get_backend_name() != "sqlite":
-            return create_engine(parsed, pool_pre_ping=True)
-        engine = create_engine(parsed, connect_args={"timeout": busy_timeout})
-    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as err:
-        hint = ""
-        if isinstance(err, ImportError):
-            hint = " (install its driver"
-            hint += ", e.g. pip install 'bgtaskex[postgres]')" if "postgres" in url else ")"
-        raise UsageError(
-            f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
-            f"{_first_line(err)}{hint}"
-        ) from err
-    synchronous = sqlite_synchronous.upper()
-    if synchronous not in SQLITE_SYNCHRONOUS:
-        raise UsageError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        if parsed.database not in (None, "", ":memory:"):
-            cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        # Writers take the write lock up front, so two writers queue on the busy timeout
-        # instead of failing with "database is locked" when a read upgrades to a write.
-        readonly = conn.get_execution_options().get("bgtaskex_readonly", False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
-
-    return engine
 
 
 def _check_id(task_id: int) -> None:
@@ -148,6 +81,7 @@ def _task(row: Row[Any], actions: Sequence[ActionRecord] = ()) -> Task:
         updated_at=row.updated_at,
         ended_at=row.ended_at,
         actions=tuple(actions),
+        cancel_requested_at=row.cancel_requested_at,
     )
 
 
@@ -165,10 +99,16 @@ def _action(row: Row[Any]) -> ActionRecord:
         params=params,
         started_at=row.started_at,
         ended_at=row.ended_at,
+        progress=(
+            None
+            if row.progress_done is None
+            else Progress(row.progress_done, row.progress_total, row.progress_message)
+        ),
+        elapsed=row.elapsed or 0.0,
     )
 
 
-class Store:
+class Store(AdminQueries):
     """Every read and write of bgtaskex's own tables, on SQLite or PostgreSQL."""
 
     def __init__(
@@ -183,7 +123,7 @@ class Store:
         path = sqlite_path(url)
         if path is not None and create_dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self._engine = _make_engine(url, sqlite_synchronous, busy_timeout)
+        self._engine = make_engine(url, sqlite_synchronous, busy_timeout)
 
     @property
     def display_url(self) -> str:
@@ -276,6 +216,8 @@ class Store:
                         "status": ActionStatus.PENDING.value,
                         "attempts": 0,
                         "params": action.params,
+                        "initial_params": action.params,
+                        "elapsed": 0.0,
                     }
                     for rank, action in enumerate(actions, start=1)
                 ],
@@ -311,28 +253,31 @@ class Store:
                 raise TaskNotFound(task_id)
             return _task(row, self._actions_of(conn, [task_id])[task_id])
 
-    def list_tasks(
-        self, *, statuses: Collection[str] | None = None, limit: int = 100
-    ) -> list[Task]:
+    def list_tasks(self, where: TaskFilter | None = None, *, limit: int = 50) -> list[Task]:
         """Tasks still to run first, in the order the run takes them; then ended ones,
-        newest first."""
-        wanted = set(statuses) if statuses else None
+        newest first. Each part is a range scan of its own partial index."""
+        where = where or TaskFilter()
+        conds = _conditions(where)
+        wanted = where.statuses
         with self._read() as conn:
             rows: list[Row[Any]] = []
-            waiting = select(t.tasks).where(t.tasks.c.run_order.isnot(None))
-            ended = select(t.tasks).where(t.tasks.c.run_order.is_(None))
-            if wanted is not None:
-                waiting = waiting.where(t.tasks.c.status.in_(wanted))
-                ended = ended.where(t.tasks.c.status.in_(wanted))
-            rows.extend(
-                conn.execute(waiting.order_by(t.tasks.c.run_order, t.tasks.c.id).limit(limit))
-            )
-            if len(rows) < limit:
+            if wanted is None or wanted & ACTIVE_STATUSES:
+                waiting = select(t.tasks).where(t.tasks.c.run_order.isnot(None), *conds)
+                rows.extend(
+                    conn.execute(waiting.order_by(t.tasks.c.run_order, t.tasks.c.id).limit(limit))
+                )
+            if len(rows) < limit and (wanted is None or wanted & TERMINAL):
+                ended = select(t.tasks).where(t.tasks.c.run_order.is_(None), *conds)
                 rows.extend(
                     conn.execute(ended.order_by(t.tasks.c.id.desc()).limit(limit - len(rows)))
                 )
             found = self._actions_of(conn, [row.id for row in rows])
             return [_task(row, found[row.id]) for row in rows]
+
+    def count_tasks(self, where: TaskFilter | None = None) -> int:
+        with self._read() as conn:
+            query = select(func.count()).select_from(t.tasks).where(*_conditions(where))
+            return int(conn.execute(query).scalar_one())
 
     def events(self, task_id: int) -> list[Event]:
         _check_id(task_id)
@@ -387,7 +332,12 @@ class Store:
             return conn.execute(query).first() is not None
 
     def apply(self, change: Change) -> None:
-        """Write one state change of a task (status, actions, events) in one transaction."""
+        """Write one state change of a task (status, actions, events) in one transaction.
+
+        The write only happens while the task is neither ended nor asked to cancel;
+        otherwise nothing is written and TaskInterrupted is raised, so a run never
+        overwrites a `bgtaskex cancel`.
+        """
         now = _now()
         values: dict[str, Any] = {"updated_at": now, "last_run_id": change.run_id}
         if change.status is not None:
@@ -398,7 +348,17 @@ class Store:
         if change.current_rank is not None:
             values["current_rank"] = change.current_rank
         with self._write() as conn:
-            conn.execute(update(t.tasks).where(t.tasks.c.id == change.task_id).values(values))
+            updated = conn.execute(
+                update(t.tasks)
+                .where(
+                    t.tasks.c.id == change.task_id,
+                    t.tasks.c.run_order.isnot(None),
+                    t.tasks.c.cancel_requested_at.is_(None),
+                )
+                .values(values)
+            )
+            if updated.rowcount != 1:
+                raise TaskInterrupted(change.task_id)
             for action in change.actions:
                 action_values: dict[str, Any] = {}
                 if action.status is not None:
@@ -411,6 +371,12 @@ class Store:
                     action_values["params"] = action.params
                 if action.attempts is not None:
                     action_values["attempts"] = action.attempts
+                if action.progress is not None:
+                    action_values["progress_done"] = action.progress.done
+                    action_values["progress_total"] = action.progress.total
+                    action_values["progress_message"] = action.progress.message
+                if action.elapsed:
+                    action_values["elapsed"] = t.actions.c.elapsed + action.elapsed
                 if action_values:
                     conn.execute(
                         update(t.actions)

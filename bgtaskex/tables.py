@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -91,6 +92,9 @@ tasks = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime, nullable=True),
+    # Set by `bgtaskex cancel` while a run may be executing the task: the run ends it
+    # as cancelled at its next write (checkpoint or hook return).
+    Column("cancel_requested_at", UTCDateTime, nullable=True),
 )
 Index(
     "ix_bgtaskex_tasks_due",
@@ -99,6 +103,15 @@ Index(
     sqlite_where=tasks.c.run_order.isnot(None),
     postgresql_where=tasks.c.run_order.isnot(None),
 )
+# `list`: the ended tasks, newest first, without walking the waiting ones.
+Index(
+    "ix_bgtaskex_tasks_ended",
+    tasks.c.id,
+    sqlite_where=tasks.c.run_order.is_(None),
+    postgresql_where=tasks.c.run_order.is_(None),
+)
+# `purge` and retention: terminal tasks of a status ended before a cutoff.
+Index("ix_bgtaskex_tasks_status_ended_at", tasks.c.status, tasks.c.ended_at)
 
 actions = Table(
     "bgtaskex_actions",
@@ -110,10 +123,17 @@ actions = Table(
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("params", Params, nullable=False),
+    Column("initial_params", Params, nullable=False),  # as enqueued: `retry --from-start`
     Column("started_at", UTCDateTime, nullable=True),
     Column("ended_at", UTCDateTime, nullable=True),
+    Column("progress_done", Float, nullable=True),
+    Column("progress_total", Float, nullable=True),
+    Column("progress_message", String(200), nullable=True),
+    Column("elapsed", Float, nullable=False, default=0.0),  # seconds in execute, all runs
     UniqueConstraint("task_id", "rank"),
 )
+# `stats`: actions ended in the last hour / day.
+Index("ix_bgtaskex_actions_status_ended_at", actions.c.status, actions.c.ended_at)
 
 events = Table(
     "bgtaskex_events",

@@ -19,6 +19,7 @@ from bgtaskex.models import (
     Change,
     NewAction,
     NewEvent,
+    TaskFilter,
     TaskStatus,
     TaskType,
     run_order,
@@ -170,17 +171,20 @@ def test_list_tasks_waiting_in_run_order_then_ended_newest_first(store: Store) -
     ]
     assert [t.id for t in store.list_tasks(limit=3)] == listed[:3]
     assert [t.id for t in store.list_tasks(limit=7)] == listed[:7]
-    assert [t.id for t in store.list_tasks(statuses=["created"])] == [
+    assert [t.id for t in store.list_tasks(TaskFilter(statuses=frozenset(["created"])))] == [
         inter_created,
         cron_created,
         cron_created_2,
     ]
-    assert [t.id for t in store.list_tasks(statuses=["finished", "failed", "paused"])] == [
+    assert [
+        t.id
+        for t in store.list_tasks(TaskFilter(statuses=frozenset(["finished", "failed", "paused"])))
+    ] == [
         cron_paused,
         failed_new,
         finished_old,
     ]
-    assert store.list_tasks(statuses=["recovering"]) == []
+    assert store.list_tasks(TaskFilter(statuses=frozenset(["recovering"]))) == []
     assert all(len(t.actions) == 1 for t in store.list_tasks())
 
 

@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
         sa.Column("ended_at", UTCDateTime, nullable=True),
+        sa.Column("cancel_requested_at", UTCDateTime, nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_bgtaskex_tasks"),
     )
     op.create_index(
@@ -40,6 +41,14 @@ def upgrade() -> None:
         sqlite_where=sa.text("run_order IS NOT NULL"),
         postgresql_where=sa.text("run_order IS NOT NULL"),
     )
+    op.create_index(
+        "ix_bgtaskex_tasks_ended",
+        "bgtaskex_tasks",
+        ["id"],
+        sqlite_where=sa.text("run_order IS NULL"),
+        postgresql_where=sa.text("run_order IS NULL"),
+    )
+    op.create_index("ix_bgtaskex_tasks_status_ended_at", "bgtaskex_tasks", ["status", "ended_at"])
     op.create_table(
         "bgtaskex_actions",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
@@ -49,8 +58,13 @@ def upgrade() -> None:
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("params", Params(), nullable=False),
+        sa.Column("initial_params", Params(), nullable=False),
         sa.Column("started_at", UTCDateTime, nullable=True),
         sa.Column("ended_at", UTCDateTime, nullable=True),
+        sa.Column("progress_done", sa.Float, nullable=True),
+        sa.Column("progress_total", sa.Float, nullable=True),
+        sa.Column("progress_message", sa.String(200), nullable=True),
+        sa.Column("elapsed", sa.Float, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_bgtaskex_actions"),
         sa.ForeignKeyConstraint(
             ["task_id"],
@@ -59,6 +73,9 @@ def upgrade() -> None:
             name="fk_bgtaskex_actions_task_id_bgtaskex_tasks",
         ),
         sa.UniqueConstraint("task_id", "rank", name="uq_bgtaskex_actions_task_id_rank"),
+    )
+    op.create_index(
+        "ix_bgtaskex_actions_status_ended_at", "bgtaskex_actions", ["status", "ended_at"]
     )
     op.create_table(
         "bgtaskex_events",

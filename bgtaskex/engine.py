@@ -1,0 +1,105 @@
+"""The database engine: dialect settings, transactions and error translation.
+
+SQLite: WAL, `synchronous` as configured, foreign keys on, and writes in
+`BEGIN IMMEDIATE` so concurrent writers queue on the busy timeout instead of failing.
+Driver errors become `StorageError` / `DatabaseUnavailable`, secrets masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+
+from .exceptions import DatabaseUnavailable, StorageError, UsageError
+from .urls import mask_secrets
+
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def first_line(err: BaseException) -> str:
+    orig = getattr(err, "orig", None) or err
+    lines = str(orig).strip().splitlines()
+    return mask_secrets(lines[0] if lines else type(orig).__name__)
+
+
+@contextmanager
+def translated(unavailable: bool = False, where: str = "database") -> Iterator[None]:
+    """Turn SQLAlchemy/driver errors into bgtaskex's, with secrets masked."""
+    try:
+        yield
+    except sa_exc.DBAPIError as err:
+        if unavailable or err.connection_invalidated:
+            raise DatabaseUnavailable(f"{where} unavailable: {first_line(err)}") from err
+        raise StorageError(f"database error: {first_line(err)}") from err
+    except sa_exc.SQLAlchemyError as err:
+        raise StorageError(f"database error: {first_line(err)}") from err
+
+
+def _enable_wal(cur: Any, busy_timeout: float) -> None:
+    """Switch a database file to WAL once. Switching needs an exclusive lock and SQLite
+    does not wait for it on the busy handler, so two processes creating a fresh
+    database at once retry here instead of failing with "database is locked"."""
+    import sqlite3
+    import time
+
+    give_up = time.monotonic() + busy_timeout
+    while cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError:
+            if time.monotonic() > give_up:
+                raise
+            time.sleep(0.02)
+
+
+def make_engine(url: str, sqlite_synchronous: str, busy_timeout: float) -> Engine:
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as err:
+        raise UsageError(f"invalid database URL {mask_secrets(url)!r}") from err
+    try:
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(parsed, connect_args={"timeout": busy_timeout})
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as err:
+        hint = ""
+        if isinstance(err, ImportError):
+            hint = " (install its driver"
+            hint += ", e.g. pip install 'bgtaskex[postgres]')" if "postgres" in url else ")"
+        raise UsageError(
+            f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
+            f"{first_line(err)}{hint}"
+        ) from err
+    synchronous = sqlite_synchronous.upper()
+    if synchronous not in SQLITE_SYNCHRONOUS:
+        raise UsageError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if parsed.database not in (None, "", ":memory:"):
+            _enable_wal(cur, busy_timeout)
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        # Writers take the write lock up front, so two writers queue on the busy timeout
+        # instead of failing with "database is locked" when a read upgrades to a write.
+        readonly = conn.get_execution_options().get("bgtaskex_readonly", False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+    return engine

@@ -1,0 +1,342 @@
+"""The operators' queries of the store: cancel, retry, purge, retention, stats, health.
+
+A mixin of `store.Store`, kept apart so each file stays one concept: store.py is the
+run's path, this is what `bgtaskex cancel/retry/purge/stats/check` need. Each public
+method is one transaction (purge: one per batch).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Row, delete, func, insert, select, update
+
+from . import tables as t
+from .engine import now as _now
+from .exceptions import InvalidState, TaskNotFound
+from .models import (
+    ACTIVE_STATUSES,
+    TERMINAL,
+    ActionStatus,
+    Stats,
+    TaskFilter,
+    TaskStatus,
+    TaskType,
+    run_order,
+)
+
+_ACTIVE_VALUES = sorted(s.value for s in ACTIVE_STATUSES)
+_EXECUTING = (TaskStatus.STARTING, TaskStatus.RUNNING, TaskStatus.RECOVERING)
+
+
+def glob_to_like(pattern: str) -> str:
+    """Shell-style * and ? to a LIKE pattern with \\ as the escape character."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+def conditions(where: TaskFilter | None) -> list[ColumnElement[bool]]:
+    """The SQL conditions of a filter on the tasks table."""
+    if where is None:
+        return []
+    c = t.tasks.c
+    found: list[ColumnElement[bool]] = []
+    if where.statuses is not None:
+        found.append(c.status.in_(sorted(where.statuses)))
+    if where.types:
+        found.append(c.type.in_(sorted(where.types)))
+    if where.queues:
+        found.append(c.queue.in_(sorted(where.queues)))
+    if where.name_glob:
+        found.append(c.name.ilike(glob_to_like(where.name_glob), escape="\\"))
+    if where.since is not None:
+        found.append(c.created_at >= where.since)
+    if where.until is not None:
+        found.append(c.created_at < where.until)
+    if where.ended_before is not None:
+        found.append(c.ended_at < where.ended_before)
+    return found
+
+
+def _event(task_id: int, at: datetime, old: str, new: str, message: str) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "at": at,
+        "run_id": None,
+        "rank": None,
+        "old_status": old,
+        "new_status": new,
+        "message": message,
+        "error": None,
+    }
+
+
+class AdminQueries:
+    """Mixed into Store: expects `_read()` and `_write()` transaction helpers."""
+
+    _read: Callable[[], AbstractContextManager[Connection]]
+    _write: Callable[[], AbstractContextManager[Connection]]
+
+    def _locked_task(self, conn: Connection, task_id: int) -> Row[Any]:
+        query = select(t.tasks).where(t.tasks.c.id == task_id)
+        if conn.dialect.name != "sqlite":  # SQLite's BEGIN IMMEDIATE already serialises
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return row
+
+    # -- cancel --------------------------------------------------------------------------
+
+    def cancel(self, task_id: int, *, executing: Callable[[], bool]) -> bool:
+        """Cancel a task: at once (True) unless a run may be executing one of its hooks
+        right now (`executing()` says whether a run is alive), in which case the run
+        ends it at its next checkpoint or hook return (False)."""
+        now = _now()
+        with self._write() as conn:
+            row = self._locked_task(conn, task_id)
+            if row.status in {s.value for s in TERMINAL}:
+                raise InvalidState(f"task {task_id} is already {row.status}")
+            if row.status in _EXECUTING and executing():
+                if row.cancel_requested_at is None:
+                    conn.execute(
+                        update(t.tasks)
+                        .where(t.tasks.c.id == task_id)
+                        .values(cancel_requested_at=now, updated_at=now)
+                    )
+                    conn.execute(
+                        insert(t.events).values(
+                            _event(
+                                task_id,
+                                now,
+                                row.status,
+                                row.status,
+                                "cancel requested: the run ends it at its next checkpoint",
+                            )
+                        )
+                    )
+                return False
+            end_cancelled(conn, task_id, row.status, None, now, "cancelled")
+            return True
+
+    def end_cancelled(self, task_id: int, run_id: str, rank: int | None, params: Any) -> None:
+        """The run's side of a cancel: end the task, saving the current action's params."""
+        now = _now()
+        with self._write() as conn:
+            row = self._locked_task(conn, task_id)
+            if row.status in {s.value for s in TERMINAL}:
+                return
+            if rank is not None and params is not None:
+                conn.execute(
+                    update(t.actions)
+                    .where(t.actions.c.task_id == task_id, t.actions.c.rank == rank)
+                    .values(params=params)
+                )
+            end_cancelled(conn, task_id, row.status, run_id, now, "cancelled by request")
+
+    # -- retry ---------------------------------------------------------------------------
+
+    def retry(self, task_id: int, *, from_start: bool = False) -> None:
+        """Put a failed task back in the queue: its failed actions (with `from_start`,
+        all of them, with the params they were enqueued with) become pending again with
+        their attempts reset."""
+        now = _now()
+        with self._write() as conn:
+            row = self._locked_task(conn, task_id)
+            if row.status != TaskStatus.FAILED:
+                raise InvalidState(f"task {task_id} is {row.status}, not failed: nothing to retry")
+            actions = update(t.actions).where(t.actions.c.task_id == task_id)
+            if not from_start:
+                actions = actions.where(t.actions.c.status == ActionStatus.FAILED.value)
+            reset: dict[str, Any] = {
+                "status": ActionStatus.PENDING.value,
+                "attempts": 0,
+                "started_at": None,
+                "ended_at": None,
+                "progress_done": None,
+                "progress_total": None,
+                "progress_message": None,
+                "elapsed": 0.0,
+            }
+            if from_start:
+                reset["params"] = t.actions.c.initial_params
+            conn.execute(actions.values(reset))
+            conn.execute(
+                update(t.tasks)
+                .where(t.tasks.c.id == task_id)
+                .values(
+                    status=TaskStatus.CREATED.value,
+                    run_order=run_order(_type(row.type), TaskStatus.CREATED),
+                    current_rank=None,
+                    ended_at=None,
+                    cancel_requested_at=None,
+                    updated_at=now,
+                )
+            )
+            how = "from the start" if from_start else "its failed actions"
+            conn.execute(
+                insert(t.events).values(
+                    _event(task_id, now, row.status, TaskStatus.CREATED.value, f"retried: {how}")
+                )
+            )
+
+    # -- purge and retention -------------------------------------------------------------
+
+    def purge(
+        self,
+        where: TaskFilter | None = None,
+        *,
+        batch: int = 500,
+        deadline: float | None = None,
+    ) -> int:
+        """Delete the ended tasks that `where` selects (only terminal ones, whatever it
+        says), with their actions and events, `batch` tasks per transaction, until none
+        is left or `deadline` (a time.time() stamp) passes. Returns how many went."""
+        where = _terminal_only(where)
+        purged = 0
+        while deadline is None or time.time() < deadline:
+            with self._write() as conn:
+                ids = list(
+                    conn.execute(
+                        select(t.tasks.c.id)
+                        .where(*conditions(where))
+                        .order_by(t.tasks.c.id)
+                        .limit(batch)
+                    ).scalars()
+                )
+                if not ids:
+                    break
+                conn.execute(delete(t.events).where(t.events.c.task_id.in_(ids)))
+                conn.execute(delete(t.actions).where(t.actions.c.task_id.in_(ids)))
+                conn.execute(delete(t.tasks).where(t.tasks.c.id.in_(ids)))
+            purged += len(ids)
+            if len(ids) < batch:
+                break
+        return purged
+
+    def purge_preview(
+        self, where: TaskFilter | None = None, sample: int = 20
+    ) -> tuple[int, list[int]]:
+        """How many tasks `purge(where)` would delete, and the ids of the oldest few."""
+        where = _terminal_only(where)
+        with self._read() as conn:
+            count = conn.execute(
+                select(func.count()).select_from(t.tasks).where(*conditions(where))
+            ).scalar_one()
+            ids = conn.execute(
+                select(t.tasks.c.id).where(*conditions(where)).order_by(t.tasks.c.id).limit(sample)
+            ).scalars()
+            return int(count), list(ids)
+
+    def apply_retention(self, keep: dict[TaskStatus, float], *, deadline: float) -> int:
+        """Delete ended tasks older than their status's retention (seconds)."""
+        purged = 0
+        for status, seconds in keep.items():
+            cutoff = _now() - timedelta(seconds=seconds)
+            where = TaskFilter(statuses=frozenset({status.value}), ended_before=cutoff)
+            if seconds == 0:
+                where = TaskFilter(statuses=frozenset({status.value}))
+            purged += self.purge(where, deadline=deadline)
+        return purged
+
+    # -- stats and health ----------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        now = _now()
+        c = t.tasks.c
+        with self._read() as conn:
+            counts = conn.execute(
+                select(c.queue, c.type, c.status, func.count())
+                .group_by(c.queue, c.type, c.status)
+                .order_by(c.queue, c.type, c.status)
+            ).all()
+            first_due = conn.execute(
+                select(func.min(c.created_at)).where(c.run_order.isnot(None))
+            ).scalar()
+            ended: list[tuple[str, str, int]] = []
+            for window, span in (("1h", timedelta(hours=1)), ("1d", timedelta(days=1))):
+                for status in (ActionStatus.DONE, ActionStatus.FAILED):
+                    n = conn.execute(
+                        select(func.count())
+                        .select_from(t.actions)
+                        .where(
+                            t.actions.c.status == status.value,
+                            t.actions.c.ended_at >= now - span,
+                        )
+                    ).scalar_one()
+                    ended.append((window, status.value, int(n)))
+            mean = conn.execute(
+                select(func.avg(t.actions.c.elapsed)).where(
+                    t.actions.c.status == ActionStatus.DONE.value,
+                    t.actions.c.ended_at >= now - timedelta(days=1),
+                )
+            ).scalar()
+        return Stats(
+            counts=tuple((q, ty, st, int(n)) for q, ty, st, n in counts),
+            oldest_waiting=first_due,
+            actions_ended=tuple(ended),
+            mean_action_seconds=float(mean) if mean is not None else None,
+        )
+
+    def stuck_tasks(self, untouched_since: datetime, limit: int = 10) -> tuple[int, list[int]]:
+        """Tasks not ended and not written since `untouched_since`: (count, some ids)."""
+        c = t.tasks.c
+        cond = (c.run_order.isnot(None), c.updated_at < untouched_since)
+        with self._read() as conn:
+            count = conn.execute(
+                select(func.count()).select_from(t.tasks).where(*cond)
+            ).scalar_one()
+            ids = conn.execute(select(c.id).where(*cond).order_by(c.id).limit(limit)).scalars()
+            return int(count), list(ids)
+
+
+def _type(value: str) -> TaskType:
+    return TaskType(value) if value in {k.value for k in TaskType} else TaskType.CRON
+
+
+def _terminal_only(where: TaskFilter | None) -> TaskFilter:
+    terminal = frozenset(s.value for s in TERMINAL)
+    where = where or TaskFilter()
+    statuses = terminal if where.statuses is None else where.statuses & terminal
+    return TaskFilter(
+        statuses=statuses,
+        types=where.types,
+        queues=where.queues,
+        name_glob=where.name_glob,
+        since=where.since,
+        until=where.until,
+        ended_before=where.ended_before,
+    )
+
+
+def end_cancelled(
+    conn: Connection, task_id: int, old: str, run_id: str | None, now: datetime, message: str
+) -> None:
+    """End a task as cancelled with its unfinished actions (inside a transaction)."""
+    conn.execute(
+        update(t.actions)
+        .where(
+            t.actions.c.task_id == task_id,
+            t.actions.c.status.in_([ActionStatus.PENDING.value, ActionStatus.ACTIVE.value]),
+        )
+        .values(status=ActionStatus.CANCELLED.value, ended_at=now)
+    )
+    conn.execute(
+        update(t.tasks)
+        .where(t.tasks.c.id == task_id)
+        .values(
+            status=TaskStatus.CANCELLED.value,
+            run_order=None,
+            ended_at=now,
+            updated_at=now,
+            cancel_requested_at=func.coalesce(t.tasks.c.cancel_requested_at, now),
+            last_run_id=run_id if run_id else t.tasks.c.last_run_id,
+        )
+    )
+    event = _event(task_id, now, old, TaskStatus.CANCELLED.value, message)
+    event["run_id"] = run_id
+    conn.execute(insert(t.events).values(event))
