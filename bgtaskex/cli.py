@@ -164,7 +164,8 @@ def _echo_json(value: Any) -> None:
 def _print(*renderables: Any) -> None:
     from rich.console import Console
 
-    console = Console(highlight=False, soft_wrap=False)
+    # Piped output keeps whole lines for grep; a terminal gets its own width.
+    console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
     for renderable in renderables:
         console.print(renderable)
 
@@ -265,7 +266,14 @@ def enqueue(
 # -- run-once ------------------------------------------------------------------------
 
 
-@cli.command("run-once")
+@cli.command(
+    "run-once",
+    epilog="""\b
+Examples:
+  bgtaskex run-once                          # what crontab calls every minute
+  bgtaskex run-once --max-execution-time 2m --wait 10
+  bgtaskex run-once --json | jq .finished""",
+)
 @click.option(
     "--max-execution-time",
     metavar="SECONDS",
@@ -289,80 +297,64 @@ def enqueue(
     default=0.0,
     help="Wait this long for the lock instead of giving up at once.",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live progress bars (default: on when stdout is a terminal).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 @pass_state
-def run_once(state: State, wait: float, quiet: bool) -> None:
-    """Process due tasks for at most --max-execution-time seconds (what cron calls)."""
+def run_once(state: State, wait: float, progress: bool | None, as_json: bool, quiet: bool) -> None:
+    """Process due tasks for at most --max-execution-time seconds (what cron calls).
+
+    If another run holds the lock, say so in one line and exit 0.
+    """
     settings = state.settings()
     began = time.monotonic()
     from .probe import sqlite_idle
 
-    if sqlite_idle(settings.url):
-        if not quiet:
-            click.echo(f"nothing due ({time.monotonic() - began:.2f}s)")
+    if sqlite_idle(settings.url, {str(k): v for k, v in settings.retention.items()}):
+        elapsed = time.monotonic() - began
+        if as_json:
+            click.echo(json.dumps({"run_id": None, "idle": True, "elapsed": elapsed}))
+        elif not quiet:
+            click.echo(f"nothing due ({elapsed:.2f}s)")
         return
     from .runner import run
 
     client = state.client()
-    summary = run(
-        client.store,
-        client.registry,
-        max_execution_time=settings.max_execution_time,
-        max_attempts=settings.max_attempts,
-        lock_path=settings.lock_path,
-        wait=wait,
-    )
-    if not quiet:
+    live = sys.stdout.isatty() if progress is None else progress
+    observer = None
+    if live and not as_json:
+        from .live import LiveProgress
+
+        observer = LiveProgress()
+    try:
+        summary = run(
+            client.store,
+            client.registry,
+            max_execution_time=settings.max_execution_time,
+            max_attempts=settings.max_attempts,
+            lock_path=settings.lock_path,
+            wait=wait,
+            retention=settings.retention,
+            observer=observer,
+        )
+    except LockBusy as busy:
+        if not as_json:
+            raise
+        click.echo(json.dumps({"run_id": None, "locked": True, "holder": busy.holder}))
+        return
+    finally:
+        if observer is not None:
+            observer.close()
+    if as_json:
+        from .views import summary_dict
+
+        click.echo(json.dumps(summary_dict(summary)))
+    elif not quiet:
         click.echo(summary.line())
-
-
-# -- list / show ---------------------------------------------------------------------
-
-
-@cli.command("list")
-@click.option("--status", multiple=True, help="Only tasks in this status (repeatable).")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="A JSON array of task objects.")
-@pass_state
-def list_(state: State, status: tuple[str, ...], limit: int, as_json: bool) -> None:
-    """Tasks still to run (in the order the run takes them), then ended ones."""
-    from .models import TaskStatus
-
-    known = {s.value for s in TaskStatus}
-    for value in status:
-        if value not in known:
-            raise UsageError(f"unknown status {value!r}; expected one of {', '.join(known)}")
-    tasks = state.client().list_tasks(status=status or None, limit=limit)
-    if as_json:
-        from .views import task_dict
-
-        _echo_json([task_dict(t) for t in tasks])
-    elif not tasks:
-        click.echo("no tasks" + (f" with status {', '.join(status)}" if status else ""))
-    else:
-        from .views import render_tasks
-
-        _print(render_tasks(tasks))
-
-
-@cli.command()
-@click.argument("task_id", type=int)
-@click.option("--json", "as_json", is_flag=True, help="The task, its actions and events.")
-@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of errors.")
-@pass_state
-def show(state: State, task_id: int, as_json: bool, verbose: bool) -> None:
-    """A task, its actions with their params, and its history."""
-    client = state.client()
-    task = client.get(task_id)
-    events = client.events(task_id)
-    if as_json:
-        from .views import event_dict, task_dict
-
-        _echo_json({**task_dict(task), "events": [event_dict(e) for e in events]})
-    else:
-        from .views import render_task
-
-        _print(*render_task(task, events, verbose=verbose))
 
 
 # -- db ------------------------------------------------------------------------------
@@ -414,6 +406,9 @@ def demo(state: State, budget: float, max_runs: int) -> None:
 
 
 # -- entry point ---------------------------------------------------------------------
+
+
+from . import cli_ops  # noqa: E402, F401 - registers list, show, retry, cancel, ...
 
 
 def main(argv: list[str] | None = None) -> None:

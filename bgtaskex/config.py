@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +234,21 @@ def load_settings(
             parsed = tuple(imports)
         values[key] = parsed
     return replace(Settings(config_file=str(path) if path else None), **values)
+
+
+def parse_when(value: str, *, now: datetime | None = None) -> datetime:
+    """A moment from `2h` (that long ago), `2026-11-28` or `2026-11-28T14:30` (local time
+    unless an offset or Z is given). Raises ValueError naming the value."""
+    now = now or datetime.now(UTC)
+    text = value.strip()
+    if _DURATION.match(text):
+        return now - timedelta(seconds=parse_duration(text))
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"expected a duration ago (2h, 7d) or a date (2026-11-28[T14:30]), got {value!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # the machine's local time
+    return moment.astimezone(UTC)

@@ -6,18 +6,14 @@ from collections.abc import Callable
 
 from .client import Client
 from .models import Task
+from .views import percent
 
 
 def _progress(task: Task) -> str:
     action = task.current_action
     if action is None:
         return ""
-    p = action.params
-    if "limit" in p and "cursor" in p:
-        return f"{action.ref.split(':')[1]} {100 * p['cursor'] / p['limit']:.0f}%"
-    if "rounds" in p and "done" in p:
-        return f"{action.ref.split(':')[1]} {100 * p['done'] / p['rounds']:.0f}%"
-    return action.ref.split(":")[1]
+    return f"{action.ref.split(':')[1]} {percent(action)}"
 
 
 def run_demo(

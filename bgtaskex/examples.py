@@ -64,6 +64,7 @@ class CountPrimes(_Chunked):
             hi = min(p["limit"], p["cursor"] + p["chunk"])
             p["found"] += _count_primes(p["cursor"], hi)
             p["cursor"] = hi
+            self.progress(hi, p["limit"], f"{p['found']:,} primes so far")
             last = time.time() - began
         return True
 
@@ -92,6 +93,7 @@ class HashChain(Action):
                 digest = hashlib.sha256(digest).digest()
             p["done"] += n
             p["digest"] = digest.hex()
+            self.progress(p["done"], p["rounds"])
             if p["done"] % p["checkpoint_every"] == 0:
                 self.checkpoint()
         return True

@@ -58,9 +58,14 @@ class SchemaOutdated(StorageError):
 
 
 class LockBusy(BgtaskexError):
-    """Another run holds the run lock."""
+    """Another run holds the run lock; `holder` is what its lock file says (pid, host,
+    since), when it says it."""
 
     exit_code = 0
+
+    def __init__(self, message: str, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 class TaskInterrupted(BgtaskexError):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from .exceptions import ConfigError, LockBusy
 
@@ -41,16 +44,19 @@ class RunLock:
             except portalocker.exceptions.LockException:
                 if time.monotonic() >= give_up:
                     handle.seek(0)
-                    holder = handle.read().strip()
+                    holder = parse_holder(handle.read())
                     handle.close()
-                    who = f" (pid {holder})" if holder.isdigit() else ""
                     raise LockBusy(
-                        f"another run{who} holds the lock {self.path}; nothing done"
+                        f"another run{describe_holder(holder)} holds the lock {self.path}; "
+                        "nothing done",
+                        holder,
                     ) from None
                 time.sleep(self.poll)
         handle.seek(0)
         handle.truncate()
-        handle.write(f"{os.getpid()}\n")
+        since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}))
+        handle.write("\n")
         handle.flush()
         self._file = handle
 
@@ -90,3 +96,39 @@ def lock_is_held(path: str | Path) -> bool:
         return True
     probe.release()
     return False
+
+
+def parse_holder(text: str) -> dict[str, Any] | None:
+    """The holder a lock file names (pid, host, since), None when it names nobody."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {"pid": int(text)} if text.isdigit() else None
+    return data if isinstance(data, dict) else None
+
+
+def describe_holder(holder: dict[str, Any] | None) -> str:
+    if not holder:
+        return ""
+    parts = [f"pid {holder.get('pid')}"]
+    if holder.get("host"):
+        parts.append(f"on {holder['host']}")
+    if holder.get("since"):
+        parts.append(f"since {holder['since']}")
+    return f" ({' '.join(parts)})"
+
+
+def lock_state(path: str | Path) -> tuple[str, dict[str, Any] | None]:
+    """("free" | "held" | "stale", holder): "stale" is a file naming a process that
+    died without unlocking (kill -9): harmless, the kernel released its lock."""
+    path = Path(path)
+    try:
+        holder = parse_holder(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return "free", None
+    if lock_is_held(path):
+        return "held", holder
+    return ("stale", holder) if holder else ("free", None)

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from .models import ActionRecord, Event, Task
+from .models import ActionRecord, Event, RunSummary, Stats, Task
 
 
 def _time(value: datetime | None) -> str | None:
@@ -22,6 +22,18 @@ def action_dict(action: ActionRecord) -> dict[str, Any]:
         "params": action.params,
         "started_at": _time(action.started_at),
         "ended_at": _time(action.ended_at),
+        "progress": (
+            None
+            if action.progress is None
+            else {
+                "done": action.progress.done,
+                "total": action.progress.total,
+                "fraction": action.progress.fraction,
+                "message": action.progress.message,
+            }
+        ),
+        "elapsed": action.elapsed,
+        "eta_seconds": action.eta() if action.status == "active" else None,
     }
 
 
@@ -37,6 +49,7 @@ def task_dict(task: Task) -> dict[str, Any]:
         "created_at": _time(task.created_at),
         "updated_at": _time(task.updated_at),
         "ended_at": _time(task.ended_at),
+        "cancel_requested_at": _time(task.cancel_requested_at),
         "actions": [action_dict(a) for a in task.actions],
     }
 
@@ -83,26 +96,80 @@ def _status(value: str) -> str:
     return f"[{style}]{value}[/]" if style else str(value)
 
 
+def percent(action: ActionRecord | None) -> str:
+    if action is None or action.progress is None or action.progress.fraction is None:
+        return "-"
+    return f"{100 * action.progress.fraction:.0f}%"
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"
+
+
 def render_tasks(tasks: list[Task]) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("ID", "NAME", "QUEUE", "TYPE", "STATUS", "ACTION", "ATTEMPTS", "AGE", "CHANGED"):
-        table.add_column(column, justify="right" if column in ("ID", "ATTEMPTS") else "left")
+    columns = ("ID", "NAME", "QUEUE", "TYPE", "STATUS", "ACTION", "PROGRESS", "ATTEMPTS")
+    for column in (*columns, "AGE", "CHANGED"):
+        right = column in ("ID", "ATTEMPTS", "PROGRESS")
+        table.add_column(
+            column,
+            justify="right" if right else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+            max_width=32 if column in ("NAME", "ACTION") else None,
+        )
     for task in tasks:
         current = task.current_action
+        action = "-"
+        if current is not None:
+            action = f"{current.rank}/{len(task.actions)} {current.ref.rsplit(':', 1)[-1]}"
         table.add_row(
             str(task.id),
-            task.name,
-            task.queue,
+            escape(task.name),
+            escape(task.queue),
             str(task.type),
             _status(task.status),
-            f"{current.rank}/{len(task.actions)} {current.ref}" if current else "-",
+            escape(action),
+            percent(current) if not task.ended_at else "-",
             str(current.attempts) if current else "0",
             _ago(task.created_at),
             _ago(task.updated_at),
         )
     return table
+
+
+def progress_line(action: ActionRecord, width: int = 24) -> str | None:
+    """`[████████░░░░] 62% 6,200/10,000 · 210/s · ~18s of run time left · message`."""
+    p = action.progress
+    if p is None:
+        return None
+    parts: list[str] = []
+    fraction = p.fraction
+    if fraction is not None:
+        filled = round(fraction * width)
+        parts.append(f"[{'█' * filled}{'░' * (width - filled)}] {100 * fraction:.0f}%")
+        parts.append(f"{p.done:,.0f}/{p.total:,.0f}")
+    else:
+        parts.append(f"{p.done:,.0f} done")
+    if action.elapsed > 0 and p.done > 0:
+        rate = p.done / action.elapsed
+        parts.append(f"{rate:,.0f}/s" if rate >= 10 else f"{rate:.2f}/s")
+        eta = action.eta()
+        if eta is not None and action.status == "active":
+            parts.append(f"~{duration(eta)} of run time left")
+    if p.message:
+        parts.append(p.message)
+    return " · ".join(parts)
 
 
 def _short(value: datetime | None) -> str:
@@ -130,8 +197,12 @@ def render_task(task: Task, events: list[Event], verbose: bool = False) -> list[
             Text.from_markup(
                 f"{'▶' if current else ' '} {action.rank}. {escape(action.ref)} · "
                 f"{_status(action.status)} · attempts {action.attempts}"
+                + (f" · {duration(action.elapsed)} in execute" if action.elapsed >= 1 else "")
             )
         )
+        bar = progress_line(action)
+        if bar:
+            parts.append(Padding(Text(bar), (0, 0, 0, 5), expand=False))
         params = json.dumps(action.params, indent=2, ensure_ascii=False)
         parts.append(Padding(Text(params, style="dim"), (0, 0, 0, 5), expand=False))
     parts.append(Text("\nhistory (UTC)", style="bold"))
@@ -152,3 +223,68 @@ def render_task(task: Task, events: list[Event], verbose: bool = False) -> list[
     if not verbose and any(e.error for e in events):
         parts.append(Text("(tracebacks hidden: add --verbose)", style="dim"))
     return parts
+
+
+def stats_dict(stats: Stats) -> dict[str, Any]:
+    ended: dict[str, dict[str, int]] = {}
+    for window, status, count in stats.actions_ended:
+        ended.setdefault(window, {})[status] = count
+    oldest = stats.oldest_waiting
+    return {
+        "tasks": [
+            {"queue": q, "type": ty, "status": st, "count": n} for q, ty, st, n in stats.counts
+        ],
+        "waiting": sum(n for _q, _t, st, n in stats.counts if st not in _ENDED),
+        "oldest_waiting_at": _time(oldest),
+        "oldest_waiting_seconds": (
+            (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else None
+        ),
+        "actions_ended": ended,
+        "mean_action_seconds": stats.mean_action_seconds,
+    }
+
+
+_ENDED = ("finished", "failed", "cancelled")
+
+
+def render_stats(stats: Stats) -> list[Any]:
+    from rich.table import Table
+    from rich.text import Text
+
+    data = stats_dict(stats)
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("QUEUE", "TYPE", "STATUS", "TASKS"):
+        table.add_column(column, justify="right" if column == "TASKS" else "left")
+    for row in data["tasks"]:
+        table.add_row(row["queue"], row["type"], _status(row["status"]), f"{row['count']:,}")
+    oldest = data["oldest_waiting_seconds"]
+    ended = data["actions_ended"]
+    mean = data["mean_action_seconds"]
+    lines = [
+        f"waiting tasks: {data['waiting']:,}"
+        + (f", the oldest for {duration(oldest)}" if oldest is not None else ""),
+        "actions ended in the last hour: "
+        f"{ended['1h']['done']:,} done, {ended['1h']['failed']:,} failed; "
+        f"last day: {ended['1d']['done']:,} done, {ended['1d']['failed']:,} failed",
+        "mean execute time of actions done in the last day: "
+        + (f"{mean:.2f}s" if mean is not None else "-"),
+    ]
+    return [table if data["tasks"] else Text("no tasks"), Text("\n".join(lines))]
+
+
+def summary_dict(summary: RunSummary) -> dict[str, Any]:
+    return {
+        "run_id": summary.run_id,
+        "started_at": _time(summary.started_at),
+        "budget": summary.budget,
+        "lock_wait": round(summary.lock_wait, 6),
+        "elapsed": round(summary.elapsed, 6),
+        "finished": summary.finished,
+        "paused": summary.paused,
+        "failed": summary.failed,
+        "errored": summary.errors,
+        "cancelled": summary.cancelled,
+        "actions": summary.actions,
+        "purged": summary.purged,
+        "idle": False,
+    }

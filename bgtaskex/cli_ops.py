@@ -1,0 +1,350 @@
+"""The operators' commands: list, show, retry, cancel, purge, stats, check.
+
+Registered on the `bgtaskex` group by cli.py; like it, each command parses, calls one
+library function and prints. Heavy modules are imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import click
+
+from .cli import State, _echo_json, _print, cli, pass_state
+from .config import parse_duration, parse_when
+from .exceptions import BgtaskexError, InvalidState, TaskNotFound, UsageError
+from .models import TaskFilter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _when(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_when(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param=param) from None
+
+
+def _duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param=param) from None
+
+
+def filter_options(func: F) -> F:
+    """The task filters shared by list, purge and retry --all-failed."""
+    options = [
+        click.option(
+            "--status",
+            "statuses",
+            multiple=True,
+            metavar="STATUS",
+            help="Only this status (repeatable); 'active' = every status not ended.",
+        ),
+        click.option("--type", "types", multiple=True, type=click.Choice(["interactive", "cron"])),
+        click.option("--queue", "queues", multiple=True, metavar="QUEUE", help="Repeatable."),
+        click.option("--name", "name_glob", metavar="GLOB", help="Task name, * and ? (any case)."),
+        click.option(
+            "--since", callback=_when, metavar="WHEN", help="Created since: 2h, 7d, 2026-11-28."
+        ),
+        click.option("--until", callback=_when, metavar="WHEN", help="Created before WHEN."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _filter(
+    statuses: tuple[str, ...] = (),
+    types: tuple[str, ...] = (),
+    queues: tuple[str, ...] = (),
+    name_glob: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    ended_before: datetime | None = None,
+) -> TaskFilter:
+    from .client import expand_statuses
+
+    return TaskFilter(
+        statuses=expand_statuses(statuses) if statuses else None,
+        types=frozenset(types) or None,
+        queues=frozenset(queues) or None,
+        name_glob=name_glob,
+        since=since,
+        until=until,
+        ended_before=ended_before,
+    )
+
+
+# -- list / show ---------------------------------------------------------------------------
+
+
+@cli.command(
+    "list",
+    epilog="""\b
+Examples:
+  bgtaskex list                              # waiting tasks in run order, then ended ones
+  bgtaskex list --status failed --since 1d
+  bgtaskex list --status active --queue reports --json""",
+)
+@filter_options
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array of task objects.")
+@pass_state
+def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
+    """Tasks still to run (in the order the run takes them), then ended ones, newest first."""
+    where = _filter(**filters)
+    client = state.client()
+    tasks = client.list_tasks(where, limit=limit)
+    more = client.count_tasks(where) - len(tasks) if len(tasks) == limit else 0
+    if as_json:
+        from .views import task_dict
+
+        _echo_json([task_dict(t) for t in tasks])
+        return
+    if not tasks:
+        click.echo("no tasks match" if where != TaskFilter() else "no tasks yet")
+        return
+    from .views import render_tasks
+
+    _print(render_tasks(tasks))
+    if more > 0:
+        click.echo(f"... and {more:,} more (raise --limit or narrow the filters)")
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  bgtaskex show 42
+  bgtaskex show 42 --verbose                 # with the tracebacks of errors
+  bgtaskex show 42 --json | jq '.events[-1]'""",
+)
+@click.argument("task_id", type=int)
+@click.option("--json", "as_json", is_flag=True, help="The task, its actions and events.")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of errors.")
+@pass_state
+def show(state: State, task_id: int, as_json: bool, verbose: bool) -> None:
+    """A task, its actions with their params and progress, and its history."""
+    client = state.client()
+    task = client.get(task_id)
+    events = client.events(task_id)
+    if as_json:
+        from .views import event_dict, task_dict
+
+        _echo_json({**task_dict(task), "events": [event_dict(e) for e in events]})
+    else:
+        from .views import render_task
+
+        _print(*render_task(task, events, verbose=verbose))
+
+
+# -- retry / cancel ------------------------------------------------------------------------
+
+
+def _each(ids: list[int], act: Callable[[int], str]) -> None:
+    """Apply `act` to each id, one line per id; errors do not stop the others, and the
+    exit code is that of the last error."""
+    code = 0
+    for task_id in ids:
+        try:
+            click.echo(act(task_id))
+        except (TaskNotFound, InvalidState) as err:
+            click.echo(f"bgtaskex: error: {err}", err=True)
+            code = err.exit_code
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  bgtaskex retry 42 43
+  bgtaskex retry 42 --from-start             # every action again, from init_params
+  bgtaskex retry --all-failed --queue reports --since 1d""",
+)
+@click.argument("task_ids", nargs=-1, type=int, metavar="[TASK_ID]...")
+@click.option("--from-start", is_flag=True, help="Re-run every action with its enqueued params.")
+@click.option("--all-failed", is_flag=True, help="Every failed task the filters select.")
+@filter_options
+@pass_state
+def retry(
+    state: State, /, task_ids: tuple[int, ...], from_start: bool, all_failed: bool, **filters: Any
+) -> None:
+    """Put failed tasks back in the queue: their failed actions become pending again with
+    their attempts reset. A task that is not failed is refused."""
+    client = state.client()
+    if all_failed == bool(task_ids):
+        raise UsageError("give TASK_IDs or --all-failed (with optional filters), not both")
+    if filters.get("statuses"):
+        raise UsageError("--status does not apply to retry: it retries failed tasks")
+    how = "from the start" if from_start else "its failed actions"
+
+    def act(task_id: int) -> str:
+        client.retry(task_id, from_start=from_start)
+        return f"task {task_id} queued again ({how})"
+
+    if task_ids:
+        _each(list(task_ids), act)
+        return
+    where = _filter(statuses=("failed",), **{k: v for k, v in filters.items() if k != "statuses"})
+    count = 0
+    while batch := client.list_tasks(where, limit=500):
+        for task in batch:
+            client.retry(task.id, from_start=from_start)
+        count += len(batch)
+    click.echo(f"{count} failed task(s) queued again ({how})")
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  bgtaskex cancel 42
+  bgtaskex cancel 42 43 44""",
+)
+@click.argument("task_ids", nargs=-1, type=int, required=True, metavar="TASK_ID...")
+@pass_state
+def cancel(state: State, task_ids: tuple[int, ...]) -> None:
+    """End tasks as cancelled. A task a run is executing right now is cancelled at its
+    next checkpoint or hook return, never under its feet."""
+    client = state.client()
+
+    def act(task_id: int) -> str:
+        if client.cancel(task_id):
+            return f"task {task_id} cancelled"
+        return (
+            f"task {task_id} is being executed by a run: "
+            "it will be cancelled at its next checkpoint"
+        )
+
+    _each(list(task_ids), act)
+
+
+# -- purge ---------------------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  bgtaskex purge --older-than 7d --yes       # every ended task older than a week
+  bgtaskex purge --status failed --queue reports --dry-run""",
+)
+@filter_options
+@click.option(
+    "--older-than",
+    callback=_duration,
+    metavar="DURATION",
+    help="Only tasks that ended more than DURATION ago (7d, 12h).",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted, delete nothing.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_state
+def purge(
+    state: State, /, older_than: float | None, dry_run: bool, yes: bool, **filters: Any
+) -> None:
+    """Delete ended tasks (finished, failed, cancelled) with their actions and events,
+    in batches. Without filters: every ended task. Asks first on a terminal."""
+    ended_before = datetime.now(UTC) - timedelta(seconds=older_than) if older_than else None
+    where = _filter(**filters, ended_before=ended_before)
+    store = state.client().store
+    count, sample = store.purge_preview(where)
+    if count == 0:
+        click.echo("nothing to purge")
+        return
+    if dry_run:
+        shown = ", ".join(map(str, sample)) + (", ..." if count > len(sample) else "")
+        click.echo(f"would delete {count:,} ended task(s): {shown}")
+        return
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Delete {count:,} ended task(s) with their actions and events?", abort=True)
+    deleted = store.purge(where)
+    click.echo(f"deleted {deleted:,} ended task(s)")
+
+
+# -- stats / check -------------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  bgtaskex stats
+  bgtaskex stats --json
+  bgtaskex stats --prometheus > /var/lib/node_exporter/bgtaskex.prom.$$ &&
+    mv /var/lib/node_exporter/bgtaskex.prom.$$ /var/lib/node_exporter/bgtaskex.prom""",
+)
+@click.option("--json", "as_json", is_flag=True, help="As one JSON object.")
+@click.option("--prometheus", is_flag=True, help="In the Prometheus text format.")
+@pass_state
+def stats(state: State, as_json: bool, prometheus: bool) -> None:
+    """Counts per queue, type and status; the oldest waiting task; actions ended in the
+    last hour and day; mean execute time."""
+    numbers = state.client().store.stats()
+    if prometheus:
+        from .metrics import render
+
+        click.echo(render(numbers), nl=False)
+    elif as_json:
+        from .views import stats_dict
+
+        _echo_json(stats_dict(numbers))
+    else:
+        from .views import render_stats
+
+        _print(*render_stats(numbers))
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  bgtaskex check                             # exit 0: OK, exit 1: a problem, one line
+  bgtaskex check --stuck-after 10m""",
+)
+@click.option(
+    "--stuck-after",
+    metavar="DURATION",
+    envvar="BGTASKEX_STUCK_AFTER",
+    help="A task not ended and untouched this long is stuck (default: config, 3m).",
+)
+@pass_state
+def check(state: State, stuck_after: str | None) -> None:
+    """Health check for monitoring (Nagios style): the database answers, its schema is
+    current, no task is stuck. One line; exit 0 when all is well, 1 otherwise."""
+    from .lock import describe_holder, lock_state
+
+    problems: list[str] = []
+    notes: list[str] = []
+    try:
+        settings = state.settings(stuck_after=stuck_after)
+        store = state.client().store
+        stuck, ids = store.stuck_tasks(datetime.now(UTC) - timedelta(seconds=settings.stuck_after))
+        if stuck:
+            shown = ", ".join(map(str, ids)) + (", ..." if stuck > len(ids) else "")
+            problems.append(
+                f"{stuck} task(s) stuck, untouched for over {settings.stuck_after:g}s (ids {shown})"
+            )
+        waiting = store.count_tasks(TaskFilter(statuses=_active()))
+        notes.append(f"{waiting} task(s) waiting")
+        lock, holder = lock_state(settings.lock_path)
+        if lock == "held":
+            notes.append(f"a run is working{describe_holder(holder)}")
+        elif lock == "stale":
+            notes.append(f"stale lock file of a dead run{describe_holder(holder)}, harmless")
+    except BgtaskexError as err:
+        problems.append(str(err))
+    if problems:
+        click.echo("BGTASKEX WARNING - " + "; ".join(problems))
+        raise click.exceptions.Exit(1)
+    click.echo("BGTASKEX OK - " + "; ".join(notes))
+
+
+def _active() -> frozenset[str]:
+    from .models import ACTIVE_STATUSES
+
+    return frozenset(s.value for s in ACTIVE_STATUSES)

@@ -1,0 +1,52 @@
+"""`bgtaskex stats --prometheus`: the Prometheus text format, rendered by prometheus_client.
+
+Meant for node_exporter's textfile collector (a cron line writes the file atomically).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+from .models import Stats
+
+
+def render(stats: Stats) -> str:
+    registry = CollectorRegistry()
+    tasks = Gauge(
+        "bgtaskex_tasks",
+        "Tasks by queue, type and status.",
+        ["queue", "type", "status"],
+        registry=registry,
+    )
+    for queue, type_, status, count in stats.counts:
+        tasks.labels(queue, type_, status).set(count)
+    oldest = Gauge(
+        "bgtaskex_oldest_waiting_task_age_seconds",
+        "Age of the oldest task not ended yet (0 when none).",
+        registry=registry,
+    )
+    if stats.oldest_waiting is not None:
+        oldest.set((datetime.now(UTC) - stats.oldest_waiting).total_seconds())
+    ended = Gauge(
+        "bgtaskex_actions_ended",
+        "Actions that ended (done or failed) within the window.",
+        ["window", "status"],
+        registry=registry,
+    )
+    for window, status, count in stats.actions_ended:
+        ended.labels(window, status).set(count)
+    mean = Gauge(
+        "bgtaskex_action_execute_seconds_mean",
+        "Mean execute time of the actions done in the last day.",
+        registry=registry,
+    )
+    if stats.mean_action_seconds is not None:
+        mean.set(stats.mean_action_seconds)
+    Gauge(
+        "bgtaskex_stats_timestamp_seconds",
+        "When these numbers were read.",
+        registry=registry,
+    ).set_to_current_time()
+    return generate_latest(registry).decode()
