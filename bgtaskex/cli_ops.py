@@ -111,7 +111,7 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
         _echo_json([task_dict(t) for t in tasks])
         return
     if not tasks:
-        click.echo("no tasks match" if where != TaskFilter() else "no tasks yet")
+        click.echo("no tasks match these filters" if where != TaskFilter() else "no tasks yet")
         return
     from .views import render_tasks
 

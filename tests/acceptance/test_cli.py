@@ -173,7 +173,7 @@ def test_enqueue_from_file_and_stdin(bgx: Bgx, sqlite_url: str, tmp_path: Path) 
 
 def test_list_on_empty_database(bgx: Bgx, sqlite_url: str) -> None:
     human = bgx.ok("--database-url", sqlite_url, "list")
-    assert human.stdout.strip() == "no tasks"
+    assert human.stdout.strip() == "no tasks yet"
     assert bgx.json("--database-url", sqlite_url, "list", "--json") == []
 
 

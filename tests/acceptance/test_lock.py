@@ -3,6 +3,7 @@ run says who holds the lock and does nothing (exit 0), or waits with --wait."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -86,7 +87,7 @@ def test_wait_runs_after_the_holder_finishes(bgx: Bgx, sqlite_url: str, tmp_path
     lock = tmp_path / "cli.db.lock"  # the default: next to the SQLite file
     _enqueue(bgx, sqlite_url, log, {"execute": ["until-deadline", "true"]})
     holder = _start_holder(bgx, sqlite_url, log, "--max-execution-time", "5")
-    assert lock.read_text().strip() == str(holder.pid)
+    assert json.loads(lock.read_text())["pid"] == holder.pid
 
     waiter = bgx.start("--database-url", sqlite_url, *IMPORT, "run-once", "--wait", "30")
     if sys.platform.startswith("linux"):
@@ -116,7 +117,7 @@ def test_lock_file_option_and_env(bgx: Bgx, tmp_path: Path) -> None:
     other = f"sqlite:///{tmp_path / 'other.db'}"
     _enqueue(bgx, first, log, {"execute": ["until-deadline"]})
     holder = _start_holder(bgx, first, log, "--lock-file", str(lock), "--max-execution-time", "60")
-    assert lock.read_text().strip() == str(holder.pid)
+    assert json.loads(lock.read_text())["pid"] == holder.pid
     assert not lock_is_free(lock)
     assert not (tmp_path / "first.db.lock").exists(), "the default lock must not be used"
 
