@@ -208,7 +208,14 @@ def _read_task_file(path: str) -> dict[str, Any]:
     return data
 
 
-@cli.command()
+@cli.command(
+    epilog="""\b
+Examples:
+  bgtaskex --import myapp.jobs enqueue reindex myapp.jobs:Reindex myapp.jobs:Notify
+  bgtaskex --import myapp.jobs enqueue reindex 'myapp.jobs:Reindex={"batch": 500}' --type cron
+  bgtaskex --import myapp.jobs enqueue --file task.json
+  echo '{"name": "x", "actions": [{"ref": "myapp.jobs:Reindex"}]}' | bgtaskex enqueue --file -""",
+)
 @click.argument("name", required=False)
 @click.argument("refs", nargs=-1, metavar="[REF[=JSON]]...")
 @click.option("--file", "file_", metavar="FILE", help="Read the task as JSON ('-' = stdin).")
@@ -365,7 +372,13 @@ def db() -> None:
     """The database schema."""
 
 
-@db.command("upgrade")
+@db.command(
+    "upgrade",
+    epilog="""\b
+Examples:
+  bgtaskex db upgrade
+  bgtaskex --database-url postgresql+psycopg://bgtaskex@db/bgtaskex db upgrade""",
+)
 @pass_state
 def db_upgrade(state: State) -> None:
     """Create or upgrade the schema to this release (also done on first use)."""

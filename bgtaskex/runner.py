@@ -12,9 +12,12 @@ import enum
 import json
 import logging
 import secrets
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,7 +196,7 @@ class Runner:
         started = time.monotonic()
         broken: set[int] = set()  # tasks that raised before any write: not again this run
         counts = dict.fromkeys(Outcome, 0)
-        while time.time() < self.deadline:
+        while time.time() < self.deadline and not self.stop_requested:
             task = self.store.next_task(skip_run=self.run_id, exclude=broken)
             if task is None:
                 break
@@ -295,8 +298,9 @@ class Runner:
                 self._commit(work, final, f"no action left: task {final}")
                 log.info("task %s (%s) %s", work.task.id, work.task.name, final)
                 return Outcome.FAILED if final is TaskStatus.FAILED else Outcome.FINISHED
-            if time.time() >= self.deadline:
-                self._commit(work, TaskStatus.CREATED, f"deadline reached before action {rank}")
+            if time.time() >= self.deadline or self.stop_requested:
+                why = "stop requested" if self.stop_requested else "deadline reached"
+                self._commit(work, TaskStatus.CREATED, f"{why} before action {rank}")
                 return Outcome.DEFERRED
             record = work.actions[rank]
             instance = self._instantiate(work, record)
@@ -423,6 +427,28 @@ class Runner:
         work.events.clear()
 
 
+@contextmanager
+def _stop_on_sigterm(runner: Runner) -> Iterator[None]:
+    """SIGTERM (systemd stop, kill): finish the current hook, start nothing new, leave
+    everything resumable; `Action.should_stop()` turns True. A second SIGTERM stops at
+    once, like a crash, which the next run recovers from."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum: int, _frame: object) -> None:
+        if runner.stop_requested:
+            raise SystemExit(128 + signum)
+        runner.stop_requested = True
+        log.warning("SIGTERM: stopping after the current hook (again to stop at once)")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(
     store: Store,
     registry: Registry,
@@ -443,9 +469,11 @@ def run(
         began = time.monotonic()
         started_at = datetime.now(UTC)
         deadline = time.time() + max_execution_time
-        summary = Runner(
+        runner = Runner(
             store, registry, deadline=deadline, max_attempts=max_attempts, observer=observer
-        ).run()
+        )
+        with _stop_on_sigterm(runner):
+            summary = runner.run()
         purged = 0
         if retention and time.time() < deadline:
             purged = store.apply_retention(dict(retention), deadline=deadline)

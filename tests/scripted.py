@@ -11,7 +11,8 @@ Behaviours: "true", "false", "raise", "exit" (os._exit(3)), "kill" (SIGKILL itse
 "none" (return None), "notjson" (put a set in params, return True),
 "checkpoint-exit" (set params["checkpointed"], checkpoint, then os._exit),
 "sleep:SECONDS" (then return True), "until-deadline" (loop in 10 ms chunks until the
-deadline, then return False).
+deadline, then return False), "until-stop" (the same, but also stops when
+`should_stop()` turns True).
 
 Every normal call also sets params[f"{hook}_calls"] = n + 1, so tests can see which
 params were saved.
@@ -67,6 +68,11 @@ class Scripted(Action):
         if step.startswith("sleep:"):
             time.sleep(float(step.split(":", 1)[1]))
             return True
+        if step == "until-stop":  # cooperative: until should_stop() or the deadline
+            assert deadline is not None
+            while not self.should_stop() and time.time() + 0.01 < deadline:
+                time.sleep(0.01)
+            return False
         if step == "until-deadline":
             assert deadline is not None
             while time.time() + 0.01 < deadline:
