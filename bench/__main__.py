@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only startup|throughput] [--postgres-url URL]`."""
+"""`python -m bench [--quick] [--only startup|throughput|scale] [--postgres-url URL]`."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench", description="Benchmarks of bgtaskex (see bench/README.md)."
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
-    parser.add_argument("--only", choices=["startup", "throughput"], help="run one benchmark")
+    parser.add_argument(
+        "--only", choices=["startup", "throughput", "scale"], help="run one benchmark"
+    )
     parser.add_argument(
         "--postgres-url",
         default=DEFAULT_POSTGRES_URL,
@@ -48,6 +50,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile", action="store_true", help="throughput: also cProfile one SQLite drain"
+    )
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="scale: rebuild the cached databases (bench/results/scale-cache/)",
     )
     parser.add_argument(
         "--output", metavar="FILE", help="JSON result file (default: bench/results/)"
@@ -90,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=args.rounds,
                 with_profile=args.profile,
             )
+        if args.only in (None, "scale"):
+            from . import scale
+
+            result["scale"] = scale.run(console, quick=args.quick, rebuild=args.rebuild)
     except BenchError as err:
         console.print(f"[red]benchmark invalid:[/red] {err}")
         return 1

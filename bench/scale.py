@@ -18,9 +18,10 @@ of `bgtaskex list` / `bgtaskex stats` as subprocesses (start-up included). The S
 executes is captured and its EXPLAIN QUERY PLAN printed for the largest size: flat time
 from 10^4 to 10^6 means an index range, linear time a full scan (of a table or an index).
 
-Memory: peak RSS (os.wait4 of the child) of `bgtaskex run-once --max-execution-time 1`
-on a database with 10 waiting tasks against one with 10^6 tasks, all waiting (quick 10^5),
-each task one `bgtaskex.examples:NothingToDo` action (skipped at once: cheap).
+Memory: peak RSS (the child's own ru_maxrss, from os.wait4 in a small launcher) of
+`bgtaskex run-once --max-execution-time 1` on a database with 10 waiting tasks against
+one with 10^6 tasks, all waiting (quick 10^5), each task one
+`bgtaskex.examples:NothingToDo` action (skipped at once: cheap).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -36,7 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -254,7 +256,9 @@ def _meta_path(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def cached(n: int, *, all_waiting: bool = False, rebuild: bool = False) -> tuple[Path, dict[str, Any]]:
+def cached(
+    n: int, *, all_waiting: bool = False, rebuild: bool = False
+) -> tuple[Path, dict[str, Any]]:
     """The cached database of `n` tasks (built when missing or stale) and its metadata."""
     from bgtaskex.probe import HEAD_REVISION
 
@@ -271,3 +275,543 @@ def cached(n: int, *, all_waiting: bool = False, rebuild: bool = False) -> tuple
     meta = build(path, n, all_waiting=all_waiting)
     meta["cached"] = False
     return path, meta
+
+
+# -- what is measured --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    key: str
+    label: str
+    call: Callable[[Any, datetime], Any]  # (Store, built_at) -> a result to show
+    list_target: bool = False  # held to LIST_TARGET_MS at the largest size
+
+
+class _DryRun(Exception):
+    """Raised before purge's first DELETE: the batch SELECT ran, nothing is deleted."""
+
+
+def _purge_batch(store: Any, where: Any) -> str:
+    """The SELECT of one `purge` batch (what retention runs each run-once), timed through
+    bgtaskex's own code and rolled back before it deletes anything."""
+    from sqlalchemy import event
+
+    def stop(_conn: Any, _cur: Any, sql: str, *_: Any) -> None:
+        if sql.lstrip().upper().startswith("DELETE"):
+            raise _DryRun
+
+    event.listen(store._engine, "before_cursor_execute", stop)
+    try:
+        store.purge(where, batch=500)
+    except _DryRun:
+        return "batch of 500 selected"
+    finally:
+        event.remove(store._engine, "before_cursor_execute", stop)
+    return "nothing to purge"
+
+
+def queries() -> list[Query]:
+    from bgtaskex.models import TaskFilter
+
+    failed = TaskFilter(statuses=frozenset({"failed"}))
+    queue = TaskFilter(queues=frozenset({FILTER_QUEUE}))
+    rare = TaskFilter(queues=frozenset({RARE_QUEUE}))
+    name = TaskFilter(name_glob=NAME_GLOB)
+
+    def listed(where: Any) -> Callable[[Any, datetime], Any]:
+        return lambda s, _at: f"{len(s.list_tasks(where, limit=50))} rows"
+
+    def counted(where: Any) -> Callable[[Any, datetime], Any]:
+        return lambda s, _at: f"{s.count_tasks(where):,}"
+
+    def retention(s: Any, at: datetime) -> str:
+        where = TaskFilter(statuses=frozenset({"finished"}), ended_before=at - timedelta(days=30))
+        return _purge_batch(s, where)
+
+    def preview(days: int | None) -> Callable[[Any, datetime], Any]:
+        def call(s: Any, at: datetime) -> str:
+            where = TaskFilter(ended_before=at - timedelta(days=days)) if days else None
+            count, ids = s.purge_preview(where)
+            return f"{count:,} ({len(ids)} ids)"
+
+        return call
+
+    return [
+        Query("list", "list_tasks(limit=50)", listed(None), list_target=True),
+        Query("count", "count_tasks()", counted(None)),
+        Query("list_failed", "list_tasks --status failed", listed(failed)),
+        Query("count_failed", "count_tasks --status failed", counted(failed)),
+        Query("list_queue", f"list_tasks --queue {FILTER_QUEUE}", listed(queue)),
+        Query("count_queue", f"count_tasks --queue {FILTER_QUEUE}", counted(queue)),
+        Query("list_rare", f"list_tasks --queue {RARE_QUEUE} (0.5%)", listed(rare)),
+        Query("list_name", f"list_tasks --name '{NAME_GLOB}'", listed(name)),
+        Query("count_name", f"count_tasks --name '{NAME_GLOB}'", counted(name)),
+        Query(
+            "next_task",
+            "next_task (as the run calls it)",
+            lambda s, _at: "a task" if s.next_task(skip_run="0" * 32, exclude=()) else "none",
+        ),
+        Query("stats", "stats()", lambda s, _at: f"{len(s.stats().counts)} groups"),
+        Query(
+            "stuck",
+            "stuck_tasks (healthy: none stuck)",
+            lambda s, at: f"{s.stuck_tasks(at - SPAN - timedelta(days=1))[0]:,} stuck",
+        ),
+        Query("purge_preview", "purge_preview()", preview(None)),
+        Query("purge_preview_30d", "purge_preview --older-than 30d", preview(30)),
+        Query("retention_batch", "retention: one purge batch SELECT", retention),
+    ]
+
+
+# -- plans --------------------------------------------------------------------------------
+
+
+class _Recorder:
+    """The SELECT statements a store executes, with their parameters (the measured calls
+    only read; the purge batch is stopped at its first DELETE)."""
+
+    def __init__(self, store: Any) -> None:
+        from sqlalchemy import event
+
+        self.statements: list[tuple[str, Any]] = []
+        self.on = False
+        event.listen(store._engine, "before_cursor_execute", self._record)
+
+    def _record(self, _c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+        if self.on and not many and sql.lstrip()[:6].upper() == "SELECT":
+            self.statements.append((sql, params))
+
+
+def _short_sql(sql: str) -> str:
+    sql = " ".join(sql.split()).replace("bgtaskex_", "")
+    sql = re.sub(r"\(\?(, \?){3,}\)", "(?, ..., ?)", sql)
+    sql = sql.replace(" LIMIT ? OFFSET ?", " LIMIT ?")
+    if sql.startswith("SELECT") and len(sql.split(" FROM ", 1)[0]) > 60:
+        sql = "SELECT ... FROM " + sql.split(" FROM ", 1)[1]
+    sql = sql.replace("tasks.", "").replace("actions.", "")
+    return sql if len(sql) <= 150 else sql[:147] + "..."
+
+
+def explain(path: Path, statements: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """EXPLAIN QUERY PLAN of each statement, on a read-only connection to the file."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        found = []
+        for sql, params in statements:
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            full = [
+                line for line in plan if line.startswith("SCAN bgtaskex_") and " USING " not in line
+            ]
+            found.append(
+                {
+                    "sql": _short_sql(sql),
+                    "plan": plan,
+                    "full_scan": bool(full),
+                    "index_walk": any(
+                        line.startswith("SCAN bgtaskex_") and " USING " in line for line in plan
+                    ),
+                    "sorts": any("TEMP B-TREE" in line for line in plan),
+                }
+            )
+        return found
+    finally:
+        conn.close()
+
+
+# -- one size -----------------------------------------------------------------------------
+
+
+def _cli_env(home: Path) -> dict[str, str]:
+    from .startup import _clean_env
+
+    return _clean_env(home)
+
+
+def _cli(argv: list[str], env: dict[str, str], cwd: Path, expect: str) -> float:
+    began = time.perf_counter()
+    proc = subprocess.run(
+        argv, env=env, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    wall = time.perf_counter() - began
+    if proc.returncode != 0 or expect not in proc.stdout:
+        raise BenchError(
+            f"{' '.join(argv[1:])}: exit {proc.returncode}, expected {expect!r} in stdout\n"
+            f"stdout: {proc.stdout.strip()[:500]}\nstderr: {proc.stderr.strip()[:2000]}"
+        )
+    return wall
+
+
+def measure_size(
+    path: Path, meta: dict[str, Any], runs: int, cli_runs: int, tmp: Path
+) -> dict[str, Any]:
+    from bgtaskex.store import Store
+
+    from .startup import _bgtaskex_argv
+
+    built_at = datetime.fromisoformat(meta["built_at"])
+    url = f"sqlite:///{path}"
+    store = Store(url)
+    recorder = _Recorder(store)
+    rows: list[dict[str, Any]] = []
+    try:
+        store.ensure_schema()  # current: one SELECT, no change
+        for query in queries():
+            recorder.statements.clear()
+            recorder.on = True
+            result = query.call(store, built_at)  # warm-up, and the SQL it runs
+            recorder.on = False
+            statements = list(recorder.statements)
+            samples = []
+            for _ in range(runs):
+                began = time.perf_counter()
+                query.call(store, built_at)
+                samples.append(time.perf_counter() - began)
+            rows.append(
+                {
+                    "key": query.key,
+                    "label": query.label,
+                    "kind": "in-process",
+                    "list_target": query.list_target,
+                    "result": str(result),
+                    "samples_s": samples,
+                    "plans": explain(path, statements),
+                }
+            )
+    finally:
+        store.close()
+
+    argv = _bgtaskex_argv()
+    home, cwd = tmp / f"home-{meta['tasks']}", tmp / "cwd"
+    cwd.mkdir(exist_ok=True)
+    env = _cli_env(home)
+    commands = [
+        ("cli_list", "bgtaskex list (subprocess)", [*argv, "--database-url", url, "list"], "more"),
+        (
+            "cli_stats",
+            "bgtaskex stats (subprocess)",
+            [*argv, "--database-url", url, "stats"],
+            "TASKS",
+        ),
+    ]
+    cli_samples: dict[str, list[float]] = {key: [] for key, *_ in commands}
+    for _key, _label, command, expect in commands:  # warm-up
+        _cli(command, env, cwd, expect)
+    for _ in range(cli_runs):
+        for key, _label, command, expect in commands:
+            cli_samples[key].append(_cli(command, env, cwd, expect))
+    for key, label, _command, _expect in commands:
+        rows.append(
+            {
+                "key": key,
+                "label": label,
+                "kind": "subprocess",
+                "list_target": False,
+                "result": "exit 0",
+                "samples_s": cli_samples[key],
+                "plans": [],
+            }
+        )
+    for row in rows:
+        row["median_ms"] = median(row["samples_s"]) * 1000
+        lo, hi = quartiles(row["samples_s"])
+        row["p25_ms"], row["p75_ms"] = lo * 1000, hi * 1000
+    return {"tasks": meta["tasks"], "database": meta, "queries": rows}
+
+
+# -- memory of run-once --------------------------------------------------------------------
+
+
+# Runs the command and writes "<peak RSS KiB> <exit code>" to argv[1]. The child's
+# ru_maxrss is at least the RSS of the process that forked it (Linux keeps the high-water
+# mark of the address space it replaces at exec), so the command is forked from this small
+# fresh interpreter, never from the benchmark process with its caches.
+LAUNCHER = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_pid, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
+"""
+
+
+def _peak_rss(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, float, str]:
+    """(peak RSS in KiB, wall seconds, stdout) of one run of `argv`, from its own rusage."""
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as report:
+        began = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-c", LAUNCHER, report.name, *argv],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        wall = time.perf_counter() - began
+        rss_kib, code = (int(x) for x in report.read().split())
+    if proc.returncode != 0 or code != 0:
+        raise BenchError(
+            f"{' '.join(argv[1:])}: exit {code}\nstdout: {proc.stdout.strip()[:500]}\n"
+            f"stderr: {proc.stderr.strip()[:2000]}"
+        )
+    return rss_kib, wall, proc.stdout  # ru_maxrss is in KiB on Linux
+
+
+def measure_memory(waiting_n: int, tmp: Path, rebuild: bool) -> dict[str, Any]:
+    """Peak RSS of `bgtaskex run-once --max-execution-time 1` on FEW_WAITING waiting tasks
+    against `waiting_n` waiting tasks, alternating. Both run on scratch databases (a run
+    changes them): a fresh one refilled with FEW_WAITING tasks before each of its runs,
+    and a copy of the cached all-waiting database."""
+    from bgtaskex.client import connect
+
+    from .startup import _bgtaskex_argv
+
+    big_cached, big_meta = cached(waiting_n, all_waiting=True, rebuild=rebuild)
+    small_db, big_db = tmp / "rss-few" / "bgtaskex.db", tmp / "rss-many" / "bgtaskex.db"
+    small_db.parent.mkdir()
+    big_db.parent.mkdir()
+    began = time.perf_counter()
+    shutil.copyfile(big_cached, big_db)
+    with big_db.open("rb+") as copy:  # written back before the runs, not during their fsyncs
+        os.fsync(copy.fileno())
+    copy_s = time.perf_counter() - began
+
+    def refill() -> None:
+        with connect(f"sqlite:///{small_db}") as client:
+            for i in range(FEW_WAITING):
+                client.enqueue(f"rss-{i}", [NOOP_REF])
+
+    argv = _bgtaskex_argv()
+    env = _cli_env(tmp / "home-rss")
+    cases = [("few", FEW_WAITING, small_db, refill), ("many", waiting_n, big_db, None)]
+    found = {
+        key: {"waiting": n, "rss_kib": [], "wall_s": [], "finished": []} for key, n, *_ in cases
+    }
+    for r in range(RSS_RUNS):
+        for key, _n, db, before in cases if r % 2 == 0 else cases[::-1]:
+            if before is not None:
+                before()
+            command = [*argv, "--database-url", f"sqlite:///{db}", "run-once"]
+            command += ["--max-execution-time", "1", "--json"]
+            rss, wall, stdout = _peak_rss(command, env, tmp)
+            finished = json.loads(stdout.strip().splitlines()[-1]).get("finished") or 0
+            if finished < (FEW_WAITING if key == "few" else 1):
+                raise BenchError(f"run-once on {db}: {finished} finished: {stdout.strip()[:300]}")
+            found[key]["rss_kib"].append(rss)
+            found[key]["wall_s"].append(wall)
+            found[key]["finished"].append(finished)
+    for case in found.values():
+        case["rss_mib_median"] = median(case["rss_kib"]) / 1024
+    ratio = found["many"]["rss_mib_median"] / found["few"]["rss_mib_median"]
+    return {
+        "waiting_tasks": waiting_n,
+        "database": big_meta,
+        "copy_s": copy_s,
+        "cases": found,
+        "ratio": ratio,
+        "target_ratio": RSS_TARGET_RATIO,
+        "met": ratio <= RSS_TARGET_RATIO,
+    }
+
+
+# -- the benchmark ------------------------------------------------------------------------
+
+
+def _exponent(small: float, large: float, n_small: int, n_large: int) -> float:
+    """k in time ~ n^k between two sizes: 0 flat (an index range), 1 linear (a scan)."""
+    if small <= 0 or large <= 0:
+        return 0.0
+    return math.log(large / small) / math.log(n_large / n_small)
+
+
+def _verdict(k: float) -> str:
+    if k < 0.15:
+        return "flat"
+    if k < 0.7:
+        return "[yellow]sublinear[/yellow]"
+    return "[red]linear[/red]"
+
+
+def _plan_text(plans: list[dict[str, Any]]) -> str:
+    lines = []
+    for p in plans:
+        for line in p["plan"]:
+            short = line.replace("bgtaskex_", "")
+            if line.startswith("SCAN bgtaskex_") and " USING " not in line:
+                short = f"[red]{short} (full table scan)[/red]"
+            elif "TEMP B-TREE" in line:
+                short = f"[yellow]{short}[/yellow]"
+            lines.append(short)
+    return "\n".join(lines)
+
+
+def run(console: Console, *, quick: bool = False, rebuild: bool = False) -> dict[str, Any]:
+    sizes = SIZES_QUICK if quick else SIZES_FULL
+    runs = RUNS_QUICK if quick else RUNS_FULL
+    cli_runs = CLI_RUNS_QUICK if quick else CLI_RUNS_FULL
+    waiting_n = ALL_WAITING_QUICK if quick else ALL_WAITING_FULL
+    began = time.monotonic()
+    databases = []
+    for n in sizes:
+        path, meta = cached(n, rebuild=rebuild)
+        databases.append((path, meta))
+        how = "cached" if meta["cached"] else f"built in {meta['build_s']:.1f}s"
+        console.print(
+            f"[dim]{n:>9,} tasks: {path.name} ({meta['bytes'] / 2**20:.0f} MiB, {how}, "
+            f"rows of {meta['built_at']})[/dim]"
+        )
+    oldest = min(datetime.fromisoformat(meta["built_at"]) for _path, meta in databases)
+    if datetime.now(UTC) - oldest > timedelta(days=1):
+        console.print(
+            "[yellow]cached rows are more than a day old: the 1h/1d windows of stats() find "
+            "no ended action (cheaper than with fresh rows); --rebuild to refresh[/yellow]"
+        )
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bgtaskex-bench-scale-") as tmp_name:
+        tmp = Path(tmp_name)
+        for path, meta in databases:
+            one = measure_size(path, meta, runs, cli_runs, tmp)
+            results.append(one)
+            _print_size(console, one, runs, cli_runs)
+        memory = measure_memory(waiting_n, tmp, rebuild)
+    summary = _print_summary(console, results, memory)
+    elapsed = time.monotonic() - began
+    console.print(f"[dim]scale benchmark took {elapsed:.1f}s[/dim]\n")
+    return {
+        "sizes": list(sizes),
+        "runs": runs,
+        "cli_runs": cli_runs,
+        "analyze": False,
+        "elapsed_s": elapsed,
+        "results": results,
+        "memory": memory,
+        "summary": summary,
+    }
+
+
+def _print_size(console: Console, one: dict[str, Any], runs: int, cli_runs: int) -> None:
+    meta = one["database"]
+    statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(meta["statuses"].items()))
+    table = Table(
+        title=f"{one['tasks']:,} tasks ({statuses}): median of {runs} runs in-process, "
+        f"{cli_runs} as subprocesses, after a warm-up",
+        title_justify="left",
+    )
+    for column in ("query", "median ms", "p25-p75 ms", "result", "plan"):
+        table.add_column(column, justify="right" if "ms" in column else "left")
+    for row in one["queries"]:
+        flags = []
+        if any(p["full_scan"] for p in row["plans"]):
+            flags.append("[red]full scan[/red]")
+        if any(p["index_walk"] for p in row["plans"]):
+            flags.append("index walk")
+        if any(p["sorts"] for p in row["plans"]):
+            flags.append("[yellow]sort[/yellow]")
+        plan = ", ".join(flags) or ("index ranges" if row["plans"] else "")
+        table.add_row(
+            row["label"],
+            f"{row['median_ms']:.1f}",
+            f"{row['p25_ms']:.1f}-{row['p75_ms']:.1f}",
+            row["result"],
+            plan,
+        )
+    console.print(table)
+
+
+def _print_summary(
+    console: Console, results: list[dict[str, Any]], memory: dict[str, Any]
+) -> dict[str, Any]:
+    small, large = results[0], results[-1]
+    n_small, n_large = small["tasks"], large["tasks"]
+    table = Table(
+        title=f"Scaling: median ms per size; ratio = time at {n_large:,} / time at {n_small:,} "
+        f"({n_large // n_small}x the tasks); k in time ~ n^k",
+        title_justify="left",
+    )
+    table.add_column("query")
+    for one in results:
+        table.add_column(f"{one['tasks']:,}", justify="right")
+    for column in ("ratio", "k", "verdict"):
+        table.add_column(column, justify="right" if column != "verdict" else "left")
+    rows = []
+    by_key = [{row["key"]: row for row in one["queries"]} for one in results]
+    for row in small["queries"]:
+        key = row["key"]
+        times = [keyed[key]["median_ms"] for keyed in by_key]
+        k = _exponent(times[0], times[-1], n_small, n_large)
+        rows.append(
+            {
+                "key": key,
+                "label": row["label"],
+                "median_ms": times,
+                "ratio": times[-1] / times[0],
+                "k": k,
+            }
+        )
+        table.add_row(
+            row["label"],
+            *(f"{t:.1f}" for t in times),
+            f"{times[-1] / times[0]:.1f}",
+            f"{k:.2f}",
+            _verdict(k),
+        )
+    console.print(table)
+
+    plans = Table(
+        title=f"EXPLAIN QUERY PLAN at {n_large:,} tasks (no ANALYZE, as bgtaskex leaves its "
+        "databases): every SELECT each call runs",
+        title_justify="left",
+    )
+    plans.add_column("query")
+    plans.add_column("statement")
+    plans.add_column("plan")
+    for row in large["queries"]:
+        for i, p in enumerate(row["plans"]):
+            plans.add_row(row["label"] if i == 0 else "", p["sql"], _plan_text([p]))
+    console.print(plans)
+
+    mem = Table(
+        title="Peak RSS of `bgtaskex run-once --max-execution-time 1` "
+        f"(median of {RSS_RUNS}, alternating; NothingToDo actions)",
+        title_justify="left",
+    )
+    for column in ("database", "peak RSS MiB", "wall s", "tasks finished per run"):
+        mem.add_column(column, justify="left" if column == "database" else "right")
+    for case in memory["cases"].values():
+        mem.add_row(
+            f"{case['waiting']:,} waiting",
+            f"{case['rss_mib_median']:.1f}",
+            f"{median(case['wall_s']):.2f}",
+            ", ".join(map(str, case["finished"])),
+        )
+    console.print(mem)
+
+    at = f"at {n_large:,} < {LIST_TARGET_MS:.0f} ms"
+    last = by_key[-1]
+    targets = [("list_tasks(limit=50) " + at, last["list"]["median_ms"])]
+    for key in ("list", "list_failed", "list_queue", "list_name"):
+        option = last[key]["label"].removeprefix("list_tasks").removesuffix("(limit=50)")
+        total = last[key]["median_ms"] + last[key.replace("list", "count")]["median_ms"]
+        targets.append((f"`bgtaskex list{option}` in-process (list + count) {at}", total))
+    tt = Table(title="Targets", title_justify="left")
+    for column in ("target", "measured", "met"):
+        tt.add_column(column, justify="left" if column == "target" else "right")
+    for label, value in targets:
+        tt.add_row(label, f"{value:.1f} ms", "yes" if value < LIST_TARGET_MS else "[red]NO[/red]")
+    tt.add_row(
+        f"peak RSS of run-once, {memory['waiting_tasks']:,} / {FEW_WAITING} waiting "
+        f"<= {RSS_TARGET_RATIO}x",
+        f"{memory['ratio']:.2f}x",
+        "yes" if memory["met"] else "[red]NO[/red]",
+    )
+    console.print(tt)
+    if n_large < 1_000_000:
+        console.print(f"[dim]quick mode: targets checked at {n_large:,} tasks, not 10^6[/dim]")
+    return {
+        "scaling": rows,
+        "targets": [
+            {"target": label, "ms": value, "met": value < LIST_TARGET_MS}
+            for label, value in targets
+        ],
+        "rss_ratio": memory["ratio"],
+    }

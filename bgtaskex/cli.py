@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .config import Settings, load_settings
-from .exceptions import BgtaskexError, LockBusy, UsageError
+from .exceptions import BgtaskexError, LockBusy, OutsideWindow, UsageError
 from .urls import mask_secrets
 
 if TYPE_CHECKING:
@@ -310,25 +310,45 @@ Examples:
     help="Live progress bars (default: on when stdout is a terminal).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as one JSON object.")
+@click.option(
+    "--process",
+    "process_name",
+    metavar="NAME",
+    help="Run as this scheduled process: its queues, budget, window and callable.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 @pass_state
-def run_once(state: State, wait: float, progress: bool | None, as_json: bool, quiet: bool) -> None:
+def run_once(
+    state: State,
+    process_name: str | None,
+    wait: float,
+    progress: bool | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
     """Process due tasks for at most --max-execution-time seconds (what cron calls).
 
-    If another run holds the lock, say so in one line and exit 0.
+    If another run holds the lock, say so in one line and exit 0. SIGTERM or Ctrl-C lets
+    the current hook finish and starts nothing new; a second one stops at once.
     """
     settings = state.settings()
+    process = settings.process(process_name) if process_name else None
     began = time.monotonic()
     from .probe import sqlite_idle
 
-    if sqlite_idle(settings.url, {str(k): v for k, v in settings.retention.items()}):
+    planned = process is not None and process.callable is not None
+    queues = process.queues if process else None
+    retention = {str(k): v for k, v in settings.retention.items()}
+    if not planned and sqlite_idle(settings.url, retention, queues):
         elapsed = time.monotonic() - began
         if as_json:
             click.echo(json.dumps({"run_id": None, "idle": True, "elapsed": elapsed}))
         elif not quiet:
             click.echo(f"nothing due ({elapsed:.2f}s)")
         return
-    from .runner import run
+    import signal
+
+    from .runner import StopRequest, stop_on_signals
 
     client = state.client()
     live = sys.stdout.isatty() if progress is None else progress
@@ -337,21 +357,19 @@ def run_once(state: State, wait: float, progress: bool | None, as_json: bool, qu
         from .live import LiveProgress
 
         observer = LiveProgress()
+    stop = StopRequest()
     try:
-        summary = run(
-            client.store,
-            client.registry,
-            max_execution_time=settings.max_execution_time,
-            max_attempts=settings.max_attempts,
-            lock_path=settings.lock_path,
-            wait=wait,
-            retention=settings.retention,
-            observer=observer,
-        )
+        with stop_on_signals(stop, (signal.SIGTERM, signal.SIGINT)):
+            summary = client.run_once(wait=wait, process=process, stop=stop, observer=observer)
     except LockBusy as busy:
         if not as_json:
             raise
         click.echo(json.dumps({"run_id": None, "locked": True, "holder": busy.holder}))
+        return
+    except OutsideWindow as outside:
+        if not as_json:
+            raise
+        click.echo(json.dumps({"run_id": None, "outside_window": True, "message": str(outside)}))
         return
     finally:
         if observer is not None:
@@ -362,6 +380,8 @@ def run_once(state: State, wait: float, progress: bool | None, as_json: bool, qu
         click.echo(json.dumps(summary_dict(summary)))
     elif not quiet:
         click.echo(summary.line())
+    if stop.signum == signal.SIGINT:
+        raise KeyboardInterrupt  # the run stopped cleanly; still, the user interrupted it
 
 
 # -- db ------------------------------------------------------------------------------
@@ -401,7 +421,12 @@ def db_upgrade(state: State) -> None:
 # -- demo ----------------------------------------------------------------------------
 
 
-@cli.command()
+@cli.command(
+    epilog="""\b
+Examples:
+  bgtaskex demo
+  bgtaskex demo --budget 0.3 --max-runs 100""",
+)
 @click.option(
     "--budget",
     type=click.FloatRange(min=0.1),
@@ -438,7 +463,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         result = cli.main(args=argv, prog_name="bgtaskex", standalone_mode=False)
         return result if isinstance(result, int) else EXIT_OK
-    except LockBusy as err:
+    except (LockBusy, OutsideWindow) as err:
         click.echo(str(err))
         return EXIT_OK
     except BgtaskexError as err:

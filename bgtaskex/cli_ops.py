@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .cli import State, _echo_json, _print, cli, pass_state
+from .cli import State, _echo_json, _print, _remember, cli, pass_state
 from .config import parse_duration, parse_when
 from .exceptions import BgtaskexError, InvalidState, TaskNotFound, UsageError
 from .models import TaskFilter
@@ -104,7 +104,9 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
     where = _filter(**filters)
     client = state.client()
     tasks = client.list_tasks(where, limit=limit)
-    more = client.count_tasks(where) - len(tasks) if len(tasks) == limit else 0
+    cap = 10_000
+    total = client.count_tasks(where, up_to=limit + cap) if len(tasks) == limit else limit
+    more = total - len(tasks)
     if as_json:
         from .views import task_dict
 
@@ -117,7 +119,8 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
 
     _print(render_tasks(tasks))
     if more > 0:
-        click.echo(f"... and {more:,} more (raise --limit or narrow the filters)")
+        plus = "+" if more >= cap else ""
+        click.echo(f"... and {more:,}{plus} more (raise --limit or narrow the filters)")
 
 
 @cli.command(
@@ -259,7 +262,7 @@ def purge(
         click.echo("nothing to purge")
         return
     if dry_run:
-        shown = ", ".join(map(str, sample)) + (", ..." if count > len(sample) else "")
+        shown = ", ".join(map(str, sorted(sample))) + (", ..." if count > len(sample) else "")
         click.echo(f"would delete {count:,} ended task(s): {shown}")
         return
     if not yes and sys.stdin.isatty():
@@ -310,18 +313,20 @@ Examples:
     "--stuck-after",
     metavar="DURATION",
     envvar="BGTASKEX_STUCK_AFTER",
+    callback=_remember,
+    expose_value=False,
     help="A task not ended and untouched this long is stuck (default: config, 3m).",
 )
 @pass_state
-def check(state: State, stuck_after: str | None) -> None:
+def check(state: State) -> None:
     """Health check for monitoring (Nagios style): the database answers, its schema is
     current, no task is stuck. One line; exit 0 when all is well, 1 otherwise."""
     from .lock import describe_holder, lock_state
 
+    settings = state.settings()  # a bad setting is a usage error (exit 2), not a health issue
     problems: list[str] = []
     notes: list[str] = []
     try:
-        settings = state.settings(stuck_after=stuck_after)
         store = state.client().store
         stuck, ids = store.stuck_tasks(datetime.now(UTC) - timedelta(seconds=settings.stuck_after))
         if stuck:

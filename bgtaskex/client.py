@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings, load_settings
-from .exceptions import UsageError
+from .exceptions import OutsideWindow, UsageError
 from .models import (
     ACTIVE_STATUSES,
     TERMINAL,
@@ -20,8 +23,12 @@ from .models import (
     TaskFilter,
     TaskType,
 )
-from .registry import Registry
+from .processes import Process
+from .registry import Registry, load_callable
 from .store import Store
+
+if TYPE_CHECKING:
+    from .runner import RunObserver
 
 ActionSpec = str | tuple[str, Mapping[str, Any]] | NewAction | Mapping[str, Any]
 
@@ -144,8 +151,8 @@ class Client:
             where = replace(where or TaskFilter(), statuses=expand_statuses(status))
         return self.store.list_tasks(where, limit=limit)
 
-    def count_tasks(self, where: TaskFilter | None = None) -> int:
-        return self.store.count_tasks(where)
+    def count_tasks(self, where: TaskFilter | None = None, *, up_to: int | None = None) -> int:
+        return self.store.count_tasks(where, up_to=up_to)
 
     def cancel(self, task_id: int) -> bool:
         """Cancel a task: True when it is cancelled now; False when a run is executing it
@@ -166,18 +173,55 @@ class Client:
         """The history of a task, oldest first."""
         return self.store.events(task_id)
 
-    def run_once(self, *, max_execution_time: float | None = None, wait: float = 0.0) -> RunSummary:
-        """One run, exactly as `bgtaskex run-once` does it (same lock, same order)."""
+    def run_once(
+        self,
+        *,
+        max_execution_time: float | None = None,
+        wait: float = 0.0,
+        process: Process | None = None,
+        stop: threading.Event | None = None,
+        observer: RunObserver | None = None,
+    ) -> RunSummary:
+        """One run, exactly as `bgtaskex run-once` does it (same lock, same order).
+
+        With a `process`: only its queues, its budget, its callable first, and only
+        inside its window (OutsideWindow otherwise), the deadline capped at the window's
+        end.
+        """
         from .runner import run
 
+        budget = max_execution_time or self.settings.max_execution_time
+        queues = not_after = planner = None
+        if process is not None:
+            budget = max_execution_time or process.max_execution_time or budget
+            queues = process.queues
+            if process.window is not None:
+                now = datetime.now().astimezone()
+                end = process.window.window_end(now)
+                if end is None:
+                    opens = process.window.next_occurrence(now)
+                    when = f"opens {opens:%a %Y-%m-%d %H:%M}" if opens else "disabled"
+                    raise OutsideWindow(
+                        f"process {process.name}: outside its window {process.window} "
+                        f"({when}); nothing done"
+                    )
+                not_after = end.timestamp()
+            if process.callable is not None:
+                target = load_callable(process.callable, f"process {process.name}: callable")
+                planner = functools.partial(target, self)
         return run(
             self.store,
             self.registry,
-            max_execution_time=max_execution_time or self.settings.max_execution_time,
+            max_execution_time=budget,
             max_attempts=self.settings.max_attempts,
             lock_path=self.settings.lock_path,
             wait=wait,
             retention=self.settings.retention,
+            observer=observer,
+            queues=queues,
+            not_after=not_after,
+            planner=planner,
+            stop=stop,
         )
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from .exceptions import ConfigError
 from .models import TaskStatus
+from .processes import DEFAULT_PROCESS, Process, parse_processes
 from .urls import default_database_url, sqlite_path
 
 ENV_PREFIX = "BGTASKEX_"
@@ -106,7 +107,22 @@ class Settings:
     keep_finished: float | None = 30 * 86400.0  # finished and cancelled tasks; None = forever
     keep_failed: float | None = 90 * 86400.0
     stuck_after: float = 180.0  # `check`: a task not ended and untouched this long is stuck
+    stop_timeout: float = 20.0  # the daemon's bound on a graceful stop
+    log_format: str = "TEXT"
+    processes: tuple[Process, ...] = ()
     config_file: str | None = field(default=None, compare=False)
+
+    @property
+    def scheduled(self) -> tuple[Process, ...]:
+        """The configured processes, or the default one (all queues, every 60 s)."""
+        return self.processes or (DEFAULT_PROCESS,)
+
+    def process(self, name: str) -> Process:
+        for process in self.scheduled:
+            if process.name == name:
+                return process
+        known = ", ".join(p.name for p in self.scheduled)
+        raise ConfigError(f"no process named {name!r} (configured: {known})")
 
     @property
     def retention(self) -> dict[TaskStatus, float]:
@@ -155,6 +171,9 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "keep_finished": _retention,
     "keep_failed": _retention,
     "stuck_after": _positive_duration,
+    "stop_timeout": _positive_duration,
+    "log_format": _choice("TEXT", "JSON"),
+    "processes": lambda value: parse_processes(value, parse_duration),
 }
 assert set(PARSERS) == {f.name for f in fields(Settings)} - {"config_file"}
 

@@ -68,6 +68,12 @@ class LockBusy(BgtaskexError):
         self.holder = holder
 
 
+class OutsideWindow(BgtaskexError):
+    """A process was triggered outside its weekly window: nothing to do, not an error."""
+
+    exit_code = 0
+
+
 class TaskInterrupted(BgtaskexError):
     """A run's write found its task ended or asked to cancel by someone else."""
 

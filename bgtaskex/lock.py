@@ -86,16 +86,26 @@ class RunLock:
 
 
 def lock_is_held(path: str | Path) -> bool:
-    """Whether a live process holds the run lock at `path` right now."""
-    if not Path(path).exists():
-        return False
-    probe = RunLock(path)
+    """Whether a live process holds the run lock at `path` right now.
+
+    Looks with a shared lock taken and dropped at once, writing nothing: the holder
+    named in the file stays, and two lookers do not get in each other's way.
+    """
+    import portalocker
+
     try:
-        probe.acquire()
-    except LockBusy:
+        handle = open(path)  # noqa: SIM115 - closed below
+    except OSError:
+        return False
+    try:
+        portalocker.lock(handle, portalocker.LOCK_SH | portalocker.LOCK_NB)
+    except portalocker.exceptions.LockException:
         return True
-    probe.release()
-    return False
+    else:
+        portalocker.unlock(handle)
+        return False
+    finally:
+        handle.close()
 
 
 def parse_holder(text: str) -> dict[str, Any] | None:

@@ -6,7 +6,7 @@ can tell for sure that no task is due, the run ends without importing SQLAlchemy
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from .urls import sqlite_path
@@ -15,7 +15,11 @@ from .urls import sqlite_path
 HEAD_REVISION = "0001"
 
 
-def sqlite_idle(url: str, retention: Mapping[str, float] | None = None) -> bool:
+def sqlite_idle(
+    url: str,
+    retention: Mapping[str, float] | None = None,
+    queues: Sequence[str] | None = None,
+) -> bool:
     """True only when the database of `url` is an SQLite file, at this release's schema,
     with no task due and no ended task past its `retention` (seconds, by status).
     False means "there is work" or "cannot tell": do the full run."""
@@ -34,9 +38,10 @@ def sqlite_idle(url: str, retention: Mapping[str, float] | None = None) -> bool:
         version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         if version is None or version[0] != HEAD_REVISION:
             return False
-        due = conn.execute(
-            "SELECT 1 FROM bgtaskex_tasks WHERE run_order IS NOT NULL LIMIT 1"
-        ).fetchone()
+        query = "SELECT 1 FROM bgtaskex_tasks WHERE run_order IS NOT NULL"
+        if queues is not None:
+            query += f" AND queue IN ({', '.join('?' * len(queues))})"
+        due = conn.execute(query + " LIMIT 1", tuple(queues or ())).fetchone()
         if due is not None:
             return False
         for status, seconds in (retention or {}).items():

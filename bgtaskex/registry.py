@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .action import Action
 from .exceptions import InvalidRef
@@ -103,3 +103,18 @@ class Registry:
             raise InvalidRef(f"action ref {ref!r} names the abstract base bgtaskex.Action")
         self._cache[ref] = obj
         return obj
+
+
+def load_callable(ref: str, what: str = "callable") -> Callable[..., object]:
+    """The function a `module:function` ref names (from the operator's config)."""
+    from .exceptions import ConfigError
+
+    module_name, _, name = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:
+        raise ConfigError(f"{what} {ref!r}: cannot import {module_name!r}: {err}") from err
+    target = getattr(module, name, None)
+    if not callable(target):
+        raise ConfigError(f"{what} {ref!r}: {module_name!r} has no function {name!r}")
+    return target  # type: ignore[no-any-return]

@@ -11,12 +11,13 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import secrets
 import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -182,6 +183,8 @@ class Runner:
         max_attempts: int = 5,
         run_id: str | None = None,
         observer: RunObserver | None = None,
+        queues: Collection[str] | None = None,
+        stop: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -190,14 +193,19 @@ class Runner:
         self.run_id = run_id or new_run_id()
         self.observer = observer or RunObserver()
         self.actions_run = 0
-        self.stop_requested = False
+        self.queues = queues
+        self.stop = stop or threading.Event()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop.is_set()
 
     def run(self) -> RunSummary:
         started = time.monotonic()
         broken: set[int] = set()  # tasks that raised before any write: not again this run
         counts = dict.fromkeys(Outcome, 0)
         while time.time() < self.deadline and not self.stop_requested:
-            task = self.store.next_task(skip_run=self.run_id, exclude=broken)
+            task = self.store.next_task(skip_run=self.run_id, exclude=broken, queues=self.queues)
             if task is None:
                 break
             self.observer.task_started(task)
@@ -427,26 +435,35 @@ class Runner:
         work.events.clear()
 
 
+class StopRequest(threading.Event):
+    """Set when a run (or the daemon) is asked to stop; `signum` says by which signal."""
+
+    signum: int | None = None
+
+
 @contextmanager
-def _stop_on_sigterm(runner: Runner) -> Iterator[None]:
-    """SIGTERM (systemd stop, kill): finish the current hook, start nothing new, leave
-    everything resumable; `Action.should_stop()` turns True. A second SIGTERM stops at
-    once, like a crash, which the next run recovers from."""
+def stop_on_signals(stop: StopRequest, signals: Sequence[int]) -> Iterator[None]:
+    """While the block runs, the first of `signals` sets `stop` (finish the current hook,
+    start nothing new; `Action.should_stop()` turns True) and a second one exits at once,
+    like a crash, which the next run recovers from. Only the main thread can do this."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_sigterm(signum: int, _frame: object) -> None:
-        if runner.stop_requested:
-            raise SystemExit(128 + signum)
-        runner.stop_requested = True
-        log.warning("SIGTERM: stopping after the current hook (again to stop at once)")
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            log.warning("signal %s again: stopping now", signum)
+            os._exit(128 + signum)
+        stop.signum = signum
+        stop.set()
+        log.warning("signal %s: stopping after the current hook (again to stop now)", signum)
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {signum: signal.signal(signum, on_signal) for signum in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run(
@@ -459,8 +476,14 @@ def run(
     wait: float = 0.0,
     retention: Mapping[TaskStatus, float] | None = None,
     observer: RunObserver | None = None,
+    queues: Collection[str] | None = None,
+    not_after: float | None = None,
+    planner: Callable[[], object] | None = None,
+    stop: threading.Event | None = None,
 ) -> RunSummary:
-    """One run under the lock: the tasks, then retention with what is left of the budget.
+    """One run under the lock: the planner (if any), the tasks, then retention with what
+    is left of the budget. The deadline is the lock time plus `max_execution_time`, and
+    never later than `not_after` (a window's end). `stop` ends it early (signals).
 
     Raises LockBusy when another run holds the lock (after `wait` seconds).
     """
@@ -469,11 +492,23 @@ def run(
         began = time.monotonic()
         started_at = datetime.now(UTC)
         deadline = time.time() + max_execution_time
+        if not_after is not None:
+            deadline = min(deadline, not_after)
         runner = Runner(
-            store, registry, deadline=deadline, max_attempts=max_attempts, observer=observer
+            store,
+            registry,
+            deadline=deadline,
+            max_attempts=max_attempts,
+            observer=observer,
+            queues=queues,
+            stop=stop,
         )
-        with _stop_on_sigterm(runner):
-            summary = runner.run()
+        if planner is not None:
+            try:
+                planner()
+            except Exception:  # a planner's bug must not stop the tasks already queued
+                log.exception("run %s: the process's callable raised", runner.run_id)
+        summary = runner.run()
         purged = 0
         if retention and time.time() < deadline:
             purged = store.apply_retention(dict(retention), deadline=deadline)

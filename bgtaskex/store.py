@@ -181,10 +181,18 @@ class Store(AdminQueries):
         self.upgrade()
 
     def upgrade(self, revision: str = "head") -> None:
+        from alembic.util import CommandError
+
         from .migrate import upgrade
 
         with _translated():
-            upgrade(self._engine, revision)
+            try:
+                upgrade(self._engine, revision)
+            except CommandError as err:  # e.g. a revision written by a newer release
+                raise SchemaOutdated(
+                    f"cannot upgrade the schema of {self.display_url}: {err} "
+                    "(was it created by a newer bgtaskex?)"
+                ) from None
 
     # -- tasks ---------------------------------------------------------------------
 
@@ -274,9 +282,14 @@ class Store(AdminQueries):
             found = self._actions_of(conn, [row.id for row in rows])
             return [_task(row, found[row.id]) for row in rows]
 
-    def count_tasks(self, where: TaskFilter | None = None) -> int:
+    def count_tasks(self, where: TaskFilter | None = None, *, up_to: int | None = None) -> int:
+        """How many tasks `where` selects; with `up_to`, stop counting there (a filter no
+        index serves, like --name, would otherwise read the whole table)."""
         with self._read() as conn:
-            query = select(func.count()).select_from(t.tasks).where(*_conditions(where))
+            matching = select(t.tasks.c.id).where(*_conditions(where))
+            if up_to is not None:
+                matching = matching.limit(up_to)
+            query = select(func.count()).select_from(matching.subquery())
             return int(conn.execute(query).scalar_one())
 
     def events(self, task_id: int) -> list[Event]:
@@ -303,7 +316,11 @@ class Store(AdminQueries):
             ]
 
     def next_task(
-        self, *, skip_run: str | None = None, exclude: Collection[int] = ()
+        self,
+        *,
+        skip_run: str | None = None,
+        exclude: Collection[int] = (),
+        queues: Collection[str] | None = None,
     ) -> Task | None:
         """The task the run should process next (see `models.run_order`), with its
         actions. Tasks last written by run `skip_run` (already handled by it) and those
@@ -320,6 +337,8 @@ class Store(AdminQueries):
             )
         if exclude:
             query = query.where(t.tasks.c.id.not_in(list(exclude)))
+        if queues is not None:
+            query = query.where(t.tasks.c.queue.in_(sorted(queues)))
         with self._read() as conn:
             row = conn.execute(query).first()
             if row is None:

@@ -110,6 +110,17 @@ Index(
     sqlite_where=tasks.c.run_order.is_(None),
     postgresql_where=tasks.c.run_order.is_(None),
 )
+# A run serving some queues only (a scheduled process): their waiting tasks in run order.
+Index(
+    "ix_bgtaskex_tasks_queue_due",
+    tasks.c.queue,
+    tasks.c.run_order,
+    tasks.c.id,
+    sqlite_where=tasks.c.run_order.isnot(None),
+    postgresql_where=tasks.c.run_order.isnot(None),
+)
+# `stats` (counts per queue, type and status) and `list --queue` counts: covering.
+Index("ix_bgtaskex_tasks_queue_type_status", tasks.c.queue, tasks.c.type, tasks.c.status)
 # `purge` and retention: terminal tasks of a status ended before a cutoff.
 Index("ix_bgtaskex_tasks_status_ended_at", tasks.c.status, tasks.c.ended_at)
 

@@ -48,6 +48,16 @@ def upgrade() -> None:
         sqlite_where=sa.text("run_order IS NULL"),
         postgresql_where=sa.text("run_order IS NULL"),
     )
+    op.create_index(
+        "ix_bgtaskex_tasks_queue_due",
+        "bgtaskex_tasks",
+        ["queue", "run_order", "id"],
+        sqlite_where=sa.text("run_order IS NOT NULL"),
+        postgresql_where=sa.text("run_order IS NOT NULL"),
+    )
+    op.create_index(
+        "ix_bgtaskex_tasks_queue_type_status", "bgtaskex_tasks", ["queue", "type", "status"]
+    )
     op.create_index("ix_bgtaskex_tasks_status_ended_at", "bgtaskex_tasks", ["status", "ended_at"])
     op.create_table(
         "bgtaskex_actions",

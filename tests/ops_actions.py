@@ -1,0 +1,84 @@
+"""Actions for the operations tests: progress reports, checkpoints, waiting on a file.
+
+Both log each hook call to params["log"] (when given) in the JSON-lines format of
+`tests.scripted` ({"name", "hook", "pid"}), written before the hook does anything, so a
+test can tell which process called what and that nothing was called again.
+
+`Looper` params:
+    total:    steps to do in all (null: never done, loop until the deadline)
+    step:     seconds each step takes (default 0.02)
+    per_call: steps per execute call at most; then execute returns False (paused)
+    i:        steps done so far (saved at every checkpoint)
+
+Each step sets params["i"], reports `progress(i, total, "step i")` and checkpoints.
+execute returns True once i reaches total, False when the deadline is near.
+
+`WaitFile` params:
+    file:   path to wait for; execute polls for it (checkpointing with a progress
+            report every ~50 ms) and returns True once it exists, False at the deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from bgtaskex import Action
+
+
+def _log(params: dict[str, Any], hook: str) -> None:
+    log = params.get("log")
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            entry = {"name": params.get("name", "A"), "hook": hook, "pid": os.getpid()}
+            handle.write(json.dumps(entry) + "\n")
+
+
+class Looper(Action):
+    def init_params(self) -> bool:
+        _log(self.params, "init")
+        self.params.setdefault("i", 0)
+        return True
+
+    def change_params_on_error(self) -> bool:
+        _log(self.params, "change")
+        return True
+
+    def execute(self, deadline: float) -> bool:
+        _log(self.params, "execute")
+        total = self.params.get("total")
+        step = float(self.params.get("step", 0.02))
+        per_call = self.params.get("per_call")
+        done_now = 0
+        while True:
+            i = int(self.params.get("i", 0))
+            if total is not None and i >= total:
+                return True
+            if per_call is not None and done_now >= per_call:
+                return False
+            if time.time() + step + 0.05 >= deadline:
+                return False
+            time.sleep(step)
+            i += 1
+            done_now += 1
+            self.params["i"] = i
+            self.progress(i, total, f"step {i}")
+            self.checkpoint()
+
+
+class WaitFile(Action):
+    def execute(self, deadline: float) -> bool:
+        _log(self.params, "execute")
+        path = self.params["file"]
+        polls = 0
+        while time.time() + 0.06 < deadline:
+            if os.path.exists(path):
+                return True
+            polls += 1
+            if polls % 5 == 0:
+                self.progress(polls, None, "waiting")
+                self.checkpoint()
+            time.sleep(0.01)
+        return False
