@@ -40,13 +40,39 @@ class _MaskingFormatter(logging.Formatter):
         return mask_secrets(super().format(record))
 
 
-def _setup_logging(level: str) -> None:
+class _MaskingJsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers (python-json-logger), secrets masked."""
+
+    def __init__(self) -> None:
+        from pythonjsonlogger.json import JsonFormatter
+
+        super().__init__()
+        self.json = JsonFormatter(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+        )
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(self.json.format(record))
+
+
+def _setup_logging(level: str, fmt: str = "TEXT") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if fmt == "JSON":
+        handler.setFormatter(_MaskingJsonFormatter())
+    else:
+        # journald and cron add their own time stamp; a terminal user still wants one.
+        handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("bgtaskex")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # APScheduler says "skipped: maximum number of running instances reached" for every
+    # tick coalesced behind a long run: expected here, so only its errors are shown.
+    scheduler = logging.getLogger("apscheduler")
+    scheduler.handlers[:] = [handler]
+    scheduler.setLevel(max(logging.ERROR, logging.getLevelName(level)))
+    scheduler.propagate = False
 
 
 @dataclass
@@ -65,7 +91,7 @@ class State:
             self._settings = None
         if self._settings is None:
             self._settings = load_settings(self.config_file, self.overrides, sources=self.sources)
-            _setup_logging(self._settings.log_level)
+            _setup_logging(self._settings.log_level, self._settings.log_format)
         return self._settings
 
     def client(self) -> Client:
@@ -76,6 +102,10 @@ class State:
             settings = self.settings()
             self._client = Client(open_store(settings), Registry(settings.imports), settings)
         return self._client
+
+    def reload(self) -> None:
+        """Forget the loaded settings (the daemon's SIGHUP): the next use reads them anew."""
+        self._settings = None
 
     def close(self) -> None:
         if self._client is not None:
@@ -127,6 +157,14 @@ def global_options(func: F) -> F:
             callback=_remember,
             expose_value=False,
             help="Module whose Action classes may be run (repeatable; adds to config/env).",
+        ),
+        click.option(
+            "--log-format",
+            type=click.Choice(["text", "json"], case_sensitive=False),
+            envvar="BGTASKEX_LOG_FORMAT",
+            callback=_remember,
+            expose_value=False,
+            help="Log lines as plain text (default) or one JSON object each.",
         ),
         click.option(
             "--log-level",

@@ -105,7 +105,7 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
     client = state.client()
     tasks = client.list_tasks(where, limit=limit)
     cap = 10_000
-    total = client.count_tasks(where, up_to=limit + cap) if len(tasks) == limit else limit
+    total = client.count_tasks(where, up_to=limit + cap) if len(tasks) == limit else len(tasks)
     more = total - len(tasks)
     if as_json:
         from .views import task_dict
@@ -353,3 +353,54 @@ def _active() -> frozenset[str]:
     from .models import ACTIVE_STATUSES
 
     return frozenset(s.value for s in ACTIVE_STATUSES)
+
+
+# -- processes / daemon --------------------------------------------------------------------
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  bgtaskex processes
+  bgtaskex --config /etc/bgtaskex/bgtaskex.toml processes --json""",
+)
+@click.option("--json", "as_json", is_flag=True, help="As a JSON array.")
+@pass_state
+def processes(state: State, as_json: bool) -> None:
+    """The scheduled processes of the config, with their next occurrence."""
+    from .views import process_dict, render_processes
+
+    now = datetime.now().astimezone()
+    rows = [process_dict(p, p.next_occurrence(now)) for p in state.settings().scheduled]
+    if as_json:
+        _echo_json(rows)
+    else:
+        _print(render_processes(rows))
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  bgtaskex daemon
+  bgtaskex --config /etc/bgtaskex/bgtaskex.toml --log-format json daemon
+  systemctl start bgtaskex            # see systemd/bgtaskex.service""",
+)
+@pass_state
+def daemon(state: State) -> None:
+    """Run the scheduled processes until SIGTERM or Ctrl-C (then stop gracefully).
+
+    SIGHUP reloads the config between runs. Under systemd (Type=notify) it reports
+    readiness, status and watchdog pings.
+    """
+    from .client import Client, open_store
+    from .daemon import Daemon
+    from .registry import Registry
+
+    def load() -> tuple[Any, Client]:
+        state.reload()
+        settings = state.settings()
+        return settings, Client(open_store(settings), Registry(settings.imports), settings)
+
+    code = Daemon(load).serve()
+    if code:
+        raise click.exceptions.Exit(code)

@@ -181,12 +181,13 @@ class Client:
         process: Process | None = None,
         stop: threading.Event | None = None,
         observer: RunObserver | None = None,
+        now: datetime | None = None,
     ) -> RunSummary:
         """One run, exactly as `bgtaskex run-once` does it (same lock, same order).
 
         With a `process`: only its queues, its budget, its callable first, and only
         inside its window (OutsideWindow otherwise), the deadline capped at the window's
-        end.
+        end. `now` (aware) stands in for the clock in the window check.
         """
         from .runner import run
 
@@ -196,7 +197,7 @@ class Client:
             budget = max_execution_time or process.max_execution_time or budget
             queues = process.queues
             if process.window is not None:
-                now = datetime.now().astimezone()
+                now = now or datetime.now().astimezone()
                 end = process.window.window_end(now)
                 if end is None:
                     opens = process.window.next_occurrence(now)

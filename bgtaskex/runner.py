@@ -220,7 +220,9 @@ class Runner:
                 raise  # the database is gone: so is this run
             except Exception:
                 # A bug or a corrupt row must not stop every run at this task.
-                log.exception("task %s: unexpected error; left for the next run", task.id)
+                log.exception(
+                    "run %s: task %s: unexpected error; left for the next run", self.run_id, task.id
+                )
                 broken.add(task.id)
                 outcome = Outcome.ERROR
             counts[outcome] += 1
@@ -243,7 +245,7 @@ class Runner:
         work = _Work.of(task)
         current = task.current_action
         status = task.status
-        log.debug("task %s (%s): found %s", task.id, task.name, status)
+        log.debug("run %s: task %s (%s): found %s", self.run_id, task.id, task.name, status)
         if task.cancel_requested_at is not None:  # asked while a run held the lock
             self.store.end_cancelled(task.id, self.run_id, None, None)
             return Outcome.CANCELLED
@@ -304,7 +306,9 @@ class Runner:
             if rank is None:
                 final = TaskStatus.FAILED if work.any_failed() else TaskStatus.FINISHED
                 self._commit(work, final, f"no action left: task {final}")
-                log.info("task %s (%s) %s", work.task.id, work.task.name, final)
+                log.info(
+                    "run %s: task %s (%s) %s", self.run_id, work.task.id, work.task.name, final
+                )
                 return Outcome.FAILED if final is TaskStatus.FAILED else Outcome.FINISHED
             if time.time() >= self.deadline or self.stop_requested:
                 why = "stop requested" if self.stop_requested else "deadline reached"
@@ -349,7 +353,13 @@ class Runner:
         return Outcome.PAUSED
 
     def _corrupt(self, work: _Work, what: str) -> Outcome:
-        log.error("task %s (%s): corrupt state: %s; failing it", work.task.id, work.task.name, what)
+        log.error(
+            "run %s: task %s (%s): corrupt state: %s; failing it",
+            self.run_id,
+            work.task.id,
+            work.task.name,
+            what,
+        )
         self._commit(work, TaskStatus.FAILED, f"corrupt state: {what}")
         return Outcome.FAILED
 
@@ -362,7 +372,14 @@ class Runner:
             if not isinstance(record.params, dict):
                 raise InvalidRef(f"stored params of action {record.rank} are not a JSON object")
         except InvalidRef as err:
-            log.error("task %s: action %s failed: %s", work.task.id, record.rank, err)
+            log.error(
+                "run %s: task %s: action %s (%s) failed: %s",
+                self.run_id,
+                work.task.id,
+                record.rank,
+                record.ref,
+                err,
+            )
             work.stage(record.rank, ActionStatus.FAILED, message=str(err))
             return None
 
@@ -387,11 +404,13 @@ class Runner:
             params = jsonable(instance.params, name)
         except Exception as err:
             log.warning(
-                "task %s (%s): %s of action %s raised %s: %s",
+                "run %s: task %s (%s): %s of action %s (%s) raised %s: %s",
+                self.run_id,
                 work.task.id,
                 work.task.name,
                 name,
                 rank,
+                work.actions[rank].ref,
                 type(err).__name__,
                 err,
                 exc_info=True,

@@ -21,7 +21,12 @@ def mask_secrets(text: str) -> str:
 
 
 def default_data_dir() -> Path:
-    """The XDG data directory of bgtaskex: $XDG_DATA_HOME/bgtaskex, ~/.local/share/bgtaskex."""
+    """Where the default database lives: systemd's $STATE_DIRECTORY (a service with
+    `StateDirectory=bgtaskex` gets /var/lib/bgtaskex), else the XDG data directory:
+    $XDG_DATA_HOME/bgtaskex, ~/.local/share/bgtaskex."""
+    state = os.environ.get("STATE_DIRECTORY")
+    if state:
+        return Path(state.split(":")[0])
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "share"
     )

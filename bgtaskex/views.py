@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .models import ActionRecord, Event, RunSummary, Stats, Task
+from .processes import Process
 
 
 def _time(value: datetime | None) -> str | None:
@@ -288,3 +289,50 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "purged": summary.purged,
         "idle": False,
     }
+
+
+def process_dict(process: Process, next_at: datetime | None) -> dict[str, Any]:
+    window = process.window
+    return {
+        "name": process.name,
+        "queues": list(process.queues) if process.queues else None,
+        "max_execution_time": process.max_execution_time,
+        "every": process.every,
+        "cron": process.cron,
+        "window": (
+            None
+            if window is None
+            else {
+                "days": list(window.days),
+                "start": window.start,
+                "end": window.end,
+                "enabled": window.enabled,
+            }
+        ),
+        "callable": process.callable,
+        "next_at": next_at.isoformat(timespec="seconds") if next_at else None,
+    }
+
+
+def render_processes(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("NAME", "QUEUES", "BUDGET", "TRIGGER", "WINDOW", "CALLABLE", "NEXT"):
+        table.add_column(column)
+    for row in rows:
+        trigger = f"cron {row['cron']}" if row["cron"] else f"every {row['every']:g}s"
+        window = row["window"]
+        table.add_row(
+            row["name"],
+            ", ".join(row["queues"]) if row["queues"] else "all",
+            f"{row['max_execution_time']:g}s" if row["max_execution_time"] else "default",
+            trigger,
+            "-"
+            if window is None
+            else f"{window['start']}-{window['end']} days {window['days']}"
+            + ("" if window["enabled"] else " (disabled)"),
+            row["callable"] or "-",
+            row["next_at"] or "never",
+        )
+    return table
