@@ -7,6 +7,7 @@ translated to `StorageError` / `DatabaseUnavailable` with secrets masked.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Collection, Iterator, Sequence
@@ -16,7 +17,9 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Float,
     Row,
+    bindparam,
     case,
     func,
     insert,
@@ -35,6 +38,7 @@ from .exceptions import SchemaOutdated, TaskInterrupted, TaskNotFound
 from .models import (
     ACTIVE_STATUSES,
     TERMINAL,
+    ActionChange,
     ActionRecord,
     ActionStatus,
     Change,
@@ -243,14 +247,18 @@ class Store(AdminQueries):
 
     def _actions_of(self, conn: Connection, task_ids: Collection[int]) -> dict[int, list[Any]]:
         found: dict[int, list[Any]] = {task_id: [] for task_id in task_ids}
-        if task_ids:
+        if len(task_ids) == 1:  # the run's case: one cached statement
+            rows = conn.execute(_ACTIONS_OF_TASK, {"v_task_id": next(iter(task_ids))})
+        elif task_ids:
             rows = conn.execute(
                 select(t.actions)
                 .where(t.actions.c.task_id.in_(list(task_ids)))
                 .order_by(t.actions.c.task_id, t.actions.c.rank)
             )
-            for row in rows:
-                found[row.task_id].append(_action(row))
+        else:
+            return found
+        for row in rows:
+            found[row.task_id].append(_action(row))
         return found
 
     def get_task(self, task_id: int) -> Task:
@@ -325,22 +333,14 @@ class Store(AdminQueries):
         """The task the run should process next (see `models.run_order`), with its
         actions. Tasks last written by run `skip_run` (already handled by it) and those
         in `exclude` are passed over."""
-        query = (
-            select(t.tasks)
-            .where(t.tasks.c.run_order.isnot(None))
-            .order_by(t.tasks.c.run_order, t.tasks.c.id)
-            .limit(1)
-        )
-        if skip_run is not None:
-            query = query.where(
-                or_(t.tasks.c.last_run_id.is_(None), t.tasks.c.last_run_id != skip_run)
-            )
+        query = _NEXT_TASK
+        params: dict[str, Any] = {"v_skip_run": skip_run or ""}
         if exclude:
             query = query.where(t.tasks.c.id.not_in(list(exclude)))
         if queues is not None:
             query = query.where(t.tasks.c.queue.in_(sorted(queues)))
         with self._read() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(query, params).first()
             if row is None:
                 return None
             return _task(row, self._actions_of(conn, [row.id])[row.id])
@@ -358,65 +358,152 @@ class Store(AdminQueries):
         overwrites a `bgtaskex cancel`.
         """
         now = _now()
-        values: dict[str, Any] = {"updated_at": now, "last_run_id": change.run_id}
-        if change.status is not None:
-            values["status"] = change.status.value
-            values["run_order"] = _run_order_sql(change.status)
-            if change.status.terminal:
-                values["ended_at"] = now
+        status = change.status
+        task_params: dict[str, Any] = {
+            "v_task_id": change.task_id,
+            "v_now": now,
+            "v_run_id": change.run_id,
+        }
+        if status is not None:
+            task_params["v_status"] = status.value
+            if not status.terminal:
+                task_params["v_order_interactive"] = run_order(TaskType.INTERACTIVE, status)
+                task_params["v_order_cron"] = run_order(TaskType.CRON, status)
         if change.current_rank is not None:
-            values["current_rank"] = change.current_rank
+            task_params["v_rank"] = change.current_rank
+        task_update = _task_update(
+            status is not None, status is not None and status.terminal, "v_rank" in task_params
+        )
         with self._write() as conn:
-            updated = conn.execute(
-                update(t.tasks)
-                .where(
-                    t.tasks.c.id == change.task_id,
-                    t.tasks.c.run_order.isnot(None),
-                    t.tasks.c.cancel_requested_at.is_(None),
-                )
-                .values(values)
-            )
-            if updated.rowcount != 1:
+            if conn.execute(task_update, task_params).rowcount != 1:
                 raise TaskInterrupted(change.task_id)
             for action in change.actions:
-                action_values: dict[str, Any] = {}
-                if action.status is not None:
-                    action_values["status"] = action.status.value
-                    if action.status is ActionStatus.ACTIVE:
-                        action_values["started_at"] = func.coalesce(t.actions.c.started_at, now)
-                    elif action.status.ended:
-                        action_values["ended_at"] = now
-                if action.params is not None:
-                    action_values["params"] = action.params
-                if action.attempts is not None:
-                    action_values["attempts"] = action.attempts
-                if action.progress is not None:
-                    action_values["progress_done"] = action.progress.done
-                    action_values["progress_total"] = action.progress.total
-                    action_values["progress_message"] = action.progress.message
-                if action.elapsed:
-                    action_values["elapsed"] = t.actions.c.elapsed + action.elapsed
-                if action_values:
-                    conn.execute(
-                        update(t.actions)
-                        .where(t.actions.c.task_id == change.task_id)
-                        .where(t.actions.c.rank == action.rank)
-                        .values(action_values)
-                    )
+                statement, values = _action_update(change.task_id, action, now)
+                if statement is not None:
+                    conn.execute(statement, values)
             if change.events:
                 conn.execute(
-                    insert(t.events),
+                    _INSERT_EVENT,
                     [_event_values(change.task_id, change.run_id, now, e) for e in change.events],
                 )
 
 
-def _run_order_sql(status: TaskStatus) -> Any:
-    """models.run_order computed in SQL from the row's type, so an update needs no read."""
-    if status.terminal:
-        return None
-    interactive = run_order(TaskType.INTERACTIVE, status)
-    cron = run_order(TaskType.CRON, status)
-    return case((t.tasks.c.type == TaskType.INTERACTIVE.value, interactive), else_=cron)
+# The run's statements are built once per shape and reused: SQLAlchemy then finds their
+# compiled form by a cache key it computed once, instead of rebuilding both every write.
+_INSERT_EVENT = insert(t.events)
+_ACTIONS_OF_TASK = (
+    select(t.actions)
+    .where(t.actions.c.task_id == bindparam("v_task_id"))
+    .order_by(t.actions.c.rank)
+)
+# A run does not take again a task it already wrote (last_run_id), so paused and
+# errored tasks wait for the next run.
+_NEXT_TASK = (
+    select(t.tasks)
+    .where(
+        t.tasks.c.run_order.isnot(None),
+        or_(t.tasks.c.last_run_id.is_(None), t.tasks.c.last_run_id != bindparam("v_skip_run")),
+    )
+    .order_by(t.tasks.c.run_order, t.tasks.c.id)
+    .limit(1)
+)
+
+
+@functools.cache
+def _task_update(has_status: bool, terminal: bool, has_rank: bool) -> Any:
+    c = t.tasks.c
+    values: dict[str, Any] = {
+        "updated_at": bindparam("v_now", type_=t.UTCDateTime()),
+        "last_run_id": bindparam("v_run_id"),
+    }
+    if has_status:
+        values["status"] = bindparam("v_status")
+        # models.run_order computed from the row's own type: no read needed.
+        values["run_order"] = (
+            None
+            if terminal
+            else case(
+                (c.type == TaskType.INTERACTIVE.value, bindparam("v_order_interactive")),
+                else_=bindparam("v_order_cron"),
+            )
+        )
+        if terminal:
+            values["ended_at"] = bindparam("v_now", type_=t.UTCDateTime())
+    if has_rank:
+        values["current_rank"] = bindparam("v_rank")
+    return (
+        update(t.tasks)
+        .where(
+            c.id == bindparam("v_task_id"),
+            c.run_order.isnot(None),
+            c.cancel_requested_at.is_(None),
+        )
+        .values(values)
+    )
+
+
+def _action_update(task_id: int, change: ActionChange, now: datetime) -> tuple[Any, dict[str, Any]]:
+    """The cached UPDATE for the fields `change` sets, and its parameters."""
+    values: dict[str, Any] = {"v_task_id": task_id, "v_rank": change.rank}
+    kind = None
+    if change.status is not None:
+        values["v_status"] = change.status.value
+        kind = (
+            "active"
+            if change.status is ActionStatus.ACTIVE
+            else ("ended" if change.status.ended else "other")
+        )
+        values["v_now"] = now
+    if change.params is not None:
+        values["v_params"] = change.params
+    if change.attempts is not None:
+        values["v_attempts"] = change.attempts
+    if change.progress is not None:
+        values["v_done"] = change.progress.done
+        values["v_total"] = change.progress.total
+        values["v_message"] = change.progress.message
+    if change.elapsed:
+        values["v_elapsed"] = change.elapsed
+    if len(values) == 2:
+        return None, values
+    shape = (
+        kind,
+        "v_params" in values,
+        "v_attempts" in values,
+        "v_done" in values,
+        "v_elapsed" in values,
+    )
+    return _action_statement(*shape), values
+
+
+@functools.cache
+def _action_statement(
+    kind: str | None, params: bool, attempts: bool, progress: bool, elapsed: bool
+) -> Any:
+    c = t.actions.c
+    now = bindparam("v_now", type_=t.UTCDateTime())
+    values: dict[str, Any] = {}
+    if kind is not None:
+        values["status"] = bindparam("v_status")
+        if kind == "active":
+            values["started_at"] = func.coalesce(c.started_at, now)
+        elif kind == "ended":
+            values["ended_at"] = now
+    if params:
+        values["params"] = bindparam("v_params", type_=t.Params())
+    if attempts:
+        values["attempts"] = bindparam("v_attempts")
+    if progress:
+        values["progress_done"] = bindparam("v_done")
+        values["progress_total"] = bindparam("v_total")
+        values["progress_message"] = bindparam("v_message")
+    if elapsed:
+        values["elapsed"] = c.elapsed + bindparam("v_elapsed", type_=Float())
+    return (
+        update(t.actions)
+        .where(c.task_id == bindparam("v_task_id"), c.rank == bindparam("v_rank"))
+        .values(values)
+    )
 
 
 def _event_values(task_id: int, run_id: str, at: datetime, new: NewEvent) -> dict[str, Any]:
