@@ -260,11 +260,19 @@ def cached(
     n: int, *, all_waiting: bool = False, rebuild: bool = False
 ) -> tuple[Path, dict[str, Any]]:
     """The cached database of `n` tasks (built when missing or stale) and its metadata."""
+    import hashlib
+
+    import bgtaskex
     from bgtaskex.probe import HEAD_REVISION
 
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     kind = "waiting" if all_waiting else "mixed"
-    path = CACHE_DIR / f"{kind}-{n}-r{HEAD_REVISION}-f{ROW_FORMAT}.db"
+    # The schema's text, not only its revision: an unreleased revision may still change.
+    migrations = Path(bgtaskex.__file__).parent / "migrations" / "versions"
+    schema = hashlib.sha256(
+        b"".join(f.read_bytes() for f in sorted(migrations.glob("*.py")))
+    ).hexdigest()[:8]
+    path = CACHE_DIR / f"{kind}-{n}-r{HEAD_REVISION}-{schema}-f{ROW_FORMAT}.db"
     meta_path = _meta_path(path)
     if not rebuild and path.exists() and meta_path.exists():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
