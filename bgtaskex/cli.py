@@ -374,7 +374,8 @@ def run_once(
     began = time.monotonic()
     from .probe import sqlite_idle
 
-    planned = process is not None and process.callable is not None
+    # A process with a callable always runs; one with a window says when it is outside.
+    planned = process is not None and (process.callable or process.window) is not None
     queues = process.queues if process else None
     retention = {str(k): v for k, v in settings.retention.items()}
     if not planned and sqlite_idle(settings.url, retention, queues):

@@ -47,6 +47,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.stop = StopRequest()
         self.busy_since: float | None = None  # monotonic time the current run began
+        self.busy_budget = 0.0  # that run's max_execution_time
         self.idle = threading.Event()
         self.idle.set()
         self.runs = 0
@@ -87,6 +88,7 @@ class Daemon:
         if self.stop.is_set():
             return
         self.idle.clear()
+        self.busy_budget = process.max_execution_time or self.settings.max_execution_time
         self.busy_since = time.monotonic()
         try:
             summary = self.client.run_once(process=process, stop=self.stop)
@@ -128,18 +130,25 @@ class Daemon:
         self.stop.signum = signum
         self.stop.set()
         self.notifier.stopping()
-        self.scheduler.shutdown(wait=False)
+        self._off_signal(self.scheduler.shutdown, wait=False)
 
     def _on_hup(self, _signum: int, _frame: object) -> None:
         log.info("SIGHUP: reloading the config after the current run")
-        self.scheduler.add_job(self.reload, id="reload", replace_existing=True)
+        self._off_signal(self.scheduler.add_job, self.reload, id="reload", replace_existing=True)
+
+    @staticmethod
+    def _off_signal(call: Callable[..., object], *args: object, **kwargs: object) -> None:
+        """Call the scheduler from a thread of its own: a signal handler runs on the main
+        thread, in the middle of the scheduler's loop, which may hold the very locks the
+        call needs (a deadlock) or be iterating over the jobs the call changes."""
+        threading.Thread(target=call, args=args, kwargs=kwargs, daemon=True).start()
 
     def _watchdog(self, interval: float) -> None:
         """Ping while the loop is healthy: a run stuck far past its budget stops the
         pings, and systemd restarts the service."""
         while not self.stop.wait(interval):
             began = self.busy_since
-            limit = self.settings.max_execution_time + self.settings.stop_timeout + 60
+            limit = self.busy_budget + self.settings.stop_timeout + 60
             if began is None or time.monotonic() - began < limit:
                 self.notifier.watchdog()
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .schedule import WeeklyWindow
@@ -47,29 +47,90 @@ class Process:
         if self.cron:
             from apscheduler.triggers.cron import CronTrigger
 
-            return CronTrigger.from_crontab(self.cron)
+            minute, hour, day, month, day_of_week = cron_fields(self.cron)
+            return CronTrigger(
+                minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week
+            )
         from apscheduler.triggers.interval import IntervalTrigger
 
         return IntervalTrigger(seconds=self.every or DEFAULT_EVERY)
 
     def next_occurrence(self, now: datetime) -> datetime | None:
-        """When the process will next do work: its next trigger time, moved to the start
-        of its window when the trigger falls outside (then the first trigger inside)."""
+        """When the process will next do work: its next trigger time inside its window
+        (None: disabled, or no trigger time falls in the window within a year)."""
         trigger = self.trigger()
+        horizon = now + timedelta(days=366)
         fire = trigger.get_next_fire_time(None, now)
-        for _ in range(100_000):  # a window far away: walk the trigger up to it
-            if fire is None or self.window is None or self.window.contains(fire):
+        while fire is not None and fire <= horizon:
+            if self.window is None or self.window.contains(fire):
                 return fire  # type: ignore[no-any-return]
-            opens = self.window.next_occurrence(fire)
+            opens = self.window.next_occurrence(fire + timedelta(seconds=1))
             if opens is None:
                 return None
-            fire = trigger.get_next_fire_time(fire, opens)
-            if fire is not None and fire < opens:
-                fire = trigger.get_next_fire_time(fire, opens)
+            # The first trigger time at or after the window opens (next window if none).
+            fire = trigger.get_next_fire_time(None, opens)
         return None
 
 
 DEFAULT_PROCESS = Process(name="default", every=DEFAULT_EVERY)
+
+_CRON_RANGES = (
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+)
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_CRON_ITEM = re.compile(r"^(?P<range>\*|(?P<lo>\w+)(?:-(?P<hi>\w+))?)(?:/(?P<step>\d+))?$")
+
+
+def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
+    """Check a standard crontab expression (5 fields; numbers, names, `*`, ranges,
+    lists, steps) without importing APScheduler, and return its fields for APScheduler's
+    CronTrigger, with day-of-week numbers in crontab's meaning (0 and 7 = Sunday; in
+    APScheduler 3, 0 is Monday). ValueError names the bad field."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {expression!r}")
+    out: list[str] = []
+    for text, (what, low, high) in zip(fields, _CRON_RANGES, strict=True):
+        items: list[str] = []
+        for item in text.lower().split(","):
+            match = _CRON_ITEM.match(item)
+            if match is None:
+                raise ValueError(f"bad {what} {text!r} in {expression!r}")
+            bounds = [b for b in (match["lo"], match["hi"]) if b is not None]
+            values = [_cron_value(b, what, low, high, expression) for b in bounds]
+            if len(values) == 2 and values[0] > values[1]:
+                raise ValueError(f"bad {what} range {item!r} in {expression!r}")
+            if what == "day of week":  # spelled out as names: the numbers differ
+                first, last = (values + values)[:2] if values else (0, 6)
+                step = int(match["step"] or 1)
+                if step < 1:
+                    raise ValueError(f"bad {what} step in {item!r} of {expression!r}")
+                if match["step"] and len(values) == 1:
+                    last = 6  # "1/2": from Monday, every other day
+                items.extend(_WEEKDAYS[v] for v in range(first, last + 1, step))
+                continue
+            items.append(item)
+        out.append(",".join(dict.fromkeys(items)))
+    return out[0], out[1], out[2], out[3], out[4]
+
+
+def _cron_value(token: str, what: str, low: int, high: int, expression: str) -> int:
+    if token.isdigit():
+        value = int(token)
+    elif what == "month" and token in _MONTHS:
+        value = _MONTHS.index(token) + 1
+    elif what == "day of week" and token in _WEEKDAYS:
+        value = _WEEKDAYS.index(token)
+    else:
+        raise ValueError(f"bad {what} {token!r} in {expression!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} {value} out of {low}-{high} in {expression!r}")
+    return value
 
 
 def parse_processes(
@@ -108,8 +169,13 @@ def _parse_one(
     every = _duration(table, "every", where, parse_duration)
     budget = _duration(table, "max_execution_time", where, parse_duration)
     cron = table.get("cron")
-    if cron is not None and (not isinstance(cron, str) or len(cron.split()) != 5):
-        raise ValueError(f"{where}: 'cron' must be a crontab expression of 5 fields, got {cron!r}")
+    if cron is not None:
+        if not isinstance(cron, str):
+            raise ValueError(f"{where}: 'cron' must be a crontab expression, got {cron!r}")
+        try:
+            cron_fields(cron)
+        except ValueError as err:
+            raise ValueError(f"{where}: cron: {err}") from None
     window = table.get("window")
     if window is not None:
         if not isinstance(window, Mapping) or set(window) - _WINDOW_KEYS:
