@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -310,15 +311,7 @@ def _terminal_only(where: TaskFilter | None) -> TaskFilter:
     terminal = frozenset(s.value for s in TERMINAL)
     where = where or TaskFilter()
     statuses = terminal if where.statuses is None else where.statuses & terminal
-    return TaskFilter(
-        statuses=statuses,
-        types=where.types,
-        queues=where.queues,
-        name_glob=where.name_glob,
-        since=where.since,
-        until=where.until,
-        ended_before=where.ended_before,
-    )
+    return replace(where, statuses=statuses)
 
 
 def end_cancelled(
