@@ -34,26 +34,12 @@ from tests.acceptance.conftest import (
     run_many,
     wait_until,
 )
+from tests.integration.test_ops import SUMMARY_FIELDS  # the documented contract
 
 LOOPER = "tests.ops_actions:Looper"
 WAIT_FILE = "tests.ops_actions:WaitFile"
 IMPORT = ("--import", "tests.ops_actions")
 
-SUMMARY_FIELDS = {
-    "run_id",
-    "started_at",
-    "budget",
-    "lock_wait",
-    "elapsed",
-    "finished",
-    "paused",
-    "failed",
-    "errored",
-    "cancelled",
-    "actions",
-    "purged",
-    "idle",
-}
 
 pytestmark = pytest.mark.timeout(120)
 
