@@ -522,15 +522,16 @@ def run(
             queues=queues,
             stop=stop,
         )
-        if planner is not None:
-            try:
-                planner()
-            except Exception:  # a planner's bug must not stop the tasks already queued
-                log.exception("run %s: the process's callable raised", runner.run_id)
-        summary = runner.run()
-        purged = 0
-        if retention and time.time() < deadline:
-            purged = store.apply_retention(dict(retention), deadline=deadline)
+        with store.bound():
+            if planner is not None:
+                try:
+                    planner()
+                except Exception:  # a planner's bug must not stop the tasks already queued
+                    log.exception("run %s: the process's callable raised", runner.run_id)
+            summary = runner.run()
+            purged = 0
+            if retention and time.time() < deadline:
+                purged = store.apply_retention(dict(retention), deadline=deadline)
         return replace(
             summary,
             budget=max_execution_time,
