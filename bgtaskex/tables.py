@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 
 metadata = MetaData(
@@ -101,14 +102,12 @@ Index(
     tasks.c.run_order,
     tasks.c.id,
     sqlite_where=tasks.c.run_order.isnot(None),
-    postgresql_where=tasks.c.run_order.isnot(None),
 )
 # `list`: the ended tasks, newest first, without walking the waiting ones.
 Index(
     "ix_bgtaskex_tasks_ended",
     tasks.c.id,
     sqlite_where=tasks.c.run_order.is_(None),
-    postgresql_where=tasks.c.run_order.is_(None),
 )
 # A run serving some queues only (a scheduled process): their waiting tasks in run order.
 Index(
@@ -117,7 +116,6 @@ Index(
     tasks.c.run_order,
     tasks.c.id,
     sqlite_where=tasks.c.run_order.isnot(None),
-    postgresql_where=tasks.c.run_order.isnot(None),
 )
 # `stats` (counts per queue, type and status) and `list --queue` counts: covering.
 Index("ix_bgtaskex_tasks_queue_type_status", tasks.c.queue, tasks.c.type, tasks.c.status)
@@ -160,3 +158,17 @@ events = Table(
     Column("error", Text, nullable=True),
 )
 Index("ix_bgtaskex_events_task_id_id", events.c.task_id, events.c.id)
+
+
+@event.listens_for(metadata, "before_create")
+def _partial_indexes_on_postgresql(_target: MetaData, connection: Any, **_kw: Any) -> None:
+    """The partial indexes above are written for SQLite; PostgreSQL gets the same WHERE
+    clauses when it creates the schema. Naming `postgresql_where` up front would make
+    SQLAlchemy import its PostgreSQL dialect in every run, SQLite ones included (~40 ms);
+    the Alembic migration states both."""
+    if connection.dialect.name != "postgresql":
+        return
+    for index in tasks.indexes:
+        where = index.dialect_options["sqlite"]["where"]
+        if where is not None:
+            index.dialect_options["postgresql"]["where"] = where
