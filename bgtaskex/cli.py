@@ -96,11 +96,9 @@ class State:
 
     def client(self) -> Client:
         if self._client is None:
-            from .client import Client, open_store
-            from .registry import Registry
+            from .client import connect
 
-            settings = self.settings()
-            self._client = Client(open_store(settings), Registry(settings.imports), settings)
+            self._client = connect(settings=self.settings(), trust_refs=False)
         return self._client
 
     def reload(self) -> None:

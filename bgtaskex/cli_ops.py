@@ -392,14 +392,13 @@ def daemon(state: State) -> None:
     SIGHUP reloads the config between runs. Under systemd (Type=notify) it reports
     readiness, status and watchdog pings.
     """
-    from .client import Client, open_store
+    from .client import Client, connect
     from .daemon import Daemon
-    from .registry import Registry
 
     def load() -> tuple[Any, Client]:
         state.reload()
         settings = state.settings()
-        return settings, Client(open_store(settings), Registry(settings.imports), settings)
+        return settings, connect(settings=settings, trust_refs=False)
 
     code = Daemon(load).serve()
     if code:

@@ -261,10 +261,14 @@ def connect(
     config: str | None = None,
     imports: Iterable[str] = (),
     settings: Settings | None = None,
+    trust_refs: bool = True,
 ) -> Client:
     """A client on `url`; by default the URL of the config/environment, else the embedded
-    SQLite database in the user's data directory. The schema is created on first use."""
+    SQLite database in the user's data directory. The schema is created on first use.
+
+    `trust_refs`: the caller wrote the refs it enqueues, so their modules may be imported;
+    the CLI passes False and imports declared modules only."""
     if settings is None:
         settings = load_settings(config, {"database_url": url, "imports": list(imports) or None})
-    registry = Registry(settings.imports, trust_refs=True)
+    registry = Registry(settings.imports, trust_refs=trust_refs)
     return Client(open_store(settings), registry, settings)
