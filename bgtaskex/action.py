@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from .models import Progress
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 
 class Cancelled(BaseException):
@@ -25,6 +28,11 @@ class ActionContext(Protocol):
 
     def should_stop(self) -> bool: ...
 
+    def note(self, message: str) -> None: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
 
 class _Detached:
     """Outside a run (e.g. in a unit test of an action) nothing is saved."""
@@ -37,6 +45,17 @@ class _Detached:
 
     def should_stop(self) -> bool:
         return False
+
+    def note(self, message: str) -> None:
+        import logging
+
+        logging.getLogger("bgtaskex.action").info("%s", message)
+
+    @property
+    def settings(self) -> Settings:
+        from .config import load_settings
+
+        return load_settings()
 
 
 class Action:
@@ -58,6 +77,10 @@ class Action:
 
     #: Override in a subclass to document what the action does.
     description: ClassVar[str] = ""
+    #: How many brutal deaths of `execute` this action survives before it fails; None
+    #: means the run's `max_attempts` setting. An action whose recovery makes progress
+    #: (e.g. halving a chunk) may need more.
+    max_attempts: ClassVar[int | None] = None
 
     def __init__(
         self, params: dict[str, Any] | None = None, *, context: ActionContext | None = None
@@ -98,6 +121,17 @@ class Action:
         """True when the run asks the action to stop early (e.g. the service is stopping):
         save what you have and return False."""
         return self._context.should_stop()
+
+    def note(self, message: str) -> None:
+        """Add a line to the task's history now (shown by `bgtaskex show`), e.g. a row
+        that had to be skipped."""
+        self._context.note(str(message)[:2000])
+
+    @property
+    def settings(self) -> Settings:
+        """The settings of the run executing this action (config file, environment and
+        options); outside a run, those of the environment."""
+        return self._context.settings
 
     @staticmethod
     def time_left(deadline: float) -> float:

@@ -375,8 +375,9 @@ def run_once(
     # A process with a callable always runs; one with a window says when it is outside.
     planned = process is not None and (process.callable or process.window) is not None
     queues = process.queues if process else None
+    excluded = process.exclude_queues if process else settings.claimed_queues
     retention = {str(k): v for k, v in settings.retention.items()}
-    if not planned and sqlite_idle(settings.url, retention, queues):
+    if not planned and sqlite_idle(settings.url, retention, queues, excluded):
         elapsed = time.monotonic() - began
         if as_json:
             click.echo(json.dumps({"run_id": None, "idle": True, "elapsed": elapsed}))
@@ -483,7 +484,7 @@ def demo(state: State, budget: float, max_runs: int) -> None:
 # -- entry point ---------------------------------------------------------------------
 
 
-from . import cli_ops  # noqa: E402, F401 - registers list, show, retry, cancel, ...
+from . import cli_ops, cli_rules  # noqa: E402, F401 - register list, show, rules, ...
 
 
 def main(argv: list[str] | None = None) -> None:

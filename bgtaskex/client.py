@@ -185,17 +185,19 @@ class Client:
     ) -> RunSummary:
         """One run, exactly as `bgtaskex run-once` does it (same lock, same order).
 
-        With a `process`: only its queues, its budget, its callable first, and only
-        inside its window (OutsideWindow otherwise), the deadline capped at the window's
-        end. `now` (aware) stands in for the clock in the window check.
+        Without a `process`: every queue that no scheduled process names. With one: only
+        its queues, its budget, its callable first, and only inside its window
+        (OutsideWindow otherwise), the deadline capped at the window's end. `now` (aware)
+        stands in for the clock in the window check.
         """
         from .runner import run
 
         budget = max_execution_time or self.settings.max_execution_time
         queues = not_after = planner = None
+        exclude_queues = self.settings.claimed_queues
         if process is not None:
             budget = max_execution_time or process.max_execution_time or budget
-            queues = process.queues
+            queues, exclude_queues = process.queues, process.exclude_queues
             if process.window is not None:
                 now = now or datetime.now().astimezone()
                 end = process.window.window_end(now)
@@ -220,9 +222,11 @@ class Client:
             retention=self.settings.retention,
             observer=observer,
             queues=queues,
+            exclude_queues=exclude_queues,
             not_after=not_after,
             planner=planner,
             stop=stop,
+            settings=self.settings,
         )
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from .exceptions import ConfigError
 from .models import TaskStatus
 from .processes import DEFAULT_PROCESS, Process, parse_processes
+from .rules import DEFAULT_RETENTION_PROCESS, PLANNER, RETENTION_PROCESS, RetentionRule, parse_rules
 from .urls import default_database_url, sqlite_path
 
 ENV_PREFIX = "BGTASKEX_"
@@ -110,12 +111,34 @@ class Settings:
     stop_timeout: float = 20.0  # the daemon's bound on a graceful stop
     log_format: str = "TEXT"
     processes: tuple[Process, ...] = ()
+    retention_rules: tuple[RetentionRule, ...] = ()
     config_file: str | None = field(default=None, compare=False)
 
     @property
     def scheduled(self) -> tuple[Process, ...]:
-        """The configured processes, or the default one (all queues, every 60 s)."""
-        return self.processes or (DEFAULT_PROCESS,)
+        """The processes the daemon runs: the configured ones, or the default one (all
+        queues, every 60 s); plus, when retention rules are configured, the `retention`
+        process (unless one of that name is configured, which then gets the planner if
+        it has no callable, and the `retention` queue if it names none).
+
+        A process that names no queues serves every queue that no other process names.
+        """
+        found = list(self.processes or (DEFAULT_PROCESS,))
+        if self.retention_rules:
+            index = next((i for i, p in enumerate(found) if p.name == RETENTION_PROCESS), None)
+            if index is None:
+                found.append(DEFAULT_RETENTION_PROCESS)
+            else:
+                own = found[index]
+                found[index] = replace(
+                    own,
+                    queues=own.queues or DEFAULT_RETENTION_PROCESS.queues,
+                    callable=own.callable or PLANNER,
+                )
+        named = {q for p in found for q in p.queues or ()}
+        return tuple(
+            p if p.queues else replace(p, exclude_queues=tuple(sorted(named))) for p in found
+        )
 
     def process(self, name: str) -> Process:
         for process in self.scheduled:
@@ -123,6 +146,19 @@ class Settings:
                 return process
         known = ", ".join(p.name for p in self.scheduled)
         raise ConfigError(f"no process named {name!r} (configured: {known})")
+
+    @property
+    def claimed_queues(self) -> tuple[str, ...]:
+        """The queues that scheduled processes name: `run-once` without `--process`
+        leaves them to their process."""
+        return tuple(sorted({q for p in self.scheduled for q in p.queues or ()}))
+
+    def retention_rule(self, name: str) -> RetentionRule:
+        for rule in self.retention_rules:
+            if rule.name == name:
+                return rule
+        known = ", ".join(r.name for r in self.retention_rules) or "none"
+        raise ConfigError(f"no retention rule named {name!r} (configured: {known})")
 
     @property
     def retention(self) -> dict[TaskStatus, float]:
@@ -174,6 +210,7 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "stop_timeout": _positive_duration,
     "log_format": _choice("TEXT", "JSON"),
     "processes": lambda value: parse_processes(value, parse_duration),
+    "retention_rules": lambda value: parse_rules(value, parse_duration),
 }
 assert set(PARSERS) == {f.name for f in fields(Settings)} - {"config_file"}
 

@@ -62,7 +62,11 @@ def _enable_wal(cur: Any, busy_timeout: float) -> None:
             time.sleep(0.02)
 
 
-def make_engine(url: str, sqlite_synchronous: str, busy_timeout: float) -> Engine:
+def make_engine(
+    url: str, sqlite_synchronous: str | None, busy_timeout: float, *, own: bool = True
+) -> Engine:
+    """An engine on `url`. `own=False` is for an application's database (retention
+    rules): its journal mode and `synchronous` are left as they are."""
     try:
         parsed = make_url(url)
     except sa_exc.ArgumentError as err:
@@ -75,12 +79,13 @@ def make_engine(url: str, sqlite_synchronous: str, busy_timeout: float) -> Engin
         hint = ""
         if isinstance(err, ImportError):
             hint = " (install its driver"
-            hint += ", e.g. pip install 'bgtaskex[postgres]')" if "postgres" in url else ")"
+            extra = next((e for e in ("postgres", "mysql") if e in parsed.drivername), None)
+            hint += f", e.g. pip install 'bgtaskex[{extra}]')" if extra else ")"
         raise UsageError(
             f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
             f"{first_line(err)}{hint}"
         ) from err
-    synchronous = sqlite_synchronous.upper()
+    synchronous = (sqlite_synchronous or "FULL").upper()
     if synchronous not in SQLITE_SYNCHRONOUS:
         raise UsageError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
 
@@ -89,9 +94,10 @@ def make_engine(url: str, sqlite_synchronous: str, busy_timeout: float) -> Engin
         # Let SQLAlchemy, not the driver, decide when transactions begin (see _on_begin).
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        if parsed.database not in (None, "", ":memory:"):
-            _enable_wal(cur, busy_timeout)
-        cur.execute(f"PRAGMA synchronous={synchronous}")
+        if own:
+            if parsed.database not in (None, "", ":memory:"):
+                _enable_wal(cur, busy_timeout)
+            cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

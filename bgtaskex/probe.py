@@ -19,6 +19,7 @@ def sqlite_idle(
     url: str,
     retention: Mapping[str, float] | None = None,
     queues: Sequence[str] | None = None,
+    exclude_queues: Sequence[str] = (),
 ) -> bool:
     """True only when the database of `url` is an SQLite file, at this release's schema,
     with no task due and no ended task past its `retention` (seconds, by status).
@@ -41,7 +42,10 @@ def sqlite_idle(
         query = "SELECT 1 FROM bgtaskex_tasks WHERE run_order IS NOT NULL"
         if queues is not None:
             query += f" AND queue IN ({', '.join('?' * len(queues))})"
-        due = conn.execute(query + " LIMIT 1", tuple(queues or ())).fetchone()
+        if exclude_queues:
+            query += f" AND queue NOT IN ({', '.join('?' * len(exclude_queues))})"
+        args = (*(queues or ()), *exclude_queues)
+        due = conn.execute(query + " LIMIT 1", args).fetchone()
         if due is not None:
             return False
         for status, seconds in (retention or {}).items():

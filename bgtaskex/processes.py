@@ -37,6 +37,9 @@ class Process:
     cron: str | None = None  # a crontab expression, in local time
     window: WeeklyWindow | None = None
     callable: str | None = None  # "module:function", called with the client when due
+    # Set by `Settings.scheduled` on a process serving every queue: the queues that
+    # another process serves, and this one leaves to it.
+    exclude_queues: tuple[str, ...] = ()
 
     def describe_trigger(self) -> str:
         trigger = f"cron {self.cron!r}" if self.cron else f"every {self.every:g}s"

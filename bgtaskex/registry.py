@@ -19,7 +19,7 @@ _REF = re.compile(
 )
 
 #: Modules that ship with bgtaskex and are always allowed.
-BUILTIN_MODULES = ("bgtaskex.examples",)
+BUILTIN_MODULES = ("bgtaskex.examples", "bgtaskex.builtin")
 ENTRY_POINT_GROUP = "bgtaskex.actions"
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .action import Action, Cancelled
+from .config import Settings
 from .exceptions import InvalidRef, StorageError, TaskInterrupted
 from .lock import RunLock
 from .models import (
@@ -170,6 +171,15 @@ class _Context:
     def should_stop(self) -> bool:
         return self.runner.stop_requested
 
+    def note(self, message: str) -> None:
+        runner = self.runner
+        event = NewEvent(self.rank, None, None, message)
+        runner.store.apply(Change(self.task.id, runner.run_id, events=(event,)))
+
+    @property
+    def settings(self) -> Settings:
+        return self.runner.settings
+
 
 class Runner:
     """Processes tasks until none is due or the deadline has passed."""
@@ -184,7 +194,9 @@ class Runner:
         run_id: str | None = None,
         observer: RunObserver | None = None,
         queues: Collection[str] | None = None,
+        exclude_queues: Collection[str] = (),
         stop: threading.Event | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -194,7 +206,9 @@ class Runner:
         self.observer = observer or RunObserver()
         self.actions_run = 0
         self.queues = queues
+        self.exclude_queues = exclude_queues
         self.stop = stop or threading.Event()
+        self.settings = settings or Settings()
 
     @property
     def stop_requested(self) -> bool:
@@ -205,7 +219,12 @@ class Runner:
         broken: set[int] = set()  # tasks that raised before any write: not again this run
         counts = dict.fromkeys(Outcome, 0)
         while time.time() < self.deadline and not self.stop_requested:
-            task = self.store.next_task(skip_run=self.run_id, exclude=broken, queues=self.queues)
+            task = self.store.next_task(
+                skip_run=self.run_id,
+                exclude=broken,
+                queues=self.queues,
+                exclude_queues=self.exclude_queues,
+            )
             if task is None:
                 break
             self.observer.task_started(task)
@@ -268,17 +287,18 @@ class Runner:
                 return self._advance(work)
             return self._execute(work, rank, instance)
         # RUNNING: execute died in an earlier run.
+        instance = self._instantiate(work, current)
+        if instance is None:
+            return self._advance(work)
         attempts = current.attempts + 1
-        if attempts >= self.max_attempts:
+        limit = type(instance).max_attempts or self.max_attempts
+        if attempts >= limit:
             work.stage(
                 rank,
                 ActionStatus.FAILED,
                 attempts=attempts,
-                message=f"execute died {attempts} times (max_attempts={self.max_attempts})",
+                message=f"execute died {attempts} times (max_attempts={limit})",
             )
-            return self._advance(work)
-        instance = self._instantiate(work, current)
-        if instance is None:
             return self._advance(work)
         work.stage(rank, attempts=attempts)
         self._commit(
@@ -496,9 +516,11 @@ def run(
     retention: Mapping[TaskStatus, float] | None = None,
     observer: RunObserver | None = None,
     queues: Collection[str] | None = None,
+    exclude_queues: Collection[str] = (),
     not_after: float | None = None,
     planner: Callable[[], object] | None = None,
     stop: threading.Event | None = None,
+    settings: Settings | None = None,
 ) -> RunSummary:
     """One run under the lock: the planner (if any), the tasks, then retention with what
     is left of the budget. The deadline is the lock time plus `max_execution_time`, and
@@ -520,7 +542,9 @@ def run(
             max_attempts=max_attempts,
             observer=observer,
             queues=queues,
+            exclude_queues=exclude_queues,
             stop=stop,
+            settings=settings,
         )
         with store.bound():
             if planner is not None:

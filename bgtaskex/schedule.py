@@ -247,6 +247,16 @@ class WeeklyWindow:
             return self._at(today, self._end, now)
         return None
 
+    def window_start(self, now: datetime) -> datetime | None:
+        """When the window `now` is in opened, or `None` outside every window."""
+        end = self.window_end(now)
+        if end is None:
+            return None
+        length = datetime.combine(date.min, self._end) - datetime.combine(date.min, self._start)
+        if length <= timedelta(0):
+            length += _ONE_DAY
+        return end - length
+
     def _allowed(self, day: date) -> bool:
         return day.isoweekday() in self.days
 

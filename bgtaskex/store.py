@@ -358,16 +358,19 @@ class Store(AdminQueries):
         skip_run: str | None = None,
         exclude: Collection[int] = (),
         queues: Collection[str] | None = None,
+        exclude_queues: Collection[str] = (),
     ) -> Task | None:
         """The task the run should process next (see `models.run_order`), with its
-        actions. Tasks last written by run `skip_run` (already handled by it) and those
-        in `exclude` are passed over."""
+        actions, from `queues` (None: any) but not `exclude_queues`. Tasks last written
+        by run `skip_run` (already handled by it) and those in `exclude` are passed over."""
         query = _NEXT_TASK
         params: dict[str, Any] = {"v_skip_run": skip_run or ""}
         if exclude:
             query = query.where(t.tasks.c.id.not_in(list(exclude)))
         if queues is not None:
             query = query.where(t.tasks.c.queue.in_(sorted(queues)))
+        if exclude_queues:
+            query = query.where(t.tasks.c.queue.not_in(sorted(exclude_queues)))
         with self._read() as conn:
             row = conn.execute(query, params).first()
             if row is None:

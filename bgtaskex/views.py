@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import ActionRecord, Event, RunSummary, Stats, Task
 from .processes import Process
+
+if TYPE_CHECKING:
+    from .builtin.purge import Preview
+    from .builtin.retention import RuleStatus
 
 
 def _time(value: datetime | None) -> str | None:
@@ -296,6 +300,7 @@ def process_dict(process: Process, next_at: datetime | None) -> dict[str, Any]:
     return {
         "name": process.name,
         "queues": list(process.queues) if process.queues else None,
+        "exclude_queues": list(process.exclude_queues),
         "max_execution_time": process.max_execution_time,
         "every": process.every,
         "cron": process.cron,
@@ -314,6 +319,10 @@ def process_dict(process: Process, next_at: datetime | None) -> dict[str, Any]:
     }
 
 
+def _all_but(excluded: list[str]) -> str:
+    return "all but " + ", ".join(excluded) if excluded else "all"
+
+
 def render_processes(rows: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
@@ -325,7 +334,7 @@ def render_processes(rows: list[dict[str, Any]]) -> Any:
         window = row["window"]
         table.add_row(
             row["name"],
-            ", ".join(row["queues"]) if row["queues"] else "all",
+            ", ".join(row["queues"]) if row["queues"] else _all_but(row["exclude_queues"]),
             f"{row['max_execution_time']:g}s" if row["max_execution_time"] else "default",
             trigger,
             "-"
@@ -336,3 +345,76 @@ def render_processes(rows: list[dict[str, Any]]) -> Any:
             row["next_at"] or "never",
         )
     return table
+
+
+def rule_dict(status: RuleStatus, database: str) -> dict[str, Any]:
+    """A retention rule and its latest walk, for `rules list --json`."""
+    rule, last = status.rule, status.last
+    action = last.actions[0] if last and last.actions else None
+    params = action.params if action else {}
+    return {
+        "name": rule.name,
+        "enabled": rule.enabled,
+        "database": database,
+        "table": rule.table,
+        "deletes": rule.describe(),
+        "also_delete": [{"table": c.table, "column": c.column} for c in rule.also_delete],
+        "chunk_size": rule.chunk_size,
+        "hooks": list(rule.hooks),
+        "last_task": None
+        if last is None
+        else {
+            "id": last.id,
+            "status": str(last.status),
+            "created_at": _time(last.created_at),
+            "ended_at": _time(last.ended_at),
+            "deleted": params.get("deleted"),
+            "total": params.get("total"),
+            "skipped": params.get("skipped_count"),
+        },
+    }
+
+
+def render_rules(rows: list[dict[str, Any]]) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("RULE", "ON", "DELETES", "CHUNK", "LAST TASK", "STATUS", "DELETED", "WHEN"):
+        table.add_column(column, justify="right" if column in ("CHUNK", "DELETED") else "left")
+    for row in rows:
+        last = row["last_task"]
+        when = "-"
+        if last is not None:
+            moment = last["ended_at"] or last["created_at"]
+            when = _ago(datetime.fromisoformat(moment.replace("Z", "+00:00")))
+        deleted = "-"
+        if last is not None and last["deleted"] is not None:
+            deleted = f"{last['deleted']}/{last['total']}"
+            if last["skipped"]:
+                deleted += f" ({last['skipped']} skipped)"
+        table.add_row(
+            escape(row["name"]),
+            "yes" if row["enabled"] else "[dim]no[/]",
+            escape(row["deletes"]),
+            str(row["chunk_size"]),
+            str(last["id"]) if last else "never run",
+            _status(last["status"]) if last else "-",
+            deleted,
+            when,
+        )
+    return table
+
+
+def preview_dict(preview: Preview, database: str, deletes: str) -> dict[str, Any]:
+    return {
+        "rule": preview.rule,
+        "database": database,
+        "table": preview.table,
+        "key": preview.key,
+        "deletes": deletes,
+        "count": preview.count,
+        "low": preview.low,
+        "high": preview.high,
+        "sample": list(preview.sample),
+    }

@@ -1,0 +1,1 @@
+"""Actions that ship with bgtaskex (always allowed, like `bgtaskex.examples`)."""

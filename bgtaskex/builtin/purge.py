@@ -1,0 +1,271 @@
+"""A retention rule resolved against its database: the reflected table, its key and the
+statements that walk and delete it. The one place that builds SQL on an application's
+database (bgtaskex's own tables are the store's business).
+
+Values are always bound: the rule's `where` is an SQL text whose `:name` parameters come
+from the rule's `params`, the cut-off date and the key range are bind parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    bindparam,
+    delete,
+    false,
+    func,
+    select,
+    text,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..engine import first_line, make_engine
+from ..exceptions import ConfigError, DatabaseUnavailable
+from ..rules import RetentionRule
+from ..urls import mask_secrets
+
+log = logging.getLogger("bgtaskex.retention")
+
+BUSY_TIMEOUT = 30.0
+
+
+class RuleError(ConfigError):
+    """A rule that its database cannot serve (no such table or column, no usable key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """What a rule would delete now."""
+
+    rule: str
+    table: str
+    key: str
+    count: int
+    sample: tuple[int, ...]  # the lowest keys that would go
+    low: int | None
+    high: int | None
+
+
+def open_engine(rule: RetentionRule, own_url: str) -> Engine:
+    """An engine on the rule's database (bgtaskex's own when the rule names none)."""
+    return make_engine(rule.database or own_url, None, BUSY_TIMEOUT, own=False)
+
+
+class Target:
+    """A rule bound to its database: reflected once, then statements on demand.
+
+    `cutoff` fixes "older than" to one moment, so a walk resumed next week deletes what
+    the rule selected when the walk began, not more.
+    """
+
+    def __init__(self, rule: RetentionRule, engine: Engine, cutoff: datetime | None) -> None:
+        self.rule = rule
+        self.engine = engine
+        self.where = f"retention rule {rule.name!r}"
+        with self._translated():
+            self.table = self._reflect(rule.table)
+            self.children = [
+                (self._reflect(child.table), child.column) for child in rule.also_delete
+            ]
+        self.key = self._key_column()
+        for child, column in self.children:
+            if column not in child.c:
+                raise RuleError(f"{self.where}: table {child.name!r} has no column {column!r}")
+        self.date = self._date_column()
+        self.cutoff = cutoff
+        self.condition = self._condition()
+        self._check_condition()
+
+    @property
+    def key_name(self) -> str:
+        return self.key.name
+
+    # -- reflection and checks -------------------------------------------------------
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except sa_exc.NoSuchTableError as err:
+            raise RuleError(f"{self.where}: table {str(err)!r} not found") from None
+        except sa_exc.DBAPIError as err:
+            url = self.engine.url.render_as_string(hide_password=True)
+            if err.connection_invalidated or isinstance(err, sa_exc.OperationalError):
+                raise DatabaseUnavailable(f"{self.where}: {url}: {first_line(err)}") from err
+            raise RuleError(f"{self.where}: {first_line(err)}") from err
+
+    def _reflect(self, name: str) -> Table:
+        schema, _, table = name.rpartition(".")
+        return Table(table, MetaData(), schema=schema or None, autoload_with=self.engine)
+
+    def _key_column(self) -> Column[Any]:
+        keys = list(self.table.primary_key.columns)
+        if len(keys) != 1:
+            what = "no primary key" if not keys else f"a {len(keys)}-column primary key"
+            raise RuleError(
+                f"{self.where}: table {self.rule.table!r} has {what}; "
+                "rules need a single-column integer primary key"
+            )
+        key = keys[0]
+        if not isinstance(key.type, Integer):
+            raise RuleError(
+                f"{self.where}: the primary key {key.name!r} of {self.rule.table!r} is "
+                f"{key.type}, not an integer; rules need a single-column integer key"
+            )
+        return key
+
+    def _date_column(self) -> Column[Any] | None:
+        name = self.rule.date_column
+        if name is None:
+            return None
+        if name not in self.table.c:
+            raise RuleError(f"{self.where}: table {self.rule.table!r} has no column {name!r}")
+        column = self.table.c[name]
+        if not isinstance(column.type, Date | DateTime):
+            raise RuleError(
+                f"{self.where}: column {name!r} is {column.type}, not a date or timestamp"
+            )
+        return column
+
+    def _condition(self) -> list[ColumnElement[bool]]:
+        found: list[ColumnElement[bool]] = []
+        if self.date is not None:
+            cutoff = self.cutoff or default_cutoff(self.rule)
+            aware = getattr(self.date.type, "timezone", False)
+            # Naive columns hold UTC (SQLAlchemy's habit); aware ones compare as instants.
+            found.append(self.date < (cutoff if aware else cutoff.replace(tzinfo=None)))
+        if self.rule.where is not None:
+            condition = text(self.rule.where)
+            wanted = set(condition._bindparams)
+            given = dict(self.rule.params)
+            missing = sorted(wanted - set(given))
+            if missing:
+                raise RuleError(f"{self.where}: 'where' uses :{missing[0]}, not in 'params'")
+            found.append(condition.bindparams(**{k: given[k] for k in wanted}))  # type: ignore[arg-type]
+        return found
+
+    def _check_condition(self) -> None:
+        """Compile and run the condition on zero rows: an unknown column or a syntax
+        error in `where` is refused now, not in the middle of a walk."""
+        query = select(self.key).where(*self.condition, false()).limit(1)
+        with self._translated(), self.reading() as conn:
+            conn.execute(query).first()
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads (on SQLite, no write lock)."""
+        with self.engine.connect().execution_options(bgtaskex_readonly=True) as conn:
+            yield conn
+
+    @contextmanager
+    def writing(self, seconds: float) -> Iterator[Connection]:
+        """One transaction that waits at most about `seconds` for a row lock, so a chunk
+        blocked by the application fails (and is halved) instead of outliving the run."""
+        with self.engine.begin() as conn:
+            wait = max(1, min(30, round(seconds)))
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{wait}s'")
+            elif conn.dialect.name in ("mysql", "mariadb"):
+                conn.exec_driver_sql(f"SET SESSION innodb_lock_wait_timeout = {wait}")
+            yield conn
+
+    # -- the walk ----------------------------------------------------------------------
+
+    def _in_range(self) -> list[ColumnElement[bool]]:
+        return [self.key > bindparam("after"), self.key <= bindparam("high"), *self.condition]
+
+    def preview(self, sample: int = 10) -> Preview:
+        """How many rows the rule selects now, the lowest `sample` keys and the key
+        range (what `init_params` fixes)."""
+        with self._translated(), self.reading() as conn:
+            count, low, high = conn.execute(
+                select(func.count(), func.min(self.key), func.max(self.key)).where(*self.condition)
+            ).one()
+            keys = (
+                conn.scalars(
+                    select(self.key).where(*self.condition).order_by(self.key).limit(sample)
+                ).all()
+                if sample > 0
+                else []
+            )
+        return Preview(
+            self.rule.name, self.rule.table, self.key.name, int(count), tuple(keys), low, high
+        )
+
+    def candidates(
+        self, conn: Connection, after: int, high: int, size: int, *, lock: bool = True
+    ) -> list[int]:
+        """The next `size` keys past `after` that the rule selects (locked on servers)."""
+        query = select(self.key).where(*self._in_range()).order_by(self.key).limit(size)
+        if lock and conn.dialect.name != "sqlite":  # SQLite: IMMEDIATE locks it all
+            query = query.with_for_update()
+        return list(conn.scalars(query, {"after": after, "high": high}))
+
+    def lock(self, conn: Connection, keys: Sequence[int]) -> list[int]:
+        """Of `keys`, those the rule still selects, locked for this transaction."""
+        query = (
+            select(self.key)
+            .where(self.key.in_(bindparam("keys", expanding=True)), *self.condition)
+            .order_by(self.key)
+        )
+        if conn.dialect.name != "sqlite":
+            query = query.with_for_update()
+        return list(conn.scalars(query, {"keys": list(keys)}))
+
+    def delete(self, conn: Connection, keys: Sequence[int]) -> None:
+        """Delete the child rows, then the rows, of `keys` (in the caller's transaction)."""
+        if not keys:
+            return
+        values = {"keys": list(keys)}
+        for child, column in self.children:
+            conn.execute(
+                delete(child).where(child.c[column].in_(bindparam("keys", expanding=True))),
+                values,
+            )
+        conn.execute(
+            delete(self.table).where(self.key.in_(bindparam("keys", expanding=True))), values
+        )
+
+    def existing(self, keys: Sequence[int]) -> set[int]:
+        """Which of `keys` are still in the table."""
+        if not keys:
+            return set()
+        with self.reading() as conn:
+            query = select(self.key).where(self.key.in_(bindparam("keys", expanding=True)))
+            return set(conn.scalars(query, {"keys": list(keys)}))
+
+
+def default_cutoff(rule: RetentionRule, now: datetime | None = None) -> datetime:
+    """The moment before which rows are old, for a rule with `older_than`."""
+    now = now or datetime.now(UTC)
+    return now - timedelta(seconds=rule.older_than or 0)
+
+
+def bind(rule: RetentionRule, own_url: str, cutoff: datetime | None = None) -> Target:
+    """Reflect the rule's database and check the rule against it (RuleError says what is
+    wrong, DatabaseUnavailable when it cannot be reached)."""
+    engine = open_engine(rule, own_url)
+    try:
+        return Target(rule, engine, cutoff)
+    except BaseException:
+        engine.dispose()
+        raise
+
+
+def describe_url(rule: RetentionRule, own_url: str) -> str:
+    return mask_secrets(rule.database or own_url)
