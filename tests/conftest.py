@@ -3,10 +3,14 @@
 PostgreSQL: `BGTASKEX_TEST_POSTGRES_URL` (default: the local server of this project's
 machines). Each test gets its own schema, dropped afterwards. When no server answers, the
 PostgreSQL variants skip with the reason, except under CI=true, where they fail.
+
+`app_url`: the application database of tests/appdb.py, a fresh and empty one per test, on
+SQLite, PostgreSQL (a new database) and MariaDB (`BGTASKEX_TEST_MARIADB_URL`, same rules).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sys
@@ -118,3 +122,99 @@ def isolated_env(home: Path) -> dict[str, str]:
 @pytest.fixture
 def cli_env(tmp_path: Path) -> dict[str, str]:
     return isolated_env(tmp_path / "home")
+
+
+# --- The application database of tests/appdb.py: a fresh, empty database per test, on SQLite,
+# PostgreSQL (a new DATABASE on the server of BGTASKEX_TEST_POSTGRES_URL) and MariaDB (a new
+# database on the server of BGTASKEX_TEST_MARIADB_URL). Skips when a server does not answer,
+# with the reason, except under CI=true, where it fails.
+
+MARIADB_URL = os.environ.get(
+    "BGTASKEX_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
+)
+_mariadb_problem: str | bool | None = False  # False: not checked yet
+
+
+def _mariadb_problem_now() -> str | None:
+    global _mariadb_problem
+    if _mariadb_problem is False:
+        try:
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(MARIADB_URL, connect_args={"connect_timeout": 3})
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+            engine.dispose()
+            _mariadb_problem = None
+        except Exception as err:  # any failure to reach it is a reason to skip
+            _mariadb_problem = f"MariaDB not reachable at {MARIADB_URL}: {type(err).__name__}"
+    return _mariadb_problem  # type: ignore[return-value]
+
+
+def require_mariadb() -> None:
+    problem = _mariadb_problem_now()
+    if problem:
+        if IN_CI:
+            pytest.fail(f"{problem} (CI=true: MariaDB tests must run)")
+        pytest.skip(problem)
+
+
+def _fresh_database_url(server_url: str, drop_suffix: str) -> Iterator[str]:
+    """Create database app_<random> on the server of `server_url`, yield its URL, drop it."""
+    import sqlalchemy
+
+    name = f"app_{secrets.token_hex(6)}"
+    admin = sqlalchemy.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        url = sqlalchemy.make_url(server_url).set(database=name)
+        try:
+            yield url.render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                if conn.dialect.name in ("mysql", "mariadb"):
+                    # MariaDB's DROP DATABASE waits (lock_wait_timeout: a day) for any
+                    # session with an open transaction on its tables: end those first,
+                    # as PostgreSQL's WITH (FORCE) does.
+                    sessions = conn.exec_driver_sql(
+                        "SELECT id FROM information_schema.processlist "
+                        "WHERE db = %s AND id <> CONNECTION_ID()",
+                        (name,),
+                    ).scalars()
+                    for session in list(sessions):
+                        with contextlib.suppress(sqlalchemy.exc.DBAPIError):  # already gone
+                            conn.exec_driver_sql(f"KILL {int(session)}")
+                conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{drop_suffix}")
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_database_url() -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database, dropped (WITH (FORCE)) after the test."""
+    require_postgres()
+    yield from _fresh_database_url(PG_URL, " WITH (FORCE)")
+
+
+@pytest.fixture
+def mariadb_database_url() -> Iterator[str]:
+    """The URL of a fresh, empty MariaDB database, dropped after the test."""
+    require_mariadb()
+    yield from _fresh_database_url(MARIADB_URL, "")
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+def app_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty application database (see tests/appdb.py) per test, on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'app.db'}"
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_database_url"))
+    return str(request.getfixturevalue("mariadb_database_url"))

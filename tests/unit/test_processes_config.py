@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time as clock
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,8 @@ def test_full_processes_are_parsed(tmp_path: Path) -> None:
     assert nightly.cron == "*/5 * * * *" and nightly.every is None
     assert nightly.queues is None and nightly.max_execution_time is None
     assert nightly.window == WeeklyWindow([6, 7], "22:00", "02:00", enabled=False)
-    assert settings.scheduled == settings.processes
+    # A process that names no queues leaves those another process names to it.
+    assert settings.scheduled == (reports, replace(nightly, exclude_queues=("exports", "reports")))
     assert settings.process("reports") is reports
     assert settings.max_execution_time == 45  # the global budget is untouched
 
@@ -276,6 +278,7 @@ def processes_command(
 PROCESS_FIELDS = {
     "name",
     "queues",
+    "exclude_queues",
     "max_execution_time",
     "every",
     "cron",
