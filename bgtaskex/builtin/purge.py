@@ -77,6 +77,11 @@ class Target:
         self.rule = rule
         self.engine = engine
         self.where = f"retention rule {rule.name!r}"
+        try:
+            engine.connect().close()
+        except sa_exc.DBAPIError as err:
+            url = engine.url.render_as_string(hide_password=True)
+            raise DatabaseUnavailable(f"{self.where}: {url}: {first_line(err)}") from err
         with self._translated():
             self.table = self._reflect(rule.table)
             self.children = [
@@ -104,8 +109,10 @@ class Target:
         except sa_exc.NoSuchTableError as err:
             raise RuleError(f"{self.where}: table {str(err)!r} not found") from None
         except sa_exc.DBAPIError as err:
-            url = self.engine.url.render_as_string(hide_password=True)
-            if err.connection_invalidated or isinstance(err, sa_exc.OperationalError):
+            # Reached once already: an error now is the rule's (a bad `where`), unless
+            # the connection itself broke.
+            if err.connection_invalidated:
+                url = self.engine.url.render_as_string(hide_password=True)
                 raise DatabaseUnavailable(f"{self.where}: {url}: {first_line(err)}") from err
             raise RuleError(f"{self.where}: {first_line(err)}") from err
 
