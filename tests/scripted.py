@@ -9,6 +9,7 @@ params:
 
 Behaviours: "true", "false", "raise", "exit" (os._exit(3)), "kill" (SIGKILL itself),
 "none" (return None), "notjson" (put a set in params, return True),
+"note" (Action.note() a line, save self.settings.max_attempts in params, return True),
 "checkpoint-exit" (set params["checkpointed"], checkpoint, then os._exit),
 "sleep:SECONDS" (then return True), "until-deadline" (loop in 10 ms chunks until the
 deadline, then return False), "until-stop" (the same, but also stops when
@@ -62,6 +63,10 @@ class Scripted(Action):
             os._exit(3)
         if step == "none":
             return None
+        if step == "note":  # a line in the history, and what the run's settings say
+            self.note(f"{name}.{hook} noted")
+            self.params["max_attempts_setting"] = self.settings.max_attempts
+            return True
         if step == "notjson":
             self.params["bad"] = {1, 2}
             return True
@@ -94,6 +99,12 @@ class ScriptedNoInit(Scripted):
     """The same, without an init_params of its own: the runner writes no `starting`."""
 
     init_params = Action.init_params  # type: ignore[assignment]
+
+
+class Patient(Scripted):
+    """The same, surviving more deaths than the run's `max_attempts`."""
+
+    max_attempts = 8
 
 
 class Noop(Action):

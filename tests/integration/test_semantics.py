@@ -626,6 +626,32 @@ def test_max_attempts_one_fails_at_first_death(client: Client, calls_log: str) -
     assert client.get(tid).actions[0].attempts == 1
 
 
+def test_an_action_class_may_survive_more_deaths_than_the_setting(
+    client: Client, calls_log: str
+) -> None:
+    client.settings = dataclasses.replace(client.settings, max_attempts=2)
+    tid = client.enqueue("t", [act(calls_log, ref="tests.scripted:Patient", execute=["raise"])])
+    for _ in range(8):
+        client.run_once()
+    assert client.get(tid).status == "running"
+    assert client.get(tid).actions[0].attempts == 7
+    client.run_once()
+    assert statuses(client, tid) == ("failed", ["failed"])
+    failed = [e for e in client.events(tid) if e.rank == 1 and e.new_status == "failed"]
+    assert "max_attempts=8" in failed[0].message
+
+
+def test_note_adds_to_the_history_and_settings_are_the_runs(client: Client, calls_log: str) -> None:
+    client.settings = dataclasses.replace(client.settings, max_attempts=7)
+    tid = client.enqueue("t", [act(calls_log, execute=["note"])])
+    client.run_once()
+    assert statuses(client, tid) == ("finished", ["done"])
+    notes = [e for e in client.events(tid) if e.message == "A.execute noted"]
+    assert len(notes) == 1 and notes[0].rank == 1
+    assert (notes[0].old_status, notes[0].new_status) == (None, None)
+    assert params(client, tid)["max_attempts_setting"] == 7
+
+
 def test_default_max_attempts_comes_from_settings(client: Client, calls_log: str) -> None:
     assert client.settings.max_attempts == 5
     log = Calls(calls_log)
