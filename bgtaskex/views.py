@@ -216,7 +216,9 @@ def render_task(task: Task, events: list[Event], verbose: bool = False) -> list[
         history.add_column(column, overflow="fold", no_wrap=column in ("AT", "RUN"))
     for event in events:
         what = "task" if event.rank is None else f"action {event.rank}"
-        if event.old_status == event.new_status:
+        if event.old_status is None and event.new_status is None:
+            transition = "note"  # Action.note()
+        elif event.old_status == event.new_status:
             transition = f"{event.new_status} (error)" if event.error else str(event.new_status)
         else:
             transition = f"{event.old_status or '∅'} → {event.new_status}"
