@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only startup|throughput|scale] [--postgres-url URL]`."""
+"""`python -m bench [--quick] [--only startup|throughput|scale|retention] [--postgres-url URL]`."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
     parser.add_argument(
-        "--only", choices=["startup", "throughput", "scale"], help="run one benchmark"
+        "--only", choices=["startup", "throughput", "scale", "retention"], help="run one benchmark"
     )
     parser.add_argument(
         "--postgres-url",
@@ -55,6 +55,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rebuild",
         action="store_true",
         help="scale: rebuild the cached databases (bench/results/scale-cache/)",
+    )
+    parser.add_argument(
+        "--tickets",
+        type=_positive,
+        help="retention: tickets in the application database (100000; quick 20000)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=_positive,
+        help="retention: alternating plain/bgtaskex pairs per chunk size (3; quick 2)",
     )
     parser.add_argument(
         "--output", metavar="FILE", help="JSON result file (default: bench/results/)"
@@ -101,6 +111,17 @@ def main(argv: list[str] | None = None) -> int:
             from . import scale
 
             result["scale"] = scale.run(console, quick=args.quick, rebuild=args.rebuild)
+        if args.only in (None, "retention"):
+            from . import retention
+
+            result["retention"] = retention.run(
+                console,
+                quick=args.quick,
+                postgres_url=args.postgres_url,
+                use_postgres=not args.no_postgres,
+                tickets=args.tickets,
+                repeats=args.repeats,
+            )
     except BenchError as err:
         console.print(f"[red]benchmark invalid:[/red] {err}")
         return 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,11 +77,8 @@ class Target:
         self.rule = rule
         self.engine = engine
         self.where = f"retention rule {rule.name!r}"
-        try:
-            engine.connect().close()
-        except sa_exc.DBAPIError as err:
-            url = engine.url.render_as_string(hide_password=True)
-            raise DatabaseUnavailable(f"{self.where}: {url}: {first_line(err)}") from err
+        self._held: Connection | None = None
+        self._connect().close()
         with self._translated():
             self.table = self._reflect(rule.table)
             self.children = [
@@ -174,22 +171,54 @@ class Target:
             conn.execute(query).first()
 
     @contextmanager
-    def reading(self) -> Iterator[Connection]:
-        """A connection for reads (on SQLite, no write lock)."""
-        with self.engine.connect().execution_options(bgtaskex_readonly=True) as conn:
-            yield conn
-
-    @contextmanager
-    def writing(self, seconds: float) -> Iterator[Connection]:
-        """One transaction that waits at most about `seconds` for a row lock, so a chunk
-        blocked by the application fails (and is halved) instead of outliving the run."""
-        with self.engine.begin() as conn:
+    def session(self, seconds: float) -> Iterator[None]:
+        """Hold one connection while a run walks the rule (no checkout, ping or setup per
+        chunk). A row lock held by the application is waited for at most about `seconds`
+        (30 at most), so a blocked chunk fails and is halved instead of outliving the
+        run; SQLite waits on its busy timeout."""
+        conn = self._connect()
+        try:
             wait = max(1, min(30, round(seconds)))
             if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{wait}s'")
+                conn.exec_driver_sql(f"SET lock_timeout = '{wait}s'")
+                conn.commit()
             elif conn.dialect.name in ("mysql", "mariadb"):
                 conn.exec_driver_sql(f"SET SESSION innodb_lock_wait_timeout = {wait}")
-            yield conn
+                conn.commit()
+            self._held = conn
+            yield
+        finally:
+            self._held = None
+            conn.invalidate()  # its session settings must not reach the pool
+            conn.close()
+
+    def _connect(self) -> Connection:
+        try:
+            return self.engine.connect()
+        except sa_exc.DBAPIError as err:
+            url = self.engine.url.render_as_string(hide_password=True)
+            raise DatabaseUnavailable(f"{self.where}: {url}: {first_line(err)}") from err
+
+    @contextmanager
+    def _transaction(self, readonly: bool) -> Iterator[Connection]:
+        held = self._held
+        conn = held or self._connect()
+        try:
+            # On SQLite, a write transaction takes the write lock from its first read.
+            conn.execution_options(bgtaskex_readonly=readonly)
+            with conn.begin():
+                yield conn
+        finally:
+            if held is None:
+                conn.close()
+
+    def reading(self) -> AbstractContextManager[Connection]:
+        """A read transaction (on SQLite, without the write lock)."""
+        return self._transaction(readonly=True)
+
+    def writing(self) -> AbstractContextManager[Connection]:
+        """A write transaction."""
+        return self._transaction(readonly=False)
 
     # -- the walk ----------------------------------------------------------------------
 
@@ -223,16 +252,24 @@ class Target:
             query = query.with_for_update()
         return list(conn.scalars(query, {"after": after, "high": high}))
 
-    def lock(self, conn: Connection, keys: Sequence[int]) -> list[int]:
-        """Of `keys`, those the rule still selects, locked for this transaction."""
-        query = (
-            select(self.key)
-            .where(self.key.in_(bindparam("keys", expanding=True)), *self.condition)
-            .order_by(self.key)
-        )
+    def lock_range(self, conn: Connection, after: int, last: int) -> list[int]:
+        """The keys in (after, last] that the rule selects, locked on servers."""
+        query = select(self.key).where(*self._in_range()).order_by(self.key)
         if conn.dialect.name != "sqlite":
             query = query.with_for_update()
-        return list(conn.scalars(query, {"keys": list(keys)}))
+        return list(conn.scalars(query, {"after": after, "high": last}))
+
+    def delete_range(self, conn: Connection, after: int, last: int) -> int:
+        """Delete the rows the rule selects in (after, last], their child rows first (in
+        the caller's transaction, which locked them); the number of rows deleted.
+
+        By range and condition rather than by a list of keys: the statements stay small
+        whatever the chunk size."""
+        values = {"after": after, "high": last}
+        selected = select(self.key).where(*self._in_range())
+        for child, column in self.children:
+            conn.execute(delete(child).where(child.c[column].in_(selected)), values)
+        return conn.execute(delete(self.table).where(*self._in_range()), values).rowcount
 
     def delete(self, conn: Connection, keys: Sequence[int]) -> None:
         """Delete the child rows, then the rows, of `keys` (in the caller's transaction)."""

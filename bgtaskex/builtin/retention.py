@@ -135,29 +135,34 @@ class PurgeRows(Action):
 
         try:
             target = self._target()
+            try:
+                with target.session(deadline - time.time()):
+                    return self._walk(target, deadline)
+            finally:
+                target.engine.dispose()
         except DatabaseUnavailable as err:
+            # Out of reach: no row is to blame (change_params_on_error retries as is).
             self.params["failed_chunk"] = {"unavailable": True, "error": str(err)}
             self.checkpoint()
             raise
+
+    def _walk(self, target: Target, deadline: float) -> bool:
         hooks = load_hooks(target.rule)
-        try:
-            if self.params.get("pending") is not None:
-                self._settle(target, hooks)
-            if self.params.pop("skip_next", False):
-                self._skip(target)
-            slowest = 0.0
-            while self.params["after"] < self.params["high"]:
-                now = time.time()
-                if now + slowest >= deadline or self.should_stop():
-                    return False
-                if not self._chunk(target, hooks, deadline - now):
-                    break
-                slowest = max(slowest * 0.9, time.time() - now)
-            self.params["after"] = self.params["high"]
-            self._report(target.rule.table)
-            return True
-        finally:
-            target.engine.dispose()
+        if self.params.get("pending") is not None:
+            self._settle(target, hooks)
+        if self.params.pop("skip_next", False):
+            self._skip(target)
+        slowest = 0.0
+        while self.params["after"] < self.params["high"]:
+            now = time.time()
+            if now + slowest >= deadline or self.should_stop():
+                return False
+            if not self._chunk(target, hooks):
+                break
+            slowest = max(slowest * 0.9, time.time() - now)
+        self.params["after"] = self.params["high"]
+        self._report(target.rule.table)
+        return True
 
     # -- the walk ----------------------------------------------------------------------
 
@@ -169,18 +174,10 @@ class PurgeRows(Action):
         cutoff = self.params.get("cutoff")
         return bind(rule, self.settings.url, datetime.fromisoformat(cutoff) if cutoff else None)
 
-    def _chunk(self, target: Target, hooks: Sequence[tuple[str, Hook]], left: float) -> bool:
+    def _chunk(self, target: Target, hooks: Sequence[tuple[str, Hook]]) -> bool:
         """Delete one chunk; False when no row is left in the range."""
         p = self.params
         size = int(p["chunk_size"])
-        try:
-            target.engine.connect().close()  # out of reach: not the fault of a row
-        except Exception as err:
-            from ..engine import first_line
-
-            p["failed_chunk"] = {"unavailable": True, "error": first_line(err)}
-            self.checkpoint()
-            raise
         try:
             if hooks:
                 with target.reading() as conn:
@@ -191,27 +188,37 @@ class PurgeRows(Action):
                 # the hooks (see _settle).
                 p["pending"] = keys
                 self.checkpoint()
-                with target.writing(left) as conn:
-                    gone = target.lock(conn, keys)
-                    target.delete(conn, gone)
+                with target.writing() as conn:
+                    gone = target.lock_range(conn, p["after"], keys[-1])
+                    if set(gone) <= set(keys):
+                        target.delete_range(conn, p["after"], keys[-1])
+                    else:  # a row came to match meanwhile: the hooks must not miss it
+                        gone = sorted(set(gone) & set(keys))
+                        target.delete(conn, gone)
+                count = len(gone)
             else:
-                with target.writing(left) as conn:
+                with target.writing() as conn:
                     keys = target.candidates(conn, p["after"], p["high"], size)
                     if not keys:
                         return False
-                    gone = keys
-                    target.delete(conn, gone)
+                    count = target.delete_range(conn, p["after"], keys[-1])
+                gone = keys
         except Exception as err:
             from ..engine import first_line
+            from ..exceptions import DatabaseUnavailable
 
             p["failed_chunk"] = {"after": p["after"], "size": size, "error": first_line(err)}
+            if isinstance(err, DatabaseUnavailable) or getattr(
+                err, "connection_invalidated", False
+            ):
+                p["failed_chunk"]["unavailable"] = True  # not the fault of a row
             self.checkpoint()
             raise
         call_hooks(hooks, target.rule.table, gone)
         p.pop("pending", None)
         p.pop("failed_chunk", None)
         p["after"] = keys[-1]
-        p["deleted"] += len(gone)
+        p["deleted"] += count
         p["chunk_size"] = min(int(p["max_chunk_size"]), size * 2)
         self._report(target.rule.table)
         self.checkpoint()
