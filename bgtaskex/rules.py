@@ -106,10 +106,10 @@ def parse_rules(
     if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
         raise ValueError("expected [[retention_rules]] tables")
     rules = tuple(_parse_one(table, i, parse_duration) for i, table in enumerate(value, 1))
-    names = [r.name for r in rules]
-    for name in names:
-        if names.count(name) > 1:
-            raise ValueError(f"two retention rules are named {name!r}")
+    names = [r.name.lower() for r in rules]  # task names are matched in any case
+    for rule in rules:
+        if names.count(rule.name.lower()) > 1:
+            raise ValueError(f"two retention rules are named {rule.name!r} (in any case)")
     return rules
 
 
@@ -149,6 +149,9 @@ def _parse_one(
         isinstance(k, str) and _PARAM.match(k) for k in params
     ):
         raise fail("'params' must be a table of names to values, bound to :name in 'where'")
+    reserved = sorted(k for k in params if k.lower().startswith("bgtaskex_"))
+    if reserved:
+        raise fail(f"params.{reserved[0]}: names starting with 'bgtaskex_' are reserved")
     if params and condition is None:
         raise fail("'params' are bound to 'where', which is missing")
     for key, param in params.items():

@@ -26,13 +26,12 @@ from sqlalchemy import (
     Table,
     bindparam,
     delete,
-    false,
     func,
     select,
     text,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from ..engine import first_line, make_engine
 from ..exceptions import ConfigError, DatabaseUnavailable
@@ -166,7 +165,8 @@ class Target:
     def _check_condition(self) -> None:
         """Compile and run the condition on zero rows: an unknown column or a syntax
         error in `where` is refused now, not in the middle of a walk."""
-        query = select(self.key).where(*self.condition, false()).limit(1)
+        # Not false(): SQLAlchemy would fold the whole clause away, unchecked.
+        query = select(self.key).where(*self.condition, text("1 = 0")).limit(1)
         with self._translated(), self.reading() as conn:
             conn.execute(query).first()
 
@@ -223,7 +223,9 @@ class Target:
     # -- the walk ----------------------------------------------------------------------
 
     def _in_range(self) -> list[ColumnElement[bool]]:
-        return [self.key > bindparam("after"), self.key <= bindparam("high"), *self.condition]
+        after: BindParameter[int] = bindparam("bgtaskex_after")
+        high: BindParameter[int] = bindparam("bgtaskex_high")
+        return [self.key > after, self.key <= high, *self.condition]
 
     def preview(self, sample: int = 10) -> Preview:
         """How many rows the rule selects now, the lowest `sample` keys and the key
@@ -250,14 +252,19 @@ class Target:
         query = select(self.key).where(*self._in_range()).order_by(self.key).limit(size)
         if lock and conn.dialect.name != "sqlite":  # SQLite: IMMEDIATE locks it all
             query = query.with_for_update()
-        return list(conn.scalars(query, {"after": after, "high": high}))
+        return list(conn.scalars(query, _range(after, high)))
+
+    def count(self, conn: Connection, after: int, last: int) -> int:
+        """How many rows in (after, last] the rule selects."""
+        query = select(func.count()).where(*self._in_range())
+        return int(conn.execute(query, _range(after, last)).scalar_one())
 
     def lock_range(self, conn: Connection, after: int, last: int) -> list[int]:
         """The keys in (after, last] that the rule selects, locked on servers."""
         query = select(self.key).where(*self._in_range()).order_by(self.key)
         if conn.dialect.name != "sqlite":
             query = query.with_for_update()
-        return list(conn.scalars(query, {"after": after, "high": last}))
+        return list(conn.scalars(query, _range(after, last)))
 
     def delete_range(self, conn: Connection, after: int, last: int) -> int:
         """Delete the rows the rule selects in (after, last], their child rows first (in
@@ -265,7 +272,7 @@ class Target:
 
         By range and condition rather than by a list of keys: the statements stay small
         whatever the chunk size."""
-        values = {"after": after, "high": last}
+        values = _range(after, last)
         selected = select(self.key).where(*self._in_range())
         for child, column in self.children:
             conn.execute(delete(child).where(child.c[column].in_(selected)), values)
@@ -275,23 +282,30 @@ class Target:
         """Delete the child rows, then the rows, of `keys` (in the caller's transaction)."""
         if not keys:
             return
-        values = {"keys": list(keys)}
+        values = {"bgtaskex_keys": list(keys)}
         for child, column in self.children:
             conn.execute(
-                delete(child).where(child.c[column].in_(bindparam("keys", expanding=True))),
+                delete(child).where(child.c[column].in_(_keys())),
                 values,
             )
-        conn.execute(
-            delete(self.table).where(self.key.in_(bindparam("keys", expanding=True))), values
-        )
+        conn.execute(delete(self.table).where(self.key.in_(_keys())), values)
 
     def existing(self, keys: Sequence[int]) -> set[int]:
         """Which of `keys` are still in the table."""
         if not keys:
             return set()
         with self.reading() as conn:
-            query = select(self.key).where(self.key.in_(bindparam("keys", expanding=True)))
-            return set(conn.scalars(query, {"keys": list(keys)}))
+            query = select(self.key).where(self.key.in_(_keys()))
+            return set(conn.scalars(query, {"bgtaskex_keys": list(keys)}))
+
+
+def _range(after: int, last: int) -> dict[str, int]:
+    # Named so that no parameter of a rule's `where` can take their place.
+    return {"bgtaskex_after": after, "bgtaskex_high": last}
+
+
+def _keys() -> BindParameter[Any]:
+    return bindparam("bgtaskex_keys", expanding=True)
 
 
 def default_cutoff(rule: RetentionRule, now: datetime | None = None) -> datetime:

@@ -148,7 +148,7 @@ class PurgeRows(Action):
 
     def _walk(self, target: Target, deadline: float) -> bool:
         hooks = load_hooks(target.rule)
-        if self.params.get("pending") is not None:
+        if self.params.get("inflight") is not None:
             self._settle(target, hooks)
         if self.params.pop("skip_next", False):
             self._skip(target)
@@ -179,30 +179,22 @@ class PurgeRows(Action):
         p = self.params
         size = int(p["chunk_size"])
         try:
-            if hooks:
-                with target.reading() as conn:
-                    keys = target.candidates(conn, p["after"], p["high"], size, lock=False)
-                if not keys:
-                    return False
-                # Write ahead which keys may go, so a crash after the commit still tells
-                # the hooks (see _settle).
-                p["pending"] = keys
-                self.checkpoint()
-                with target.writing() as conn:
-                    gone = target.lock_range(conn, p["after"], keys[-1])
-                    if set(gone) <= set(keys):
-                        target.delete_range(conn, p["after"], keys[-1])
-                    else:  # a row came to match meanwhile: the hooks must not miss it
-                        gone = sorted(set(gone) & set(keys))
-                        target.delete(conn, gone)
-                count = len(gone)
-            else:
-                with target.writing() as conn:
-                    keys = target.candidates(conn, p["after"], p["high"], size)
-                    if not keys:
-                        return False
-                    count = target.delete_range(conn, p["after"], keys[-1])
-                gone = keys
+            with target.reading() as conn:
+                keys = target.candidates(conn, p["after"], p["high"], size, lock=False)
+            if not keys:
+                return False
+            last = keys[-1]
+            # Write ahead what the chunk may delete, so that a crash between its commit
+            # and the next save still counts it and tells the hooks (see _settle).
+            p["inflight"] = {"last": last, "count": len(keys), **({"keys": keys} if hooks else {})}
+            self.checkpoint()
+            with target.writing() as conn:
+                gone = target.lock_range(conn, p["after"], last)
+                if set(gone) <= set(keys):
+                    target.delete_range(conn, p["after"], last)
+                else:  # a row came to match meanwhile: leave it to the next walk
+                    gone = sorted(set(gone) & set(keys))
+                    target.delete(conn, gone)
         except Exception as err:
             from ..engine import first_line
             from ..exceptions import DatabaseUnavailable
@@ -215,25 +207,31 @@ class PurgeRows(Action):
             self.checkpoint()
             raise
         call_hooks(hooks, target.rule.table, gone)
-        p.pop("pending", None)
+        p.pop("inflight")
         p.pop("failed_chunk", None)
-        p["after"] = keys[-1]
-        p["deleted"] += count
+        p["after"] = last
+        p["deleted"] += len(gone)
         p["chunk_size"] = min(int(p["max_chunk_size"]), size * 2)
         self._report(target.rule.table)
         self.checkpoint()
         return True
 
     def _settle(self, target: Target, hooks: Sequence[tuple[str, Hook]]) -> None:
-        """After a crash between writing `pending` and the end of its chunk: the keys
-        that are gone were deleted by that chunk; tell the hooks. The others are still
-        there and the walk, whose cursor did not move, will meet them again."""
-        pending = list(self.params["pending"])
-        gone = sorted(set(pending) - target.existing(pending))
-        if gone:
-            call_hooks(hooks, target.rule.table, gone)
-            self.params["deleted"] += len(gone)
-        self.params.pop("pending")
+        """After a crash or an error between the write-ahead of a chunk and its end: if
+        it committed, its rows are gone: count them and tell the hooks. Rows still there
+        are met again by the walk, whose cursor did not move."""
+        p = self.params
+        inflight = p.pop("inflight")
+        if "keys" in inflight:
+            keys = list(inflight["keys"])
+            gone = sorted(set(keys) - target.existing(keys))
+            if gone:
+                call_hooks(hooks, target.rule.table, gone)
+            p["deleted"] += len(gone)
+        else:
+            with target.reading() as conn:
+                left = target.count(conn, p["after"], inflight["last"])
+            p["deleted"] += max(0, int(inflight["count"]) - left)
         self.checkpoint()
 
     def _skip(self, target: Target) -> None:

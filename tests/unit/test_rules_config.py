@@ -91,6 +91,10 @@ def test_an_unknown_rule_name_is_a_config_error(tmp_path: Path) -> None:
         ('table = "t"\ndate_column = "d"\nolder_than = "1d"\nparams = {a = 1}', "'params' are"),
         ('table = "t"\nwhere = "a = :a"\nparams = {a = [1]}', "params.a must be a string"),
         ('table = "t"\nwhere = "a = 1"\ncolor = "red"', "unknown key 'color'"),
+        (
+            'table = "t"\nwhere = "a > :bgtaskex_after"\nparams = {bgtaskex_after = 1}',
+            "params.bgtaskex_after: names starting with 'bgtaskex_' are reserved",
+        ),
     ],
 )
 def test_a_bad_rule_is_refused_naming_it(tmp_path: Path, body: str, problem: str) -> None:
@@ -102,9 +106,11 @@ def test_a_bad_rule_is_refused_naming_it(tmp_path: Path, body: str, problem: str
         settings_of(tmp_path, f'[[retention_rules]]\nname = "r1"\n{body}\n')
 
 
-def test_two_rules_with_one_name_are_refused(tmp_path: Path) -> None:
-    text = '[[retention_rules]]\nname = "a"\ntable = "t"\nwhere = "1=1"\n' * 2
-    with pytest.raises(ConfigError, match="two retention rules are named 'a'"):
+@pytest.mark.parametrize("second", ["a", "A"])
+def test_two_rules_with_one_name_in_any_case_are_refused(tmp_path: Path, second: str) -> None:
+    text = '[[retention_rules]]\nname = "a"\ntable = "t"\nwhere = "1=1"\n'
+    text += text.replace('"a"', f'"{second}"')
+    with pytest.raises(ConfigError, match="two retention rules are named 'a' \\(in any case\\)"):
         settings_of(tmp_path, text)
 
 
