@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..action import Action
 from ..models import ACTIVE_STATUSES, Task, TaskFilter
 from ..rules import (
+    MAX_CHUNK_SIZE,
     PURGE_ACTION,
     RETENTION_PROCESS,
     RETENTION_QUEUE,
@@ -90,7 +91,9 @@ class PurgeRows(Action):
             preview = target.preview(sample=0)
         finally:
             target.engine.dispose()
-        size = int(self.params.get("chunk_size") or rule.chunk_size)
+        wanted = self.params.get("chunk_size")
+        size = wanted if isinstance(wanted, int) and not isinstance(wanted, bool) else 0
+        size = min(MAX_CHUNK_SIZE, size) if size > 0 else rule.chunk_size
         self.params.update(
             definition=_definition(rule),
             cutoff=cutoff.isoformat() if cutoff else None,
