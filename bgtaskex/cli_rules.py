@@ -127,7 +127,7 @@ def rules_run(
     The rule is checked against its database first. The task runs when its queue's
     process does: by default the 'retention' process, inside its window.
     """
-    from .builtin.retention import queue_rule
+    from .builtin.retention import check_rule, queue_rule
 
     if all_ == bool(names):
         raise UsageError("give rule names or --all (see 'bgtaskex rules list')")
@@ -138,11 +138,11 @@ def rules_run(
         if not names:
             click.echo("no enabled retention rule")
             return
-    for name in names:
-        settings.retention_rule(name)  # every name known before anything is queued
+    for name in names:  # every rule checked against its database before any is queued
+        check_rule(client, name)
     target_queue = queue or (settings.process(RETENTION_PROCESS).queues or (RETENTION_QUEUE,))[0]
     for name in names:
-        task_id, new = queue_rule(client, name, queue=target_queue)
+        task_id, new = queue_rule(client, name, queue=target_queue, check=False)
         if quiet:
             click.echo(task_id)
         elif new:

@@ -117,13 +117,16 @@ class Settings:
     @property
     def scheduled(self) -> tuple[Process, ...]:
         """The processes the daemon runs: the configured ones, or the default one (all
-        queues, every 60 s); plus, when retention rules are configured, the `retention`
-        process (unless one of that name is configured, which then gets the planner if
-        it has no callable, and the `retention` queue if it names none).
+        queues, every 60 s) when none but `retention` is configured; plus, when retention
+        rules are configured, the `retention` process (unless one of that name is
+        configured, which then gets the planner if it has no callable, and the
+        `retention` queue if it names none).
 
         A process that names no queues serves every queue that no other process names.
         """
-        found = list(self.processes or (DEFAULT_PROCESS,))
+        found = list(self.processes)
+        if all(p.name == RETENTION_PROCESS for p in found):
+            found.insert(0, DEFAULT_PROCESS)  # configuring retention alone keeps the default
         if self.retention_rules:
             index = next((i for i, p in enumerate(found) if p.name == RETENTION_PROCESS), None)
             if index is None:

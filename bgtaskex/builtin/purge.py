@@ -77,6 +77,7 @@ class Target:
         self.engine = engine
         self.where = f"retention rule {rule.name!r}"
         self._held: Connection | None = None
+        self._metadata = MetaData()
         self._connect().close()
         with self._translated():
             self.table = self._reflect(rule.table)
@@ -114,7 +115,13 @@ class Target:
 
     def _reflect(self, name: str) -> Table:
         schema, _, table = name.rpartition(".")
-        return Table(table, MetaData(), schema=schema or None, autoload_with=self.engine)
+        return Table(
+            table,
+            self._metadata,
+            schema=schema or None,
+            autoload_with=self.engine,
+            resolve_fks=False,  # what other tables refer to is none of the walk's business
+        )
 
     def _key_column(self) -> Column[Any]:
         keys = list(self.table.primary_key.columns)

@@ -151,10 +151,14 @@ class PurgeRows(Action):
 
     def _walk(self, target: Target, deadline: float) -> bool:
         hooks = load_hooks(target.rule)
-        if self.params.get("inflight") is not None:
-            self._settle(target, hooks)
-        if self.params.pop("skip_next", False):
-            self._skip(target)
+        skip = self.params.pop("skip_next", False)
+        inflight = self.params.get("inflight")
+        if inflight is not None:
+            left = self._settle(target, hooks)
+            # A chunk of one row died: skip that row, unless it went after all (the
+            # death came after the commit). No chunk in flight: no row to blame.
+            if skip and left and inflight["count"] == 1:
+                self._skip(inflight["last"])
         slowest = 0.0
         while self.params["after"] < self.params["high"]:
             now = time.time()
@@ -219,12 +223,15 @@ class PurgeRows(Action):
         self.checkpoint()
         return True
 
-    def _settle(self, target: Target, hooks: Sequence[tuple[str, Hook]]) -> None:
+    def _settle(self, target: Target, hooks: Sequence[tuple[str, Hook]]) -> int:
         """After a crash or an error between the write-ahead of a chunk and its end: if
         it committed, its rows are gone: count them and tell the hooks. Rows still there
-        are met again by the walk, whose cursor did not move."""
+        are met again by the walk, whose cursor did not move. Returns how many rows the
+        chunk would still delete."""
         p = self.params
         inflight = p.pop("inflight")
+        with target.reading() as conn:
+            left = target.count(conn, p["after"], inflight["last"])
         if "keys" in inflight:
             keys = list(inflight["keys"])
             gone = sorted(set(keys) - target.existing(keys))
@@ -232,26 +239,22 @@ class PurgeRows(Action):
                 call_hooks(hooks, target.rule.table, gone)
             p["deleted"] += len(gone)
         else:
-            with target.reading() as conn:
-                left = target.count(conn, p["after"], inflight["last"])
             p["deleted"] += max(0, int(inflight["count"]) - left)
         self.checkpoint()
+        return left
 
-    def _skip(self, target: Target) -> None:
-        """The chunk of one row failed: record that row and step over it."""
+    def _skip(self, key: int) -> None:
+        """The chunk of one row, `key`, failed: record that row and step over it."""
         p = self.params
-        with target.reading() as conn:
-            keys = target.candidates(conn, p["after"], p["high"], 1, lock=False)
         failed = p.pop("failed_chunk", None) or {}
-        if keys:
-            error = failed.get("error") or "the run died while deleting it"
-            if len(p["skipped"]) < MAX_SKIPPED_KEPT:
-                p["skipped"].append({"key": keys[0], "error": error})
-            p["skipped_count"] += 1
-            p["after"] = keys[0]
-            message = f"skipped row {target.rule.table}.{p['key']}={keys[0]}: {error}"
-            log.warning("retention rule %s: %s", target.rule.name, message)
-            self.note(message)
+        error = failed.get("error") or "the run died while deleting it"
+        if len(p["skipped"]) < MAX_SKIPPED_KEPT:
+            p["skipped"].append({"key": key, "error": error})
+        p["skipped_count"] += 1
+        p["after"] = key
+        message = f"skipped row {p['definition']['table']}.{p['key']}={key}: {error}"
+        log.warning("retention rule %s: %s", p["rule"], message)
+        self.note(message)
         self.checkpoint()
 
     def _report(self, table: str) -> None:
@@ -322,6 +325,13 @@ def preview(client: Client, name: str, sample: int = 10) -> Preview:
         target.engine.dispose()
 
 
+def check_rule(client: Client, name: str) -> None:
+    """Check rule `name` against its database (RuleError, DatabaseUnavailable)."""
+    from .purge import bind
+
+    bind(client.settings.retention_rule(name), client.settings.url).engine.dispose()
+
+
 def queue_rule(
     client: Client, name: str, *, queue: str = RETENTION_QUEUE, check: bool = True
 ) -> tuple[int, bool]:
@@ -332,9 +342,7 @@ def queue_rule(
     if status.active and status.last is not None:
         return status.last.id, False
     if check:
-        from .purge import bind
-
-        bind(rule, client.settings.url).engine.dispose()
+        check_rule(client, name)
     task_id = client.enqueue(rule.task_name, [(PURGE_ACTION, {"rule": rule.name})], queue=queue)
     return task_id, True
 

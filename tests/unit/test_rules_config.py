@@ -139,7 +139,8 @@ def test_no_rules_no_retention_process(tmp_path: Path) -> None:
 
 def test_a_configured_retention_process_gets_the_planner_and_queue(tmp_path: Path) -> None:
     text = FULL + '\n[[processes]]\nname = "retention"\ncron = "*/5 * * * *"\n'
-    (process,) = settings_of(tmp_path, text).scheduled
+    default, process = settings_of(tmp_path, text).scheduled
+    assert default.name == "default" and default.exclude_queues == (RETENTION_QUEUE,)
     assert process.cron == "*/5 * * * *" and process.window is None
     assert process.callable == PLANNER and process.queues == (RETENTION_QUEUE,)
 
