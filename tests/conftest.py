@@ -11,6 +11,7 @@ SQLite, PostgreSQL (a new database) and MariaDB (`BGTASKEX_TEST_MARIADB_URL`, sa
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import sys
@@ -53,6 +54,19 @@ def require_postgres() -> None:
         if IN_CI:
             pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run)")
         pytest.skip(problem)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI run in-process configures the "bgtaskex" and "apscheduler" loggers (a
+    handler on that test's captured stderr, no propagation): undo it after each test."""
+    loggers = [logging.getLogger(name) for name in ("bgtaskex", "apscheduler")]
+    saved = [(lg, lg.handlers[:], lg.propagate, lg.level) for lg in loggers]
+    yield
+    for logger, handlers, propagate, level in saved:
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.setLevel(level)
 
 
 @pytest.fixture
