@@ -6,26 +6,50 @@ them with `bgtaskex run-once` from cron, a systemd timer or the daemon.
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .action import Action
-from .exceptions import (
-    BgtaskexError,
-    ConfigError,
-    DatabaseUnavailable,
-    InvalidRef,
-    InvalidState,
-    LockBusy,
-    StorageError,
-    TaskNotFound,
-    UsageError,
-)
-from .models import ActionRecord, ActionStatus, Event, RunSummary, Task, TaskStatus, TaskType
-
 if TYPE_CHECKING:
+    from .action import Action
     from .client import Client
+    from .exceptions import (
+        BgtaskexError,
+        ConfigError,
+        DatabaseUnavailable,
+        InvalidRef,
+        InvalidState,
+        LockBusy,
+        StorageError,
+        TaskNotFound,
+        UsageError,
+    )
+    from .models import ActionRecord, ActionStatus, Event, RunSummary, Task, TaskStatus, TaskType
 
 __version__ = "0.1.0.dev0"
+
+# Loaded on first use (PEP 562): the idle `run-once` of cron starts without the models.
+_EXPORTS = {
+    "Action": ".action",
+    "Client": ".client",
+    **dict.fromkeys(
+        (
+            "BgtaskexError",
+            "ConfigError",
+            "DatabaseUnavailable",
+            "InvalidRef",
+            "InvalidState",
+            "LockBusy",
+            "StorageError",
+            "TaskNotFound",
+            "UsageError",
+        ),
+        ".exceptions",
+    ),
+    **dict.fromkeys(
+        ("ActionRecord", "ActionStatus", "Event", "RunSummary", "Task", "TaskStatus", "TaskType"),
+        ".models",
+    ),
+}
 
 __all__ = [
     "Action",
@@ -48,6 +72,7 @@ __all__ = [
     "UsageError",
     "connect",
 ]
+assert set(__all__) == {*_EXPORTS, "connect"}
 
 
 def connect(url: str | None = None, **kwargs: Any) -> Client:
@@ -59,8 +84,13 @@ def connect(url: str | None = None, **kwargs: Any) -> Client:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Client":
-        from .client import Client
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bgtaskex' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
-        return Client
-    raise AttributeError(f"module 'bgtaskex' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -376,8 +376,7 @@ def run_once(
     planned = process is not None and (process.callable or process.window) is not None
     queues = process.queues if process else None
     excluded = process.exclude_queues if process else settings.claimed_queues
-    retention = {str(k): v for k, v in settings.retention.items()}
-    if not planned and sqlite_idle(settings.url, retention, queues, excluded):
+    if not planned and sqlite_idle(settings.url, settings.retention, queues, excluded):
         elapsed = time.monotonic() - began
         if as_json:
             click.echo(json.dumps({"run_id": None, "idle": True, "elapsed": elapsed}))
@@ -388,15 +387,19 @@ def run_once(
 
     from .runner import StopRequest, stop_on_signals
 
-    client = state.client()
     live = sys.stdout.isatty() if progress is None else progress
     observer = None
-    if live and not as_json:
-        from .live import LiveProgress
-
-        observer = LiveProgress()
     stop = StopRequest()
     try:
+        if not wait:
+            from .lock import raise_if_held
+
+            raise_if_held(settings.lock_path)  # before SQLAlchemy is even imported
+        client = state.client()
+        if live and not as_json:
+            from .live import LiveProgress
+
+            observer = LiveProgress()
         with stop_on_signals(stop, (signal.SIGTERM, signal.SIGINT)):
             summary = client.run_once(wait=wait, process=process, stop=stop, observer=observer)
     except LockBusy as busy:

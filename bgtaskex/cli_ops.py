@@ -9,14 +9,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from .cli import State, _echo_json, _print, _remember, cli, pass_state
 from .config import parse_duration, parse_when
 from .exceptions import BgtaskexError, InvalidState, TaskNotFound, UsageError
-from .models import TaskFilter
+
+if TYPE_CHECKING:
+    from .models import TaskFilter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -72,6 +74,7 @@ def _filter(
     ended_before: datetime | None = None,
 ) -> TaskFilter:
     from .client import expand_statuses
+    from .models import TaskFilter
 
     return TaskFilter(
         statuses=expand_statuses(statuses) if statuses else None,
@@ -113,6 +116,8 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
         _echo_json([task_dict(t) for t in tasks])
         return
     if not tasks:
+        from .models import TaskFilter
+
         click.echo("no tasks match these filters" if where != TaskFilter() else "no tasks yet")
         return
     from .views import render_tasks
@@ -334,6 +339,8 @@ def check(state: State) -> None:
             problems.append(
                 f"{stuck} task(s) stuck, untouched for over {settings.stuck_after:g}s (ids {shown})"
             )
+        from .models import TaskFilter
+
         waiting = store.count_tasks(TaskFilter(statuses=_active()))
         notes.append(f"{waiting} task(s) waiting")
         lock, holder = lock_state(settings.lock_path)

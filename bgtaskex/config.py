@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigError
-from .models import TaskStatus
 from .processes import DEFAULT_PROCESS, Process, parse_processes
 from .rules import DEFAULT_RETENTION_PROCESS, PLANNER, RETENTION_PROCESS, RetentionRule, parse_rules
 from .urls import default_database_url, sqlite_path
@@ -164,12 +163,15 @@ class Settings:
         raise ConfigError(f"no retention rule named {name!r} (configured: {known})")
 
     @property
-    def retention(self) -> dict[TaskStatus, float]:
-        """Seconds to keep ended tasks, by status (statuses kept forever are absent)."""
+    def retention(self) -> dict[str, float]:
+        """Seconds to keep ended tasks, by status (statuses kept forever are absent).
+
+        Status names rather than `TaskStatus` members: the idle `run-once` reads this
+        without importing the models."""
         keep = {
-            TaskStatus.FINISHED: self.keep_finished,
-            TaskStatus.CANCELLED: self.keep_finished,
-            TaskStatus.FAILED: self.keep_failed,
+            "finished": self.keep_finished,
+            "cancelled": self.keep_finished,
+            "failed": self.keep_failed,
         }
         return {status: seconds for status, seconds in keep.items() if seconds is not None}
 

@@ -108,6 +108,20 @@ def lock_is_held(path: str | Path) -> bool:
         handle.close()
 
 
+def raise_if_held(path: str | Path) -> None:
+    """LockBusy when a live process holds the lock: a cheap look before a run loads
+    anything heavy, so that overlapping cron runs give up at once. (The run still takes
+    the lock for real; this only spares the loser its imports.)"""
+    if lock_is_held(path):
+        try:
+            holder = parse_holder(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            holder = None
+        raise LockBusy(
+            f"another run{describe_holder(holder)} holds the lock {path}; nothing done", holder
+        )
+
+
 def parse_holder(text: str) -> dict[str, Any] | None:
     """The holder a lock file names (pid, host, since), None when it names nobody."""
     text = text.strip()

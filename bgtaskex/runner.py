@@ -26,7 +26,7 @@ from typing import Any
 
 from .action import Action, Cancelled
 from .config import Settings
-from .exceptions import InvalidRef, StorageError, TaskInterrupted
+from .exceptions import DatabaseUnavailable, InvalidRef, StorageError, TaskInterrupted
 from .lock import RunLock
 from .models import (
     ActionChange,
@@ -357,6 +357,11 @@ class Runner:
             return self._execute(work, rank, instance)
 
     def _execute(self, work: _Work, rank: int, instance: Action) -> Outcome:
+        if self.stop_requested and work.status in (TaskStatus.STARTING, TaskStatus.RECOVERING):
+            # Asked to stop while init_params or change_params_on_error ran: what they
+            # left is saved, and `paused` sends the next run straight to execute.
+            self._commit(work, TaskStatus.PAUSED, f"stop requested before execute of {rank}")
+            return Outcome.PAUSED
         work.stage(rank, ActionStatus.ACTIVE)
         self._commit(work, TaskStatus.RUNNING, f"calling execute of action {rank}", rank)
         self.actions_run += 1
@@ -459,16 +464,24 @@ class Runner:
         events = list(work.events)
         if status != work.status:
             events.append(NewEvent(None, work.status, status.value, message))
-        self.store.apply(
-            Change(
-                work.task.id,
-                self.run_id,
-                status=status,
-                current_rank=current_rank,
-                actions=tuple(work.staged.values()),
-                events=tuple(events),
-            )
+        change = Change(
+            work.task.id,
+            self.run_id,
+            status=status,
+            current_rank=current_rank,
+            actions=tuple(work.staged.values()),
+            events=tuple(events),
         )
+        try:
+            self.store.apply(change)
+        except DatabaseUnavailable:
+            raise
+        except StorageError as err:
+            # One failed statement (a lock timeout, a serialisation failure) must not
+            # turn into a death the next run would blame on the hook that just returned.
+            log.warning("run %s: task %s: %s; writing it again", self.run_id, work.task.id, err)
+            time.sleep(0.05)
+            self.store.apply(change)
         work.status = status
         work.staged.clear()
         work.events.clear()
@@ -513,7 +526,7 @@ def run(
     max_attempts: int = 5,
     lock_path: str | Path,
     wait: float = 0.0,
-    retention: Mapping[TaskStatus, float] | None = None,
+    retention: Mapping[str, float] | None = None,
     observer: RunObserver | None = None,
     queues: Collection[str] | None = None,
     exclude_queues: Collection[str] = (),

@@ -8,7 +8,7 @@ method is one transaction (purge: one per batch).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -226,14 +226,14 @@ class AdminQueries:
             ids = conn.execute(_ended_ids(where, sample)).scalars()
             return int(count), list(ids)
 
-    def apply_retention(self, keep: dict[TaskStatus, float], *, deadline: float) -> int:
+    def apply_retention(self, keep: Mapping[str, float], *, deadline: float) -> int:
         """Delete ended tasks older than their status's retention (seconds)."""
         purged = 0
         for status, seconds in keep.items():
             cutoff = _now() - timedelta(seconds=seconds)
-            where = TaskFilter(statuses=frozenset({status.value}), ended_before=cutoff)
+            where = TaskFilter(statuses=frozenset({str(status)}), ended_before=cutoff)
             if seconds == 0:
-                where = TaskFilter(statuses=frozenset({status.value}))
+                where = TaskFilter(statuses=frozenset({str(status)}))
             purged += self.purge(where, deadline=deadline)
         return purged
 

@@ -1,0 +1,329 @@
+"""kill -9 chaos: `bgtaskex run-once` SIGKILLed at random instants, again and again, while
+it works through 50 tasks of 5 JournalActions on an SQLite file; then clean runs finish.
+
+What must hold (printed, and in the assertion messages):
+
+* after every kill, every invariant of invariants.py, mid-way: in particular at most one
+  "done" journal line per action and exactly one for each action that is done; a "done"
+  line for an action not done only for the action the killed run was in;
+* at most one task is in a hook (starting/running/recovering) at any time, and each run
+  adds a death (attempts + 1) to at most one action: the one the previous run was
+  killed in (a kill re-runs at most the action that was running);
+* work is kept: a unit is done twice only after a kill in it (redone units <= kills);
+* at the end, after clean runs: 0 lost (all 250 actions done, each with exactly one
+  "done" line and all its units), 0 stuck (every task finished, `bgtaskex check` OK).
+
+By design (docs/semantics.md), a kill that lands while the task is `recovering` (in
+change_params_on_error, between two commits a millisecond apart) makes the next run fail
+that action. Such actions are counted, and retried with `bgtaskex retry` before the end;
+any other failure fails the test.
+
+Where the kills land: 20% at a random delay after the process starts (5-400 ms: mostly
+during start-up, before the lock); 80% at a random delay after the run took the lock
+(the lock file names its pid): a third of those within 4 ms (inside the first commits:
+the recovery of the previous victim), the rest 4-400 ms. The seed is printed; set
+BGTASKEX_TORTURE_SEED to replay a sequence of delays (the timing itself is not
+reproducible).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from tests.reliability import scaled
+from tests.reliability.conftest import Run, Torture
+from tests.reliability.invariants import Report, inspect, read_db, read_journal
+
+TASKS, ACTIONS = 50, 5
+UNITS, UNIT_MS = scaled((8, 4.0), (40, 8.0))  # ~11 s (quick) or ~90 s (long) of work
+KILLS = scaled(50, 500)
+SEED = int(os.environ.get("BGTASKEX_TORTURE_SEED", "20240917"))
+IN_HOOK = {"starting", "running", "recovering"}
+
+pytestmark = pytest.mark.timeout(scaled(240, 3600))
+
+
+def label(task: int, rank: int) -> str:
+    return f"t{task:02d}.a{rank}"
+
+
+def in_hook(report: Report) -> dict[int, str]:
+    """{task id: label of its current action} for the tasks left inside a hook."""
+    found = {}
+    for tid, task in report.task_rows.items():
+        if task["status"] in IN_HOOK:
+            found[tid] = next(
+                lbl
+                for lbl, row in report.rows.items()
+                if row["task_id"] == tid and row["rank"] == task["current_rank"]
+            )
+    return found
+
+
+def attempts(report: Report) -> dict[str, int]:
+    return {lbl: row["attempts"] for lbl, row in report.rows.items()}
+
+
+def wait_for_lock(bench: Torture, run: Run, timeout: float = 30.0) -> bool:
+    """Wait until `run` holds the lock (True) or has exited (False)."""
+    give_up = time.monotonic() + timeout
+    while bench.lock_holder() != run.pid:
+        if run.poll():
+            return False
+        if time.monotonic() > give_up:
+            pytest.fail(f"run {run.pid} did not take the lock within {timeout}s")
+        time.sleep(0.001)  # polling the lock file: the condition itself
+    return True
+
+
+def test_kill9_chaos(torture: Torture, size: str) -> None:
+    rng = random.Random(SEED)
+    torture.env["BGTASKEX_MAX_ATTEMPTS"] = "100000"  # this test is about kills, not limits
+    torture.enqueue(
+        [
+            [torture.params(label(t, r), units=UNITS, unit_ms=UNIT_MS) for r in range(1, 6)]
+            for t in range(TASKS)
+        ]
+    )
+    began = time.monotonic()
+    killed: set[int] = set()
+    landed: Counter[str] = Counter()  # where the kills landed
+    runs = exits = 0
+    report = torture.check()
+    max_in_hook = 0
+    deaths_seen = 0
+
+    while len(killed) < KILLS:
+        if report.tasks.get("finished", 0) + report.tasks.get("failed", 0) == TASKS:
+            break  # the work ran out before the kills did (asserted below)
+        before = report
+        victim_before = in_hook(before)
+        run = torture.start_run_once("--max-execution-time", 2)
+        runs += 1
+        anchor = "spawn" if rng.random() < 0.2 else "lock"
+        if anchor == "spawn":
+            delay = rng.uniform(0.005, 0.4)
+            started = True
+        else:
+            delay = rng.uniform(0.0, 0.004) if rng.random() < 1 / 3 else rng.uniform(0.004, 0.4)
+            started = wait_for_lock(torture, run)
+        if started:
+            time.sleep(delay)  # the random instant of the kill: chaos, not a wait
+        was_killed = run.kill()
+        if was_killed:
+            killed.add(run.pid)
+            assert run.returncode == -signal.SIGKILL, run.describe()
+        else:
+            exits += 1
+            assert run.returncode == 0 and run.summary() is not None, run.describe()
+        assert "Traceback" not in run.stderr and "error" not in run.stderr.lower(), run.describe()
+
+        report = torture.check(killed_pids=killed)
+        if was_killed:
+            landed[f"{anchor}: {where_killed(torture, report, run.pid)}"] += 1
+        now_in_hook = in_hook(report)
+        max_in_hook = max(max_in_hook, len(now_in_hook))
+        assert len(now_in_hook) <= 1, (
+            f"after run {runs} (kills {len(killed)}): tasks inside a hook {now_in_hook}: "
+            "only one run at a time, so at most one"
+        )
+        old, new = attempts(before), attempts(report)
+        died_again = {lbl for lbl in new if new[lbl] > old.get(lbl, 0)}
+        deaths_seen += sum(new[lbl] - old.get(lbl, 0) for lbl in died_again)
+        assert died_again <= set(victim_before.values()), (
+            f"run {runs}: attempts grew for {sorted(died_again)}, but the only action the "
+            f"previous run could have died in was {sorted(victim_before.values())}"
+        )
+
+    kill_phase = time.monotonic() - began
+    assert len(killed) == KILLS, (
+        f"the work ran out after {len(killed)} of {KILLS} kills ({runs} runs): "
+        "make the workload bigger"
+    )
+
+    # Finish with clean runs, then retry what the semantics fail by design.
+    clean = finish(torture, killed)
+    report = torture.check(killed_pids=killed)
+    by_design = by_design_failures(torture, report)
+    unexplained = {
+        lbl: row["status"] for lbl, row in report.rows.items() if row["status"] != "done"
+    }
+    for lbl in by_design:
+        unexplained.pop(lbl)
+    assert not unexplained, f"actions not done after the clean runs: {unexplained}; " + (
+        report.summary()
+    )
+    failed_tasks = sorted({report.rows[lbl]["task_id"] for lbl in by_design})
+    for tid in failed_tasks:
+        retried = torture.cli("retry", tid)
+        assert retried.returncode == 0, retried.describe()
+    clean += finish(torture, killed)
+
+    final = torture.check(killed_pids=killed, final=True)
+    checked = torture.cli("check")
+    elapsed = time.monotonic() - began
+    counts = (
+        f"size {size}, seed {SEED}: {len(killed)} kills in {runs} runs ({exits} ended on "
+        f"their own) in {kill_phase:.1f}s, then {clean} clean runs; {elapsed:.1f}s in all; "
+        f"kills landed: {dict(sorted(landed.items()))}; deaths counted {deaths_seen}; "
+        f"failed by design (killed while recovering) then retried: {len(by_design)} "
+        f"{sorted(by_design)}; units redone {final.units_redone}; redo lines "
+        f"{final.journal.get('redo', 0)}; at most {max_in_hook} task in a hook; "
+        f"{final.summary()}"
+    )
+    print(f"\nchaos invariant: 0 lost, 0 stuck, every kill re-runs at most its action; {counts}")
+    done = final.actions.get("done", 0)
+    assert done == TASKS * ACTIONS and final.tasks.get("finished") == TASKS, counts
+    assert final.journal.get("done") == TASKS * ACTIONS, counts
+    assert final.units_redone <= len(killed), counts
+    assert final.journal.get("redo", 0) <= len(killed), counts
+    assert checked.returncode == 0 and "OK" in checked.stdout, checked.describe()
+    assert any(where.endswith("inside execute") for where in landed), (
+        f"no kill in execute: {counts}"
+    )
+
+
+def where_killed(torture: Torture, report: Report, pid: int) -> str:
+    """Where the kill of `pid` landed, from the lock file, its journal lines and the db."""
+    if torture.lock_holder() != pid:
+        return "before the lock"
+    lines = [e for e in read_journal(torture.journal)[0] if e.get("pid") == pid]
+    finals = {e["label"] for e in lines if e["event"] in ("done", "redo")}
+    if any(report.rows[lbl]["status"] != "done" for lbl in finals):
+        return "after a done line, before the commit of done"
+    if lines and lines[-1]["event"] in ("enter", "unit"):
+        return "inside execute"
+    if lines and lines[-1]["event"] == "change":
+        return "in change_params_on_error or the commit after it"
+    return "between hooks (queries, commits)"
+
+
+def finish(torture: Torture, killed: set[int], limit: int = 20) -> int:
+    """Clean runs (a 30 s budget each) until nothing is left to run; how many it took."""
+    for n in range(limit):
+        report = torture.check(killed_pids=killed)
+        if not any(s in report.tasks for s in ("created", *IN_HOOK, "paused")):
+            return n
+        run = torture.run_once("--max-execution-time", 30)
+        assert run.returncode == 0 and run.summary() is not None, run.describe()
+        assert "Traceback" not in run.stderr, run.describe()
+    pytest.fail(f"still work left after {limit} clean runs: stuck? {report.summary()}")
+
+
+def by_design_failures(torture: Torture, report: Report) -> set[str]:
+    """Failed actions whose change_params_on_error was killed (the semantics fail them)."""
+    events = read_db(torture.db)[2]
+    found = set()
+    for lbl, row in report.rows.items():
+        if row["status"] != "failed":
+            continue
+        if any(
+            e["task_id"] == row["task_id"]
+            and e["rank"] == row["rank"]
+            and e["new_status"] == "failed"
+            and (e["message"] or "").startswith("change_params_on_error died")
+            for e in events
+        ):
+            found.add(lbl)
+    return found
+
+
+def test_invariants_catch_lost_and_duplicated_work(torture: Torture) -> None:
+    """The oracle of this suite: a clean state passes `check`, and each way of losing or
+    repeating work, forged into a copy of that state, is reported with its rule."""
+    import json
+    import sqlite3
+
+    torture.enqueue(
+        [[torture.params(label(t, r), units=2, unit_ms=1) for r in (1, 2)] for t in (0, 1)]
+    )
+    run = torture.run_once("--max-execution-time", 30)
+    assert run.returncode == 0, run.describe()
+    clean = torture.check(final=True)
+    journal = torture.journal.read_text(encoding="utf-8")
+    snapshot = torture.dir / "snapshot.db"
+    with sqlite3.connect(torture.db) as src, sqlite3.connect(snapshot) as dst:
+        src.backup(dst)
+
+    def line(event: str, lbl: str, pid: int, t: float, **more: Any) -> str:
+        return json.dumps({"event": event, "label": lbl, "pid": pid, "t": t, **more}) + "\n"
+
+    def sql(*statements: str) -> None:
+        conn = sqlite3.connect(torture.db, isolation_level=None)
+        conn.execute("PRAGMA foreign_keys=OFF")
+        for statement in statements:
+            conn.execute(statement)
+        conn.close()
+
+    later = time.time() + 60
+    a1 = "SELECT id FROM bgtaskex_tasks ORDER BY id LIMIT 1"
+    forged: dict[str, tuple[str, str | None, tuple[str, ...], set[int]]] = {
+        # name: (expected rule, journal text or None, SQL, killed pids)
+        "a second done line": ("J3", journal + line("done", "t00.a1", 1, later), (), set()),
+        "a done action without its line": (
+            "J3",
+            "".join(
+                x for x in journal.splitlines(keepends=True) if '"done", "label": "t00.a2"' not in x
+            ),
+            (),
+            set(),
+        ),
+        "execute entered after the commit of done": (
+            "J5",
+            journal + line("enter", "t01.a1", 2, later) + line("exit", "t01.a1", 2, later),
+            (),
+            set(),
+        ),
+        "two executes at once": (
+            "J2",
+            journal + line("enter", "t01.a2", 3, later) + line("enter", "t00.a1", 4, later),
+            (),
+            set(),
+        ),
+        "a redo after a process that was not killed": (
+            "J6",
+            journal + line("redo", "t00.a1", 5, later),
+            (),
+            set(),
+        ),
+        "a done line for an action not done": (
+            "J4",
+            None,
+            (
+                f"UPDATE bgtaskex_actions SET status='active' WHERE rank=2 AND task_id=({a1})",
+                "UPDATE bgtaskex_tasks SET status='running', run_order=12, ended_at=NULL, "
+                f"current_rank=2 WHERE id=({a1})",
+            ),
+            set(),
+        ),
+        "a finished task with a pending action": (
+            "T2",
+            None,
+            (
+                "UPDATE bgtaskex_actions SET status='pending', started_at=NULL, "
+                f"ended_at=NULL WHERE rank=2 AND task_id=({a1})",
+            ),
+            set(),
+        ),
+        "an orphan action": ("R1", None, (f"DELETE FROM bgtaskex_tasks WHERE id=({a1})",), set()),
+    }
+    found = {}
+    for name, (rule, text, statements, pids) in forged.items():
+        with sqlite3.connect(snapshot) as src, sqlite3.connect(torture.db) as dst:
+            src.backup(dst)
+        torture.journal.write_text(text if text is not None else journal, encoding="utf-8")
+        sql(*statements)
+        report = inspect(torture.db, torture.journal, killed_pids=pids, final=True)
+        found[name] = sorted({v.split()[0] for v in report.violations})
+        assert rule in found[name], f"{name}: expected {rule}, got {report.message()}"
+    print(
+        f"\noracle invariant: the clean state passes ({clean.summary()}); "
+        f"forged states are caught: {found}"
+    )
