@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only startup|throughput|scale|retention] [--postgres-url URL]`."""
+"""`python -m bench [--quick] [--only NAME] [--postgres-url URL]` (see bench/README.md)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,17 @@ from rich.console import Console
 
 from . import DEFAULT_POSTGRES_URL, RESULTS_DIR, BenchError, environment
 
+BENCHMARKS = [
+    "startup",
+    "throughput",
+    "peers",
+    "checkpoint",
+    "deadline",
+    "queuesize",
+    "scale",
+    "retention",
+]
+
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -28,25 +39,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer runs")
     parser.add_argument(
-        "--only", choices=["startup", "throughput", "scale", "retention"], help="run one benchmark"
+        "--only",
+        choices=BENCHMARKS,
+        help="run one benchmark (default: all, in this order: %(choices)s)",
     )
     parser.add_argument(
         "--postgres-url",
         default=DEFAULT_POSTGRES_URL,
         metavar="URL",
-        help="SQLAlchemy URL of a PostgreSQL server to create scratch schemas in "
+        help="SQLAlchemy URL of a PostgreSQL server to create scratch schemas and databases in "
         "(default: $BGTASKEX_TEST_POSTGRES_URL or %(default)s)",
     )
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
     parser.add_argument("--runs", type=_positive, help="start-up: timed rounds (21; quick 5)")
     parser.add_argument(
-        "--tasks", type=_positive, help="throughput: single-action tasks (10000; quick 2000)"
+        "--tasks",
+        type=_positive,
+        help="throughput, peers: single-action tasks (10000; quick 2000)",
     )
     parser.add_argument(
-        "--multi-tasks", type=_positive, help="throughput: 10-action tasks (1000; quick 200)"
+        "--multi-tasks",
+        type=_positive,
+        help="throughput, peers: 10-action tasks (1000; quick 200)",
     )
     parser.add_argument(
-        "--rounds", type=_positive, default=1, help="throughput: alternating rounds (1)"
+        "--rounds", type=_positive, default=1, help="throughput, peers: alternating rounds (1)"
+    )
+    parser.add_argument(
+        "--checkpoints",
+        type=_positive,
+        help="checkpoint: chunks, each followed by a checkpoint (10000; quick 2000)",
     )
     parser.add_argument(
         "--profile", action="store_true", help="throughput: also cProfile one SQLite drain"
@@ -85,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         "args": vars(args),
         "environment": environment(),
     }
+    if args.output:
+        path = Path(args.output)
+    else:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"{stamp:%Y%m%dT%H%M%SZ}-{result['mode']}.json"
     console.print(
         f"bgtaskex benchmarks ({result['mode']}), commit "
         f"{str(result['environment']['git_commit'])[:10]}"  # type: ignore[index]
@@ -107,6 +134,42 @@ def main(argv: list[str] | None = None) -> int:
                 rounds=args.rounds,
                 with_profile=args.profile,
             )
+        if args.only in (None, "peers"):
+            from . import peers
+
+            result["peers"] = peers.run(
+                console,
+                quick=args.quick,
+                postgres_url=args.postgres_url,
+                use_postgres=not args.no_postgres,
+                tasks=args.tasks,
+                multi_tasks=args.multi_tasks,
+                rounds=args.rounds,
+            )
+        if args.only in (None, "checkpoint"):
+            from . import checkpoint
+
+            result["checkpoint"] = checkpoint.run(
+                console,
+                quick=args.quick,
+                postgres_url=args.postgres_url,
+                use_postgres=not args.no_postgres,
+                chunks=args.checkpoints,
+            )
+        if args.only in (None, "deadline"):
+            from . import deadline
+
+            result["deadline"] = deadline.run(console, quick=args.quick)
+        if args.only in (None, "queuesize"):
+            from . import queuesize
+
+            result["queuesize"] = queuesize.run(
+                console,
+                quick=args.quick,
+                postgres_url=args.postgres_url,
+                use_postgres=not args.no_postgres,
+                png_path=path.with_name(path.stem + "-queuesize.png"),
+            )
         if args.only in (None, "scale"):
             from . import scale
 
@@ -127,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     result["elapsed_s"] = time.monotonic() - began
     result["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    if args.output:
-        path = Path(args.output)
-    else:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path = RESULTS_DIR / f"{stamp:%Y%m%dT%H%M%SZ}-{result['mode']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     console.print(f"total {result['elapsed_s']:.1f}s; results written to {path}")
     return 0

@@ -5,6 +5,11 @@ must stay close to a bare `python -c pass` (the probe's fast path, without SQLAl
 commands run in alternation, each round in a rotated order, after one untimed warm-up round;
 the report gives each command's median wall time and its ratios to `python -c pass` and to
 `python -c "import sqlalchemy"` (medians of the per-round ratios, which cancel drift).
+
+With the `bench` extra installed, the peers' command-line start-up runs beside them
+(`huey_consumer --help`, `procrastinate --help`); without it those rows are skipped with a
+note. Targets: idle run-once under 100 ms; run-once with work under 1.2x `import
+sqlalchemy` + the SQLite driver (what a run on the embedded database cannot avoid).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import BenchError, median, quartiles, rotated
@@ -29,6 +35,9 @@ from . import BenchError, median, quartiles, rotated
 RUNS_FULL = 21
 RUNS_QUICK = 5
 NOOP_REF = "bgtaskex.examples:NothingToDo"  # init_params returns False: skipped, no execute
+TARGET_IDLE_MS = 100.0
+TARGET_DUE_X_SQLALCHEMY_DRIVER = 1.2
+SQLALCHEMY_DRIVER = "import sqlalchemy, sqlite3, sqlalchemy.dialects.sqlite.pysqlite"
 
 
 @dataclass
@@ -54,6 +63,11 @@ def _bgtaskex_argv() -> list[str]:
     if script is None:
         raise BenchError("no `bgtaskex` console script next to this Python or on PATH")
     return [script]
+
+
+def _venv_script(name: str) -> str | None:
+    """The console script `name` next to this Python (the venv's), else on PATH."""
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
 
 
 def _clean_env(home: Path) -> dict[str, str]:
@@ -146,8 +160,24 @@ def run(console: Console, *, quick: bool = False, runs: int | None = None) -> di
                 before=enqueue_one,
                 expect="1 finished",
             ),
+            Command(
+                "sqlalchemy_driver",
+                'python -c "import sqlalchemy + sqlite driver"',
+                [sys.executable, "-c", SQLALCHEMY_DRIVER],
+            ),
             Command("help", "bgtaskex --help", [*bgtaskex, "--help"], expect="run-once"),
         ]
+        skipped: dict[str, str] = {}
+        for key, script, expect in (
+            ("huey_consumer_help", "huey_consumer", "Usage"),
+            ("procrastinate_help", "procrastinate", "usage"),
+        ):
+            path = _venv_script(script)
+            if path is None:
+                skipped[key] = f"{script} not installed (pip install -e '.[bench]')"
+                console.print(f"[yellow]start-up: {script} --help skipped: not installed[/yellow]")
+                continue
+            commands.append(Command(key, f"{script} --help", [path, "--help"], expect=expect))
         envs = {c.key: due_env if c.key == "run_once_due" else idle_env for c in commands}
 
         wall: dict[str, list[float]] = {c.key: [] for c in commands}
@@ -182,6 +212,8 @@ def run(console: Console, *, quick: bool = False, runs: int | None = None) -> di
                 "cpu_ms_median": median(cpu[cmd.key]) * 1000,
                 "ratio_to_python": median(ratios(cmd.key, "python")),
                 "ratio_to_sqlalchemy": median(ratios(cmd.key, "sqlalchemy")),
+                "ratio_to_sqlalchemy_driver": median(ratios(cmd.key, "sqlalchemy_driver")),
+                "ratio_to_run_once_due": median(ratios(cmd.key, "run_once_due")),
                 "modules_imported": imports[cmd.key][0],
                 "imports_sqlalchemy": imports[cmd.key][1],
                 "wall_s": wall[cmd.key],
@@ -199,6 +231,8 @@ def run(console: Console, *, quick: bool = False, runs: int | None = None) -> di
     table.add_column("cpu ms", justify="right")
     table.add_column("x python -c pass", justify="right")
     table.add_column("x import sqlalchemy", justify="right")
+    table.add_column("x sqlalchemy + driver", justify="right")
+    table.add_column("x run-once (1 due)", justify="right")
     table.add_column("modules", justify="right")
     table.add_column("sqlalchemy?", justify="center")
     for row in rows:
@@ -209,6 +243,8 @@ def run(console: Console, *, quick: bool = False, runs: int | None = None) -> di
             f"{row['cpu_ms_median']:.1f}",
             f"{row['ratio_to_python']:.2f}",
             f"{row['ratio_to_sqlalchemy']:.2f}",
+            f"{row['ratio_to_sqlalchemy_driver']:.2f}",
+            f"{row['ratio_to_run_once_due']:.2f}",
             str(row["modules_imported"]),
             "yes" if row["imports_sqlalchemy"] else "no",
         )
@@ -224,5 +260,37 @@ def run(console: Console, *, quick: bool = False, runs: int | None = None) -> di
     )
     for note in notes:
         console.print(note)
+    idle_ms = by_key["run_once_idle"]["wall_ms_median"]
+    due_ratio = by_key["run_once_due"]["ratio_to_sqlalchemy_driver"]
+    targets = [
+        {
+            "target": f"run-once on an idle database < {TARGET_IDLE_MS:.0f} ms",
+            "value": idle_ms,
+            "shown": f"{idle_ms:.0f} ms",
+            "met": idle_ms < TARGET_IDLE_MS,
+        },
+        {
+            "target": f"run-once with 1 task due < {TARGET_DUE_X_SQLALCHEMY_DRIVER}x "
+            "import sqlalchemy + sqlite driver",
+            "value": due_ratio,
+            "shown": f"{due_ratio:.2f}x",
+            "met": due_ratio < TARGET_DUE_X_SQLALCHEMY_DRIVER,
+        },
+    ]
+    tt = Table(title="Targets (start-up)", title_justify="left")
+    for column in ("target", "measured", "met"):
+        tt.add_column(column, justify="left" if column == "target" else "right")
+    for t in targets:
+        met = "[green]yes[/green]" if t["met"] else "[red]no[/red]"
+        tt.add_row(t["target"], t["shown"], met)
+    console.print(tt)
+    for key, why in skipped.items():
+        console.print(f"[yellow]{key}: skipped ({escape(why)})[/yellow]")
     console.print(f"[dim]start-up benchmark took {elapsed:.1f}s[/dim]\n")
-    return {"runs": rounds, "elapsed_s": elapsed, "commands": rows}
+    return {
+        "runs": rounds,
+        "elapsed_s": elapsed,
+        "commands": rows,
+        "targets": targets,
+        "skipped": skipped,
+    }
