@@ -218,6 +218,8 @@ def _ref_arg(text: str) -> Any:
         return (ref, json.loads(params))
     except json.JSONDecodeError as err:
         raise UsageError(f"params of {ref!r} are not valid JSON: {err}") from None
+    except RecursionError:
+        raise UsageError(f"params of {ref!r} are nested too deeply") from None
 
 
 def _read_task_file(path: str) -> dict[str, Any]:
@@ -229,9 +231,10 @@ def _read_task_file(path: str) -> dict[str, Any]:
         raise UsageError(f"{path} is not UTF-8 text") from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, RecursionError) as err:
         where = "standard input" if path == "-" else path
-        raise UsageError(f"{where} is not valid JSON: {err}") from None
+        why = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        raise UsageError(f"{where} is not valid JSON: {why}") from None
     if not isinstance(data, dict):
         raise UsageError("a task file must hold a JSON object with 'name' and 'actions'")
     unknown = set(data) - {"name", "type", "queue", "actions"}
@@ -497,7 +500,9 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _error(message: str) -> None:
-    click.echo(f"bgtaskex: error: {mask_secrets(message)}", err=True)
+    # One line, whatever the message quotes (a file name or an argument with a newline).
+    line = " ".join(message.splitlines())
+    click.echo(f"bgtaskex: error: {mask_secrets(line)}", err=True)
 
 
 def _main(argv: list[str] | None) -> int:

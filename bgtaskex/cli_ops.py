@@ -99,7 +99,7 @@ Examples:
   bgtaskex list --status active --queue reports --json""",
 )
 @filter_options
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=10**9), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of task objects.")
 @pass_state
 def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:

@@ -67,18 +67,30 @@ def parse_actions(specs: Iterable[ActionSpec]) -> tuple[NewAction, ...]:
             checked = json.loads(json.dumps(dict(params), allow_nan=False))
         except (TypeError, ValueError) as err:
             raise UsageError(f"params of {ref!r} are not JSON: {err}") from None
+        except RecursionError:
+            raise UsageError(f"params of {ref!r} are nested too deeply") from None
         parsed.append(NewAction(ref, checked))
     if not parsed:
         raise UsageError("a task needs at least one action")
     return tuple(parsed)
 
 
+def _text(value: str) -> bool:
+    """Whether `value` can be stored: valid Unicode (no lone surrogate, as a non-UTF-8
+    byte of argv or a JSON \\ud800 escape gives)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def check_task_fields(name: object, type: object, queue: object) -> TaskType:
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not _text(name):
         raise UsageError(
             f"task name must be a non-empty string of at most 200 characters, got {name!r}"
         )
-    if not isinstance(queue, str) or not queue.strip() or len(queue) > 100:
+    if not isinstance(queue, str) or not queue.strip() or len(queue) > 100 or not _text(queue):
         raise UsageError(
             f"queue must be a non-empty string of at most 100 characters, got {queue!r}"
         )

@@ -108,6 +108,14 @@ def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
             values = [_cron_value(b, what, low, high, expression) for b in bounds]
             if len(values) == 2 and values[0] > values[1]:
                 raise ValueError(f"bad {what} range {item!r} in {expression!r}")
+            if match["step"] and what != "day of week":
+                first = values[0] if values else low
+                last = values[1] if len(values) == 2 else high
+                if not 1 <= int(match["step"]) <= last - first:
+                    raise ValueError(
+                        f"bad {what} step in {item!r} of {expression!r}: "
+                        f"expected 1 to {last - first}"
+                    )
             if what == "day of week":  # spelled out as names: the numbers differ
                 first, last = (values + values)[:2] if values else (0, 6)
                 step = int(match["step"] or 1)
@@ -117,6 +125,8 @@ def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
                     last = 6  # "1/2": from Monday, every other day
                 items.extend(_WEEKDAYS[v] for v in range(first, last + 1, step))
                 continue
+            if values and what == "month":  # numbers: APScheduler takes no "1-jan"
+                item = "-".join(map(str, values)) + (f"/{match['step']}" if match["step"] else "")
             items.append(item)
         out.append(",".join(dict.fromkeys(items)))
     return out[0], out[1], out[2], out[3], out[4]

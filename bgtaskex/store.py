@@ -54,7 +54,7 @@ from .models import (
     run_order,
 )
 from .probe import HEAD_REVISION
-from .store_admin import AdminQueries
+from .store_admin import AdminQueries, check_id
 from .store_admin import conditions as _conditions
 from .urls import sqlite_path
 
@@ -64,13 +64,6 @@ log = logging.getLogger(__name__)
 _TASK_TYPES = frozenset(t.value for t in TaskType)
 _TASK_STATUSES = frozenset(s.value for s in TaskStatus)
 _ACTION_STATUSES = frozenset(s.value for s in ActionStatus)
-
-
-def _check_id(task_id: int) -> None:
-    """Ids are positive 64-bit integers: anything else names no task (and would make
-    the driver fail)."""
-    if not 0 < task_id < 2**63:
-        raise TaskNotFound(task_id)
 
 
 def _task(row: Row[Any], actions: Sequence[ActionRecord] = ()) -> Task:
@@ -291,7 +284,7 @@ class Store(AdminQueries):
         return found
 
     def get_task(self, task_id: int) -> Task:
-        _check_id(task_id)
+        check_id(task_id)
         with self._read() as conn:
             row = conn.execute(select(t.tasks).where(t.tasks.c.id == task_id)).first()
             if row is None:
@@ -330,7 +323,7 @@ class Store(AdminQueries):
             return int(conn.execute(query).scalar_one())
 
     def events(self, task_id: int) -> list[Event]:
-        _check_id(task_id)
+        check_id(task_id)
         with self._read() as conn:
             if conn.execute(select(t.tasks.c.id).where(t.tasks.c.id == task_id)).first() is None:
                 raise TaskNotFound(task_id)

@@ -76,6 +76,13 @@ def _event(task_id: int, at: datetime, old: str, new: str, message: str) -> dict
     }
 
 
+def check_id(task_id: int) -> None:
+    """Ids are positive 64-bit integers: anything else names no task (and would make
+    the driver fail)."""
+    if not 0 < task_id < 2**63:
+        raise TaskNotFound(task_id)
+
+
 class AdminQueries:
     """Mixed into Store: expects `_read()` and `_write()` transaction helpers."""
 
@@ -97,6 +104,7 @@ class AdminQueries:
         """Cancel a task: at once (True) unless a run may be executing one of its hooks
         right now (`executing()` says whether a run is alive), in which case the run
         ends it at its next checkpoint or hook return (False)."""
+        check_id(task_id)
         now = _now()
         with self._write() as conn:
             row = self._locked_task(conn, task_id)
@@ -145,6 +153,7 @@ class AdminQueries:
         """Put a failed task back in the queue: its failed actions (with `from_start`,
         all of them, with the params they were enqueued with) become pending again with
         their attempts reset."""
+        check_id(task_id)
         now = _now()
         with self._write() as conn:
             row = self._locked_task(conn, task_id)

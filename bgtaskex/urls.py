@@ -10,7 +10,11 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
-_SECRET = re.compile(r"(?P<head>[A-Za-z][\w+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)(?P<tail>@)")
+# The lookbehind starts a scheme only at the start of a word: linear, not quadratic, on
+# a long run of letters (an error quoting a huge bad value).
+_SECRET = re.compile(
+    r"(?P<head>(?<![\w+.-])[A-Za-z][\w+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)(?P<tail>@)"
+)
 _SECRET_KV = re.compile(r"(?i)(?P<head>\bpassword\s*=\s*)(?P<secret>'[^']*'|\S+)")
 
 
