@@ -46,11 +46,7 @@ class RunLock:
                     handle.seek(0)
                     holder = parse_holder(handle.read())
                     handle.close()
-                    raise LockBusy(
-                        f"another run{describe_holder(holder)} holds the lock {self.path}; "
-                        "nothing done",
-                        holder,
-                    ) from None
+                    raise busy(self.path, holder) from None
                 time.sleep(self.poll)
         handle.seek(0)
         handle.truncate()
@@ -117,9 +113,14 @@ def raise_if_held(path: str | Path) -> None:
             holder = parse_holder(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError):
             holder = None
-        raise LockBusy(
-            f"another run{describe_holder(holder)} holds the lock {path}; nothing done", holder
-        )
+        raise busy(path, holder)
+
+
+def busy(path: str | Path, holder: dict[str, Any] | None) -> LockBusy:
+    """The error of a run that finds the lock held, naming the holder when known."""
+    return LockBusy(
+        f"another run{describe_holder(holder)} holds the lock {path}; nothing done", holder
+    )
 
 
 def parse_holder(text: str) -> dict[str, Any] | None:
