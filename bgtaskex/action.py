@@ -143,3 +143,9 @@ class Action:
         """Whether `init_params` does anything: when it does not, nothing can die in it,
         so the runner does not write the `starting` status before calling it."""
         return cls.init_params is not Action.init_params
+
+    @classmethod
+    def overrides_change_params_on_error(cls) -> bool:
+        """Whether `change_params_on_error` does anything: when it does not (retry as
+        is), the runner goes straight back to `execute`, without the `recovering` write."""
+        return cls.change_params_on_error is not Action.change_params_on_error

@@ -105,7 +105,9 @@ def make_engine(
     def _on_begin(conn: Connection) -> None:
         # Writers take the write lock up front, so two writers queue on the busy timeout
         # instead of failing with "database is locked" when a read upgrades to a write.
-        readonly = conn.get_execution_options().get("bgtaskex_readonly", False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        # A single read statement needs no transaction: SQLite makes it consistent alone.
+        kind = conn.get_execution_options().get("bgtaskex_txn", "write")
+        if kind != "statement":
+            conn.exec_driver_sql("BEGIN" if kind == "read" else "BEGIN IMMEDIATE")
 
     return engine

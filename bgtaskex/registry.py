@@ -72,6 +72,10 @@ class Registry:
             return self._declared_module(module)
         return False
 
+    def resolved(self, ref: str) -> bool:
+        """Whether `ref` was resolved before, so resolving it again runs no user code."""
+        return ref in self._cache
+
     def resolve(self, ref: str) -> type[Action]:
         """The Action subclass that `ref` names, or InvalidRef saying why not."""
         cached = self._cache.get(ref)

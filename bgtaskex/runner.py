@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -209,6 +209,9 @@ class Runner:
         self.exclude_queues = exclude_queues
         self.stop = stop or threading.Event()
         self.settings = settings or Settings()
+        self._pending: list[Change] = []  # written together right before the next hook
+        self._unwritten: dict[int, Outcome] = {}  # tasks processed, whose last writes pend
+        self._counts = dict.fromkeys(Outcome, 0)
 
     @property
     def stop_requested(self) -> bool:
@@ -217,35 +220,35 @@ class Runner:
     def run(self) -> RunSummary:
         started = time.monotonic()
         broken: set[int] = set()  # tasks that raised before any write: not again this run
-        counts = dict.fromkeys(Outcome, 0)
-        while time.time() < self.deadline and not self.stop_requested:
-            task = self.store.next_task(
-                skip_run=self.run_id,
-                exclude=broken,
-                queues=self.queues,
-                exclude_queues=self.exclude_queues,
-            )
-            if task is None:
-                break
-            self.observer.task_started(task)
-            try:
-                outcome = self.process(task)
-            except TaskInterrupted:  # cancelled (or ended) by someone else meanwhile
-                self.store.end_cancelled(task.id, self.run_id, None, None)
-                outcome = Outcome.CANCELLED
-            except Cancelled:  # raised by a checkpoint, which already ended the task
-                outcome = Outcome.CANCELLED
-            except StorageError:
-                raise  # the database is gone: so is this run
-            except Exception:
-                # A bug or a corrupt row must not stop every run at this task.
-                log.exception(
-                    "run %s: task %s: unexpected error; left for the next run", self.run_id, task.id
+        counts = self._counts
+        try:
+            while time.time() < self.deadline and not self.stop_requested:
+                # A task whose last writes still pend is not yet marked as this run's.
+                unwritten = {change.task_id for change in self._pending}
+                if len(unwritten) > 1:
+                    self._flush()
+                    unwritten.clear()
+                task = self.store.next_task(
+                    skip_run=self.run_id,
+                    skip_task=min(unwritten, default=None),
+                    exclude=broken,
+                    queues=self.queues,
+                    exclude_queues=self.exclude_queues,
                 )
-                broken.add(task.id)
-                outcome = Outcome.ERROR
-            counts[outcome] += 1
-            self.observer.task_ended(task, outcome)
+                if task is None:
+                    break
+                self.observer.task_started(task)
+                outcome = self._process_guarded(task, broken)
+                if any(change.task_id == task.id for change in self._pending):
+                    self._unwritten[task.id] = outcome
+                counts[outcome] += 1
+                self.observer.task_ended(task, outcome)
+            self._flush()
+        except StorageError:
+            # The last writes may still go through (a statement that failed once).
+            with suppress(StorageError):
+                self._flush()
+            raise
         return RunSummary(
             run_id=self.run_id,
             finished=counts[Outcome.FINISHED],
@@ -257,15 +260,42 @@ class Runner:
             elapsed=time.monotonic() - started,
         )
 
+    def _process_guarded(self, task: Task, broken: set[int]) -> Outcome:
+        try:
+            return self._process(task)
+        except TaskInterrupted:  # cancelled (or ended) by someone else meanwhile
+            self.store.end_cancelled(task.id, self.run_id, None, None)
+            return Outcome.CANCELLED
+        except Cancelled:  # raised by a checkpoint, which already ended the task
+            return Outcome.CANCELLED
+        except StorageError:
+            raise  # the database is gone: so is this run
+        except Exception:
+            # A bug or a corrupt row must not stop every run at this task.
+            log.exception(
+                "run %s: task %s: unexpected error; left for the next run", self.run_id, task.id
+            )
+            broken.add(task.id)
+            self._flush()
+            return Outcome.ERROR
+
     # -- the state machine ------------------------------------------------------------
 
     def process(self, task: Task) -> Outcome:
-        """Take one task from the status it was found in as far as this run allows."""
+        """Take one task from the status it was found in as far as this run allows, and
+        write all of it (the run itself leaves a task's last writes to go with the next
+        task's first)."""
+        outcome = self._process(task)
+        self._flush(task.id)
+        return outcome
+
+    def _process(self, task: Task) -> Outcome:
         work = _Work.of(task)
         current = task.current_action
         status = task.status
         log.debug("run %s: task %s (%s): found %s", self.run_id, task.id, task.name, status)
         if task.cancel_requested_at is not None:  # asked while a run held the lock
+            self._flush()
             self.store.end_cancelled(task.id, self.run_id, None, None)
             return Outcome.CANCELLED
         if status == TaskStatus.CREATED:
@@ -301,11 +331,12 @@ class Runner:
             )
             return self._advance(work)
         work.stage(rank, attempts=attempts)
-        self._commit(
-            work,
-            TaskStatus.RECOVERING,
-            f"execute died in an earlier run (death {attempts}); calling change_params_on_error",
-        )
+        died = f"execute died in an earlier run (death {attempts})"
+        if not type(instance).overrides_change_params_on_error():
+            # Nothing can die in the default hook (retry as is): straight to execute.
+            work.events.append(NewEvent(rank, None, None, f"{died}; retrying it as is"))
+            return self._execute(work, rank, instance)
+        self._commit(work, TaskStatus.RECOVERING, f"{died}; calling change_params_on_error")
         try:
             retry = self._hook(
                 work, rank, instance, "change_params_on_error", instance.change_params_on_error
@@ -392,6 +423,8 @@ class Runner:
 
     def _instantiate(self, work: _Work, record: ActionRecord) -> Action | None:
         """The action object, or None after staging the action as failed (bad ref)."""
+        if not self.registry.resolved(record.ref):
+            self._flush(work.task.id)  # importing the module runs user code
         try:
             cls = self.registry.resolve(record.ref)
             if not isinstance(record.params, dict):
@@ -419,6 +452,7 @@ class Runner:
         If it raises, returns a non-bool or leaves params that are not JSON, record it and
         raise _HookDied: the task stays in its status for the next run to recover.
         """
+        self._flush(work.task.id)  # what announces this hook is durable before it runs
         context = instance._context
         if isinstance(context, _Context):
             context.busy_since_save()
@@ -447,7 +481,7 @@ class Runner:
                 f"{name} raised {type(err).__name__}: {err}",
                 traceback.format_exc(),
             )
-            self.store.apply(Change(work.task.id, self.run_id, events=(event,)))
+            self._pending.append(Change(work.task.id, self.run_id, events=(event,)))
             raise _HookDied from err
         elapsed = (
             context.busy_since_save()
@@ -457,34 +491,77 @@ class Runner:
         work.stage(rank, params=params, progress=instance._progress, elapsed=elapsed)
         return result
 
+    # -- writes ----------------------------------------------------------------------
+    # A status must be durable before the hook it announces runs, and no sooner is
+    # needed: `_commit` gathers the changes and `_flush` writes them in one transaction
+    # right before the next hook (or at the end of the run). So "action i done" and
+    # "action i+1 running", also across tasks, cost one commit. Between the two only
+    # the runner's own code and a read run; a crash there is a crash just before the
+    # commit, which the next run recovers from like any other.
+
     def _commit(
         self, work: _Work, status: TaskStatus, message: str, current_rank: int | None = None
     ) -> None:
-        """Write the task's new status with every staged action change and event."""
+        """Gather the task's new status with every staged action change and event."""
         events = list(work.events)
         if status != work.status:
             events.append(NewEvent(None, work.status, status.value, message))
-        change = Change(
-            work.task.id,
-            self.run_id,
-            status=status,
-            current_rank=current_rank,
-            actions=tuple(work.staged.values()),
-            events=tuple(events),
+        self._pending.append(
+            Change(
+                work.task.id,
+                self.run_id,
+                status=status,
+                current_rank=current_rank,
+                actions=tuple(work.staged.values()),
+                events=tuple(events),
+            )
         )
+        work.status = status
+        work.staged.clear()
+        work.events.clear()
+
+    def _flush(self, current: int | None = None) -> None:
+        """Write the gathered changes in one transaction.
+
+        When a task was cancelled meanwhile, its changes are not written: the other
+        tasks' are, then a task already processed is ended as cancelled, and for the
+        task being processed (`current`) TaskInterrupted is raised.
+        """
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
         try:
-            self.store.apply(change)
-        except DatabaseUnavailable:
+            self._write(pending)
+        except TaskInterrupted:
+            interrupted: set[int] = set()
+            for change in pending:
+                if change.task_id not in interrupted:
+                    try:
+                        self._write([change])
+                    except TaskInterrupted:
+                        interrupted.add(change.task_id)
+            for task_id in sorted(interrupted - {current}):
+                self.store.end_cancelled(task_id, self.run_id, None, None)
+                outcome = self._unwritten.get(task_id)
+                if outcome is not None:
+                    self._counts[outcome] -= 1
+                    self._counts[Outcome.CANCELLED] += 1
+            if current in interrupted:
+                self._unwritten.clear()
+                raise TaskInterrupted(current) from None
+        self._unwritten.clear()
+
+    def _write(self, changes: list[Change]) -> None:
+        try:
+            self.store.apply(*changes)
+        except (DatabaseUnavailable, TaskInterrupted):
             raise
         except StorageError as err:
             # One failed statement (a lock timeout, a serialisation failure) must not
             # turn into a death the next run would blame on the hook that just returned.
-            log.warning("run %s: task %s: %s; writing it again", self.run_id, work.task.id, err)
+            log.warning("run %s: %s; writing it again", self.run_id, err)
             time.sleep(0.05)
-            self.store.apply(change)
-        work.status = status
-        work.staged.clear()
-        work.events.clear()
+            self.store.apply(*changes)
 
 
 class StopRequest(threading.Event):

@@ -156,24 +156,29 @@ class Store(AdminQueries):
                 self._local.conn = None
 
     @contextmanager
-    def _connection(self, readonly: bool) -> Iterator[Connection]:
+    def _connection(self, kind: str) -> Iterator[Connection]:
+        """The thread's bound connection, or a new one; `kind` (write, read or
+        statement) tells the SQLite begin hook (engine.py) how to open the transaction."""
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             with self._engine.connect() as conn:
-                conn.execution_options(bgtaskex_readonly=readonly)
+                conn.execution_options(bgtaskex_txn=kind)
                 yield conn
         else:
-            conn.execution_options(bgtaskex_readonly=readonly)
+            conn.execution_options(bgtaskex_txn=kind)
             yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with _translated(), self._connection(readonly=False) as conn, conn.begin():
+        with _translated(), self._connection("write") as conn, conn.begin():
             yield conn
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with _translated(), self._connection(readonly=True) as conn, conn.begin():
+    def _read(self, *, single: bool = False) -> Iterator[Connection]:
+        """A read transaction; `single`: for one statement, which on SQLite then needs no
+        BEGIN (one statement is consistent on its own)."""
+        kind = "statement" if single else "read"
+        with _translated(), self._connection(kind) as conn, conn.begin():
             yield conn
 
     # -- schema --------------------------------------------------------------------
@@ -269,7 +274,7 @@ class Store(AdminQueries):
 
     def _actions_of(self, conn: Connection, task_ids: Collection[int]) -> dict[int, list[Any]]:
         found: dict[int, list[Any]] = {task_id: [] for task_id in task_ids}
-        if len(task_ids) == 1:  # the run's case: one cached statement
+        if len(task_ids) == 1:  # get_task: one cached statement
             rows = conn.execute(_ACTIONS_OF_TASK, {"v_task_id": next(iter(task_ids))})
         elif task_ids:
             rows = conn.execute(
@@ -349,68 +354,62 @@ class Store(AdminQueries):
         self,
         *,
         skip_run: str | None = None,
+        skip_task: int | None = None,
         exclude: Collection[int] = (),
         queues: Collection[str] | None = None,
         exclude_queues: Collection[str] = (),
     ) -> Task | None:
         """The task the run should process next (see `models.run_order`), with its
         actions, from `queues` (None: any) but not `exclude_queues`. Tasks last written
-        by run `skip_run` (already handled by it) and those in `exclude` are passed over."""
-        query = _NEXT_TASK
-        params: dict[str, Any] = {"v_skip_run": skip_run or ""}
+        by run `skip_run` (already handled by it), `skip_task` (handled, not yet written)
+        and those in `exclude` are passed over."""
+        due = _NEXT_TASK_ID
+        params: dict[str, Any] = {
+            "v_skip_run": skip_run or "",
+            "v_skip_task": -1 if skip_task is None else skip_task,
+        }
         if exclude:
-            query = query.where(t.tasks.c.id.not_in(list(exclude)))
+            due = due.where(t.tasks.c.id.not_in(list(exclude)))
         if queues is not None:
-            query = query.where(t.tasks.c.queue.in_(sorted(queues)))
+            due = due.where(t.tasks.c.queue.in_(sorted(queues)))
         if exclude_queues:
-            query = query.where(t.tasks.c.queue.not_in(sorted(exclude_queues)))
-        with self._read() as conn:
-            row = conn.execute(query, params).first()
-            if row is None:
-                return None
-            return _task(row, self._actions_of(conn, [row.id])[row.id])
+            due = due.where(t.tasks.c.queue.not_in(sorted(exclude_queues)))
+        query = _NEXT_TASK if due is _NEXT_TASK_ID else _next_task(due)
+        with self._read(single=True) as conn:
+            rows = conn.execute(query, params).all()
+        if not rows:
+            return None
+        actions = [_action(_Prefixed(row, "a_")) for row in rows if row.a_id is not None]  # type: ignore[arg-type]
+        return _task(_Prefixed(rows[0], "t_"), actions)  # type: ignore[arg-type]
 
     def has_due_tasks(self) -> bool:
         with self._read() as conn:
             query = select(t.tasks.c.id).where(t.tasks.c.run_order.isnot(None)).limit(1)
             return conn.execute(query).first() is not None
 
-    def apply(self, change: Change) -> None:
-        """Write one state change of a task (status, actions, events) in one transaction.
+    def apply(self, *changes: Change) -> None:
+        """Write state changes of tasks (status, actions, events) in one transaction.
 
-        The write only happens while the task is neither ended nor asked to cancel;
-        otherwise nothing is written and TaskInterrupted is raised, so a run never
-        overwrites a `bgtaskex cancel`.
+        Each write only happens while its task is neither ended nor asked to cancel;
+        otherwise nothing at all is written and TaskInterrupted names the first such
+        task, so a run never overwrites a `bgtaskex cancel`.
         """
         now = _now()
-        status = change.status
-        task_params: dict[str, Any] = {
-            "v_task_id": change.task_id,
-            "v_now": now,
-            "v_run_id": change.run_id,
-        }
-        if status is not None:
-            task_params["v_status"] = status.value
-            if not status.terminal:
-                task_params["v_order_interactive"] = run_order(TaskType.INTERACTIVE, status)
-                task_params["v_order_cron"] = run_order(TaskType.CRON, status)
-        if change.current_rank is not None:
-            task_params["v_rank"] = change.current_rank
-        task_update = _task_update(
-            status is not None, status is not None and status.terminal, "v_rank" in task_params
-        )
         with self._write() as conn:
-            if conn.execute(task_update, task_params).rowcount != 1:
-                raise TaskInterrupted(change.task_id)
-            for action in change.actions:
-                statement, values = _action_update(change.task_id, action, now)
-                if statement is not None:
-                    conn.execute(statement, values)
-            if change.events:
-                conn.execute(
-                    _INSERT_EVENT,
-                    [_event_values(change.task_id, change.run_id, now, e) for e in change.events],
+            events: list[dict[str, Any]] = []
+            for change in changes:
+                statement, values = _task_update(change, now)
+                if conn.execute(statement, values).rowcount != 1:
+                    raise TaskInterrupted(change.task_id)
+                for action in change.actions:
+                    statement, values = _action_update(change.task_id, action, now)
+                    if statement is not None:
+                        conn.execute(statement, values)
+                events.extend(
+                    _event_values(change.task_id, change.run_id, now, e) for e in change.events
                 )
+            if events:
+                conn.execute(_INSERT_EVENT, events)
 
 
 # The run's statements are built once per shape and reused: SQLAlchemy then finds their
@@ -423,19 +422,66 @@ _ACTIONS_OF_TASK = (
 )
 # A run does not take again a task it already wrote (last_run_id), so paused and
 # errored tasks wait for the next run.
-_NEXT_TASK = (
-    select(t.tasks)
+_NEXT_TASK_ID = (
+    select(t.tasks.c.id)
     .where(
         t.tasks.c.run_order.isnot(None),
         or_(t.tasks.c.last_run_id.is_(None), t.tasks.c.last_run_id != bindparam("v_skip_run")),
+        t.tasks.c.id != bindparam("v_skip_task"),
     )
     .order_by(t.tasks.c.run_order, t.tasks.c.id)
     .limit(1)
 )
 
 
+def _next_task(due: Any) -> Any:
+    """The task `due` selects, joined to its actions (if any): the run's read in one
+    statement."""
+    columns = [c.label(f"t_{c.name}") for c in t.tasks.c]
+    columns += [c.label(f"a_{c.name}") for c in t.actions.c]
+    return (
+        select(*columns)
+        .outerjoin_from(t.tasks, t.actions, t.actions.c.task_id == t.tasks.c.id)
+        .where(t.tasks.c.id == due.scalar_subquery())
+        .order_by(t.actions.c.rank)
+    )
+
+
+_NEXT_TASK = _next_task(_NEXT_TASK_ID)
+
+
+class _Prefixed:
+    """The columns of one table in a joined row, by their plain names."""
+
+    __slots__ = ("_mapping", "_prefix")
+
+    def __init__(self, row: Row[Any], prefix: str) -> None:
+        self._mapping = row._mapping
+        self._prefix = prefix
+
+    def __getattr__(self, name: str) -> Any:
+        return self._mapping[self._prefix + name]
+
+
+def _task_update(change: Change, now: datetime) -> tuple[Any, dict[str, Any]]:
+    """The cached UPDATE of the task row for `change`, and its parameters."""
+    status = change.status
+    values: dict[str, Any] = {"v_task_id": change.task_id, "v_now": now, "v_run_id": change.run_id}
+    if status is not None:
+        values["v_status"] = status.value
+        if not status.terminal:
+            values["v_order_interactive"] = run_order(TaskType.INTERACTIVE, status)
+            values["v_order_cron"] = run_order(TaskType.CRON, status)
+    if change.current_rank is not None:
+        values["v_rank"] = change.current_rank
+    statement = _task_statement(
+        status is not None, status is not None and status.terminal, "v_rank" in values
+    )
+    return statement, values
+
+
 @functools.cache
-def _task_update(has_status: bool, terminal: bool, has_rank: bool) -> Any:
+def _task_statement(has_status: bool, terminal: bool, has_rank: bool) -> Any:
     c = t.tasks.c
     values: dict[str, Any] = {
         "updated_at": bindparam("v_now", type_=t.UTCDateTime()),

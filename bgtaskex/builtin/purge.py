@@ -212,7 +212,7 @@ class Target:
         conn = held or self._connect()
         try:
             # On SQLite, a write transaction takes the write lock from its first read.
-            conn.execution_options(bgtaskex_readonly=readonly)
+            conn.execution_options(bgtaskex_txn="read" if readonly else "write")
             with conn.begin():
                 yield conn
         finally:

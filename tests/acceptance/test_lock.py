@@ -53,7 +53,8 @@ def _busy_line(result: subprocess.CompletedProcess[str], holder: subprocess.Pope
 
 
 def _interrupt(holder: subprocess.Popen[str]) -> None:
-    """Ctrl-C: exit 130, one line, no traceback."""
+    """Ctrl-C: exit 130, one line, no traceback. (The holder's action stops when asked,
+    so this takes no longer than its hook.)"""
     holder.send_signal(signal.SIGINT)
     code, out, err = finish(holder)
     assert code == 130, (code, out, err)
@@ -64,7 +65,7 @@ def test_second_run_does_nothing_while_one_holds_the_lock(
     bgx: Bgx, db_url: str, tmp_path: Path
 ) -> None:
     log = tmp_path / "calls.jsonl"
-    task_id = _enqueue(bgx, db_url, log, {"execute": ["until-deadline"]})
+    task_id = _enqueue(bgx, db_url, log, {"execute": ["until-stop"]})
     holder = _start_holder(bgx, db_url, log, "--max-execution-time", "60")
 
     second = bgx("--database-url", db_url, *IMPORT, "run-once")
@@ -115,7 +116,7 @@ def test_lock_file_option_and_env(bgx: Bgx, tmp_path: Path) -> None:
     lock = tmp_path / "locks" / "sub" / "run.lock"  # its directory does not exist yet
     first = f"sqlite:///{tmp_path / 'first.db'}"
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    _enqueue(bgx, first, log, {"execute": ["until-deadline"]})
+    _enqueue(bgx, first, log, {"execute": ["until-stop"]})
     holder = _start_holder(bgx, first, log, "--lock-file", str(lock), "--max-execution-time", "60")
     assert json.loads(lock.read_text())["pid"] == holder.pid
     assert not lock_is_free(lock)

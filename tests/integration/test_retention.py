@@ -312,8 +312,9 @@ def test_walk_resumes_over_many_short_runs(
 
     task_id, runs = queue_and_walk(client, budget=budget, max_runs=200)
 
-    # thousands of rows by 100 take more than one run (SQLite deletes 2,000-odd per run)
-    assert len(runs) >= 3, runs
+    # thousands of rows by 100 take more than one run (SQLite deletes 2,000-odd per run,
+    # a quiet PostgreSQL server 4,000-odd)
+    assert len(runs) >= 2, runs
     assert [r.status for r in runs[:-1]] == [TaskStatus.PAUSED] * (len(runs) - 1)
     assert runs[-1].status == TaskStatus.FINISHED
     deleted = [r.deleted for r in runs]
@@ -323,7 +324,7 @@ def test_walk_resumes_over_many_short_runs(
     # every run reflects the tables first (0.1-0.2 s on a busy PostgreSQL server).
     stalled = [r for r, (a, b) in zip(runs, steps, strict=True) if b == a]
     assert all(r.elapsed >= budget for r in stalled), stalled
-    assert len(runs) - len(stalled) >= 3, deleted
+    assert len(runs) - len(stalled) >= 2, deleted
     slow = [r.elapsed for r in runs if r.elapsed >= budget + 1.0]
     assert not slow, slow
     action = action_of(client, task_id)
