@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .concurrency import Concurrency, parse_concurrency
 from .exceptions import ConfigError
 from .processes import DEFAULT_PROCESS, Process, parse_processes
 from .rules import DEFAULT_RETENTION_PROCESS, PLANNER, RETENTION_PROCESS, RetentionRule, parse_rules
@@ -111,6 +112,7 @@ class Settings:
     log_format: str = "TEXT"
     processes: tuple[Process, ...] = ()
     retention_rules: tuple[RetentionRule, ...] = ()
+    concurrency: Concurrency = field(default_factory=Concurrency)
     config_file: str | None = field(default=None, compare=False)
 
     @property
@@ -216,6 +218,7 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "log_format": _choice("TEXT", "JSON"),
     "processes": lambda value: parse_processes(value, parse_duration),
     "retention_rules": lambda value: parse_rules(value, parse_duration),
+    "concurrency": lambda value: parse_concurrency(value, parse_duration),
 }
 assert set(PARSERS) == {f.name for f in fields(Settings)} - {"config_file"}
 

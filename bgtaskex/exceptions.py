@@ -80,3 +80,15 @@ class TaskInterrupted(BgtaskexError):
     def __init__(self, task_id: int) -> None:
         super().__init__(f"task {task_id} was ended or asked to cancel by someone else")
         self.task_id = task_id
+
+
+class ClaimLost(BgtaskexError):
+    """A worker's write carried a claim token older than the task's: another worker
+    claimed the task since (this one's lease had expired). Nothing was written."""
+
+    def __init__(self, task_id: int, token: int) -> None:
+        super().__init__(
+            f"task {task_id}: lost the claim (token {token}): another worker took it over"
+        )
+        self.task_id = task_id
+        self.token = token

@@ -129,6 +129,9 @@ class Task:
     ended_at: datetime | None
     actions: tuple[ActionRecord, ...] = ()
     cancel_requested_at: datetime | None = None
+    claimed_by: str | None = None  # the worker that last claimed it (lock = "none")
+    claim_token: int = 0  # grows with every claim: fences off the writes of older ones
+    lease_until: datetime | None = None  # a claim older than this may be taken over
 
     @property
     def current_action(self) -> ActionRecord | None:
@@ -184,6 +187,11 @@ class Change:
     current_rank: int | None = None
     actions: tuple[ActionChange, ...] = ()
     events: tuple[NewEvent, ...] = ()
+    #: the writer's claim token: the write is refused (ClaimLost) once another worker
+    #: has claimed the task since. None: no claim (a single runner holds the lock).
+    token: int | None = None
+    #: end the claim with this write: the task may be claimed again at once
+    release: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +227,7 @@ class RunSummary:
     failed: int = 0
     errors: int = 0  # tasks left for the next run by a hook that raised
     cancelled: int = 0
+    lost: int = 0  # tasks whose claim another worker took over meanwhile (lock = "none")
     actions: int = 0  # hook calls of execute
     elapsed: float = 0.0
     budget: float = 0.0
@@ -228,6 +237,7 @@ class RunSummary:
 
     def line(self) -> str:
         extra = f", {self.cancelled} cancelled" if self.cancelled else ""
+        extra += f", {self.lost} lost" if self.lost else ""
         extra += f", {self.purged} purged" if self.purged else ""
         return (
             f"run {self.run_id}: {self.finished} finished, {self.paused} paused, "

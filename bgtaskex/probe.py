@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from .urls import sqlite_path
 
 #: The Alembic revision this release's code expects (tests check it is the script head).
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 
 def sqlite_idle(

@@ -18,15 +18,23 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .action import Action, Cancelled
+from .claims import Claims, Heartbeat, worker_id
 from .config import Settings
-from .exceptions import DatabaseUnavailable, InvalidRef, StorageError, TaskInterrupted
+from .exceptions import (
+    ClaimLost,
+    ConfigError,
+    DatabaseUnavailable,
+    InvalidRef,
+    StorageError,
+    TaskInterrupted,
+)
 from .lock import RunLock
 from .models import (
     ActionChange,
@@ -52,6 +60,7 @@ class Outcome(enum.Enum):
     DEFERRED = "deferred"  # between two actions when the deadline came
     ERROR = "error"  # a hook raised: left for the next run to recover
     CANCELLED = "cancelled"
+    LOST = "lost"  # another worker took the claim over: left to it
 
 
 _RESUMABLE = frozenset(
@@ -160,10 +169,14 @@ class _Context:
             self.rank, params=saved, progress=progress, elapsed=self.busy_since_save()
         )
         try:
-            runner.store.apply(Change(self.task.id, runner.run_id, actions=(change,)))
+            runner.store.apply(
+                Change(self.task.id, runner.run_id, actions=(change,), token=runner.token)
+            )
         except TaskInterrupted:
             runner.store.end_cancelled(self.task.id, runner.run_id, self.rank, saved)
             raise Cancelled(f"task {self.task.id} was cancelled") from None
+        except ClaimLost as lost:
+            raise runner.lost_claim(lost) from None
 
     def report(self, progress: Progress) -> None:
         self.runner.observer.progress(self.task, self.rank, progress)
@@ -174,7 +187,12 @@ class _Context:
     def note(self, message: str) -> None:
         runner = self.runner
         event = NewEvent(self.rank, None, None, message)
-        runner.store.apply(Change(self.task.id, runner.run_id, events=(event,)))
+        try:
+            runner.store.apply(
+                Change(self.task.id, runner.run_id, events=(event,), token=runner.token)
+            )
+        except ClaimLost as lost:
+            raise runner.lost_claim(lost) from None
 
     @property
     def settings(self) -> Settings:
@@ -197,6 +215,7 @@ class Runner:
         exclude_queues: Collection[str] = (),
         stop: threading.Event | None = None,
         settings: Settings | None = None,
+        claims: Claims | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -212,33 +231,35 @@ class Runner:
         self._pending: list[Change] = []  # written together right before the next hook
         self._unwritten: dict[int, Outcome] = {}  # tasks processed, whose last writes pend
         self._counts = dict.fromkeys(Outcome, 0)
+        self.claims = claims
+        self.token: int | None = None  # the claim token of the task held (claims only)
+        self._lost = threading.Event()  # the claim of the task held was taken over
 
     @property
     def stop_requested(self) -> bool:
-        return self.stop.is_set()
+        """Stop asked (signal, daemon stopping), or the claim of the task held is lost:
+        finish the current hook, start nothing new."""
+        return self.stop.is_set() or self._lost.is_set()
+
+    def lost_claim(self, lost: ClaimLost) -> Cancelled:
+        """Note that the claim is lost; the Cancelled to raise in the action."""
+        self._lost.set()
+        return Cancelled(str(lost))
 
     def run(self) -> RunSummary:
         started = time.monotonic()
         broken: set[int] = set()  # tasks that raised before any write: not again this run
         counts = self._counts
         try:
-            while time.time() < self.deadline and not self.stop_requested:
-                # A task whose last writes still pend is not yet marked as this run's.
-                unwritten = {change.task_id for change in self._pending}
-                if len(unwritten) > 1:
-                    self._flush()
-                    unwritten.clear()
-                task = self.store.next_task(
-                    skip_run=self.run_id,
-                    skip_task=min(unwritten, default=None),
-                    exclude=broken,
-                    queues=self.queues,
-                    exclude_queues=self.exclude_queues,
-                )
+            while time.time() < self.deadline and not self.stop.is_set():
+                task = self._next(broken)
                 if task is None:
                     break
                 self.observer.task_started(task)
-                outcome = self._process_guarded(task, broken)
+                if self.claims is None:
+                    outcome = self._process_guarded(task, broken)
+                else:
+                    outcome = self._process_claimed(task, self.claims, broken)
                 if any(change.task_id == task.id for change in self._pending):
                     self._unwritten[task.id] = outcome
                 counts[outcome] += 1
@@ -256,17 +277,75 @@ class Runner:
             failed=counts[Outcome.FAILED],
             errors=counts[Outcome.ERROR],
             cancelled=counts[Outcome.CANCELLED],
+            lost=counts[Outcome.LOST],
             actions=self.actions_run,
             elapsed=time.monotonic() - started,
         )
 
+    def _next(self, broken: set[int]) -> Task | None:
+        if self.claims is not None:
+            self._flush()
+            return self.store.claim(
+                self.claims.worker,
+                self.run_id,
+                self.claims.lease,
+                exclude=broken,
+                queues=self.queues,
+                exclude_queues=self.exclude_queues,
+            )
+        # A task whose last writes still pend is not yet marked as this run's.
+        unwritten = {change.task_id for change in self._pending}
+        if len(unwritten) > 1:
+            self._flush()
+            unwritten.clear()
+        return self.store.next_task(
+            skip_run=self.run_id,
+            skip_task=min(unwritten, default=None),
+            exclude=broken,
+            queues=self.queues,
+            exclude_queues=self.exclude_queues,
+        )
+
+    def _process_claimed(self, task: Task, claims: Claims, broken: set[int]) -> Outcome:
+        """Process a claimed task under a heartbeat, every write fenced by its token, and
+        end the claim with the last write."""
+        self.token = task.claim_token
+        self._lost.clear()
+        with Heartbeat(self.store, task.id, task.claim_token, claims.lease, self._lost):
+            outcome = self._process_guarded(task, broken)
+            try:
+                last = self._pending[-1] if self._pending else None
+                if last is not None and last.task_id == task.id:
+                    self._pending[-1] = replace(last, release=True)
+                    self._flush(task.id)
+                else:
+                    self._flush(task.id)
+                    self.store.release(task.id, task.claim_token)
+            except ClaimLost as lost:
+                outcome = self._lost_outcome(lost)
+            except TaskInterrupted:
+                self.store.end_cancelled(task.id, self.run_id, None, None)
+                outcome = Outcome.CANCELLED
+        self.token = None
+        return outcome
+
+    def _lost_outcome(self, lost: ClaimLost) -> Outcome:
+        self._lost.set()
+        log.warning("run %s: %s; its writes stop here", self.run_id, lost)
+        return Outcome.LOST
+
     def _process_guarded(self, task: Task, broken: set[int]) -> Outcome:
         try:
             return self._process(task)
+        except ClaimLost as lost:
+            return self._lost_outcome(lost)
         except TaskInterrupted:  # cancelled (or ended) by someone else meanwhile
             self.store.end_cancelled(task.id, self.run_id, None, None)
             return Outcome.CANCELLED
-        except Cancelled:  # raised by a checkpoint, which already ended the task
+        except Cancelled as stopped:  # raised by a checkpoint: the task was cancelled
+            if self._lost.is_set():  # (the checkpoint ended it), or the claim was lost
+                log.warning("run %s: %s; its writes stop here", self.run_id, stopped)
+                return Outcome.LOST
             return Outcome.CANCELLED
         except StorageError:
             raise  # the database is gone: so is this run
@@ -481,7 +560,9 @@ class Runner:
                 f"{name} raised {type(err).__name__}: {err}",
                 traceback.format_exc(),
             )
-            self._pending.append(Change(work.task.id, self.run_id, events=(event,)))
+            self._pending.append(
+                Change(work.task.id, self.run_id, events=(event,), token=self.token)
+            )
             raise _HookDied from err
         elapsed = (
             context.busy_since_save()
@@ -514,6 +595,7 @@ class Runner:
                 current_rank=current_rank,
                 actions=tuple(work.staged.values()),
                 events=tuple(events),
+                token=self.token,
             )
         )
         work.status = status
@@ -616,33 +698,56 @@ def run(
     is left of the budget. The deadline is the lock time plus `max_execution_time`, and
     never later than `not_after` (a window's end). `stop` ends it early (signals).
 
-    Raises LockBusy when another run holds the lock (after `wait` seconds).
+    The lock is the settings' `concurrency.lock`: the file lock (one run per host), the
+    database lock (one run in the cluster), or none, where `workers` threads claim tasks
+    under leases beside any other run. Raises LockBusy when another run holds the lock
+    (after `wait` seconds).
     """
+    settings = settings or Settings()
+    concurrency = settings.concurrency
+    guard: AbstractContextManager[object]
+    if concurrency.lock == "file":
+        guard = RunLock(lock_path, wait=wait)
+    elif concurrency.lock == "database":
+        guard = store.cluster_lock(wait=wait)
+    else:
+        if store.dialect == "sqlite":
+            raise ConfigError(
+                'lock = "none" needs PostgreSQL: on SQLite the file lock keeps one runner'
+            )
+        guard = nullcontext()
     asked = time.monotonic()
-    with RunLock(lock_path, wait=wait):
+    with guard:
         began = time.monotonic()
         started_at = datetime.now(UTC)
         deadline = time.time() + max_execution_time
         if not_after is not None:
             deadline = min(deadline, not_after)
-        runner = Runner(
-            store,
-            registry,
-            deadline=deadline,
-            max_attempts=max_attempts,
-            observer=observer,
-            queues=queues,
-            exclude_queues=exclude_queues,
-            stop=stop,
-            settings=settings,
-        )
+        run_id = new_run_id()
+        base = worker_id()
+        runners = [
+            Runner(
+                store,
+                registry,
+                deadline=deadline,
+                max_attempts=max_attempts,
+                run_id=run_id,
+                observer=observer,
+                queues=queues,
+                exclude_queues=exclude_queues,
+                stop=stop,
+                settings=settings,
+                claims=Claims(f"{base}/{i}", concurrency.lease) if concurrency.claims else None,
+            )
+            for i in range(concurrency.workers if concurrency.claims else 1)
+        ]
         with store.bound():
             if planner is not None:
                 try:
                     planner()
                 except Exception:  # a planner's bug must not stop the tasks already queued
-                    log.exception("run %s: the process's callable raised", runner.run_id)
-            summary = runner.run()
+                    log.exception("run %s: the process's callable raised", run_id)
+            summary = runners[0].run() if len(runners) == 1 else _run_all(store, runners)
             purged = 0
             if retention and time.time() < deadline:
                 purged = store.apply_retention(dict(retention), deadline=deadline)
@@ -654,3 +759,38 @@ def run(
             purged=purged,
             elapsed=time.monotonic() - began,
         )
+
+
+def _run_all(store: Store, runners: Sequence[Runner]) -> RunSummary:
+    """Run each runner in a thread of its own (each on a connection of its own) and add
+    up what they did; the first error of one, if any, is raised once all are done."""
+    results: list[RunSummary | BaseException | None] = [None] * len(runners)
+
+    def work(index: int) -> None:
+        try:
+            with store.bound():
+                results[index] = runners[index].run()
+        except BaseException as err:  # re-raised below, in the calling thread
+            results[index] = err
+
+    threads = [
+        threading.Thread(target=work, args=(i,), name=f"bgtaskex-worker-{i}", daemon=True)
+        for i in range(len(runners))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        while thread.is_alive():  # a timed join lets the main thread take its signals
+            thread.join(0.5)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    done = [r for r in results if isinstance(r, RunSummary)]
+    return RunSummary(
+        run_id=done[0].run_id,
+        **{
+            name: sum(getattr(r, name) for r in done)
+            for name in ("finished", "paused", "failed", "errors", "cancelled", "lost", "actions")
+        },
+        elapsed=max(r.elapsed for r in done),
+    )

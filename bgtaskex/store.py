@@ -11,9 +11,10 @@ import functools
 import json
 import logging
 import threading
+import time
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
-from datetime import datetime
+from contextlib import contextmanager, suppress
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -35,7 +36,14 @@ from . import tables as t
 from .engine import make_engine
 from .engine import now as _now
 from .engine import translated as _translated
-from .exceptions import SchemaOutdated, TaskInterrupted, TaskNotFound
+from .exceptions import (
+    ClaimLost,
+    ConfigError,
+    LockBusy,
+    SchemaOutdated,
+    TaskInterrupted,
+    TaskNotFound,
+)
 from .models import (
     ACTIVE_STATUSES,
     TERMINAL,
@@ -80,6 +88,9 @@ def _task(row: Row[Any], actions: Sequence[ActionRecord] = ()) -> Task:
         ended_at=row.ended_at,
         actions=tuple(actions),
         cancel_requested_at=row.cancel_requested_at,
+        claimed_by=row.claimed_by,
+        claim_token=row.claim_token or 0,
+        lease_until=row.lease_until,
     )
 
 
@@ -180,6 +191,32 @@ class Store(AdminQueries):
         kind = "statement" if single else "read"
         with _translated(), self._connection(kind) as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def cluster_lock(self, wait: float = 0.0) -> Iterator[None]:
+        """One run at a time across every host (`lock = "database"`): a PostgreSQL
+        session advisory lock, per schema, held on a connection of its own for the block.
+        If the client vanishes, the server drops the lock with its connection. Raises
+        LockBusy when another run holds it (after `wait` seconds).
+
+        It needs a session of its own: behind PgBouncer in transaction pooling, point
+        bgtaskex at the server or at a session-pooling port."""
+        if self.dialect != "postgresql":
+            raise ConfigError(f'lock = "database" needs PostgreSQL, not {self.dialect}')
+        give_up = time.monotonic() + wait
+        with _translated(unavailable=True), self._engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            while not conn.execute(_TRY_CLUSTER_LOCK).scalar():
+                if time.monotonic() >= give_up:
+                    holder = conn.execute(_CLUSTER_LOCK_HOLDER).first()
+                    who = f" (backend pid {holder.pid}{holder.client})" if holder else ""
+                    raise LockBusy(f"another run{who} holds the database lock; nothing done")
+                time.sleep(0.2)
+            try:
+                yield
+            finally:
+                with suppress(sa_exc.SQLAlchemyError):
+                    conn.execute(_CLUSTER_UNLOCK)
 
     # -- schema --------------------------------------------------------------------
 
@@ -376,11 +413,63 @@ class Store(AdminQueries):
             due = due.where(t.tasks.c.queue.not_in(sorted(exclude_queues)))
         query = _NEXT_TASK if due is _NEXT_TASK_ID else _next_task(due)
         with self._read(single=True) as conn:
-            rows = conn.execute(query, params).all()
-        if not rows:
-            return None
-        actions = [_action(_Prefixed(row, "a_")) for row in rows if row.a_id is not None]  # type: ignore[arg-type]
-        return _task(_Prefixed(rows[0], "t_"), actions)  # type: ignore[arg-type]
+            return _task_of_rows(conn.execute(query, params).all())
+
+    def claim(
+        self,
+        worker: str,
+        run_id: str,
+        lease: float,
+        *,
+        exclude: Collection[int] = (),
+        queues: Collection[str] | None = None,
+        exclude_queues: Collection[str] = (),
+    ) -> Task | None:
+        """Claim the next due task for `worker`, in one short transaction, and return it
+        with its new `claim_token`; None when no task is free.
+
+        A task is free when no lease holds it: never claimed, released, or its lease
+        (`lease` seconds from the claim, extended by `heartbeat`) has run out, which is
+        how a dead worker's task is taken over. Rows that another worker is claiming at
+        the same instant are skipped (SKIP LOCKED), not waited for. The order is the
+        run's (`next_task`), and run `run_id` does not take a task twice.
+        """
+        due, claim, _beat = _claim_statements(self.dialect)
+        if exclude:
+            due = due.where(t.tasks.c.id.not_in(list(exclude)))
+        if queues is not None:
+            due = due.where(t.tasks.c.queue.in_(sorted(queues)))
+        if exclude_queues:
+            due = due.where(t.tasks.c.queue.not_in(sorted(exclude_queues)))
+        params = self._lease_params(lease)
+        params.update(v_skip_run=run_id, v_worker=worker[:100])
+        with self._write() as conn:
+            task_id = conn.execute(due, params).scalar()
+            if task_id is None:
+                return None
+            conn.execute(claim, {**params, "v_task_id": task_id})
+            return _task_of_rows(conn.execute(_TASK_BY_ID, {"v_task_id": task_id}).all())
+
+    def heartbeat(self, task_id: int, token: int, lease: float) -> bool:
+        """Extend the lease of a claimed task to `lease` seconds from now; False when the
+        claim is lost (another worker claimed the task since: nothing was written)."""
+        beat = _claim_statements(self.dialect)[2]
+        params = self._lease_params(lease)
+        params.update(v_task_id=task_id, v_token=token)
+        with self._write() as conn:
+            return bool(conn.execute(beat, params).rowcount == 1)
+
+    def release(self, task_id: int, token: int) -> None:
+        """End a claim without any other write (the task may be claimed again at once);
+        nothing happens if another worker claimed the task since."""
+        with self._write() as conn:
+            conn.execute(_RELEASE, {"v_task_id": task_id, "v_token": token})
+
+    def _lease_params(self, lease: float) -> dict[str, Any]:
+        if self.dialect == "postgresql":
+            return {"v_lease": float(lease)}
+        now = _now()
+        return {"v_now": now, "v_until": now + timedelta(seconds=lease)}
 
     def has_due_tasks(self) -> bool:
         with self._read() as conn:
@@ -400,6 +489,10 @@ class Store(AdminQueries):
             for change in changes:
                 statement, values = _task_update(change, now)
                 if conn.execute(statement, values).rowcount != 1:
+                    if change.token is not None:
+                        token = conn.execute(_TOKEN_OF, {"v_task_id": change.task_id}).scalar()
+                        if token is not None and token != change.token:
+                            raise ClaimLost(change.task_id, change.token)
                     raise TaskInterrupted(change.task_id)
                 for action in change.actions:
                     statement, values = _action_update(change.task_id, action, now)
@@ -434,20 +527,74 @@ _NEXT_TASK_ID = (
 )
 
 
-def _next_task(due: Any) -> Any:
-    """The task `due` selects, joined to its actions (if any): the run's read in one
-    statement."""
+def _joined(which: Any) -> Any:
+    """The task `which` selects, joined to its actions (if any), in one statement."""
     columns = [c.label(f"t_{c.name}") for c in t.tasks.c]
     columns += [c.label(f"a_{c.name}") for c in t.actions.c]
     return (
         select(*columns)
         .outerjoin_from(t.tasks, t.actions, t.actions.c.task_id == t.tasks.c.id)
-        .where(t.tasks.c.id == due.scalar_subquery())
+        .where(which)
         .order_by(t.actions.c.rank)
     )
 
 
+def _next_task(due: Any) -> Any:
+    return _joined(t.tasks.c.id == due.scalar_subquery())
+
+
+def _task_of_rows(rows: Sequence[Row[Any]]) -> Task | None:
+    if not rows:
+        return None
+    actions = [_action(_Prefixed(row, "a_")) for row in rows if row.a_id is not None]  # type: ignore[arg-type]
+    return _task(_Prefixed(rows[0], "t_"), actions)  # type: ignore[arg-type]
+
+
 _NEXT_TASK = _next_task(_NEXT_TASK_ID)
+_TASK_BY_ID = _joined(t.tasks.c.id == bindparam("v_task_id"))
+
+
+@functools.cache
+def _claim_statements(dialect: str) -> tuple[Any, Any, Any]:
+    """The claim's SELECT (the next due task whose lease is free, skipping rows another
+    worker is claiming right now), its UPDATE, and the heartbeat's UPDATE.
+
+    On PostgreSQL leases are read and written with the server's clock, so the clocks of
+    the workers' hosts need not agree; elsewhere with the worker's (v_now, v_until)."""
+    c = t.tasks.c
+    if dialect == "postgresql":
+        now: Any = func.clock_timestamp()
+        until: Any = now + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("v_lease"))
+    else:
+        now = bindparam("v_now", type_=t.UTCDateTime())
+        until = bindparam("v_until", type_=t.UTCDateTime())
+    due = (
+        select(c.id)
+        .where(
+            c.run_order.isnot(None),
+            or_(c.last_run_id.is_(None), c.last_run_id != bindparam("v_skip_run")),
+            or_(c.lease_until.is_(None), c.lease_until < now),
+        )
+        .order_by(c.run_order, c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    claim = (
+        update(t.tasks)
+        .where(c.id == bindparam("v_task_id"))
+        .values(
+            claimed_by=bindparam("v_worker"),
+            claim_token=c.claim_token + 1,
+            lease_until=until,
+            last_run_id=bindparam("v_skip_run"),
+        )
+    )
+    beat = (
+        update(t.tasks)
+        .where(c.id == bindparam("v_task_id"), c.claim_token == bindparam("v_token"))
+        .values(lease_until=until)
+    )
+    return due, claim, beat
 
 
 class _Prefixed:
@@ -474,14 +621,22 @@ def _task_update(change: Change, now: datetime) -> tuple[Any, dict[str, Any]]:
             values["v_order_cron"] = run_order(TaskType.CRON, status)
     if change.current_rank is not None:
         values["v_rank"] = change.current_rank
+    if change.token is not None:
+        values["v_token"] = change.token
     statement = _task_statement(
-        status is not None, status is not None and status.terminal, "v_rank" in values
+        status is not None,
+        status is not None and status.terminal,
+        "v_rank" in values,
+        change.token is not None,
+        change.release,
     )
     return statement, values
 
 
 @functools.cache
-def _task_statement(has_status: bool, terminal: bool, has_rank: bool) -> Any:
+def _task_statement(
+    has_status: bool, terminal: bool, has_rank: bool, fenced: bool, release: bool
+) -> Any:
     c = t.tasks.c
     values: dict[str, Any] = {
         "updated_at": bindparam("v_now", type_=t.UTCDateTime()),
@@ -502,15 +657,36 @@ def _task_statement(has_status: bool, terminal: bool, has_rank: bool) -> Any:
             values["ended_at"] = bindparam("v_now", type_=t.UTCDateTime())
     if has_rank:
         values["current_rank"] = bindparam("v_rank")
-    return (
-        update(t.tasks)
-        .where(
-            c.id == bindparam("v_task_id"),
-            c.run_order.isnot(None),
-            c.cancel_requested_at.is_(None),
-        )
-        .values(values)
+    if release:
+        values["lease_until"] = None
+    statement = update(t.tasks).where(
+        c.id == bindparam("v_task_id"),
+        c.run_order.isnot(None),
+        c.cancel_requested_at.is_(None),
     )
+    if fenced:
+        statement = statement.where(c.claim_token == bindparam("v_token"))
+    return statement.values(values)
+
+
+# The cluster lock: two int4 keys, bgtaskex's and the schema's, so that installations in
+# several schemas of one database do not exclude each other.
+_CLUSTER_KEYS = "hashtext('bgtaskex'), hashtext(current_schema())"
+_TRY_CLUSTER_LOCK = text(f"SELECT pg_try_advisory_lock({_CLUSTER_KEYS})")
+_CLUSTER_UNLOCK = text(f"SELECT pg_advisory_unlock({_CLUSTER_KEYS})")
+_CLUSTER_LOCK_HOLDER = text(
+    "SELECT l.pid, coalesce(' on ' || host(a.client_addr), '') AS client "
+    "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.locktype = 'advisory' AND l.granted "
+    "AND l.classid = hashtext('bgtaskex')::oid AND l.objid = hashtext(current_schema())::oid "
+    "LIMIT 1"
+)
+_RELEASE = (
+    update(t.tasks)
+    .where(t.tasks.c.id == bindparam("v_task_id"), t.tasks.c.claim_token == bindparam("v_token"))
+    .values(lease_until=None)
+)
+_TOKEN_OF = select(t.tasks.c.claim_token).where(t.tasks.c.id == bindparam("v_task_id"))
 
 
 def _action_update(task_id: int, change: ActionChange, now: datetime) -> tuple[Any, dict[str, Any]]:

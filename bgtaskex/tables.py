@@ -96,6 +96,12 @@ tasks = Table(
     # Set by `bgtaskex cancel` while a run may be executing the task: the run ends it
     # as cancelled at its next write (checkpoint or hook return).
     Column("cancel_requested_at", UTCDateTime, nullable=True),
+    # Claims (concurrency lock = "none"): the worker holding the task, a fencing token
+    # that grows with every claim (a write carrying an older one is refused), and the
+    # end of the lease, after which another worker may take the task over.
+    Column("claimed_by", String(100), nullable=True),
+    Column("claim_token", BigInteger, nullable=False, server_default="0"),
+    Column("lease_until", UTCDateTime, nullable=True),
 )
 Index(
     "ix_bgtaskex_tasks_due",

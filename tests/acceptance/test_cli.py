@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bgtaskex.probe import HEAD_REVISION
 from tests.acceptance.conftest import (
     Bgx,
     describe,
@@ -530,10 +531,10 @@ def test_run_once_idle_fast_path(bgx: Bgx, tmp_path: Path, cli_env: dict[str, st
 
 def test_db_upgrade_reports_revision(bgx: Bgx, db_url: str) -> None:
     first = bgx.ok("--database-url", db_url, "db", "upgrade").stdout
-    assert "schema at 0001" in first and "was empty" in first, first
+    assert f"schema at {HEAD_REVISION}" in first and "was empty" in first, first
     assert len(first.splitlines()) == 1
     second = bgx.ok("--database-url", db_url, "db", "upgrade").stdout
-    assert "schema at 0001" in second and "already current" in second, second
+    assert f"schema at {HEAD_REVISION}" in second and "already current" in second, second
 
 
 # -- demo -----------------------------------------------------------------------------

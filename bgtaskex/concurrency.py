@@ -1,0 +1,86 @@
+"""How runs share the work: one runner per host (file lock), one in the whole cluster
+(database lock), or any number of workers claiming tasks under leases (no lock).
+
+    [concurrency]
+    lock = "none"      # "file" (default), "database" or "none"
+    workers = 4        # threads per run (lock = "none" only)
+    lease = "60s"      # how long a claim holds without a heartbeat
+    poll = "1s"        # how often an idle daemon looks for interactive tasks
+
+From the environment or an option, the same as one line:
+`BGTASKEX_CONCURRENCY="lock=none workers=4 lease=60s"`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+LOCKS = ("file", "database", "none")
+MAX_WORKERS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Concurrency:
+    lock: str = "file"
+    workers: int = 1
+    lease: float = 60.0
+    poll: float = 1.0
+
+    @property
+    def claims(self) -> bool:
+        """Whether workers claim tasks under leases (runs do not exclude each other)."""
+        return self.lock == "none"
+
+    def describe(self) -> str:
+        if self.lock == "file":
+            return "one run at a time on this host (file lock)"
+        if self.lock == "database":
+            return "one run at a time in the cluster (database lock)"
+        return f"{self.workers} worker(s) per run claiming tasks, lease {self.lease:g}s (no lock)"
+
+
+def parse_concurrency(value: object, parse_duration: Callable[[object], float]) -> Concurrency:
+    """A `[concurrency]` table, or its one-line form `lock=none workers=4`."""
+    if isinstance(value, str):
+        items: dict[str, Any] = {}
+        for part in value.replace(",", " ").split():
+            key, sep, item = part.partition("=")
+            if not sep:
+                raise ValueError(f"expected key=value, got {part!r}")
+            items[key.strip()] = item.strip()
+        value = items
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a table (lock, workers, lease, poll)")
+    unknown = sorted(set(value) - {"lock", "workers", "lease", "poll"})
+    if unknown:
+        raise ValueError(f"unknown key {unknown[0]!r} (known: lock, workers, lease, poll)")
+    found = Concurrency()
+    if "lock" in value:
+        lock = str(value["lock"]).strip().lower()
+        if lock not in LOCKS:
+            raise ValueError(f"lock must be one of {', '.join(LOCKS)}, got {value['lock']!r}")
+        found = replace(found, lock=lock)
+    if "workers" in value:
+        raw = value["workers"]
+        try:
+            workers = int(str(raw))
+        except ValueError:
+            raise ValueError(f"workers must be a whole number, got {raw!r}") from None
+        if isinstance(raw, bool) or not 1 <= workers <= MAX_WORKERS:
+            raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, got {raw!r}")
+        found = replace(found, workers=workers)
+    if "lease" in value:
+        lease = parse_duration(value["lease"])
+        if not 1 <= lease <= 86400:
+            raise ValueError(f"lease must be between 1s and 1d, got {value['lease']!r}")
+        found = replace(found, lease=lease)
+    if "poll" in value:
+        poll = parse_duration(value["poll"])
+        if not 0.05 <= poll <= 3600:
+            raise ValueError(f"poll must be between 50ms and 1h, got {value['poll']!r}")
+        found = replace(found, poll=poll)
+    if found.workers > 1 and found.lock != "none":
+        raise ValueError('workers > 1 needs lock = "none" (workers claiming tasks)')
+    return found
