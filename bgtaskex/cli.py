@@ -394,7 +394,7 @@ def run_once(
     observer = None
     stop = StopRequest()
     try:
-        if not wait:
+        if not wait and settings.concurrency.lock == "file":
             from .lock import raise_if_held
 
             raise_if_held(settings.lock_path)  # before SQLAlchemy is even imported

@@ -1,0 +1,275 @@
+"""Claims under leases (`lock = "none"`), the cluster lock (`lock = "database"`) and the
+migration that brought their columns, on real databases.
+
+The store hands each due task to one worker at a time, with a fencing token that grows
+with every claim; a lease that runs out lets another worker take the task over, after
+which the first one's writes are refused. Multi-process scenarios (daemons killed,
+stopped, cut off) are in tests/acceptance/test_scaleout.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from bgtaskex.client import Client, connect
+from bgtaskex.concurrency import Concurrency
+from bgtaskex.config import Settings
+from bgtaskex.exceptions import ClaimLost, ConfigError, LockBusy
+from bgtaskex.models import Change, NewAction, TaskStatus, TaskType
+from bgtaskex.probe import HEAD_REVISION
+from bgtaskex.store import Store
+
+NOOP = "tests.scripted:Noop"
+SCRIPTED = "tests.scripted:Scripted"
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_store(pg_schema_url: str) -> Iterator[Store]:
+    store = Store(pg_schema_url)
+    store.ensure_schema()
+    yield store
+    store.close()
+
+
+def enqueue(store: Store, name: str, type: TaskType = TaskType.CRON) -> int:
+    return store.enqueue(name, type, "default", [NewAction(NOOP)])
+
+
+def bump_token(store: Store, task_id: int) -> None:
+    """What another worker's claim does to the row, done behind the store's back."""
+    with store._engine.begin() as conn:
+        conn.execute(
+            text("UPDATE bgtaskex_tasks SET claim_token = claim_token + 1 WHERE id = :id"),
+            {"id": task_id},
+        )
+
+
+# -- the store ----------------------------------------------------------------------------
+
+
+def test_claims_follow_the_run_order_and_a_run_takes_a_task_once(pg_store: Store) -> None:
+    cron = enqueue(pg_store, "cron")
+    interactive = enqueue(pg_store, "interactive", TaskType.INTERACTIVE)
+    first = pg_store.claim("w1", "run-a", 60)
+    assert first is not None and first.id == interactive
+    assert (first.claimed_by, first.claim_token) == ("w1", 1)
+    assert first.lease_until is not None
+    second = pg_store.claim("w1", "run-a", 60)
+    assert second is not None and second.id == cron
+    assert pg_store.claim("w2", "run-b", 60) is None, "both are held by their leases"
+    pg_store.release(interactive, 1)
+    assert pg_store.claim("w1", "run-a", 60) is None, "run-a already took it"
+    again = pg_store.claim("w2", "run-b", 60)
+    assert again is not None and (again.id, again.claim_token) == (interactive, 2)
+
+
+def test_concurrent_claims_never_hand_out_a_task_twice(pg_store: Store) -> None:
+    ids = {enqueue(pg_store, f"t{i}") for i in range(200)}
+    got: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        while (task := pg_store.claim(f"w{n}", f"run-{n}", 60)) is not None:
+            with lock:
+                got[task.id] += 1
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert set(got) == ids
+    assert max(got.values()) == 1
+
+
+def test_an_expired_lease_is_taken_over_and_fences_off_the_old_owner(pg_store: Store) -> None:
+    task_id = enqueue(pg_store, "t")
+    mine = pg_store.claim("old", "run-old", 1)
+    assert mine is not None and mine.claim_token == 1
+    assert pg_store.claim("new", "run-new", 60) is None
+    deadline = time.monotonic() + 10
+    theirs = None
+    while theirs is None and time.monotonic() < deadline:  # the server's clock decides
+        theirs = pg_store.claim("new", "run-new", 60)
+        time.sleep(0.05)
+    assert theirs is not None and (theirs.id, theirs.claim_token) == (task_id, 2)
+    assert not pg_store.heartbeat(task_id, 1, 60)
+    with pytest.raises(ClaimLost):
+        pg_store.apply(Change(task_id, "run-old", status=TaskStatus.PAUSED, token=1))
+    pg_store.release(task_id, 1)  # a stale release is a no-op
+    held = pg_store.get_task(task_id)
+    assert (held.status, held.claimed_by, held.claim_token) == (TaskStatus.CREATED, "new", 2)
+    assert held.lease_until is not None
+    assert pg_store.heartbeat(task_id, 2, 60)
+    pg_store.apply(Change(task_id, "run-new", status=TaskStatus.PAUSED, token=2, release=True))
+    done = pg_store.get_task(task_id)
+    assert (done.status, done.lease_until) == (TaskStatus.PAUSED, None)
+
+
+# -- the runner ----------------------------------------------------------------------------
+
+
+def claims_settings(url: str, tmp_path: Path, **concurrency: object) -> Settings:
+    return Settings(
+        database_url=url,
+        lock_file=str(tmp_path / "run.lock"),
+        imports=("tests.scripted",),
+        max_execution_time=30.0,
+        concurrency=Concurrency(**concurrency),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def workers_client(pg_schema_url: str, tmp_path: Path) -> Iterator[Client]:
+    with connect(settings=claims_settings(pg_schema_url, tmp_path, lock="none", workers=4)) as c:
+        yield c
+
+
+def test_workers_drain_every_task_once(workers_client: Client, tmp_path: Path) -> None:
+    log = str(tmp_path / "calls.jsonl")
+    ids = [
+        workers_client.enqueue(f"t{i}", [(SCRIPTED, {"name": f"t{i}", "log": log})] * 2)
+        for i in range(60)
+    ]
+    summary = workers_client.run_once()
+    assert (summary.finished, summary.lost) == (60, 0)
+    assert all(workers_client.get(i).status is TaskStatus.FINISHED for i in ids)
+    with open(log, encoding="utf-8") as handle:
+        lines = handle.read().count('"hook": "execute"')
+    assert lines == 120, "each of the 120 actions executed once"
+    workers = {workers_client.get(i).claimed_by for i in ids}
+    assert len(workers) > 1, workers
+    assert all(workers_client.get(i).lease_until is None for i in ids), "claims released"
+
+
+def test_a_lost_claim_stops_the_action_and_its_writes(
+    pg_schema_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = claims_settings(pg_schema_url, tmp_path, lock="none", lease=1.0)
+    log = str(tmp_path / "calls.jsonl")
+    with connect(settings=settings) as client:
+        plan = {"execute": ["until-stop"]}
+        task_id = client.enqueue("t", [(SCRIPTED, {"name": "A", "log": log, "plan": plan})])
+        result: list[object] = []
+        runner = threading.Thread(target=lambda: result.append(client.run_once()))
+        with caplog.at_level(logging.WARNING, logger="bgtaskex"):
+            runner.start()
+            deadline = time.monotonic() + 10
+            while "execute" not in Path(log).read_text() if Path(log).exists() else True:
+                assert time.monotonic() < deadline, "execute never started"
+                time.sleep(0.02)
+            bump_token(client.store, task_id)  # another worker took it over
+            runner.join(20)
+        assert not runner.is_alive(), "the action was not asked to stop"
+        summary = result[0]
+        assert summary.lost == 1  # type: ignore[attr-defined]
+        task = client.get(task_id)
+        assert task.status is TaskStatus.RUNNING, "the paused write was refused"
+        assert not [e for e in client.events(task_id) if e.new_status == "paused"]
+        assert "lost the claim" in caplog.text
+
+
+def test_a_heartbeating_worker_keeps_its_task(pg_schema_url: str, tmp_path: Path) -> None:
+    """A lease of 1 s, an execute of 3.5 s: the heartbeat holds the claim all along."""
+    settings = claims_settings(pg_schema_url, tmp_path, lock="none", lease=1.0)
+    log = str(tmp_path / "calls.jsonl")
+    with connect(settings=settings) as client:
+        plan = {"execute": ["sleep:3.5"]}
+        task_id = client.enqueue("t", [(SCRIPTED, {"name": "A", "log": log, "plan": plan})])
+        runner = threading.Thread(target=client.run_once)
+        runner.start()
+        rival = Store(pg_schema_url)
+        try:
+            taken = []
+            while runner.is_alive():
+                if (claim := rival.claim("rival", "run-rival", 60)) is not None:
+                    taken.append(claim.id)
+                time.sleep(0.1)
+        finally:
+            rival.close()
+        runner.join()
+        assert taken == []
+        task = client.get(task_id)
+        assert (task.status, task.claim_token) == (TaskStatus.FINISHED, 1)
+
+
+# -- the cluster lock ---------------------------------------------------------------------
+
+
+def test_the_database_lock_admits_one_run(pg_schema_url: str) -> None:
+    first, second = Store(pg_schema_url), Store(pg_schema_url)
+    try:
+        with (
+            first.cluster_lock(),
+            pytest.raises(LockBusy, match="database lock"),
+            second.cluster_lock(),
+        ):
+            pass
+        with second.cluster_lock():
+            pass
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.parametrize("lock", ["database", "none"])
+def test_sqlite_refuses_the_cluster_modes(tmp_path: Path, lock: str) -> None:
+    settings = claims_settings(f"sqlite:///{tmp_path / 'b.db'}", tmp_path, lock=lock)
+    with connect(settings=settings) as client, pytest.raises(ConfigError, match="PostgreSQL"):
+        client.run_once()
+
+
+# -- the migration from the previous release ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_upgrading_a_0001_database_keeps_its_tasks(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 'old.db'}"
+        if backend == "sqlite"
+        else str(request.getfixturevalue("pg_schema_url"))
+    )
+    old = Store(url)
+    old.upgrade("0001")
+    assert old.schema_revision() == "0001"
+    with old._engine.begin() as conn:  # rows as the previous release wrote them
+        conn.execute(
+            text(
+                "INSERT INTO bgtaskex_tasks (id, name, type, queue, status, run_order, "
+                "current_rank, created_at, updated_at) VALUES (1, 'kept', 'cron', 'default', "
+                "'created', 14, NULL, '2026-11-01 10:00:00', '2026-11-01 10:00:00')"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO bgtaskex_actions (task_id, rank, ref, status, attempts, params, "
+                "initial_params, elapsed) VALUES (1, 1, :ref, 'pending', 0, '{}', '{}', 0)"
+            ),
+            {"ref": NOOP},
+        )
+    old.close()
+    with connect(settings=claims_settings(url, tmp_path)) as client:
+        assert client.store.schema_revision() == HEAD_REVISION
+        kept = client.get(1)
+        assert (kept.name, kept.status, kept.claim_token, kept.lease_until) == (
+            "kept",
+            TaskStatus.CREATED,
+            0,
+            None,
+        )
+        assert client.run_once().finished == 1
+        assert client.get(1).status is TaskStatus.FINISHED
