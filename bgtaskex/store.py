@@ -307,7 +307,41 @@ class Store(AdminQueries):
                     message=f"enqueued with {len(actions)} action(s)",
                 )
             )
+            if type is TaskType.INTERACTIVE and self.dialect == "postgresql":
+                # Delivered at commit to the daemons listening (see `wake_ups`).
+                conn.execute(_NOTIFY, {"v_queue": queue})
         return task_id
+
+    def waiting_interactive_queues(self) -> list[str]:
+        """The queues of interactive tasks queued and not yet started (an index range):
+        the daemon's cheap poll for work that should not wait for the next tick."""
+        new = run_order(TaskType.INTERACTIVE, TaskStatus.CREATED)
+        with self._read(single=True) as conn:
+            return list(conn.execute(_WAITING_INTERACTIVE, {"v_order": new}).scalars())
+
+    def wake_ups(self, timeout: float) -> Iterator[str | None]:
+        """On PostgreSQL, the queues named by `enqueue` of interactive tasks, as they come
+        (LISTEN on a connection of its own); None every `timeout` seconds without one.
+        Elsewhere, only None every `timeout` seconds: poll `waiting_interactive_queues`."""
+        if self.dialect != "postgresql":
+            while True:
+                time.sleep(timeout)
+                yield None
+        raw = self._engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            driver.autocommit = True
+            channel = driver.execute(_CHANNEL).fetchone()[0]
+            driver.execute(f'LISTEN "{channel}"')
+            while True:
+                got = False
+                for note in driver.notifies(timeout=timeout):
+                    got = True
+                    yield note.payload
+                if not got:
+                    yield None
+        finally:
+            raw.close()
 
     def _actions_of(self, conn: Connection, task_ids: Collection[int]) -> dict[int, list[Any]]:
         found: dict[int, list[Any]] = {task_id: [] for task_id in task_ids}
@@ -680,6 +714,13 @@ _CLUSTER_LOCK_HOLDER = text(
     "WHERE l.locktype = 'advisory' AND l.granted "
     "AND l.classid = hashtext('bgtaskex')::oid AND l.objid = hashtext(current_schema())::oid "
     "LIMIT 1"
+)
+# Wake-ups: a channel per schema, so that installations in several schemas of one
+# database wake only their own daemons.
+_CHANNEL = "SELECT 'bgtaskex_' || current_schema()"
+_NOTIFY = text("SELECT pg_notify('bgtaskex_' || current_schema(), :v_queue)")
+_WAITING_INTERACTIVE = (
+    select(t.tasks.c.queue).where(t.tasks.c.run_order == bindparam("v_order")).distinct()
 )
 _RELEASE = (
     update(t.tasks)
