@@ -28,6 +28,7 @@ from .exceptions import BgtaskexError, LockBusy, OutsideWindow
 from .notify import Notifier
 from .processes import Process
 from .runner import StopRequest
+from .wakeup import WakeUps
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,28 @@ class Daemon:
             self.busy_since = None
             self.idle.set()
 
+    def wake(self, queue: str) -> None:
+        """An interactive task waits in `queue`: if the daemon is idle, run the process
+        that serves the queue now instead of at its next trigger (inside its window)."""
+        if self.stop.is_set() or not self.idle.is_set():
+            return  # the run going on takes interactive tasks first anyway
+        now = datetime.now().astimezone()
+        for process in self.settings.scheduled:
+            serves = (
+                queue in process.queues
+                if process.queues
+                else queue not in (process.exclude_queues or ())
+            )
+            if not serves:
+                continue
+            if process.window is not None and process.window.window_end(now) is None:
+                return
+            job = self.scheduler.get_job(process.name)
+            if job is not None and (job.next_run_time is None or job.next_run_time > now):
+                log.info("process %s: woken by an interactive task in %s", process.name, queue)
+                job.modify(next_run_time=now)
+            return
+
     def reload(self) -> None:
         """SIGHUP, run by the worker between two runs: new settings, new jobs."""
         self.notifier.reloading()
@@ -170,6 +193,9 @@ class Daemon:
                     name="bgtaskex-watchdog",
                     daemon=True,
                 ).start()
+            WakeUps(
+                lambda: self.client.store, self.wake, self.settings.concurrency.poll, self.stop
+            ).start()
             names = ", ".join(p.name for p in self.settings.scheduled)
             self.notifier.ready(f"serving {names}")
             log.info("daemon started (pid %s): %s", os.getpid(), names)

@@ -1,0 +1,57 @@
+"""Interactive tasks without waiting for the next tick.
+
+The daemon's processes run on their triggers (every minute by default). An interactive
+task queued meanwhile should start at once: on PostgreSQL `enqueue` NOTIFYs and this
+thread, LISTENing, hears it within milliseconds; on every backend it also polls, every
+`concurrency.poll` seconds, for interactive tasks queued and not yet started (one index
+range), which catches what a notification alone would miss (a run was busy). Each queue
+found wakes the process that serves it (`Daemon.wake`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from .exceptions import BgtaskexError
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class WakeUps:
+    """A thread that calls `wake(queue)` for each queue holding a new interactive task."""
+
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        wake: Callable[[str], object],
+        poll: float,
+        stop: threading.Event,
+    ) -> None:
+        self.store, self.wake, self.poll, self.stop = store, wake, poll, stop
+        self._thread = threading.Thread(target=self._serve, name="bgtaskex-wakeups", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            store = self.store()
+            try:
+                self._listen(store)
+            except BgtaskexError as err:
+                log.warning("wake-ups: %s; trying again in %ss", err, self.poll)
+                self.stop.wait(self.poll)
+            except Exception as err:  # a driver error outside the store's translation
+                log.warning("wake-ups: %s: %s; trying again", type(err).__name__, err)
+                self.stop.wait(self.poll)
+
+    def _listen(self, store: Store) -> None:
+        for queue in store.wake_ups(self.poll):
+            if self.stop.is_set() or store is not self.store():  # stopping, or reloaded
+                return
+            queues = [queue] if queue is not None else store.waiting_interactive_queues()
+            for name in dict.fromkeys(queues):
+                self.wake(name)
