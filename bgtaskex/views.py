@@ -55,6 +55,9 @@ def task_dict(task: Task) -> dict[str, Any]:
         "updated_at": _time(task.updated_at),
         "ended_at": _time(task.ended_at),
         "cancel_requested_at": _time(task.cancel_requested_at),
+        "claimed_by": task.claimed_by,
+        "claim_token": task.claim_token,
+        "lease_until": _time(task.lease_until),
         "actions": [action_dict(a) for a in task.actions],
     }
 
@@ -188,11 +191,16 @@ def render_task(task: Task, events: list[Event], verbose: bool = False) -> list[
     from rich.text import Text
 
     ended = f" · ended {_short(task.ended_at)}" if task.ended_at else ""
+    claim = ""
+    if task.claimed_by:
+        lease = f", lease until {_short(task.lease_until)}" if task.lease_until else ""
+        claim = f"\nclaimed by {escape(task.claimed_by)} (token {task.claim_token}{lease})"
     parts: list[Any] = [
         Text.from_markup(
             f"[bold]task {task.id}[/] {escape(task.name)} · {_status(task.status)} · "
             f"{task.type} · queue {escape(task.queue)}\n"
             f"created {_short(task.created_at)} · updated {_short(task.updated_at)}{ended} (UTC)"
+            + claim
         ),
         Text("\nactions", style="bold"),
     ]
