@@ -299,6 +299,7 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "failed": summary.failed,
         "errored": summary.errors,
         "cancelled": summary.cancelled,
+        "lost": summary.lost,
         "actions": summary.actions,
         "purged": summary.purged,
         "idle": False,
