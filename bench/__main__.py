@@ -23,6 +23,7 @@ BENCHMARKS = [
     "queuesize",
     "scale",
     "retention",
+    "workers",
 ]
 
 
@@ -63,7 +64,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="throughput, peers: 10-action tasks (1000; quick 200)",
     )
     parser.add_argument(
-        "--rounds", type=_positive, default=1, help="throughput, peers: alternating rounds (1)"
+        "--rounds",
+        type=_positive,
+        default=1,
+        help="throughput, peers, workers: alternating rounds (1)",
     )
     parser.add_argument(
         "--checkpoints",
@@ -184,6 +188,16 @@ def main(argv: list[str] | None = None) -> int:
                 use_postgres=not args.no_postgres,
                 tickets=args.tickets,
                 repeats=args.repeats,
+            )
+        if args.only in (None, "workers"):
+            from . import workers
+
+            result["workers"] = workers.run(
+                console,
+                quick=args.quick,
+                postgres_url=args.postgres_url,
+                use_postgres=not args.no_postgres,
+                rounds=args.rounds,
             )
     except BenchError as err:
         console.print(f"[red]benchmark invalid:[/red] {err}")
