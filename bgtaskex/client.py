@@ -168,10 +168,20 @@ class Client:
 
     def cancel(self, task_id: int) -> bool:
         """Cancel a task: True when it is cancelled now; False when a run is executing it
-        and will cancel it at its next checkpoint or hook return."""
-        from .lock import lock_is_held
+        and will cancel it at its next checkpoint or hook return. A task a worker holds a
+        live claim on is being executed, whatever this process's own `lock` says."""
+        lock = self.settings.concurrency.lock
 
-        return self.store.cancel(task_id, executing=lambda: lock_is_held(self.settings.lock_path))
+        def executing() -> bool:
+            if lock == "database":  # some run holds the cluster lock
+                return self.store.cluster_lock_held()
+            if lock == "file":
+                from .lock import lock_is_held
+
+                return lock_is_held(self.settings.lock_path)
+            return False  # lock = "none": no live claim, so no worker is executing it
+
+        return self.store.cancel(task_id, executing=executing)
 
     def retry(self, task_id: int, *, from_start: bool = False) -> None:
         """Put a failed task back in the queue (see `Store.retry`)."""
@@ -262,6 +272,9 @@ def open_store(settings: Settings) -> Store:
         settings.url,
         sqlite_synchronous=settings.sqlite_synchronous,
         create_dirs=settings.uses_default_url,
+        # workers claiming tasks: a session frozen in a transaction must not keep its
+        # task's row locked past the lease (see engine._idle_in_transaction)
+        idle_in_transaction=settings.concurrency.lease if settings.concurrency.claims else None,
     )
     try:
         store.ensure_schema()

@@ -2,11 +2,13 @@
 
 SQLite: WAL, `synchronous` as configured, foreign keys on, and writes in
 `BEGIN IMMEDIATE` so concurrent writers queue on the busy timeout instead of failing.
+MySQL / MariaDB (bgtaskex's own database): READ COMMITTED transactions.
 Driver errors become `StorageError` / `DatabaseUnavailable`, secrets masked.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -45,6 +47,42 @@ def translated(unavailable: bool = False, where: str = "database") -> Iterator[N
         raise StorageError(f"database error: {first_line(err)}") from err
 
 
+def _idle_in_transaction(engine: Engine, seconds: float | None) -> Engine:
+    """Have the server end a session of `engine` that sits in a transaction for longer
+    than `seconds`: a worker frozen (SIGSTOP, a paused VM) or cut off in the middle of a
+    transaction would otherwise keep its row locks, and `FOR UPDATE SKIP LOCKED` would
+    pass over its task forever, lease or not."""
+    if seconds is None:
+        return engine
+    postgres = engine.dialect.name == "postgresql"
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            if postgres:
+                cur.execute(f"SET idle_in_transaction_session_timeout = {int(seconds * 1000)}")
+            else:  # MariaDB; MySQL has no such limit
+                with contextlib.suppress(Exception):
+                    cur.execute(f"SET SESSION idle_transaction_timeout = {max(1, round(seconds))}")
+        finally:
+            cur.close()
+        dbapi_conn.commit()
+
+    return engine
+
+
+def mysql_lock_name(purpose: str) -> str:
+    """The SQL expression naming a MySQL / MariaDB user lock (GET_LOCK) of bgtaskex for
+    `purpose`, per database, so that installations in several databases of one server do
+    not exclude each other. Lock names are limited to 64 characters: a long database name
+    is replaced by its MD5."""
+    return (
+        f"CONCAT('bgtaskex-{purpose}:', "
+        "IF(CHAR_LENGTH(DATABASE()) > 32, MD5(DATABASE()), DATABASE()))"
+    )
+
+
 def _enable_wal(cur: Any, busy_timeout: float) -> None:
     """Switch a database file to WAL once. Switching needs an exclusive lock and SQLite
     does not wait for it on the busy handler, so two processes creating a fresh
@@ -63,7 +101,12 @@ def _enable_wal(cur: Any, busy_timeout: float) -> None:
 
 
 def make_engine(
-    url: str, sqlite_synchronous: str | None, busy_timeout: float, *, own: bool = True
+    url: str,
+    sqlite_synchronous: str | None,
+    busy_timeout: float,
+    *,
+    own: bool = True,
+    idle_in_transaction: float | None = None,
 ) -> Engine:
     """An engine on `url`. `own=False` is for an application's database (retention
     rules): its journal mode and `synchronous` are left as they are."""
@@ -72,14 +115,24 @@ def make_engine(
     except sa_exc.ArgumentError as err:
         raise UsageError(f"invalid database URL {mask_secrets(url)!r}") from err
     try:
-        if parsed.get_backend_name() != "sqlite":
-            return create_engine(parsed, pool_pre_ping=True)
+        backend = parsed.get_backend_name()
+        if backend in ("mysql", "mariadb") and own:
+            # InnoDB's default, REPEATABLE READ, would keep a run's reads at the snapshot
+            # of its first one and take gap locks on every locking read; bgtaskex's
+            # transactions are short and written for READ COMMITTED, PostgreSQL's default.
+            server = create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED")
+            return _idle_in_transaction(server, idle_in_transaction)
+        if backend != "sqlite":
+            return _idle_in_transaction(
+                create_engine(parsed, pool_pre_ping=True), idle_in_transaction
+            )
         engine = create_engine(parsed, connect_args={"timeout": busy_timeout})
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as err:
         hint = ""
         if isinstance(err, ImportError):
             hint = " (install its driver"
-            extra = next((e for e in ("postgres", "mysql") if e in parsed.drivername), None)
+            extras = {"postgres": "postgres", "mysql": "mysql", "mariadb": "mysql"}
+            extra = next((x for k, x in extras.items() if k in parsed.drivername), None)
             hint += f", e.g. pip install 'bgtaskex[{extra}]')" if extra else ")"
         raise UsageError(
             f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "

@@ -25,7 +25,8 @@ def head_revision() -> str:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade the schema; concurrent callers serialise (BEGIN IMMEDIATE on SQLite, an
-    advisory lock on PostgreSQL), so the second one finds the work done."""
+    advisory lock on PostgreSQL, a user lock on MySQL / MariaDB, whose DDL is not
+    transactional: see migrations/env.py), so the second one finds the work done."""
     config = alembic_config()
     with engine.begin() as conn:
         config.attributes["connection"] = conn

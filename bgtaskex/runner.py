@@ -713,7 +713,8 @@ def run(
     else:
         if store.dialect == "sqlite":
             raise ConfigError(
-                'lock = "none" needs PostgreSQL: on SQLite the file lock keeps one runner'
+                'lock = "none" needs PostgreSQL or MariaDB/MySQL: on SQLite the file lock '
+                "keeps one runner"
             )
         guard = nullcontext()
     asked = time.monotonic()

@@ -25,6 +25,7 @@ from sqlalchemy import (
     case,
     func,
     insert,
+    literal_column,
     or_,
     select,
     text,
@@ -33,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 
 from . import tables as t
-from .engine import make_engine
+from .engine import make_engine, mysql_lock_name
 from .engine import now as _now
 from .engine import translated as _translated
 from .exceptions import (
@@ -118,7 +119,8 @@ def _action(row: Row[Any]) -> ActionRecord:
 
 
 class Store(AdminQueries):
-    """Every read and write of bgtaskex's own tables, on SQLite or PostgreSQL."""
+    """Every read and write of bgtaskex's own tables, on SQLite, PostgreSQL or
+    MySQL / MariaDB."""
 
     def __init__(
         self,
@@ -127,12 +129,15 @@ class Store(AdminQueries):
         sqlite_synchronous: str = "FULL",
         busy_timeout: float = 30.0,
         create_dirs: bool = False,
+        idle_in_transaction: float | None = None,
     ) -> None:
         self.url = url
         path = sqlite_path(url)
         if path is not None and create_dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self._engine = make_engine(url, sqlite_synchronous, busy_timeout)
+        self._engine = make_engine(
+            url, sqlite_synchronous, busy_timeout, idle_in_transaction=idle_in_transaction
+        )
         self._local = threading.local()  # the connection `bound()` holds, per thread
 
     @property
@@ -194,29 +199,52 @@ class Store(AdminQueries):
 
     @contextmanager
     def cluster_lock(self, wait: float = 0.0) -> Iterator[None]:
-        """One run at a time across every host (`lock = "database"`): a PostgreSQL
-        session advisory lock, per schema, held on a connection of its own for the block.
-        If the client vanishes, the server drops the lock with its connection. Raises
-        LockBusy when another run holds it (after `wait` seconds).
+        """One run at a time across every host (`lock = "database"`): on PostgreSQL a
+        session advisory lock, per schema; on MySQL / MariaDB a user lock (GET_LOCK), per
+        database; held on a connection of its own for the block. If the client vanishes,
+        the server drops the lock with its connection. Raises LockBusy when another run
+        holds it (after `wait` seconds).
 
-        It needs a session of its own: behind PgBouncer in transaction pooling, point
-        bgtaskex at the server or at a session-pooling port."""
-        if self.dialect != "postgresql":
-            raise ConfigError(f'lock = "database" needs PostgreSQL, not {self.dialect}')
+        It needs a session of its own: behind PgBouncer in transaction pooling (or a
+        MySQL proxy multiplexing sessions), point bgtaskex at the server or at a
+        session-pooling port."""
+        if self.dialect == "postgresql":
+            try_lock, holder_of, unlock = _TRY_CLUSTER_LOCK, _CLUSTER_LOCK_HOLDER, _CLUSTER_UNLOCK
+        elif self.dialect in t.MYSQL:
+            try_lock, holder_of, unlock = _MY_TRY_LOCK, _MY_LOCK_HOLDER, _MY_UNLOCK
+        else:
+            raise ConfigError(
+                f'lock = "database" needs PostgreSQL or MySQL / MariaDB, not {self.dialect}'
+            )
         give_up = time.monotonic() + wait
         with _translated(unavailable=True), self._engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT")
-            while not conn.execute(_TRY_CLUSTER_LOCK).scalar():
+            while not conn.execute(try_lock).scalar():
                 if time.monotonic() >= give_up:
-                    holder = conn.execute(_CLUSTER_LOCK_HOLDER).first()
-                    who = f" (backend pid {holder.pid}{holder.client})" if holder else ""
+                    holder = conn.execute(holder_of).first()
+                    who = f" ({holder.what} {holder.pid}{holder.client})" if holder else ""
                     raise LockBusy(f"another run{who} holds the database lock; nothing done")
                 time.sleep(0.2)
             try:
                 yield
             finally:
-                with suppress(sa_exc.SQLAlchemyError):
-                    conn.execute(_CLUSTER_UNLOCK)
+                try:
+                    conn.execute(unlock)
+                except sa_exc.SQLAlchemyError:
+                    # Not back to the pool still holding the lock: closing the
+                    # connection makes the server drop it.
+                    with suppress(sa_exc.SQLAlchemyError):
+                        conn.invalidate()
+
+    def cluster_lock_held(self) -> bool:
+        """Whether some run holds the cluster lock (`cluster_lock`) of this schema or
+        database right now; always False where there is none (SQLite)."""
+        if self.dialect not in ("postgresql", *t.MYSQL):
+            return False
+        with self._read(single=True) as conn:
+            if self.dialect == "postgresql":
+                return conn.execute(_CLUSTER_LOCK_HOLDER).first() is not None
+            return conn.execute(_MY_LOCK_USED_BY).scalar() is not None
 
     # -- schema --------------------------------------------------------------------
 
@@ -502,6 +530,8 @@ class Store(AdminQueries):
     def _lease_params(self, lease: float) -> dict[str, Any]:
         if self.dialect == "postgresql":
             return {"v_lease": float(lease)}
+        if self.dialect in t.MYSQL:
+            return {"v_lease_us": round(lease * 1_000_000)}
         now = _now()
         return {"v_now": now, "v_until": now + timedelta(seconds=lease)}
 
@@ -593,12 +623,19 @@ def _claim_statements(dialect: str) -> tuple[Any, Any, Any]:
     """The claim's SELECT (the next due task whose lease is free, skipping rows another
     worker is claiming right now), its UPDATE, and the heartbeat's UPDATE.
 
-    On PostgreSQL leases are read and written with the server's clock, so the clocks of
-    the workers' hosts need not agree; elsewhere with the worker's (v_now, v_until)."""
+    On PostgreSQL and MySQL / MariaDB leases are read and written with the server's
+    clock, so the clocks of the workers' hosts need not agree; on SQLite (one host) with
+    the worker's (v_now, v_until)."""
     c = t.tasks.c
     if dialect == "postgresql":
         now: Any = func.clock_timestamp()
         until: Any = now + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("v_lease"))
+    elif dialect in t.MYSQL:
+        # Naive UTC with microseconds, as bgtaskex stores timestamps there.
+        now = func.utc_timestamp(literal_column("6"), type_=t.UTCDateTime())
+        until = func.timestampadd(
+            literal_column("MICROSECOND"), bindparam("v_lease_us"), now, type_=t.UTCDateTime()
+        )
     else:
         now = bindparam("v_now", type_=t.UTCDateTime())
         until = bindparam("v_until", type_=t.UTCDateTime())
@@ -709,11 +746,21 @@ _CLUSTER_KEYS = "hashtext('bgtaskex'), hashtext(current_schema())"
 _TRY_CLUSTER_LOCK = text(f"SELECT pg_try_advisory_lock({_CLUSTER_KEYS})")
 _CLUSTER_UNLOCK = text(f"SELECT pg_advisory_unlock({_CLUSTER_KEYS})")
 _CLUSTER_LOCK_HOLDER = text(
-    "SELECT l.pid, coalesce(' on ' || host(a.client_addr), '') AS client "
+    "SELECT 'backend pid' AS what, l.pid, coalesce(' on ' || host(a.client_addr), '') AS client "
     "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
     "WHERE l.locktype = 'advisory' AND l.granted "
     "AND l.classid = hashtext('bgtaskex')::oid AND l.objid = hashtext(current_schema())::oid "
     "LIMIT 1"
+)
+# MySQL / MariaDB: a user lock per database (see engine.mysql_lock_name).
+_MY_LOCK = mysql_lock_name("run")
+_MY_TRY_LOCK = text(f"SELECT GET_LOCK({_MY_LOCK}, 0)")
+_MY_UNLOCK = text(f"SELECT RELEASE_LOCK({_MY_LOCK})")
+_MY_LOCK_USED_BY = text(f"SELECT IS_USED_LOCK({_MY_LOCK})")  # its connection id, or NULL
+_MY_LOCK_HOLDER = text(
+    "SELECT 'connection id' AS what, p.id AS pid, "
+    "COALESCE(CONCAT(' on ', SUBSTRING_INDEX(p.host, ':', 1)), '') AS client "
+    f"FROM information_schema.processlist p WHERE p.id = IS_USED_LOCK({_MY_LOCK})"
 )
 # Wake-ups: a channel per schema, so that installations in several schemas of one
 # database wake only their own daemons.

@@ -102,15 +102,17 @@ class AdminQueries:
 
     def cancel(self, task_id: int, *, executing: Callable[[], bool]) -> bool:
         """Cancel a task: at once (True) unless a run may be executing one of its hooks
-        right now (`executing()` says whether a run is alive), in which case the run
-        ends it at its next checkpoint or hook return (False)."""
+        right now (a worker holds a live claim on it, or `executing()` says a run is
+        alive), in which case the run ends it at its next checkpoint or hook return
+        (False)."""
         check_id(task_id)
         now = _now()
         with self._write() as conn:
             row = self._locked_task(conn, task_id)
             if row.status in {s.value for s in TERMINAL}:
                 raise InvalidState(f"task {task_id} is already {row.status}")
-            if row.status in _EXECUTING and executing():
+            claimed = row.lease_until is not None and row.lease_until > now
+            if row.status in _EXECUTING and (claimed or executing()):
                 if row.cancel_requested_at is None:
                     conn.execute(
                         update(t.tasks)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     Float,
     ForeignKey,
     Index,
@@ -34,12 +35,43 @@ metadata = MetaData(
     }
 )
 
+# The dialect names of MySQL and MariaDB (`mysql+pymysql://` or `mariadb+pymysql://`).
+MYSQL = ("mysql", "mariadb")
+
 # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid); elsewhere ids are 64-bit.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 
+# A float is a double everywhere: MySQL's FLOAT is single precision (7 digits).
+Real = Float().with_variant(Double(), *MYSQL)
+
+
+def Str(length: int) -> String:
+    """VARCHAR(length), in UTF-8 and compared byte for byte on every backend. MySQL's and
+    MariaDB's default collations ignore case (and accents): queue "Reports" would be
+    queue "reports" there, not on SQLite or PostgreSQL. utf8mb4_bin keeps them apart,
+    and its character set holds any text whatever the database's default."""
+    return String(length).with_variant(String(length, collation="utf8mb4_bin"), *MYSQL)
+
+
+class LongStr(TypeDecorator[str]):
+    """TEXT. MySQL and MariaDB: MEDIUMTEXT in UTF-8, as their TEXT holds 64 KiB only (an
+    error message or a traceback may be longer) and takes the database's character set
+    (latin1 by default before MariaDB 11.6). The MySQL dialect is imported only there."""
+
+    impl = Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in MYSQL:
+            from sqlalchemy.dialects.mysql import MEDIUMTEXT
+
+            return dialect.type_descriptor(MEDIUMTEXT(collation="utf8mb4_bin"))
+        return super().load_dialect_impl(dialect)
+
 
 class Params(TypeDecorator[Any]):
-    """A JSON object: JSONB on PostgreSQL, JSON (text) elsewhere.
+    """A JSON object: JSONB on PostgreSQL, JSON elsewhere (text on SQLite, and on MariaDB
+    LONGTEXT with a JSON_VALID check).
 
     The PostgreSQL dialect is imported only when it is used: SQLite runs skip its cost.
     """
@@ -56,10 +88,20 @@ class Params(TypeDecorator[Any]):
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Timestamps are stored in UTC and always come back timezone-aware."""
+    """Timestamps are stored in UTC and always come back timezone-aware.
+
+    MySQL and MariaDB: DATETIME(6), as their DATETIME drops the microseconds (the MySQL
+    dialect is imported only there, as for JSONB)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name in MYSQL:
+            from sqlalchemy.dialects.mysql import DATETIME
+
+            return dialect.type_descriptor(DATETIME(fsp=6))
+        return super().load_dialect_impl(dialect)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -80,16 +122,16 @@ tasks = Table(
     "bgtaskex_tasks",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("name", String(200), nullable=False),
-    Column("type", String(16), nullable=False),
-    Column("queue", String(100), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("name", Str(200), nullable=False),
+    Column("type", Str(16), nullable=False),
+    Column("queue", Str(100), nullable=False),
+    Column("status", Str(16), nullable=False),
     # models.run_order(type, status): NULL once the task has ended, so the run's
     # "next task" query is a range scan of a small partial index.
     Column("run_order", SmallInteger, nullable=True),
     Column("current_rank", Integer, nullable=True),
     # The run that last wrote the task: a run does not take a task twice.
-    Column("last_run_id", String(32), nullable=True),
+    Column("last_run_id", Str(32), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("ended_at", UTCDateTime, nullable=True),
@@ -99,7 +141,7 @@ tasks = Table(
     # Claims (concurrency lock = "none"): the worker holding the task, a fencing token
     # that grows with every claim (a write carrying an older one is refused), and the
     # end of the lease, after which another worker may take the task over.
-    Column("claimed_by", String(100), nullable=True),
+    Column("claimed_by", Str(100), nullable=True),
     Column("claim_token", BigInteger, nullable=False, server_default="0"),
     Column("lease_until", UTCDateTime, nullable=True),
 )
@@ -134,17 +176,17 @@ actions = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("task_id", Id, ForeignKey("bgtaskex_tasks.id", ondelete="CASCADE"), nullable=False),
     Column("rank", Integer, nullable=False),
-    Column("ref", String(255), nullable=False),
-    Column("status", String(16), nullable=False),
+    Column("ref", Str(255), nullable=False),
+    Column("status", Str(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("params", Params, nullable=False),
     Column("initial_params", Params, nullable=False),  # as enqueued: `retry --from-start`
     Column("started_at", UTCDateTime, nullable=True),
     Column("ended_at", UTCDateTime, nullable=True),
-    Column("progress_done", Float, nullable=True),
-    Column("progress_total", Float, nullable=True),
-    Column("progress_message", String(200), nullable=True),
-    Column("elapsed", Float, nullable=False, default=0.0),  # seconds in execute, all runs
+    Column("progress_done", Real, nullable=True),
+    Column("progress_total", Real, nullable=True),
+    Column("progress_message", Str(200), nullable=True),
+    Column("elapsed", Real, nullable=False, default=0.0),  # seconds in execute, all runs
     UniqueConstraint("task_id", "rank"),
 )
 # `stats`: actions ended in the last hour / day.
@@ -156,12 +198,12 @@ events = Table(
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("task_id", Id, ForeignKey("bgtaskex_tasks.id", ondelete="CASCADE"), nullable=False),
     Column("at", UTCDateTime, nullable=False),
-    Column("run_id", String(32), nullable=True),
+    Column("run_id", Str(32), nullable=True),
     Column("rank", Integer, nullable=True),
-    Column("old_status", String(16), nullable=True),
-    Column("new_status", String(16), nullable=True),
-    Column("message", Text, nullable=False),
-    Column("error", Text, nullable=True),
+    Column("old_status", Str(16), nullable=True),
+    Column("new_status", Str(16), nullable=True),
+    Column("message", LongStr(), nullable=False),
+    Column("error", LongStr(), nullable=True),
 )
 Index("ix_bgtaskex_events_task_id_id", events.c.task_id, events.c.id)
 
@@ -171,7 +213,8 @@ def _partial_indexes_on_postgresql(_target: MetaData, connection: Any, **_kw: An
     """The partial indexes above are written for SQLite; PostgreSQL gets the same WHERE
     clauses when it creates the schema. Naming `postgresql_where` up front would make
     SQLAlchemy import its PostgreSQL dialect in every run, SQLite ones included (~40 ms);
-    the Alembic migration states both."""
+    the Alembic migration states both. MySQL and MariaDB have no partial indexes: they
+    get plain ones, where `run_order IS NOT NULL` is a range that skips the NULLs."""
     if connection.dialect.name != "postgresql":
         return
     for index in tasks.indexes:

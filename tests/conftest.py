@@ -1,8 +1,10 @@
-"""Fixtures: a fresh database per test, on SQLite and on PostgreSQL.
+"""Fixtures: a fresh database per test, on SQLite, on PostgreSQL and on MariaDB.
 
 PostgreSQL: `BGTASKEX_TEST_POSTGRES_URL` (default: the local server of this project's
-machines). Each test gets its own schema, dropped afterwards. When no server answers, the
-PostgreSQL variants skip with the reason, except under CI=true, where they fail.
+machines). Each test gets its own schema, dropped afterwards. MariaDB:
+`BGTASKEX_TEST_MARIADB_URL` (same default); each test gets its own database, dropped
+afterwards. When no server answers, the variants of that server skip with the reason,
+except under CI=true, where they fail.
 
 `app_url`: the application database of tests/appdb.py, a fresh and empty one per test, on
 SQLite, PostgreSQL (a new database) and MariaDB (`BGTASKEX_TEST_MARIADB_URL`, same rules).
@@ -88,11 +90,21 @@ def pg_schema_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """bgtaskex's own database, fresh per test: an SQLite file, a PostgreSQL schema, or a
+    MariaDB database (see `mariadb_database_url`)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'bgtaskex.db'}"
-    return str(request.getfixturevalue("pg_schema_url"))
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_schema_url"))
+    return str(request.getfixturevalue("mariadb_database_url"))
 
 
 @pytest.fixture

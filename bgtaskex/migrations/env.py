@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
-from alembic import context
-from sqlalchemy import text
+from contextlib import suppress
 
-from bgtaskex.tables import metadata
+from alembic import context
+from sqlalchemy import exc, text
+
+from bgtaskex.engine import mysql_lock_name
+from bgtaskex.exceptions import StorageError
+from bgtaskex.tables import MYSQL, metadata
 
 connection = context.config.attributes["connection"]
-if connection.dialect.name == "postgresql":
+dialect = connection.dialect.name
+if dialect == "postgresql":
     # Two processes creating a fresh schema at once: the second waits, then finds it done.
     connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('bgtaskex-migrate'))"))
-context.configure(
-    connection=connection,
-    target_metadata=metadata,
-    render_as_batch=connection.dialect.name == "sqlite",
-)
-with context.begin_transaction():
-    context.run_migrations()
+elif dialect in MYSQL:
+    # The same, but MySQL commits every DDL statement at once, so no transaction lock
+    # can cover the migration: a lock of the session does, released below (or by the
+    # server if this process dies).
+    got = connection.execute(text(f"SELECT GET_LOCK({mysql_lock_name('migrate')}, 600)")).scalar()
+    if got != 1:
+        raise StorageError("another process is migrating this database: gave up after 600 s")
+try:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        render_as_batch=dialect == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+finally:
+    if dialect in MYSQL:
+        with suppress(exc.DBAPIError):  # a lost connection took its lock along
+            connection.execute(text(f"SELECT RELEASE_LOCK({mysql_lock_name('migrate')})"))

@@ -745,14 +745,6 @@ def stop_holding_the_row(cluster: Cluster, daemon: Daemon, task_id: int) -> None
     pytest.fail(f"daemon {daemon.name} never caught inside a transaction\n{daemon.describe()}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bgtaskex bug: a worker frozen (SIGSTOP, VM pause) or cut off while one of its "
-    "transactions holds the task's row lock is never taken over: the claim's SELECT ... "
-    "FOR UPDATE SKIP LOCKED passes over the locked row however long ago the lease ran out "
-    "(until the process resumes, or TCP keepalive ends its server session: 2 h by "
-    "default); no idle_in_transaction_session_timeout bounds bgtaskex's sessions",
-)
 def test_worker_stopped_inside_a_transaction_is_taken_over_after_the_lease(
     cluster: Cluster,
 ) -> None:
@@ -787,13 +779,6 @@ def test_worker_stopped_inside_a_transaction_is_taken_over_after_the_lease(
 # -- cancel while a worker executes the task ---------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bgtaskex bug: with lock = none, `cancel` asks the local run lock file whether a "
-    "run is executing the task (Client.cancel: lock_is_held(settings.lock_path)); no worker "
-    "holds it, so a task a worker is executing right now is ended at once under its feet "
-    "instead of at its next checkpoint (README: never under its feet)",
-)
 def test_cancel_of_a_claimed_task_waits_for_its_checkpoint(cluster: Cluster, bgx: Bgx) -> None:
     (daemon,) = daemons = [cluster.start("a", lease="2s")]
     cluster.started(daemon)

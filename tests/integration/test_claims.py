@@ -1,5 +1,5 @@
 """Claims under leases (`lock = "none"`), the cluster lock (`lock = "database"`) and the
-migration that brought their columns, on real databases.
+migration that brought their columns, on real databases (PostgreSQL and MariaDB).
 
 The store hands each due task to one worker at a time, with a fencing token that grows
 with every claim; a lease that runs out lets another worker take the task over, after
@@ -30,12 +30,23 @@ from bgtaskex.store import Store
 NOOP = "tests.scripted:Noop"
 SCRIPTED = "tests.scripted:Scripted"
 
-pytestmark = pytest.mark.postgres
+SERVERS = [
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("mariadb", marks=pytest.mark.mariadb),
+]
+
+
+@pytest.fixture(params=SERVERS)
+def server_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database on a server: a PostgreSQL schema or a MariaDB database."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_schema_url"))
+    return str(request.getfixturevalue("mariadb_database_url"))
 
 
 @pytest.fixture
-def pg_store(pg_schema_url: str) -> Iterator[Store]:
-    store = Store(pg_schema_url)
+def server_store(server_url: str) -> Iterator[Store]:
+    store = Store(server_url)
     store.ensure_schema()
     yield store
     store.close()
@@ -57,29 +68,29 @@ def bump_token(store: Store, task_id: int) -> None:
 # -- the store ----------------------------------------------------------------------------
 
 
-def test_claims_follow_the_run_order_and_a_run_takes_a_task_once(pg_store: Store) -> None:
-    cron = enqueue(pg_store, "cron")
-    interactive = enqueue(pg_store, "interactive", TaskType.INTERACTIVE)
-    first = pg_store.claim("w1", "run-a", 60)
+def test_claims_follow_the_run_order_and_a_run_takes_a_task_once(server_store: Store) -> None:
+    cron = enqueue(server_store, "cron")
+    interactive = enqueue(server_store, "interactive", TaskType.INTERACTIVE)
+    first = server_store.claim("w1", "run-a", 60)
     assert first is not None and first.id == interactive
     assert (first.claimed_by, first.claim_token) == ("w1", 1)
     assert first.lease_until is not None
-    second = pg_store.claim("w1", "run-a", 60)
+    second = server_store.claim("w1", "run-a", 60)
     assert second is not None and second.id == cron
-    assert pg_store.claim("w2", "run-b", 60) is None, "both are held by their leases"
-    pg_store.release(interactive, 1)
-    assert pg_store.claim("w1", "run-a", 60) is None, "run-a already took it"
-    again = pg_store.claim("w2", "run-b", 60)
+    assert server_store.claim("w2", "run-b", 60) is None, "both are held by their leases"
+    server_store.release(interactive, 1)
+    assert server_store.claim("w1", "run-a", 60) is None, "run-a already took it"
+    again = server_store.claim("w2", "run-b", 60)
     assert again is not None and (again.id, again.claim_token) == (interactive, 2)
 
 
-def test_concurrent_claims_never_hand_out_a_task_twice(pg_store: Store) -> None:
-    ids = {enqueue(pg_store, f"t{i}") for i in range(200)}
+def test_concurrent_claims_never_hand_out_a_task_twice(server_store: Store) -> None:
+    ids = {enqueue(server_store, f"t{i}") for i in range(200)}
     got: Counter[int] = Counter()
     lock = threading.Lock()
 
     def worker(n: int) -> None:
-        while (task := pg_store.claim(f"w{n}", f"run-{n}", 60)) is not None:
+        while (task := server_store.claim(f"w{n}", f"run-{n}", 60)) is not None:
             with lock:
                 got[task.id] += 1
 
@@ -92,27 +103,27 @@ def test_concurrent_claims_never_hand_out_a_task_twice(pg_store: Store) -> None:
     assert max(got.values()) == 1
 
 
-def test_an_expired_lease_is_taken_over_and_fences_off_the_old_owner(pg_store: Store) -> None:
-    task_id = enqueue(pg_store, "t")
-    mine = pg_store.claim("old", "run-old", 1)
+def test_an_expired_lease_is_taken_over_and_fences_off_the_old_owner(server_store: Store) -> None:
+    task_id = enqueue(server_store, "t")
+    mine = server_store.claim("old", "run-old", 1)
     assert mine is not None and mine.claim_token == 1
-    assert pg_store.claim("new", "run-new", 60) is None
+    assert server_store.claim("new", "run-new", 60) is None
     deadline = time.monotonic() + 10
     theirs = None
     while theirs is None and time.monotonic() < deadline:  # the server's clock decides
-        theirs = pg_store.claim("new", "run-new", 60)
+        theirs = server_store.claim("new", "run-new", 60)
         time.sleep(0.05)
     assert theirs is not None and (theirs.id, theirs.claim_token) == (task_id, 2)
-    assert not pg_store.heartbeat(task_id, 1, 60)
+    assert not server_store.heartbeat(task_id, 1, 60)
     with pytest.raises(ClaimLost):
-        pg_store.apply(Change(task_id, "run-old", status=TaskStatus.PAUSED, token=1))
-    pg_store.release(task_id, 1)  # a stale release is a no-op
-    held = pg_store.get_task(task_id)
+        server_store.apply(Change(task_id, "run-old", status=TaskStatus.PAUSED, token=1))
+    server_store.release(task_id, 1)  # a stale release is a no-op
+    held = server_store.get_task(task_id)
     assert (held.status, held.claimed_by, held.claim_token) == (TaskStatus.CREATED, "new", 2)
     assert held.lease_until is not None
-    assert pg_store.heartbeat(task_id, 2, 60)
-    pg_store.apply(Change(task_id, "run-new", status=TaskStatus.PAUSED, token=2, release=True))
-    done = pg_store.get_task(task_id)
+    assert server_store.heartbeat(task_id, 2, 60)
+    server_store.apply(Change(task_id, "run-new", status=TaskStatus.PAUSED, token=2, release=True))
+    done = server_store.get_task(task_id)
     assert (done.status, done.lease_until) == (TaskStatus.PAUSED, None)
 
 
@@ -130,8 +141,8 @@ def claims_settings(url: str, tmp_path: Path, **concurrency: object) -> Settings
 
 
 @pytest.fixture
-def workers_client(pg_schema_url: str, tmp_path: Path) -> Iterator[Client]:
-    with connect(settings=claims_settings(pg_schema_url, tmp_path, lock="none", workers=4)) as c:
+def workers_client(server_url: str, tmp_path: Path) -> Iterator[Client]:
+    with connect(settings=claims_settings(server_url, tmp_path, lock="none", workers=4)) as c:
         yield c
 
 
@@ -153,9 +164,9 @@ def test_workers_drain_every_task_once(workers_client: Client, tmp_path: Path) -
 
 
 def test_a_lost_claim_stops_the_action_and_its_writes(
-    pg_schema_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    server_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = claims_settings(pg_schema_url, tmp_path, lock="none", lease=1.0)
+    settings = claims_settings(server_url, tmp_path, lock="none", lease=1.0)
     log = str(tmp_path / "calls.jsonl")
     with connect(settings=settings) as client:
         plan = {"execute": ["until-stop"]}
@@ -179,16 +190,16 @@ def test_a_lost_claim_stops_the_action_and_its_writes(
         assert "lost the claim" in caplog.text
 
 
-def test_a_heartbeating_worker_keeps_its_task(pg_schema_url: str, tmp_path: Path) -> None:
+def test_a_heartbeating_worker_keeps_its_task(server_url: str, tmp_path: Path) -> None:
     """A lease of 1 s, an execute of 3.5 s: the heartbeat holds the claim all along."""
-    settings = claims_settings(pg_schema_url, tmp_path, lock="none", lease=1.0)
+    settings = claims_settings(server_url, tmp_path, lock="none", lease=1.0)
     log = str(tmp_path / "calls.jsonl")
     with connect(settings=settings) as client:
         plan = {"execute": ["sleep:3.5"]}
         task_id = client.enqueue("t", [(SCRIPTED, {"name": "A", "log": log, "plan": plan})])
         runner = threading.Thread(target=client.run_once)
         runner.start()
-        rival = Store(pg_schema_url)
+        rival = Store(server_url)
         try:
             taken = []
             while runner.is_alive():
@@ -206,15 +217,15 @@ def test_a_heartbeating_worker_keeps_its_task(pg_schema_url: str, tmp_path: Path
 # -- the cluster lock ---------------------------------------------------------------------
 
 
-def test_the_database_lock_admits_one_run(pg_schema_url: str) -> None:
-    first, second = Store(pg_schema_url), Store(pg_schema_url)
+def test_the_database_lock_admits_one_run(server_url: str) -> None:
+    first, second = Store(server_url), Store(server_url)
     try:
-        with (
-            first.cluster_lock(),
-            pytest.raises(LockBusy, match="database lock"),
-            second.cluster_lock(),
-        ):
-            pass
+        assert not second.cluster_lock_held()
+        with first.cluster_lock():
+            assert second.cluster_lock_held()
+            with pytest.raises(LockBusy, match="database lock"), second.cluster_lock():
+                pass
+        assert not second.cluster_lock_held()
         with second.cluster_lock():
             pass
     finally:
@@ -232,17 +243,16 @@ def test_sqlite_refuses_the_cluster_modes(tmp_path: Path, lock: str) -> None:
 # -- the migration from the previous release ----------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+@pytest.mark.parametrize("backend", ["sqlite", *SERVERS])
 def test_upgrading_a_0001_database_keeps_its_tasks(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    url = (
-        f"sqlite:///{tmp_path / 'old.db'}"
-        if backend == "sqlite"
-        else str(request.getfixturevalue("pg_schema_url"))
-    )
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    elif backend == "postgres":
+        url = str(request.getfixturevalue("pg_schema_url"))
+    else:
+        url = str(request.getfixturevalue("mariadb_database_url"))
     old = Store(url)
     old.upgrade("0001")
     assert old.schema_revision() == "0001"

@@ -79,6 +79,7 @@ SUMMARY_FIELDS = {
     "failed",
     "errored",
     "cancelled",
+    "lost",
     "actions",
     "purged",
     "idle",

@@ -48,7 +48,7 @@ from bgtaskex.models import (
 from bgtaskex.registry import Registry
 from bgtaskex.store import Store
 from bgtaskex.tables import metadata
-from tests.conftest import PG_URL
+from tests.conftest import MARIADB_URL, PG_URL, _fresh_database_url
 
 TASKS = 3000
 WAITING_EVERY = 50  # 2% of the tasks wait: created, paused or running
@@ -469,6 +469,28 @@ def _pg_schema(url: str) -> dict[str, Any]:
         engine.dispose()
 
 
+def _mysql_schema(url: str) -> dict[str, tuple[list[str], list[str]]]:
+    """SHOW CREATE TABLE of each table, without the AUTO_INCREMENT counter: its columns
+    (types, collations, defaults, checks) in order, and its keys and constraints sorted
+    (they come in the order they were created)."""
+    engine = create_engine(url)
+    try:
+        schema = {}
+        with engine.connect() as conn:
+            for table in CHECKED_TABLES:
+                ddl = conn.exec_driver_sql(f"SHOW CREATE TABLE {table}").one()[1]
+                lines = [line.strip().rstrip(",") for line in ddl.splitlines()]
+                columns = [line for line in lines if line.startswith("`")]
+                others = [line for line in lines if not line.startswith("`")]
+                schema[table] = (
+                    columns,
+                    sorted(re.sub(r" AUTO_INCREMENT=\d+", "", line) for line in others),
+                )
+        return schema
+    finally:
+        engine.dispose()
+
+
 def test_migration_ddl_equals_create_all(db_url: str, tmp_path: Path) -> None:
     """Stricter than autogenerate, which does not compare partial-index predicates: the
     migrated database has the same columns, constraints and index definitions (WHERE
@@ -481,6 +503,17 @@ def test_migration_ddl_equals_create_all(db_url: str, tmp_path: Path) -> None:
         engine.dispose()
         migrated = _sqlite_schema(Path(db_url.removeprefix("sqlite:///")))
         assert migrated == _sqlite_schema(reference)
+        return
+    if db_url.startswith("mysql"):
+        reference_urls = _fresh_database_url(MARIADB_URL, "")
+        reference_url = next(reference_urls)
+        try:
+            engine = create_engine(reference_url)
+            metadata.create_all(engine)
+            engine.dispose()
+            assert _mysql_schema(db_url) == _mysql_schema(reference_url)
+        finally:
+            reference_urls.close()  # drops the reference database
         return
     schema = f"bgtaskex_t_{secrets.token_hex(6)}"
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")

@@ -1,4 +1,4 @@
-"""The contract of bgtaskex.store.Store, on SQLite and on PostgreSQL."""
+"""The contract of bgtaskex.store.Store, on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text, update
 
+from bgtaskex import tables
 from bgtaskex.client import Client, connect
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import StorageError, TaskNotFound
@@ -19,6 +20,7 @@ from bgtaskex.models import (
     Change,
     NewAction,
     NewEvent,
+    Progress,
     TaskFilter,
     TaskStatus,
     TaskType,
@@ -299,6 +301,50 @@ def test_apply_params_round_trip(store: Store) -> None:
     assert store.get_task(tid).actions[0].params == ODD_PARAMS
     store.apply(Change(tid, "r", actions=(ActionChange(1, params={}),)))
     assert store.get_task(tid).actions[0].params == {}
+
+
+def test_values_come_back_exactly_on_every_backend(store: Store) -> None:
+    """Microseconds, double-precision floats, and names that differ only in case (MySQL's
+    DATETIME, FLOAT and default collation would lose or merge them)."""
+    upper = store.enqueue("Report", TaskType.CRON, "Reports", [NewAction(NOOP)])
+    lower = store.enqueue("report", TaskType.CRON, "reports", [NewAction(NOOP)])
+    progress = Progress(1 / 3, 2**40 + 0.5, "a third")
+    store.apply(
+        Change(upper, "r", actions=(ActionChange(1, progress=progress, elapsed=1234.567891),))
+    )
+    task = store.get_task(upper)
+    assert task.actions[0].progress == progress
+    assert task.actions[0].elapsed == 1234.567891
+    at = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    with store._engine.begin() as conn:
+        conn.execute(update(tables.tasks).where(tables.tasks.c.id == upper).values(created_at=at))
+    assert store.get_task(upper).created_at == at
+    assert {t.id for t in store.list_tasks(TaskFilter(queues=frozenset({"reports"})))} == {lower}
+    assert {t.id for t in store.list_tasks(TaskFilter(queues=frozenset({"Reports"})))} == {upper}
+    assert store.next_task(queues=["reports"]).id == lower  # type: ignore[union-attr]
+    by_glob = store.list_tasks(TaskFilter(name_glob="REP*"))  # globs ignore case everywhere
+    assert {t.id for t in by_glob} == {upper, lower}
+
+
+@pytest.mark.mariadb
+def test_mariadb_keeps_any_text_in_a_latin1_database(mariadb_database_url: str) -> None:
+    """The database's default character set (latin1 on many servers) does not apply to
+    bgtaskex's columns, and an error longer than TEXT's 64 KiB fits."""
+    admin = create_engine(mariadb_database_url)
+    with admin.connect() as conn:
+        conn.execute(text("ALTER DATABASE CHARACTER SET latin1 COLLATE latin1_swedish_ci"))
+    admin.dispose()
+    store = Store(mariadb_database_url)
+    try:
+        store.ensure_schema()
+        tid = store.enqueue("日本語 🎉", TaskType.CRON, "é✓", [NewAction(NOOP, {"x": "🎉"})])
+        error = "✓ Traceback\n" * 20_000  # 240 000 characters, 280 000 bytes
+        store.apply(Change(tid, "r", events=(NewEvent(1, "a", "b", "… 🎉", error),)))
+        task = store.get_task(tid)
+        assert (task.name, task.queue, task.actions[0].params) == ("日本語 🎉", "é✓", {"x": "🎉"})
+        assert (store.events(tid)[-1].message, store.events(tid)[-1].error) == ("… 🎉", error)
+    finally:
+        store.close()
 
 
 def test_apply_writes_events_in_order(store: Store) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from bgtaskex.tables import Id, Params, UTCDateTime
+from bgtaskex.tables import Id, LongStr, Params, Real, Str, UTCDateTime
 
 revision = "0001"
 down_revision = None
@@ -21,13 +21,13 @@ def upgrade() -> None:
     op.create_table(
         "bgtaskex_tasks",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
-        sa.Column("name", sa.String(200), nullable=False),
-        sa.Column("type", sa.String(16), nullable=False),
-        sa.Column("queue", sa.String(100), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("name", Str(200), nullable=False),
+        sa.Column("type", Str(16), nullable=False),
+        sa.Column("queue", Str(100), nullable=False),
+        sa.Column("status", Str(16), nullable=False),
         sa.Column("run_order", sa.SmallInteger, nullable=True),
         sa.Column("current_rank", sa.Integer, nullable=True),
-        sa.Column("last_run_id", sa.String(32), nullable=True),
+        sa.Column("last_run_id", Str(32), nullable=True),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("updated_at", UTCDateTime, nullable=False),
         sa.Column("ended_at", UTCDateTime, nullable=True),
@@ -64,17 +64,17 @@ def upgrade() -> None:
         sa.Column("id", Id, primary_key=True, autoincrement=True),
         sa.Column("task_id", Id, nullable=False),
         sa.Column("rank", sa.Integer, nullable=False),
-        sa.Column("ref", sa.String(255), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("ref", Str(255), nullable=False),
+        sa.Column("status", Str(16), nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("params", Params(), nullable=False),
         sa.Column("initial_params", Params(), nullable=False),
         sa.Column("started_at", UTCDateTime, nullable=True),
         sa.Column("ended_at", UTCDateTime, nullable=True),
-        sa.Column("progress_done", sa.Float, nullable=True),
-        sa.Column("progress_total", sa.Float, nullable=True),
-        sa.Column("progress_message", sa.String(200), nullable=True),
-        sa.Column("elapsed", sa.Float, nullable=False),
+        sa.Column("progress_done", Real, nullable=True),
+        sa.Column("progress_total", Real, nullable=True),
+        sa.Column("progress_message", Str(200), nullable=True),
+        sa.Column("elapsed", Real, nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_bgtaskex_actions"),
         sa.ForeignKeyConstraint(
             ["task_id"],
@@ -92,12 +92,12 @@ def upgrade() -> None:
         sa.Column("id", Id, primary_key=True, autoincrement=True),
         sa.Column("task_id", Id, nullable=False),
         sa.Column("at", UTCDateTime, nullable=False),
-        sa.Column("run_id", sa.String(32), nullable=True),
+        sa.Column("run_id", Str(32), nullable=True),
         sa.Column("rank", sa.Integer, nullable=True),
-        sa.Column("old_status", sa.String(16), nullable=True),
-        sa.Column("new_status", sa.String(16), nullable=True),
-        sa.Column("message", sa.Text, nullable=False),
-        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("old_status", Str(16), nullable=True),
+        sa.Column("new_status", Str(16), nullable=True),
+        sa.Column("message", LongStr(), nullable=False),
+        sa.Column("error", LongStr(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_bgtaskex_events"),
         sa.ForeignKeyConstraint(
             ["task_id"],

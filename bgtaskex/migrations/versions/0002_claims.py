@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from bgtaskex.tables import UTCDateTime
+from bgtaskex.tables import Str, UTCDateTime
 
 revision = "0002"
 down_revision = "0001"
@@ -19,7 +19,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("bgtaskex_tasks") as batch:
-        batch.add_column(sa.Column("claimed_by", sa.String(100), nullable=True))
+        batch.add_column(sa.Column("claimed_by", Str(100), nullable=True))
         batch.add_column(
             sa.Column("claim_token", sa.BigInteger, nullable=False, server_default="0")
         )
