@@ -38,9 +38,8 @@ class WakeUps:
 
     def _serve(self) -> None:
         while not self.stop.is_set():
-            store = self.store()
             try:
-                self._listen(store)
+                self._listen(self.store())
             except BgtaskexError as err:
                 log.warning("wake-ups: %s; trying again in %ss", err, self.poll)
                 self.stop.wait(self.poll)

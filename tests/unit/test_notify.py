@@ -233,12 +233,26 @@ class CountingStop(StopRequest):
         return self.is_set()
 
 
+class QuietStore:
+    """A store whose wake-ups never name a queue (the daemon's wake-up thread)."""
+
+    def wake_ups(self, timeout: float) -> Iterator[None]:
+        while True:
+            time.sleep(timeout)
+            yield None
+
+    def waiting_interactive_queues(self) -> list[str]:
+        return []
+
+
 class FakeClient:
     """Stands in for the daemon's Client: run_once blocks until released."""
 
     def __init__(self) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
+
+        self.store = QuietStore()
 
     def run_once(self, **_kwargs: Any) -> RunSummary:
         self.entered.set()
