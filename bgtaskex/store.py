@@ -219,6 +219,10 @@ class Store(AdminQueries):
         give_up = time.monotonic() + wait
         with _translated(unavailable=True), self._engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT")
+            if self.dialect == "postgresql":
+                # A host cut off (not closed) would keep its session, and so the lock,
+                # until TCP gives up (hours by default): probe the client within a minute.
+                conn.execute(_KEEPALIVES)
             while not conn.execute(try_lock).scalar():
                 if time.monotonic() >= give_up:
                     holder = conn.execute(holder_of).first()
@@ -743,6 +747,11 @@ def _task_statement(
 # The cluster lock: two int4 keys, bgtaskex's and the schema's, so that installations in
 # several schemas of one database do not exclude each other.
 _CLUSTER_KEYS = "hashtext('bgtaskex'), hashtext(current_schema())"
+_KEEPALIVES = text(
+    "SELECT set_config('tcp_keepalives_idle', '30', false), "
+    "set_config('tcp_keepalives_interval', '10', false), "
+    "set_config('tcp_keepalives_count', '3', false)"
+)
 _TRY_CLUSTER_LOCK = text(f"SELECT pg_try_advisory_lock({_CLUSTER_KEYS})")
 _CLUSTER_UNLOCK = text(f"SELECT pg_advisory_unlock({_CLUSTER_KEYS})")
 _CLUSTER_LOCK_HOLDER = text(
