@@ -466,17 +466,11 @@ class Store(AdminQueries):
         actions, from `queues` (None: any) but not `exclude_queues`. Tasks last written
         by run `skip_run` (already handled by it), `skip_task` (handled, not yet written)
         and those in `exclude` are passed over."""
-        due = _NEXT_TASK_ID
+        due = _narrowed(_NEXT_TASK_ID, exclude, queues, exclude_queues)
         params: dict[str, Any] = {
             "v_skip_run": skip_run or "",
             "v_skip_task": -1 if skip_task is None else skip_task,
         }
-        if exclude:
-            due = due.where(t.tasks.c.id.not_in(list(exclude)))
-        if queues is not None:
-            due = due.where(t.tasks.c.queue.in_(sorted(queues)))
-        if exclude_queues:
-            due = due.where(t.tasks.c.queue.not_in(sorted(exclude_queues)))
         query = _NEXT_TASK if due is _NEXT_TASK_ID else _next_task(due)
         with self._read(single=True) as conn:
             return _task_of_rows(conn.execute(query, params).all())
@@ -501,12 +495,7 @@ class Store(AdminQueries):
         run's (`next_task`), and run `run_id` does not take a task twice.
         """
         due, claim, _beat = _claim_statements(self.dialect)
-        if exclude:
-            due = due.where(t.tasks.c.id.not_in(list(exclude)))
-        if queues is not None:
-            due = due.where(t.tasks.c.queue.in_(sorted(queues)))
-        if exclude_queues:
-            due = due.where(t.tasks.c.queue.not_in(sorted(exclude_queues)))
+        due = _narrowed(due, exclude, queues, exclude_queues)
         params = self._lease_params(lease)
         params.update(v_skip_run=run_id, v_worker=worker[:100])
         with self._write() as conn:
@@ -593,6 +582,23 @@ _NEXT_TASK_ID = (
     .order_by(t.tasks.c.run_order, t.tasks.c.id)
     .limit(1)
 )
+
+
+def _narrowed(
+    due: Any,
+    exclude: Collection[int],
+    queues: Collection[str] | None,
+    exclude_queues: Collection[str],
+) -> Any:
+    """`due` without the tasks of `exclude`, from `queues` (None: any) but not from
+    `exclude_queues`; `due` itself when nothing narrows it (its cached statement)."""
+    if exclude:
+        due = due.where(t.tasks.c.id.not_in(list(exclude)))
+    if queues is not None:
+        due = due.where(t.tasks.c.queue.in_(sorted(queues)))
+    if exclude_queues:
+        due = due.where(t.tasks.c.queue.not_in(sorted(exclude_queues)))
+    return due
 
 
 def _joined(which: Any) -> Any:
