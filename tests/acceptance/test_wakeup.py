@@ -46,6 +46,8 @@ def test_an_interactive_task_starts_at_once_a_cron_one_waits(
     lone_cron, _ = enqueue(bgx, db_url, "cron")
     second = enqueue(bgx, db_url, "interactive")[0]
     daemon.wait_for(tasks.finished(second, lone_cron), "the next interactive task", timeout=15)
+    # the run's summary line follows its last commit: wait for it before counting
+    daemon.wait_for(lambda: len(daemon.runs()) == 3, "the second woken run's summary line")
     runs_before = len(daemon.runs())
     third_cron, _ = enqueue(bgx, db_url, "cron")
     time.sleep(2.5)  # a bounded look for something that must NOT happen: 2.5 polls
