@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
-from .exceptions import DatabaseUnavailable, StorageError, UsageError
+from .exceptions import DatabaseUnavailable, Deadlock, StorageError, UsageError
 from .urls import mask_secrets
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -34,6 +34,15 @@ def first_line(err: BaseException) -> str:
     return mask_secrets(lines[0] if lines else type(orig).__name__)
 
 
+def _is_deadlock(orig: BaseException | None) -> bool:
+    """A deadlock victim (PostgreSQL 40P01; MySQL/MariaDB 1213, or 1205: lock wait
+    timeout, which InnoDB also resolves by rolling back)."""
+    if getattr(orig, "sqlstate", None) == "40P01":
+        return True
+    args: tuple[object, ...] = tuple(getattr(orig, "args", ()))
+    return bool(args) and args[0] in (1205, 1213)
+
+
 @contextmanager
 def translated(unavailable: bool = False, where: str = "database") -> Iterator[None]:
     """Turn SQLAlchemy/driver errors into bgtaskex's, with secrets masked."""
@@ -42,6 +51,8 @@ def translated(unavailable: bool = False, where: str = "database") -> Iterator[N
     except sa_exc.DBAPIError as err:
         if unavailable or err.connection_invalidated:
             raise DatabaseUnavailable(f"{where} unavailable: {first_line(err)}") from err
+        if _is_deadlock(err.orig):
+            raise Deadlock(f"database error: {first_line(err)}") from err
         raise StorageError(f"database error: {first_line(err)}") from err
     except sa_exc.SQLAlchemyError as err:
         raise StorageError(f"database error: {first_line(err)}") from err

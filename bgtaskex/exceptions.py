@@ -49,6 +49,11 @@ class StorageError(BgtaskexError):
     exit_code = 4
 
 
+class Deadlock(StorageError):
+    """The database chose this transaction as the victim of a deadlock (or a lock wait
+    timeout) and rolled it back: nothing was written, and trying again is safe."""
+
+
 class DatabaseUnavailable(StorageError):
     """The database cannot be reached or opened."""
 

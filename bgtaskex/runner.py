@@ -31,6 +31,7 @@ from .exceptions import (
     ClaimLost,
     ConfigError,
     DatabaseUnavailable,
+    Deadlock,
     InvalidRef,
     StorageError,
     TaskInterrupted,
@@ -169,9 +170,12 @@ class _Context:
             self.rank, params=saved, progress=progress, elapsed=self.busy_since_save()
         )
         try:
-            runner.store.apply(
-                Change(self.task.id, runner.run_id, actions=(change,), token=runner.token)
-            )
+            write = Change(self.task.id, runner.run_id, actions=(change,), token=runner.token)
+            try:
+                runner.store.apply(write)
+            except Deadlock:  # the victim of a deadlock with a `cancel`: nothing written
+                time.sleep(0.05)
+                runner.store.apply(write)
         except TaskInterrupted:
             runner.store.end_cancelled(self.task.id, runner.run_id, self.rank, saved)
             raise Cancelled(f"task {self.task.id} was cancelled") from None

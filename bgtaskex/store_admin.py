@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Connection, Row, delete, func, insert, sel
 
 from . import tables as t
 from .engine import now as _now
-from .exceptions import InvalidState, TaskNotFound
+from .exceptions import Deadlock, InvalidState, TaskNotFound
 from .models import (
     ACTIVE_STATUSES,
     TERMINAL,
@@ -104,8 +104,19 @@ class AdminQueries:
         """Cancel a task: at once (True) unless a run may be executing one of its hooks
         right now (a worker holds a live claim on it, or `executing()` says a run is
         alive), in which case the run ends it at its next checkpoint or hook return
-        (False)."""
+        (False). A deadlock with the run's own writes (InnoDB picks a victim) is tried
+        again."""
         check_id(task_id)
+        for attempt in range(1, 4):
+            try:
+                return self._cancel(task_id, executing)
+            except Deadlock:
+                if attempt == 3:
+                    raise
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    def _cancel(self, task_id: int, executing: Callable[[], bool]) -> bool:
         now = _now()
         with self._write() as conn:
             row = self._locked_task(conn, task_id)
