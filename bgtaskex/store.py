@@ -373,6 +373,10 @@ class Store(AdminQueries):
                 if not got:
                     yield None
         finally:
+            # Autocommit and LISTEN stay with the driver's connection: never back to the
+            # pool, where a run would take it for one that has transactions.
+            with suppress(Exception):
+                raw.invalidate()
             raw.close()
 
     def _actions_of(self, conn: Connection, task_ids: Collection[int]) -> dict[int, list[Any]]:
