@@ -9,10 +9,11 @@ Driver errors become `StorageError` / `DatabaseUnavailable`, secrets masked.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -20,6 +21,8 @@ from sqlalchemy.engine import make_url
 
 from .exceptions import DatabaseUnavailable, Deadlock, StorageError, UsageError
 from .urls import mask_secrets
+
+T = TypeVar("T")
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
@@ -56,6 +59,17 @@ def translated(unavailable: bool = False, where: str = "database") -> Iterator[N
         raise StorageError(f"database error: {first_line(err)}") from err
     except sa_exc.SQLAlchemyError as err:
         raise StorageError(f"database error: {first_line(err)}") from err
+
+
+def retrying_deadlocks(write: Callable[[], T], attempts: int = 3) -> T:
+    """Call `write` (one whole transaction), again when the database rolled it back as a
+    deadlock victim: nothing of it was written, so trying again is safe."""
+    for attempt in range(1, attempts):
+        try:
+            return write()
+        except Deadlock:
+            time.sleep(0.05 * attempt)
+    return write()
 
 
 def _idle_in_transaction(engine: Engine, seconds: float | None) -> Engine:

@@ -31,7 +31,6 @@ from .exceptions import (
     ClaimLost,
     ConfigError,
     DatabaseUnavailable,
-    Deadlock,
     InvalidRef,
     StorageError,
     TaskInterrupted,
@@ -170,12 +169,9 @@ class _Context:
             self.rank, params=saved, progress=progress, elapsed=self.busy_since_save()
         )
         try:
-            write = Change(self.task.id, runner.run_id, actions=(change,), token=runner.token)
-            try:
-                runner.store.apply(write)
-            except Deadlock:  # the victim of a deadlock with a `cancel`: nothing written
-                time.sleep(0.05)
-                runner.store.apply(write)
+            runner.store.apply(
+                Change(self.task.id, runner.run_id, actions=(change,), token=runner.token)
+            )
         except TaskInterrupted:
             runner.store.end_cancelled(self.task.id, runner.run_id, self.rank, saved)
             raise Cancelled(f"task {self.task.id} was cancelled") from None
@@ -729,7 +725,7 @@ def run(
         if not_after is not None:
             deadline = min(deadline, not_after)
         run_id = new_run_id()
-        base = worker_id()
+        base = worker_id() if concurrency.claims else ""
         runners = [
             Runner(
                 store,

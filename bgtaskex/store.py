@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 
 from . import tables as t
-from .engine import make_engine, mysql_lock_name
+from .engine import make_engine, mysql_lock_name, retrying_deadlocks
 from .engine import now as _now
 from .engine import translated as _translated
 from .exceptions import (
@@ -542,8 +542,12 @@ class Store(AdminQueries):
 
         Each write only happens while its task is neither ended nor asked to cancel;
         otherwise nothing at all is written and TaskInterrupted names the first such
-        task, so a run never overwrites a `bgtaskex cancel`.
+        task, so a run never overwrites a `bgtaskex cancel`. A transaction lost to a
+        deadlock (e.g. with a `cancel`) is tried again.
         """
+        retrying_deadlocks(lambda: self._apply(changes))
+
+    def _apply(self, changes: Sequence[Change]) -> None:
         now = _now()
         with self._write() as conn:
             events: list[dict[str, Any]] = []

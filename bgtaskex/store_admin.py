@@ -18,7 +18,8 @@ from sqlalchemy import ColumnElement, Connection, Row, delete, func, insert, sel
 
 from . import tables as t
 from .engine import now as _now
-from .exceptions import Deadlock, InvalidState, TaskNotFound
+from .engine import retrying_deadlocks
+from .exceptions import InvalidState, TaskNotFound
 from .models import (
     ACTIVE_STATUSES,
     TERMINAL,
@@ -107,14 +108,7 @@ class AdminQueries:
         (False). A deadlock with the run's own writes (InnoDB picks a victim) is tried
         again."""
         check_id(task_id)
-        for attempt in range(1, 4):
-            try:
-                return self._cancel(task_id, executing)
-            except Deadlock:
-                if attempt == 3:
-                    raise
-                time.sleep(0.05 * attempt)
-        raise AssertionError("unreachable")
+        return retrying_deadlocks(lambda: self._cancel(task_id, executing))
 
     def _cancel(self, task_id: int, executing: Callable[[], bool]) -> bool:
         now = _now()
