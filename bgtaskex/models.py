@@ -234,11 +234,19 @@ class RunSummary:
     lock_wait: float = 0.0
     purged: int = 0
     started_at: datetime | None = None
+    left_waiting: int = 0  # tasks left as they were: their action's module cannot be imported
+    missing_modules: tuple[str, ...] = ()  # those modules, sorted
+    max_overrun: float = 0.0  # the longest a hook ran past the deadline, in seconds
 
     def line(self) -> str:
         extra = f", {self.cancelled} cancelled" if self.cancelled else ""
         extra += f", {self.lost} lost" if self.lost else ""
         extra += f", {self.purged} purged" if self.purged else ""
+        if self.left_waiting:
+            extra += f", {self.left_waiting} left waiting (cannot import "
+            extra += f"{', '.join(self.missing_modules)})"
+        if self.max_overrun > 0:
+            extra += f", overran the deadline by {self.max_overrun:.2f}s"
         return (
             f"run {self.run_id}: {self.finished} finished, {self.paused} paused, "
             f"{self.failed} failed, {self.errors} errored{extra}, {self.actions} actions run "
