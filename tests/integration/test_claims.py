@@ -23,7 +23,7 @@ from bgtaskex.client import Client, connect
 from bgtaskex.concurrency import Concurrency
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import ClaimLost, ConfigError, LockBusy
-from bgtaskex.models import Change, NewAction, TaskStatus, TaskType
+from bgtaskex.models import Change, NewAction, Task, TaskStatus, TaskType
 from bgtaskex.probe import HEAD_REVISION
 from bgtaskex.store import Store
 
@@ -125,6 +125,38 @@ def test_an_expired_lease_is_taken_over_and_fences_off_the_old_owner(server_stor
     server_store.apply(Change(task_id, "run-new", status=TaskStatus.PAUSED, token=2, release=True))
     done = server_store.get_task(task_id)
     assert (done.status, done.lease_until) == (TaskStatus.PAUSED, None)
+
+
+def test_a_claim_skips_a_row_another_session_has_locked(
+    server_store: Store, server_url: str
+) -> None:
+    """SKIP LOCKED: a worker busy with the first due task (its row locked in an open
+    transaction) does not hold up the next worker's claim, which takes the next task at
+    once instead of waiting for that transaction to end."""
+    import sqlalchemy
+
+    locked, free = enqueue(server_store, "locked"), enqueue(server_store, "free")
+    server_store.has_due_tasks()  # a pooled connection, so the claim's time is its own
+    holder = sqlalchemy.create_engine(server_url)
+    claimed: list[object] = []
+    try:
+        with holder.connect() as conn, conn.begin():
+            query = text("SELECT id FROM bgtaskex_tasks WHERE id = :id FOR UPDATE")
+            assert conn.execute(query, {"id": locked}).scalar() == locked
+            claimer = threading.Thread(
+                target=lambda: claimed.append(server_store.claim("w", "run", 60)), daemon=True
+            )
+            started = time.monotonic()
+            claimer.start()
+            claimer.join(1.0)  # a claim that waits would wait until the holder commits
+            took = time.monotonic() - started
+            waited = claimer.is_alive()
+        claimer.join(30)  # the lock is gone: a claim that waited returns now
+    finally:
+        holder.dispose()
+    assert not waited, "the claim waited for the row another session had locked"
+    task = claimed[0]
+    assert isinstance(task, Task) and task.id == free, f"claimed {task} in {took:.3f}s"
 
 
 # -- the runner ----------------------------------------------------------------------------
