@@ -8,7 +8,7 @@ Driver errors become `StorageError` / `DatabaseUnavailable`, secrets masked.
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,7 +76,7 @@ def _idle_in_transaction(engine: Engine, seconds: float | None) -> Engine:
     """Have the server end a session of `engine` that sits in a transaction for longer
     than `seconds`: a worker frozen (SIGSTOP, a paused VM) or cut off in the middle of a
     transaction would otherwise keep its row locks, and `FOR UPDATE SKIP LOCKED` would
-    pass over its task forever, lease or not."""
+    pass over its task forever, lease or not. A failed SET fails the connection."""
     if seconds is None:
         return engine
     postgres = engine.dialect.name == "postgresql"
@@ -87,14 +87,37 @@ def _idle_in_transaction(engine: Engine, seconds: float | None) -> Engine:
         try:
             if postgres:
                 cur.execute(f"SET idle_in_transaction_session_timeout = {int(seconds * 1000)}")
-            else:  # MariaDB; MySQL has no such limit
-                with contextlib.suppress(Exception):
-                    cur.execute(f"SET SESSION idle_transaction_timeout = {max(1, round(seconds))}")
+            else:
+                cur.execute("SELECT VERSION()")
+                statement = mysql_idle_timeout(str(cur.fetchone()[0]), seconds)
+                if statement is not None:
+                    cur.execute(statement)
         finally:
             cur.close()
         dbapi_conn.commit()
 
     return engine
+
+
+_warned_mysql_idle = False
+
+
+def mysql_idle_timeout(server_version: str, seconds: float) -> str | None:
+    """The SET that has a MariaDB server (10.3+) end a session idle in a transaction for
+    `seconds`; None on MySQL, which has no such limit: a warning says so, once per
+    process, since a frozen worker's row locks then last until its connection dies."""
+    global _warned_mysql_idle
+    if "mariadb" in server_version.lower():
+        return f"SET SESSION idle_transaction_timeout = {max(1, round(seconds))}"
+    if not _warned_mysql_idle:
+        _warned_mysql_idle = True
+        logging.getLogger("bgtaskex").warning(
+            "MySQL %s has no idle-in-transaction timeout: the row locks of a frozen worker "
+            "are not bounded by the lease, and its task waits until its connection ends "
+            "(wait_timeout, TCP keepalive); MariaDB and PostgreSQL end such a session",
+            server_version,
+        )
+    return None
 
 
 def mysql_lock_name(purpose: str) -> str:

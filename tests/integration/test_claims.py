@@ -315,3 +315,24 @@ def test_upgrading_a_0001_database_keeps_its_tasks(
         )
         assert client.run_once().finished == 1
         assert client.get(1).status is TaskStatus.FINISHED
+
+
+# -- a frozen worker's row locks ----------------------------------------------------------
+
+
+def test_a_store_with_an_idle_limit_sets_it_on_every_session(server_url: str) -> None:
+    """The server ends a session idle in a transaction longer than the lease (see
+    test_scaleout's frozen worker): PostgreSQL's idle_in_transaction_session_timeout,
+    MariaDB's idle_transaction_timeout, on every connection of the store."""
+    store = Store(server_url, idle_in_transaction=3.0)
+    try:
+        with store._engine.connect() as first, store._engine.connect() as second:
+            for conn in (first, second):
+                if conn.dialect.name == "postgresql":
+                    query = "SELECT current_setting('idle_in_transaction_session_timeout')"
+                    assert conn.execute(text(query)).scalar() == "3s"
+                else:
+                    query = "SELECT @@session.idle_transaction_timeout"
+                    assert conn.execute(text(query)).scalar() == 3
+    finally:
+        store.close()
