@@ -6,6 +6,10 @@ Registered on the `bgtaskex` group by cli.py; each command parses, calls one fun
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
 import click
 
 from .cli import State, _echo_json, _print, cli, pass_state
@@ -37,7 +41,7 @@ def rules_list(state: State, as_json: bool) -> None:
     from .urls import mask_secrets
     from .views import render_rules, rule_dict
 
-    client = state.client()
+    client = state.client(readonly=True)
     rows = [
         rule_dict(status, mask_secrets(status.rule.database or client.settings.url))
         for status in rule_statuses(client)
@@ -81,6 +85,8 @@ def rules_preview(state: State, name: str, sample: int, as_json: bool) -> None:
     rule = client.settings.retention_rule(name)
     found = preview(client, name, sample)
     row = preview_dict(found, mask_secrets(rule.database or client.settings.url), rule.describe())
+    row["sql"] = [{"statement": what, "sql": sql} for what, sql in found.sql]
+    row["values"] = {key: _shown(value) for key, value in found.values}
     if as_json:
         _echo_json(row)
         return
@@ -99,6 +105,21 @@ def rules_preview(state: State, name: str, sample: int, as_json: bool) -> None:
     if rule.also_delete:
         children = ", ".join(f"{c.table}.{c.column}" for c in rule.also_delete)
         click.echo(f"  and their rows in {children}")
+    _print_sql(found.sql, found.values)
+
+
+def _print_sql(sql: Sequence[tuple[str, str]], values: Sequence[tuple[str, Any]]) -> None:
+    """The deletes of a chunk, exactly as compiled for the walk (--json: every statement)."""
+    click.echo("  each chunk deletes with:")
+    for what, statement in sql:
+        if what == "delete":
+            click.echo("\n".join("    " + line for line in statement.splitlines()))
+    bound = "".join(f"{key} = {_shown(value)!r}, " for key, value in values)
+    click.echo(f"  with {bound}and the chunk's key range in bgtaskex_after, bgtaskex_high")
+
+
+def _shown(value: Any) -> Any:
+    return value.isoformat(" ") if isinstance(value, datetime) else value
 
 
 @rules.command(

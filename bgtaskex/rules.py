@@ -140,8 +140,9 @@ def _parse_one(
     condition = table.get("where")
     if condition is not None and (not isinstance(condition, str) or not condition.strip()):
         raise fail("'where' must be an SQL condition on the table")
-    if condition is not None and ";" in condition:
-        raise fail("'where' must be one condition, without ';'")
+    problem = where_problem(condition) if isinstance(condition, str) else None
+    if problem is not None:
+        raise fail(f"'where' must be one condition, {problem}")
     if date_column is None and condition is None:
         raise fail("give 'date_column' + 'older_than' or 'where' (or both)")
     params = table.get("params", {})
@@ -173,6 +174,69 @@ def _parse_one(
         enabled=_flag(table.get("enabled", True), "enabled", fail),
         hooks=_hooks(table.get("hooks", []), fail),
     )
+
+
+def where_problem(condition: str) -> str | None:
+    """Why `condition` could not stand as one term inside parentheses, or None.
+
+    Every statement of a walk puts the condition in parentheses; this keeps it there. A
+    comment would swallow the closing parenthesis, an unbalanced parenthesis would end
+    the group early, a ';' would start another statement. Quotes are read both ways the
+    backends read them: with backslash escapes (MySQL, PostgreSQL's E'...') and without
+    (standard SQL); the condition must pass either way.
+    """
+    for backslash in (False, True):
+        problem = _scan(condition, backslash)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _scan(condition: str, backslash: bool) -> str | None:
+    closing: list[str] = []  # the brackets still open, as the characters that close them
+    at = 0
+    while at < len(condition):
+        char = condition[at]
+        if char in "'\"`":
+            end = _quote_end(condition, at, backslash and char != "`")
+            if end is None:
+                return f"with its quotes closed (a {char} is never closed)"
+            at = end
+            continue
+        if condition.startswith(("--", "/*"), at) or char == "#":
+            return "without comments ('--', '/*', '#'): they would swallow what follows"
+        if char == ";":
+            return "without ';' (outside quotes)"
+        if char == "$" and (
+            at == 0 or not (condition[at - 1].isalnum() or condition[at - 1] in "_$")
+        ):
+            return "without '$' quotes or '$n' parameters (use :name and 'params')"
+        if char in "([":
+            closing.append(")" if char == "(" else "]")
+        elif char in ")]" and (not closing or closing.pop() != char):
+            return f"with balanced parentheses (a {char!r} at character {at + 1} closes none)"
+        at += 1
+    if closing:
+        return f"with balanced parentheses ({len(closing)} left open)"
+    return None
+
+
+def _quote_end(condition: str, start: int, backslash: bool) -> int | None:
+    """Where the quoted text opened at `start` ends (past its closing quote); a doubled
+    quote is a quote, and so, with `backslash`, is any character after a backslash."""
+    quote = condition[start]
+    at = start + 1
+    while at < len(condition):
+        char = condition[at]
+        if backslash and char == "\\":
+            at += 2
+        elif char != quote:
+            at += 1
+        elif condition.startswith(quote * 2, at):
+            at += 2
+        else:
+            return at + 1
+    return None
 
 
 def _identifier(

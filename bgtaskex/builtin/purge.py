@@ -8,6 +8,7 @@ from the rule's `params`, the cut-off date and the key range are bind parameters
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -31,11 +32,12 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql import Delete, Select
+from sqlalchemy.sql.elements import BindParameter, ClauseElement, ColumnElement, Grouping
 
 from ..engine import first_line, make_engine
 from ..exceptions import ConfigError, DatabaseUnavailable
-from ..rules import RetentionRule
+from ..rules import RetentionRule, where_problem
 from ..urls import mask_secrets
 
 log = logging.getLogger("bgtaskex.retention")
@@ -58,6 +60,10 @@ class Preview:
     sample: tuple[int, ...]  # the lowest keys that would go
     low: int | None
     high: int | None
+    #: The statements a walk runs, as (what, SQL), rendered from the very objects it
+    #: executes (placeholders written :name), and the values bound by the rule itself.
+    sql: tuple[tuple[str, str], ...] = ()
+    values: tuple[tuple[str, Any], ...] = ()
 
 
 def open_engine(rule: RetentionRule, own_url: str) -> Engine:
@@ -153,20 +159,29 @@ class Target:
         return column
 
     def _condition(self) -> list[ColumnElement[bool]]:
+        """The rule as terms ANDed to every statement: the age limit, then the `where`
+        as ONE term in parentheses, so that its OR cannot reach past them."""
         found: list[ColumnElement[bool]] = []
         if self.date is not None:
             cutoff = self.cutoff or default_cutoff(self.rule)
             aware = getattr(self.date.type, "timezone", False)
             # Naive columns hold UTC (SQLAlchemy's habit); aware ones compare as instants.
-            found.append(self.date < (cutoff if aware else cutoff.replace(tzinfo=None)))
+            value = cutoff if aware else cutoff.replace(tzinfo=None)
+            found.append(self.date < bindparam("bgtaskex_cutoff", value, type_=self.date.type))
         if self.rule.where is not None:
+            problem = where_problem(self.rule.where)
+            if problem is not None:  # parse_rules refuses it; a walk's saved definition too
+                raise RuleError(f"{self.where}: 'where' must be one condition, {problem}")
             condition = text(self.rule.where)
             wanted = set(condition._bindparams)
             given = dict(self.rule.params)
             missing = sorted(wanted - set(given))
             if missing:
                 raise RuleError(f"{self.where}: 'where' uses :{missing[0]}, not in 'params'")
-            found.append(condition.bindparams(**{k: given[k] for k in wanted}))  # type: ignore[arg-type]
+            bound = condition.bindparams(**{k: given[k] for k in wanted})
+            # text() groups itself only inside IN: without Grouping, "a OR b" would be
+            # ANDed as "range AND age AND a OR b".
+            found.append(Grouping(bound))
         return found
 
     def _check_condition(self) -> None:
@@ -227,20 +242,70 @@ class Target:
         """A write transaction."""
         return self._transaction(readonly=False)
 
-    # -- the walk ----------------------------------------------------------------------
+    # -- the statements: built here only, run by the walk, rendered by the preview -----
 
     def _in_range(self) -> list[ColumnElement[bool]]:
         after: BindParameter[int] = bindparam("bgtaskex_after")
         high: BindParameter[int] = bindparam("bgtaskex_high")
         return [self.key > after, self.key <= high, *self.condition]
 
+    def count_statement(self) -> Select[int, Any, Any]:
+        """How many rows the rule selects, their lowest and highest key (what a walk
+        fixes at its start)."""
+        return select(func.count(), func.min(self.key), func.max(self.key)).where(*self.condition)
+
+    def keys_statement(self, *, lock: bool, limit: bool) -> Select[Any]:
+        """The keys in (:bgtaskex_after, :bgtaskex_high] that the rule selects, lowest
+        first: the first :bgtaskex_limit of them with `limit`, row-locked on servers with
+        `lock` (SQLite's write transaction locks the whole database)."""
+        query = select(self.key).where(*self._in_range()).order_by(self.key)
+        if limit:
+            query = query.limit(bindparam("bgtaskex_limit"))
+        if lock and self.engine.dialect.name != "sqlite":
+            query = query.with_for_update()
+        return query
+
+    def range_count_statement(self) -> Select[int]:
+        """How many rows in (:bgtaskex_after, :bgtaskex_high] the rule selects."""
+        return select(func.count()).where(*self._in_range())
+
+    def delete_statements(self) -> list[Delete]:
+        """The child rows, then the rows, that the rule selects in (:bgtaskex_after,
+        :bgtaskex_high]: by range and condition rather than by a list of keys, so the
+        statements stay small whatever the chunk size."""
+        selected = select(self.key).where(*self._in_range())
+        children = [delete(child).where(child.c[col].in_(selected)) for child, col in self.children]
+        return [*children, delete(self.table).where(*self._in_range())]
+
+    def statements(self) -> list[tuple[str, ClauseElement]]:
+        """Each statement of a walk that carries the rule's condition, in the order a
+        walk runs them: (what, statement)."""
+        return [
+            ("count", self.count_statement()),
+            ("keys", self.keys_statement(lock=False, limit=True)),
+            ("lock", self.keys_statement(lock=True, limit=False)),
+            *(("delete", statement) for statement in self.delete_statements()),
+            ("recount", self.range_count_statement()),
+        ]
+
+    def render(self, statement: ClauseElement) -> str:
+        """`statement` as this database's dialect compiles it for its driver, except that
+        placeholders are written :name (for the reader; the values are bound alike)."""
+        dialect = copy.copy(self.engine.dialect)
+        dialect.paramstyle, dialect.positional = "named", False
+        return str(statement.compile(dialect=dialect))
+
+    def values(self) -> list[tuple[str, Any]]:
+        """The values that the rule binds: the cut-off, then the `where`'s params."""
+        return [(bind.key, bind.value) for term in self.condition for bind in _binds(term)]
+
+    # -- the walk ----------------------------------------------------------------------
+
     def preview(self, sample: int = 10) -> Preview:
         """How many rows the rule selects now, the lowest `sample` keys and the key
-        range (what `init_params` fixes)."""
+        range (what `init_params` fixes), and the statements that a walk runs."""
         with self._translated(), self.reading() as conn:
-            count, low, high = conn.execute(
-                select(func.count(), func.min(self.key), func.max(self.key)).where(*self.condition)
-            ).one()
+            count, low, high = conn.execute(self.count_statement()).one()
             keys = (
                 conn.scalars(
                     select(self.key).where(*self.condition).order_by(self.key).limit(sample)
@@ -249,44 +314,45 @@ class Target:
                 else []
             )
         return Preview(
-            self.rule.name, self.rule.table, self.key.name, int(count), tuple(keys), low, high
+            self.rule.name,
+            self.rule.table,
+            self.key.name,
+            int(count),
+            tuple(keys),
+            low,
+            high,
+            tuple((what, self.render(statement)) for what, statement in self.statements()),
+            tuple(self.values()),
         )
 
     def candidates(
         self, conn: Connection, after: int, high: int, size: int, *, lock: bool = True
     ) -> list[int]:
         """The next `size` keys past `after` that the rule selects (locked on servers)."""
-        query = select(self.key).where(*self._in_range()).order_by(self.key).limit(size)
-        if lock and conn.dialect.name != "sqlite":  # SQLite: IMMEDIATE locks it all
-            query = query.with_for_update()
-        return list(conn.scalars(query, _range(after, high)))
+        query = self.keys_statement(lock=lock, limit=True)
+        return list(conn.scalars(query, {**_range(after, high), "bgtaskex_limit": size}))
 
     def count(self, conn: Connection, after: int, last: int) -> int:
         """How many rows in (after, last] the rule selects."""
-        query = select(func.count()).where(*self._in_range())
-        return int(conn.execute(query, _range(after, last)).scalar_one())
+        return int(conn.execute(self.range_count_statement(), _range(after, last)).scalar_one())
 
     def lock_range(self, conn: Connection, after: int, last: int) -> list[int]:
         """The keys in (after, last] that the rule selects, locked on servers."""
-        query = select(self.key).where(*self._in_range()).order_by(self.key)
-        if conn.dialect.name != "sqlite":
-            query = query.with_for_update()
+        query = self.keys_statement(lock=True, limit=False)
         return list(conn.scalars(query, _range(after, last)))
 
     def delete_range(self, conn: Connection, after: int, last: int) -> int:
         """Delete the rows the rule selects in (after, last], their child rows first (in
-        the caller's transaction, which locked them); the number of rows deleted.
-
-        By range and condition rather than by a list of keys: the statements stay small
-        whatever the chunk size."""
+        the caller's transaction, which locked them); the number of rows deleted."""
         values = _range(after, last)
-        selected = select(self.key).where(*self._in_range())
-        for child, column in self.children:
-            conn.execute(delete(child).where(child.c[column].in_(selected)), values)
-        return conn.execute(delete(self.table).where(*self._in_range()), values).rowcount
+        *children, rows = self.delete_statements()
+        for statement in children:
+            conn.execute(statement, values)
+        return conn.execute(rows, values).rowcount
 
     def delete(self, conn: Connection, keys: Sequence[int]) -> None:
-        """Delete the child rows, then the rows, of `keys` (in the caller's transaction)."""
+        """Delete the child rows, then the rows, of `keys` (in the caller's transaction):
+        keys that `lock_range` read with the rule's condition, under lock."""
         if not keys:
             return
         values = {"bgtaskex_keys": list(keys)}
@@ -304,6 +370,12 @@ class Target:
         with self.reading() as conn:
             query = select(self.key).where(self.key.in_(_keys()))
             return set(conn.scalars(query, {"bgtaskex_keys": list(keys)}))
+
+
+def _binds(term: ColumnElement[bool]) -> list[BindParameter[Any]]:
+    from sqlalchemy.sql.visitors import iterate
+
+    return [element for element in iterate(term) if isinstance(element, BindParameter)]
 
 
 def _range(after: int, last: int) -> dict[str, int]:
