@@ -1,5 +1,6 @@
 """Deadlock victims are told apart from other database errors, so a write that lost a
-deadlock (nothing written) can be tried again."""
+deadlock (nothing written) can be tried again. Real deadlocks, forced into the store's
+writes on PostgreSQL and MariaDB: tests/integration/test_deadlocks.py."""
 
 from __future__ import annotations
 
