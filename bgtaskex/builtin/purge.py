@@ -187,10 +187,13 @@ class Target:
     def _check_condition(self) -> None:
         """Compile and run the condition on zero rows: an unknown column or a syntax
         error in `where` is refused now, not in the middle of a walk."""
-        # Not false(): SQLAlchemy would fold the whole clause away, unchecked.
-        query = select(self.key).where(*self.condition, text("1 = 0")).limit(1)
         with self._translated(), self.reading() as conn:
-            conn.execute(query).first()
+            conn.execute(self.check_statement()).first()
+
+    def check_statement(self) -> Select[Any]:
+        """The condition on zero rows (not false(): SQLAlchemy would fold the whole clause
+        away, unchecked)."""
+        return select(self.key).where(*self.condition, text("1 = 0")).limit(1)
 
     @contextmanager
     def session(self, seconds: float) -> Iterator[None]:
@@ -281,6 +284,7 @@ class Target:
         """Each statement of a walk that carries the rule's condition, in the order a
         walk runs them: (what, statement)."""
         return [
+            ("check", self.check_statement()),
             ("count", self.count_statement()),
             ("keys", self.keys_statement(lock=False, limit=True)),
             ("lock", self.keys_statement(lock=True, limit=False)),

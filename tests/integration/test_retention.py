@@ -18,6 +18,9 @@ import itertools
 import json
 import logging
 import math
+import random
+import re
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import (
@@ -41,18 +44,20 @@ from sqlalchemy import (
     String,
     Table,
     delete,
+    event,
     insert,
     select,
     update,
 )
 
 from bgtaskex import tables
-from bgtaskex.builtin import retention
+from bgtaskex.builtin import purge, retention
 from bgtaskex.client import Client, connect
 from bgtaskex.config import load_settings, parse_duration
 from bgtaskex.exceptions import ConfigError
-from bgtaskex.models import ActionRecord, ActionStatus, TaskFilter, TaskStatus
-from bgtaskex.rules import parse_rules
+from bgtaskex.models import ActionRecord, ActionStatus, Progress, Task, TaskFilter, TaskStatus
+from bgtaskex.rules import RetentionRule, parse_rules
+from bgtaskex.runner import RunObserver
 from tests import appdb, retention_hooks
 
 CHILDREN = [
@@ -905,3 +910,287 @@ def test_a_crash_right_after_a_commit_still_counts_the_chunk_and_tells_the_hooks
     assert set(told) == expected
     assert {k for k, n in told.items() if n > 1} == set(first)
     assert max(told.values()) == 2
+
+
+# -- 11. the rule's `where` is one term in every statement ------------------------------------
+
+# Atoms over three columns of `tickets` (title may be NULL: SQL's third truth value), and
+# how Python reads them: True, False or None (unknown).
+ATOMS: dict[str, Callable[[Mapping[str, Any]], bool | None]] = {
+    "status = 'closed'": lambda r: r["status"] == "closed",
+    "status = 'spam'": lambda r: r["status"] == "spam",
+    "status <> 'open'": lambda r: r["status"] != "open",
+    "title = 'a'": lambda r: None if r["title"] is None else r["title"] == "a",
+    "title IS NULL": lambda r: r["title"] is None,
+    "id > 12": lambda r: r["id"] > 12,
+}
+
+Condition = str | tuple[Any, ...]  # an atom, ("NOT", c), ("AND"/"OR", c, c), ("()", c)
+
+conditions: st.SearchStrategy[Condition] = st.recursive(
+    st.sampled_from(sorted(ATOMS)),
+    lambda inner: (
+        st.tuples(st.sampled_from(["AND", "OR"]), inner, inner)
+        | st.tuples(st.just("NOT"), inner)
+        | st.tuples(st.just("()"), inner)
+    ),
+    max_leaves=6,
+)
+
+_BINDING = {"OR": 1, "AND": 2, "NOT": 3}  # how tightly each binds; atoms and () 4
+
+
+def to_sql(condition: Condition) -> tuple[str, int]:
+    """The condition as SQL with only the parentheses that precedence needs (plus the
+    "()" nodes'), and how tightly its top binds."""
+    if isinstance(condition, str):
+        return condition, 4
+    op, *args = condition
+    if op == "()":
+        return f"({to_sql(args[0])[0]})", 4
+    binding = _BINDING[op]
+    parts = []
+    for arg in args:
+        sql, inner = to_sql(arg)
+        parts.append(f"({sql})" if inner < binding or (op == "NOT" and inner == 3) else sql)
+    return (f"NOT {parts[0]}" if op == "NOT" else f" {op} ".join(parts)), binding
+
+
+def truth(condition: Condition, row: Mapping[str, Any]) -> bool | None:
+    """SQL's three-valued reading of the condition on `row`."""
+    if isinstance(condition, str):
+        return ATOMS[condition](row)
+    op, *args = condition
+    values = [truth(arg, row) for arg in args]
+    if op == "()":
+        return values[0]
+    if op == "NOT":
+        return None if values[0] is None else not values[0]
+    decisive = op == "OR"  # True decides an OR, False an AND
+    if decisive in values:
+        return decisive
+    return None if None in values else not decisive
+
+
+CUTOFF = datetime(2025, 6, 1, tzinfo=UTC)
+#: Every combination of status, title and age once, ids in a shuffled (fixed) order, and a
+#: comment on every ticket: a key range cuts through every kind of row.
+GRID = [
+    {"status": status, "title": title, "old": old}
+    for status in ("closed", "spam", "open", "pending")
+    for title in ("a", "b", None)
+    for old in (True, False)
+]
+GRID_ROWS = [{**row, "id": i} for i, row in enumerate(GRID, start=1)]
+random.Random(12).shuffle(GRID_ROWS)
+GRID_ROWS = [{**row, "id": i} for i, row in enumerate(GRID_ROWS, start=1)]
+
+
+def rule_of(url: str, where: str, aged: bool = False) -> RetentionRule:
+    """A rule on the grid's tickets (and their comments), older than CUTOFF with `aged`."""
+    fields: dict[str, Any] = {"where": where, "also_delete": CHILDREN[:1]}
+    if aged:
+        fields.update(date_column="created_at", older_than="1d")  # CUTOFF is given
+    (found,) = parse_rules([rule(url, **fields)], parse_duration)
+    return found
+
+
+def grid_tickets(url: str) -> None:
+    appdb.create_app_schema(url)
+    with app_engine(url) as engine, engine.begin() as conn:
+        conn.execute(
+            insert(appdb.tickets),
+            [
+                {
+                    "id": r["id"],
+                    "status": r["status"],
+                    "title": r["title"],
+                    "created_at": (CUTOFF - timedelta(days=10 if r["old"] else -10)).replace(
+                        tzinfo=None
+                    ),
+                }
+                for r in GRID_ROWS
+            ],
+        )
+        conn.execute(
+            insert(appdb.ticket_comments),
+            [{"id": r["id"], "ticket_id": r["id"], "body": "c"} for r in GRID_ROWS],
+        )
+
+
+def test_a_where_stays_one_term_in_every_statement(app_url: str) -> None:
+    """Conditions of OR, AND, NOT and parentheses, with and without an age limit, over
+    any key range: the count, the key reads, the child deletes and the deletes select
+    exactly the rows Python's reading selects (each example rolled back)."""
+    grid_tickets(app_url)
+    engine = purge.open_engine(rule_of(app_url, "1 = 1"), app_url)
+    everything = {r["id"] for r in GRID_ROWS}
+
+    @hypothesis_settings(max_examples=100, deadline=None, database=None)
+    @given(
+        condition=conditions,
+        aged=st.booleans(),
+        bounds=st.tuples(st.integers(0, 25), st.integers(0, 25)),
+    )
+    @example(condition=("OR", "status = 'closed'", "status = 'spam'"), aged=True, bounds=(5, 18))
+    @example(condition=("OR", "title IS NULL", ("NOT", "id > 12")), aged=False, bounds=(3, 20))
+    def check(condition: Condition, aged: bool, bounds: tuple[int, int]) -> None:
+        after, high = sorted(bounds)
+        where = to_sql(condition)[0]
+        target = purge.Target(rule_of(app_url, where, aged), engine, CUTOFF)
+        chosen = [
+            r["id"] for r in GRID_ROWS if truth(condition, r) is True and (r["old"] or not aged)
+        ]
+        expected = sorted(k for k in chosen if after < k <= high)
+        with engine.connect() as conn, conn.begin() as transaction:
+            found = conn.execute(target.count_statement()).one()
+            assert tuple(found) == (
+                len(chosen),
+                min(chosen, default=None),
+                max(chosen, default=None),
+            )
+            assert target.count(conn, after, high) == len(expected), where
+            assert target.candidates(conn, after, high, 1000, lock=False) == expected, where
+            assert target.candidates(conn, after, high, 2) == expected[:2], where
+            assert target.lock_range(conn, after, high) == expected, where
+            assert target.delete_range(conn, after, high) == len(expected), where
+            left = set(conn.scalars(select(appdb.tickets.c.id)))
+            comments = set(conn.scalars(select(appdb.ticket_comments.c.ticket_id)))
+            transaction.rollback()
+        assert left == comments == everything - set(expected), where
+
+    try:
+        check()
+    finally:
+        engine.dispose()
+
+
+class StopAfterAChunk(RunObserver):
+    """Asks the run to stop as soon as the walk reports a deleted row: the walk pauses
+    after its first chunk, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+
+    def progress(self, task: Task, rank: int, progress: Progress) -> None:
+        if progress.done:
+            self.stop.set()
+
+
+def first_chunk(client: Client, task_id: int) -> ActionRecord:
+    """Run the walk `task_id` for one chunk, which it must leave paused."""
+    observer = StopAfterAChunk()
+    client.run_once(max_execution_time=30.0, stop=observer.stop, observer=observer)
+    assert client.get(task_id).status == TaskStatus.PAUSED
+    return action_of(client, task_id)
+
+
+def add_tickets(url: str, *tickets: tuple[int, str, datetime]) -> None:
+    """Tickets (id, status, created_at), naive UTC, whole seconds."""
+    with app_engine(url) as engine, engine.begin() as conn:
+        conn.execute(
+            insert(appdb.tickets),
+            [
+                {"id": i, "status": s, "created_at": at.replace(microsecond=0), "title": None}
+                for i, s, at in tickets
+            ],
+        )
+
+
+@contextmanager
+def statements_run() -> Iterator[list[str]]:
+    """The SQL text of every statement any engine sends while the block runs."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+
+
+def placeholders_as_qmarks(sql: str) -> str:
+    """One spelling for the placeholders of every driver (:name, %(name)s, ?)."""
+    return re.sub(r"%\(\w+\)s|(?<![:\w]):\w+", "?", sql)
+
+
+def test_an_or_in_where_keeps_to_the_age_limit_and_the_key_range(
+    app_url: str, open_client: Callable[..., Client]
+) -> None:
+    """The issue's rule: older than 90 days, `status = 'closed' OR status = 'spam'`.
+    Young spam survives, and so does spam added above the walk's key range; preview shows
+    the very statements the walk sends, the condition in parentheses."""
+    appdb.create_app_schema(app_url)
+    now, old, young = utcnow(), utcnow() - timedelta(days=200), utcnow() - timedelta(days=10)
+    add_tickets(
+        app_url,
+        (1, "spam", young),
+        (2, "closed", old),
+        (3, "spam", old),
+        (4, "spam", young),
+        (5, "closed", young),
+        (6, "open", old),
+        (7, "spam", old),
+        (8, "closed", old),
+        (9, "spam", young),
+    )
+    where = "status = 'closed' OR status = 'spam'"
+    client = open_client(
+        [rule(app_url, date_column="created_at", older_than="90d", where=where, chunk_size=1)]
+    )
+    shown = retention.preview(client, "old")
+    assert (shown.count, shown.low, shown.high) == (4, 2, 8)
+    statements = {placeholders_as_qmarks(sql) for _, sql in shown.sql}
+    assert all(f"({where})" in sql for sql in statements)
+    task_id, _ = retention.queue_rule(client, "old", queue="default")
+
+    with statements_run() as sent:
+        first_chunk(client, task_id)
+        add_tickets(app_url, (20, "spam", old), (21, "closed", old), (22, "spam", now))
+        walk(client, task_id, budget=30.0, max_runs=3)
+
+    assert rows(app_url).tickets == {1, 4, 5, 6, 9, 20, 21, 22}
+    assert action_of(client, task_id).params["deleted"] == 4
+    walked = {placeholders_as_qmarks(sql) for sql in sent if where in sql}
+    kinds = {what for what, sql in shown.sql if placeholders_as_qmarks(sql) in walked}
+    assert walked <= statements and kinds == {"check", "count", "keys", "lock", "delete"}
+
+
+def test_a_resumed_walk_keeps_its_cutoff_and_key_range(
+    app_url: str, open_client: Callable[..., Client]
+) -> None:
+    """Paused after its first chunk, a walk resumes after rows in its range have aged
+    past its cut-off and rows were added above its range: it leaves both to the next
+    walk, which takes them."""
+    appdb.create_app_schema(app_url)
+    old, fresh = utcnow() - timedelta(hours=2), utcnow() + timedelta(hours=1)
+    add_tickets(app_url, *((i, "closed", old) for i in (1, 2, 3, 6)), (4, "closed", fresh))
+    add_tickets(app_url, (5, "closed", fresh))
+    client = open_client([rule(app_url, date_column="created_at", older_than="1h", chunk_size=1)])
+    task_id, _ = retention.queue_rule(client, "old", queue="default")
+
+    params = first_chunk(client, task_id).params
+    assert (params["low"], params["high"], params["after"]) == (1, 6, 1)
+    cutoff = datetime.fromisoformat(params["cutoff"]).astimezone(UTC).replace(tzinfo=None)
+    # 4 and 5, young at the start, are now just younger than the cut-off: one second
+    # later, "older than 1h" from now would take them. 7 and 8 come above the range.
+    just_after = cutoff.replace(microsecond=0) + timedelta(seconds=1)
+    with app_engine(app_url) as engine, engine.begin() as conn:
+        conn.execute(
+            update(appdb.tickets)
+            .values(created_at=just_after)
+            .where(appdb.tickets.c.id.in_([4, 5]))
+        )
+    add_tickets(app_url, (7, "closed", old), (8, "closed", old))
+    while utcnow() - timedelta(hours=1) <= just_after + timedelta(seconds=1):
+        time.sleep(0.05)  # the clock must pass them: a cut-off of now would take them
+    walk(client, task_id, budget=30.0, max_runs=3)
+
+    assert rows(app_url).tickets == {4, 5, 7, 8}
+    assert action_of(client, task_id).params["deleted"] == 4
+    again, _ = queue_and_walk(client, budget=30.0, max_runs=3)
+    assert rows(app_url).tickets == set()
+    assert action_of(client, again).params["deleted"] == 4
