@@ -1,19 +1,22 @@
-"""Claims under leases, for workers that run beside each other (`lock = "none"`).
+"""Claims under leases: how a run holds the task it executes, in every lock mode.
 
-A worker claims one task at a time (`Store.claim`): it writes its name, a fencing token
-one higher than the task's last, and the end of its lease. While it holds the task, a
-`Heartbeat` extends the lease; every write it makes carries the token, so once another
-worker has taken the task over (the lease ran out: the worker was paused, cut off, or
-died) its late writes are refused (`ClaimLost`) instead of overwriting the new owner's.
+A run takes a task by writing its name, a fencing token one higher than the task's last,
+and the end of its lease. With `lock = "none"` a worker claims before reading the task
+(`Store.claim`, SKIP LOCKED); with the file or database lock the claim goes with the
+task's first write (`Change.claim_as`), so it costs no commit of its own. While it holds
+the task, a `Heartbeat` extends the lease; every write carries the token. So a second
+run, even one let in by a lost lock, passes over a task whose lease is alive, and once
+another run has taken a task over (the lease ran out: the holder was frozen, cut off, or
+died) the late writes of the old holder are refused (`ClaimLost`) instead of
+overwriting the new owner's.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .exceptions import StorageError
@@ -24,63 +27,112 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Claims:
-    """How a worker takes tasks when runs do not exclude each other (`lock = "none"`):
-    it claims one task at a time under a lease of `lease` seconds, which a heartbeat
-    extends while the task is held."""
+    """How a run's worker holds tasks: as `worker` (host:pid:mark/n, shown by `show`),
+    under a lease of `lease` seconds. `shared`: runs do not exclude each other (`lock =
+    "none"`), so the worker claims a task before reading it."""
 
-    worker: str  # host:pid:random, shown by `show`
+    worker: str
     lease: float = 60.0
-
-
-def worker_id() -> str:
-    """This process's worker name: host, pid and a random part."""
-    import socket
-
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    shared: bool = False
 
 
 class Heartbeat:
-    """While a claimed task is held, extend its lease every third of its length, from a
-    thread of its own. When the claim turns out to be lost (the token was superseded, or
-    no beat got through before the lease ran out), set `lost`: the runner then asks the
-    action to stop and writes nothing more about the task."""
+    """Extends the lease of the task a worker holds, every third of the lease, from a
+    thread of its own (started at the first `hold`). When the claim turns out to be lost
+    (the token was superseded, or no beat got through before the lease ran out), sets
+    `lost`: the runner then asks the action to stop and writes nothing more about the
+    task. `lock_alive`, checked every `check_every` seconds, tells whether the run still
+    holds its lock; when it does not, `lock_lost` is set once."""
 
     def __init__(
-        self, store: Store, task_id: int, token: int, lease: float, lost: threading.Event
+        self,
+        store: Store,
+        lease: float,
+        lost: threading.Event,
+        *,
+        lock_alive: Callable[[], bool] | None = None,
+        lock_lost: threading.Event | None = None,
+        check_every: float = 1.0,
     ) -> None:
-        self.store, self.task_id, self.token, self.lease = store, task_id, token, lease
-        self.lost = lost
+        self.store, self.lease, self.lost = store, lease, lost
+        self.lock_alive, self.lock_lost = lock_alive, lock_lost or threading.Event()
+        self.check_every = min(check_every, lease / 3)
+        self._held: tuple[int, int] | None = None
+        self._held_until = 0.0
+        self._guard = threading.Lock()
         self._done = threading.Event()
-        self._thread = threading.Thread(
-            target=self._beat, name=f"bgtaskex-heartbeat-{task_id}", daemon=True
-        )
+        self._thread: threading.Thread | None = None
+
+    def hold(self, task_id: int, token: int) -> None:
+        """Keep the lease of `task_id` (claimed with `token`) alive from now on."""
+        with self._guard:
+            if self._held != (task_id, token):
+                self._held = (task_id, token)
+                self._held_until = time.monotonic() + self.lease
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._beat, name="bgtaskex-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def drop(self) -> None:
+        with self._guard:
+            self._held = None
+
+    def close(self) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
 
     def __enter__(self) -> Heartbeat:
-        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+        self.close()
 
     def _beat(self) -> None:
-        held_until = time.monotonic() + self.lease
-        while not self._done.wait(self.lease / 3):
-            try:
-                if self.store.heartbeat(self.task_id, self.token, self.lease):
-                    held_until = time.monotonic() + self.lease
-                    continue
-                why = "another worker claimed it"
-            except StorageError as err:
-                if time.monotonic() < held_until:
-                    log.warning("task %s: heartbeat failed (%s); retrying", self.task_id, err)
-                    continue
-                why = f"no heartbeat got through before the lease ran out ({err})"
-            log.warning(
-                "task %s: lost the claim (token %s): %s; asking its action to stop",
-                self.task_id,
-                self.token,
-                why,
-            )
-            self.lost.set()
+        next_beat = time.monotonic() + self.lease / 3
+        while not self._done.wait(max(0.0, min(self.check_every, next_beat - time.monotonic()))):
+            self._check_lock()
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.lease / 3
+                self._extend()
+
+    def _check_lock(self) -> None:
+        if self.lock_alive is None or self.lock_lost.is_set():
             return
+        try:
+            alive = self.lock_alive()
+        except Exception:  # a broken connection is a lost lock
+            alive = False
+        if not alive:
+            self.lock_lost.set()
+
+    def _extend(self) -> None:
+        with self._guard:
+            held, held_until = self._held, self._held_until
+        if held is None:
+            return
+        task_id, token = held
+        try:
+            if self.store.heartbeat(task_id, token, self.lease):
+                with self._guard:
+                    if self._held == held:
+                        self._held_until = time.monotonic() + self.lease
+                return
+            why = "another run claimed it"
+        except StorageError as err:
+            if time.monotonic() < held_until:
+                log.warning("task %s: heartbeat failed (%s); retrying", task_id, err)
+                return
+            why = f"no heartbeat got through before the lease ran out ({err})"
+        with self._guard:
+            if self._held != held:
+                return  # dropped meanwhile: the claim ended normally
+        log.warning(
+            "task %s: lost the claim (token %s): %s; asking its action to stop",
+            task_id,
+            token,
+            why,
+        )
+        self.lost.set()

@@ -27,6 +27,16 @@ class InvalidRef(UsageError):
     """An action ref that does not name a loadable subclass of `bgtaskex.Action`."""
 
 
+class ModuleUnavailable(InvalidRef):
+    """A ref whose module is not declared or cannot be imported here: a deploy slip
+    (PYTHONPATH, a missing `--import`) rather than a bad task, so the runner leaves the
+    task waiting instead of failing it."""
+
+    def __init__(self, message: str, module: str) -> None:
+        super().__init__(message)
+        self.module = module
+
+
 class TaskNotFound(BgtaskexError):
     """No task has the requested id."""
 
@@ -97,3 +107,32 @@ class ClaimLost(BgtaskexError):
         )
         self.task_id = task_id
         self.token = token
+
+
+class ParamsTooLarge(UsageError):
+    """An action's params encode to more JSON than `max_params_bytes` allows."""
+
+    def __init__(self, ref: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"params of {ref!r} are {size:,} bytes of JSON, over max_params_bytes ({limit:,})"
+        )
+        self.ref = ref
+        self.size = size
+        self.limit = limit
+
+
+class TasksLeftWaiting(BgtaskexError):
+    """A run left tasks as they were because their action's module cannot be imported
+    (undeclared, or missing from the path): a deploy slip to fix, not a task failure."""
+
+    exit_code = 6
+
+    def __init__(self, count: int, modules: tuple[str, ...]) -> None:
+        names = ", ".join(modules) or "?"
+        super().__init__(
+            f"{count} task(s) left waiting: cannot import {names}; declare it with "
+            "--import MODULE, the config's 'imports' or BGTASKEX_IMPORTS, and check that "
+            "it is on the PYTHONPATH of cron or systemd"
+        )
+        self.count = count
+        self.modules = modules

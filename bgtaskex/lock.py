@@ -1,17 +1,31 @@
-"""The run lock: an OS-level file lock (portalocker), never blocking unless asked to wait."""
+"""The run lock: an OS-level file lock (portalocker), never blocking unless asked to wait.
+
+The lock file is bgtaskex's own: opened without following a symbolic link, created 0600
+whatever the umask, and written (truncated to name the holder) only when it is *ours*:
+a regular file, owned by this process's effective user, with no other hard link. Any
+other file (a symlink planted by another user, a FIFO, a directory, someone else's or a
+hard-linked file) is refused with a ConfigError (exit 2) and left untouched. An I/O
+error on the lock file (a full disk, a read-only file system) is a StorageError (exit 4).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import socket
+import stat
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .exceptions import ConfigError, LockBusy
+from .exceptions import ConfigError, LockBusy, StorageError
+from .files import FILE_MODE, private_dir
+
+_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a planted FIFO must not hang us
 
 
 class RunLock:
@@ -32,28 +46,36 @@ class RunLock:
         import portalocker
 
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+")  # noqa: SIM115 - held until release()
+            private_dir(self.path.parent)
         except OSError as err:
-            raise ConfigError(f"lock file {self.path}: {err.strerror or err}") from None
+            raise io_error(self.path.parent, err) from None
+        handle = open_lock_file(self.path, write=True)
         give_up = time.monotonic() + self.wait
         while True:
             try:
                 portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
                 break
-            except portalocker.exceptions.LockException:
+            except portalocker.exceptions.AlreadyLocked:
                 if time.monotonic() >= give_up:
-                    handle.seek(0)
-                    holder = parse_holder(handle.read())
+                    holder = parse_holder(_read(handle))
                     handle.close()
                     raise busy(self.path, holder) from None
                 time.sleep(self.poll)
-        handle.seek(0)
-        handle.truncate()
-        since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": since}))
-        handle.write("\n")
-        handle.flush()
+            except portalocker.exceptions.LockException as err:  # ENOLCK on NFS, ...
+                handle.close()
+                raise StorageError(f"lock file {self.path}: cannot lock it: {err}") from None
+        try:
+            since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(holder) + "\n")
+            handle.flush()
+        except OSError as err:  # a full disk: no run without a lock that names its holder
+            with contextlib.suppress(OSError):
+                handle.truncate(0)
+            handle.close()  # and with it the lock
+            raise io_error(self.path, err) from None
         self._file = handle
 
     def release(self) -> None:
@@ -61,12 +83,29 @@ class RunLock:
             import portalocker
 
             try:
-                self._file.seek(0)
-                self._file.truncate()
+                # Naming nobody is a courtesy: a file naming a dead holder is harmless
+                # ("stale"), so a failed write must not hide the run's own outcome.
+                with contextlib.suppress(OSError):
+                    self._file.seek(0)
+                    self._file.truncate()
                 portalocker.unlock(self._file)
             finally:
-                self._file.close()
+                with contextlib.suppress(OSError):
+                    self._file.close()
                 self._file = None
+
+    def still_held(self) -> bool:
+        """Whether the lock this run holds still guards the path: False once someone
+        removed or replaced the file (a tmp cleaner, an operator), which lets another
+        run lock a new file there."""
+        handle = self._file
+        if handle is None:
+            return False
+        try:
+            ours, there = os.fstat(handle.fileno()), os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return False
+        return (ours.st_dev, ours.st_ino) == (there.st_dev, there.st_ino)
 
     def __enter__(self) -> RunLock:
         self.acquire()
@@ -81,8 +120,77 @@ class RunLock:
         self.release()
 
 
-def lock_is_held(path: str | Path) -> bool:
-    """Whether a live process holds the run lock at `path` right now.
+def open_lock_file(path: str | Path, *, write: bool) -> IO[str]:
+    """The lock file at `path`, opened without following a symbolic link.
+
+    `write=True` (a run about to take the lock) creates it 0600 when absent and refuses a
+    file that is not ours; `write=False` (a look, which writes nothing) refuses only what
+    is not a regular file, so root may look at the lock of a service user's run. Raises
+    FileNotFoundError when `write=False` and there is no file.
+    """
+    flags = _FLAGS | (os.O_RDWR | os.O_CREAT if write else os.O_RDONLY)
+    try:
+        fd = os.open(path, flags, FILE_MODE)
+    except OSError as err:
+        if err.errno == errno.ENOENT and not write:
+            raise
+        if err.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):
+            raise not_ours(path, "a symbolic link") from None
+        if err.errno == errno.EISDIR:
+            raise not_ours(path, "a directory") from None
+        raise io_error(path, err) from None
+    try:
+        info = os.fstat(fd)
+        reason = _foreign(info, owner_too=write)
+        if reason:
+            raise not_ours(path, reason)
+        os.set_blocking(fd, True)
+        if write and stat.S_IMODE(info.st_mode) != FILE_MODE:
+            os.fchmod(fd, FILE_MODE)  # new (the umask) or an older release's 0644
+        return os.fdopen(fd, "r+" if write else "r", encoding="utf-8")
+    except BaseException as err:
+        os.close(fd)
+        if isinstance(err, OSError):
+            raise io_error(path, err) from None
+        raise
+
+
+def _foreign(info: os.stat_result, *, owner_too: bool) -> str | None:
+    """Why a lock file is not ours, None when it is."""
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if not owner_too:
+        return None
+    if info.st_uid != os.geteuid():
+        return f"owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})"
+    if info.st_nlink > 1:
+        return f"a file with {info.st_nlink} hard links"
+    return None
+
+
+def not_ours(path: str | Path, reason: str) -> ConfigError:
+    """The error for a lock file bgtaskex will not touch."""
+    return ConfigError(
+        f"lock file {path} is {reason}: not bgtaskex's, left untouched "
+        "(remove it, or choose another with --lock-file)"
+    )
+
+
+def io_error(path: str | Path, err: OSError) -> StorageError:
+    """An I/O error on the lock file (or its directory): exit 4, like the database's."""
+    return StorageError(f"lock file {path}: {err.strerror or err}")
+
+
+def _read(handle: IO[str]) -> str:
+    try:
+        handle.seek(0)
+        return handle.read(4096)
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def _look(path: str | Path) -> tuple[bool, str]:
+    """(held, text) of the lock file at `path`; (False, "") when there is none.
 
     Looks with a shared lock taken and dropped at once, writing nothing: the holder
     named in the file stays, and two lookers do not get in each other's way.
@@ -90,30 +198,34 @@ def lock_is_held(path: str | Path) -> bool:
     import portalocker
 
     try:
-        handle = open(path)  # noqa: SIM115 - closed below
-    except OSError:
-        return False
-    try:
-        portalocker.lock(handle, portalocker.LOCK_SH | portalocker.LOCK_NB)
-    except portalocker.exceptions.LockException:
-        return True
-    else:
+        handle = open_lock_file(path, write=False)
+    except FileNotFoundError:
+        return False, ""
+    with handle:
+        text = _read(handle)
+        try:
+            portalocker.lock(handle, portalocker.LOCK_SH | portalocker.LOCK_NB)
+        except portalocker.exceptions.AlreadyLocked:
+            return True, text
+        except portalocker.exceptions.LockException as err:
+            raise StorageError(f"lock file {path}: cannot lock it: {err}") from None
         portalocker.unlock(handle)
-        return False
-    finally:
-        handle.close()
+        return False, text
+
+
+def lock_is_held(path: str | Path) -> bool:
+    """Whether a live process holds the run lock at `path` right now (False when there
+    is no lock file; ConfigError when it is a symlink or not a regular file)."""
+    return _look(path)[0]
 
 
 def raise_if_held(path: str | Path) -> None:
     """LockBusy when a live process holds the lock: a cheap look before a run loads
     anything heavy, so that overlapping cron runs give up at once. (The run still takes
     the lock for real; this only spares the loser its imports.)"""
-    if lock_is_held(path):
-        try:
-            holder = parse_holder(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            holder = None
-        raise busy(path, holder)
+    held, text = _look(path)
+    if held:
+        raise busy(path, parse_holder(text))
 
 
 def busy(path: str | Path, holder: dict[str, Any] | None) -> LockBusy:
@@ -149,11 +261,8 @@ def describe_holder(holder: dict[str, Any] | None) -> str:
 def lock_state(path: str | Path) -> tuple[str, dict[str, Any] | None]:
     """("free" | "held" | "stale", holder): "stale" is a file naming a process that
     died without unlocking (kill -9): harmless, the kernel released its lock."""
-    path = Path(path)
-    try:
-        holder = parse_holder(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        return "free", None
-    if lock_is_held(path):
+    held, text = _look(path)
+    holder = parse_holder(text)
+    if held:
         return "held", holder
     return ("stale", holder) if holder else ("free", None)

@@ -187,11 +187,16 @@ class Change:
     current_rank: int | None = None
     actions: tuple[ActionChange, ...] = ()
     events: tuple[NewEvent, ...] = ()
-    #: the writer's claim token: the write is refused (ClaimLost) once another worker
-    #: has claimed the task since. None: no claim (a single runner holds the lock).
+    #: the writer's claim token: the write is refused (ClaimLost) once another run
+    #: has claimed the task since. None: no claim.
     token: int | None = None
     #: end the claim with this write: the task may be claimed again at once
     release: bool = False
+    #: take the claim with this write, as this worker, for `lease` seconds: `token` is
+    #: the token read with the task, and the write is refused (ClaimLost) when the task
+    #: was claimed since or another run's lease on it is still alive
+    claim_as: str | None = None
+    lease: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 
 from .action import Action
-from .exceptions import InvalidRef
+from .exceptions import InvalidRef, ModuleUnavailable
 
 _REF = re.compile(
     r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<qualname>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$"
@@ -83,16 +83,18 @@ class Registry:
             return cached
         module_name, qualname = parse_ref(ref)
         if not self.allowed(module_name):
-            raise InvalidRef(
+            raise ModuleUnavailable(
                 f"action ref {ref!r}: module {module_name!r} is not declared "
                 "(use --import MODULE, the config's 'imports' or the 'bgtaskex.actions' "
-                "entry points)"
+                "entry points)",
+                module_name,
             )
         try:
             obj: object = importlib.import_module(module_name)
         except Exception as err:  # a broken user module must not crash the run
-            raise InvalidRef(
-                f"action ref {ref!r}: cannot import {module_name!r}: {type(err).__name__}: {err}"
+            raise ModuleUnavailable(
+                f"action ref {ref!r}: cannot import {module_name!r}: {type(err).__name__}: {err}",
+                module_name,
             ) from err
         for part in qualname.split("."):
             try:

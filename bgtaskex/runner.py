@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from .action import Action, Cancelled
-from .claims import Claims, Heartbeat, worker_id
+from .claims import Claims, Heartbeat
 from .config import Settings
 from .exceptions import (
     ClaimLost,
     ConfigError,
     DatabaseUnavailable,
     InvalidRef,
+    ModuleUnavailable,
     StorageError,
     TaskInterrupted,
 )
@@ -47,6 +48,7 @@ from .models import (
     Task,
     TaskStatus,
 )
+from .owner import process_name
 from .registry import Registry
 from .store import Store
 
@@ -60,7 +62,8 @@ class Outcome(enum.Enum):
     DEFERRED = "deferred"  # between two actions when the deadline came
     ERROR = "error"  # a hook raised: left for the next run to recover
     CANCELLED = "cancelled"
-    LOST = "lost"  # another worker took the claim over: left to it
+    LOST = "lost"  # another run holds the claim (took it over, or was first): left to it
+    LEFT = "left"  # its action's module cannot be imported: left as it was
 
 
 _RESUMABLE = frozenset(
@@ -76,14 +79,21 @@ def new_run_id() -> str:
     return secrets.token_hex(4)
 
 
-def jsonable(params: Any, hook: str) -> dict[str, Any]:
-    """A deep copy of params through JSON, so what is saved is exactly what loads back."""
+def jsonable(params: Any, hook: str, max_bytes: int | None = None) -> dict[str, Any]:
+    """A deep copy of params through JSON, so what is saved is exactly what loads back;
+    no bigger than `max_bytes` (its UTF-8 JSON)."""
     if not isinstance(params, dict):
         raise TypeError(f"{hook} left params as {type(params).__name__}; expected a dict")
     try:
-        return json.loads(json.dumps(params, allow_nan=False))  # type: ignore[no-any-return]
+        encoded = json.dumps(params, allow_nan=False)
     except (TypeError, ValueError) as err:
         raise TypeError(f"{hook} left params that are not JSON: {err}") from None
+    if max_bytes is not None and len(encoded) > max_bytes:  # ASCII: one byte a character
+        raise ValueError(
+            f"{hook} left params of {len(encoded):,} bytes of JSON, over "
+            f"max_params_bytes ({max_bytes:,})"
+        )
+    return json.loads(encoded)  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -97,6 +107,8 @@ class _Work:
     action_status: dict[int, ActionStatus]
     staged: dict[int, ActionChange] = field(default_factory=dict)
     events: list[NewEvent] = field(default_factory=list)
+    order: list[int] | None = None  # the ranks, sorted (next_pending)
+    cursor: int = 0
 
     @classmethod
     def of(cls, task: Task) -> _Work:
@@ -128,8 +140,16 @@ class _Work:
             self.action_status[rank] = status
 
     def next_pending(self) -> int | None:
-        pending = [r for r, s in self.action_status.items() if s is ActionStatus.PENDING]
-        return min(pending) if pending else None
+        """The first pending action: a cursor over the ranks, as an action never goes
+        back to pending within a run (a long chain costs no quadratic scan)."""
+        if self.order is None:
+            self.order = sorted(self.action_status)
+        while self.cursor < len(self.order):
+            rank = self.order[self.cursor]
+            if self.action_status[rank] is ActionStatus.PENDING:
+                return rank
+            self.cursor += 1
+        return None
 
     def any_failed(self) -> bool:
         return any(s is ActionStatus.FAILED for s in self.action_status.values())
@@ -216,6 +236,8 @@ class Runner:
         stop: threading.Event | None = None,
         settings: Settings | None = None,
         claims: Claims | None = None,
+        lock_alive: Callable[[], bool] | None = None,
+        lock_lost: threading.Event | None = None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -232,26 +254,44 @@ class Runner:
         self._unwritten: dict[int, Outcome] = {}  # tasks processed, whose last writes pend
         self._counts = dict.fromkeys(Outcome, 0)
         self.claims = claims
-        self.token: int | None = None  # the claim token of the task held (claims only)
+        self.token: int | None = None  # the claim token of the task held
+        self._claim_from: int | None = None  # token read with the task, claim not staged
+        self._claimed = False  # the claim of the task held is committed
+        self._held: int | None = None  # the task held
         self._lost = threading.Event()  # the claim of the task held was taken over
+        self.lock_lost = lock_lost or threading.Event()
+        self._heartbeat = (
+            Heartbeat(
+                store, claims.lease, self._lost, lock_alive=lock_alive, lock_lost=self.lock_lost
+            )
+            if claims is not None
+            else None
+        )
+        self.missing_modules: set[str] = set()
+        self.max_overrun = 0.0
 
     @property
     def stop_requested(self) -> bool:
-        """Stop asked (signal, daemon stopping), or the claim of the task held is lost:
-        finish the current hook, start nothing new."""
-        return self.stop.is_set() or self._lost.is_set()
+        """Stop asked (signal, daemon stopping), the run's lock is lost, or the claim of
+        the task held is lost: finish the current hook, start nothing new."""
+        return self.stop.is_set() or self.lock_lost.is_set() or self._lost.is_set()
 
     def lost_claim(self, lost: ClaimLost) -> Cancelled:
         """Note that the claim is lost; the Cancelled to raise in the action."""
         self._lost.set()
         return Cancelled(str(lost))
 
+    @property
+    def max_params_bytes(self) -> int | None:
+        limit: int | None = getattr(self.settings, "max_params_bytes", None)
+        return limit
+
     def run(self) -> RunSummary:
         started = time.monotonic()
-        broken: set[int] = set()  # tasks that raised before any write: not again this run
+        broken: set[int] = set()  # tasks not to take again this run (errors, left, lost)
         counts = self._counts
         try:
-            while time.time() < self.deadline and not self.stop.is_set():
+            while not self._should_end():
                 task = self._next(broken)
                 if task is None:
                     break
@@ -259,7 +299,9 @@ class Runner:
                 if self.claims is None:
                     outcome = self._process_guarded(task, broken)
                 else:
-                    outcome = self._process_claimed(task, self.claims, broken)
+                    outcome = self._process_held(task, broken)
+                if outcome in (Outcome.LEFT, Outcome.LOST):
+                    broken.add(task.id)
                 if any(change.task_id == task.id for change in self._pending):
                     self._unwritten[task.id] = outcome
                 counts[outcome] += 1
@@ -269,7 +311,14 @@ class Runner:
             # The last writes may still go through (a statement that failed once).
             with suppress(StorageError):
                 self._flush()
+            self._abandon()
             raise
+        except BaseException:
+            self._abandon()
+            raise
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.close()
         return RunSummary(
             run_id=self.run_id,
             finished=counts[Outcome.FINISHED],
@@ -280,10 +329,34 @@ class Runner:
             lost=counts[Outcome.LOST],
             actions=self.actions_run,
             elapsed=time.monotonic() - started,
+            left_waiting=counts[Outcome.LEFT],
+            missing_modules=tuple(sorted(self.missing_modules)),
+            max_overrun=self.max_overrun,
         )
 
+    def _abandon(self) -> None:
+        """An error ends the run in the middle of a task: end its lease (its status
+        stays), so the next run recovers it at once, as after a crash."""
+        held, token = self._held, self.token
+        if self._heartbeat is not None:
+            self._heartbeat.drop()
+        if held is not None and token is not None and self._claimed:
+            with suppress(Exception):
+                self.store.release(held, token)
+
+    def _should_end(self) -> bool:
+        if self.lock_lost.is_set():
+            log.warning(
+                "run %s: the run lock is gone (its file was removed or replaced, or the "
+                "database ended the session holding it): starting nothing more; the tasks "
+                "it holds stay fenced by their leases",
+                self.run_id,
+            )
+            return True
+        return time.time() >= self.deadline or self.stop.is_set()
+
     def _next(self, broken: set[int]) -> Task | None:
-        if self.claims is not None:
+        if self.claims is not None and self.claims.shared:
             self._flush()
             return self.store.claim(
                 self.claims.worker,
@@ -306,28 +379,41 @@ class Runner:
             exclude_queues=self.exclude_queues,
         )
 
-    def _process_claimed(self, task: Task, claims: Claims, broken: set[int]) -> Outcome:
-        """Process a claimed task under a heartbeat, every write fenced by its token, and
-        end the claim with the last write."""
-        self.token = task.claim_token
+    def _process_held(self, task: Task, broken: set[int]) -> Outcome:
+        """Process a task under a claim: taken before the read (shared) or with the
+        task's first write, kept alive by the heartbeat, every write fenced by its
+        token, and ended with the task's last write."""
+        assert self.claims is not None and self._heartbeat is not None
         self._lost.clear()
-        with Heartbeat(self.store, task.id, task.claim_token, claims.lease, self._lost):
-            outcome = self._process_guarded(task, broken)
-            try:
-                last = self._pending[-1] if self._pending else None
-                if last is not None and last.task_id == task.id:
-                    self._pending[-1] = replace(last, release=True)
-                    self._flush(task.id)
-                else:
-                    self._flush(task.id)
-                    self.store.release(task.id, task.claim_token)
-            except ClaimLost as lost:
-                outcome = self._lost_outcome(lost)
-            except TaskInterrupted:
-                self.store.end_cancelled(task.id, self.run_id, None, None)
-                outcome = Outcome.CANCELLED
-        self.token = None
+        self._held = task.id
+        if self.claims.shared:
+            self.token, self._claim_from, self._claimed = task.claim_token, None, True
+        else:
+            self.token, self._claim_from, self._claimed = None, task.claim_token, False
+        outcome = self._process_guarded(task, broken)
+        self._heartbeat.drop()
+        try:
+            self._release(task.id)
+        except ClaimLost as lost:
+            outcome = self._lost_outcome(lost)
+        except TaskInterrupted:
+            self.store.end_cancelled(task.id, self.run_id, None, None)
+            outcome = Outcome.CANCELLED
+        self.token, self._claim_from, self._claimed, self._held = None, None, False, None
         return outcome
+
+    def _release(self, task_id: int) -> None:
+        """End the claim with the task's last write (if it still pends), else alone."""
+        if self._lost.is_set() or self.token is None:
+            return  # never claimed, or another run holds it now
+        last = self._pending[-1] if self._pending else None
+        if last is not None and last.task_id == task_id:
+            self._pending[-1] = replace(last, release=True)
+            if self.claims is not None and self.claims.shared:
+                self._flush(task_id)
+        elif self._claimed:
+            self._flush(task_id)
+            self.store.release(task_id, self.token)
 
     def _lost_outcome(self, lost: ClaimLost) -> Outcome:
         self._lost.set()
@@ -369,36 +455,49 @@ class Runner:
         return outcome
 
     def _process(self, task: Task) -> Outcome:
+        """The state machine, as a loop over the task's actions (a chain of any length
+        runs in constant stack): each step returns an Outcome, or None when the current
+        action is over and the next one is due."""
         work = _Work.of(task)
-        current = task.current_action
-        status = task.status
-        log.debug("run %s: task %s (%s): found %s", self.run_id, task.id, task.name, status)
+        log.debug("run %s: task %s (%s): found %s", self.run_id, task.id, task.name, task.status)
         if task.cancel_requested_at is not None:  # asked while a run held the lock
             self._flush()
             self.store.end_cancelled(task.id, self.run_id, None, None)
             return Outcome.CANCELLED
+        outcome = self._resume(work)
+        while outcome is None:
+            outcome = self._start_next(work)
+        return outcome
+
+    def _resume(self, work: _Work) -> Outcome | None:
+        """The step of a task found in the middle of an action."""
+        task, status = work.task, work.task.status
         if status == TaskStatus.CREATED:
-            return self._advance(work)
+            return None
+        current = task.current_action
         if current is None or status not in _RESUMABLE:
             return self._corrupt(work, f"status {status!r} with current action {task.current_rank}")
         rank = current.rank
         if status == TaskStatus.STARTING:
             work.stage(rank, ActionStatus.FAILED, message="init_params died in an earlier run")
-            return self._advance(work)
+            return None
         if status == TaskStatus.RECOVERING:
             work.stage(
                 rank, ActionStatus.FAILED, message="change_params_on_error died in an earlier run"
             )
-            return self._advance(work)
-        if status == TaskStatus.PAUSED:
-            instance = self._instantiate(work, current)
-            if instance is None:
-                return self._advance(work)
-            return self._execute(work, rank, instance)
-        # RUNNING: execute died in an earlier run.
+            return None
         instance = self._instantiate(work, current)
+        if isinstance(instance, Outcome):
+            return instance
         if instance is None:
-            return self._advance(work)
+            return None
+        if status == TaskStatus.PAUSED:
+            return self._execute(work, rank, instance)
+        return self._recover(work, current, instance)
+
+    def _recover(self, work: _Work, current: ActionRecord, instance: Action) -> Outcome | None:
+        """`running` found: execute died in an earlier run."""
+        rank = current.rank
         attempts = current.attempts + 1
         limit = type(instance).max_attempts or self.max_attempts
         if attempts >= limit:
@@ -408,7 +507,7 @@ class Runner:
                 attempts=attempts,
                 message=f"execute died {attempts} times (max_attempts={limit})",
             )
-            return self._advance(work)
+            return None
         work.stage(rank, attempts=attempts)
         died = f"execute died in an earlier run (death {attempts})"
         if not type(instance).overrides_change_params_on_error():
@@ -426,47 +525,42 @@ class Runner:
             work.stage(
                 rank, ActionStatus.FAILED, message="change_params_on_error gave up (returned False)"
             )
-            return self._advance(work)
+            return None
         return self._execute(work, rank, instance)
 
-    def _advance(self, work: _Work) -> Outcome:
+    def _start_next(self, work: _Work) -> Outcome | None:
         """Between actions: start the next pending one, or end the task."""
-        while True:
-            rank = work.next_pending()
-            if rank is None:
-                final = TaskStatus.FAILED if work.any_failed() else TaskStatus.FINISHED
-                self._commit(work, final, f"no action left: task {final}")
-                log.info(
-                    "run %s: task %s (%s) %s", self.run_id, work.task.id, work.task.name, final
+        rank = work.next_pending()
+        if rank is None:
+            final = TaskStatus.FAILED if work.any_failed() else TaskStatus.FINISHED
+            self._commit(work, final, f"no action left: task {final}")
+            log.info("run %s: task %s (%s) %s", self.run_id, work.task.id, work.task.name, final)
+            return Outcome.FAILED if final is TaskStatus.FAILED else Outcome.FINISHED
+        if time.time() >= self.deadline or self.stop_requested:
+            why = "stop requested" if self.stop_requested else "deadline reached"
+            self._commit(work, TaskStatus.CREATED, f"{why} before action {rank}")
+            return Outcome.DEFERRED
+        instance = self._instantiate(work, work.actions[rank])
+        if isinstance(instance, Outcome):
+            return instance
+        if instance is None:
+            return None
+        if type(instance).overrides_init_params():
+            work.stage(rank, ActionStatus.ACTIVE)
+            self._commit(work, TaskStatus.STARTING, f"calling init_params of action {rank}", rank)
+            try:
+                wanted = self._hook(work, rank, instance, "init_params", instance.init_params)
+            except _HookDied:
+                return Outcome.ERROR
+            if not wanted:
+                work.stage(
+                    rank, ActionStatus.SKIPPED, message="init_params returned False: nothing to do"
                 )
-                return Outcome.FAILED if final is TaskStatus.FAILED else Outcome.FINISHED
-            if time.time() >= self.deadline or self.stop_requested:
-                why = "stop requested" if self.stop_requested else "deadline reached"
-                self._commit(work, TaskStatus.CREATED, f"{why} before action {rank}")
-                return Outcome.DEFERRED
-            record = work.actions[rank]
-            instance = self._instantiate(work, record)
-            if instance is None:
-                continue
-            if type(instance).overrides_init_params():
-                work.stage(rank, ActionStatus.ACTIVE)
-                self._commit(
-                    work, TaskStatus.STARTING, f"calling init_params of action {rank}", rank
-                )
-                try:
-                    wanted = self._hook(work, rank, instance, "init_params", instance.init_params)
-                except _HookDied:
-                    return Outcome.ERROR
-                if not wanted:
-                    work.stage(
-                        rank,
-                        ActionStatus.SKIPPED,
-                        message="init_params returned False: nothing to do",
-                    )
-                    continue
-            return self._execute(work, rank, instance)
+                return None
+        return self._execute(work, rank, instance)
 
-    def _execute(self, work: _Work, rank: int, instance: Action) -> Outcome:
+    def _execute(self, work: _Work, rank: int, instance: Action) -> Outcome | None:
+        """Call execute: None when it returned True (the action is done)."""
         if self.stop_requested and work.status in (TaskStatus.STARTING, TaskStatus.RECOVERING):
             # Asked to stop while init_params or change_params_on_error ran: what they
             # left is saved, and `paused` sends the next run straight to execute.
@@ -483,7 +577,7 @@ class Runner:
             return Outcome.ERROR
         if done:
             work.stage(rank, ActionStatus.DONE, message="execute returned True")
-            return self._advance(work)
+            return None
         self._commit(work, TaskStatus.PAUSED, f"execute of action {rank} returned False")
         return Outcome.PAUSED
 
@@ -500,14 +594,18 @@ class Runner:
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _instantiate(self, work: _Work, record: ActionRecord) -> Action | None:
-        """The action object, or None after staging the action as failed (bad ref)."""
+    def _instantiate(self, work: _Work, record: ActionRecord) -> Action | Outcome | None:
+        """The action object; None after staging the action as failed (a ref that can
+        never work); Outcome.LEFT when its module cannot be imported here, which is a
+        deploy slip, not the task's fault: the task is left as it was."""
         if not self.registry.resolved(record.ref):
             self._flush(work.task.id)  # importing the module runs user code
         try:
             cls = self.registry.resolve(record.ref)
             if not isinstance(record.params, dict):
                 raise InvalidRef(f"stored params of action {record.rank} are not a JSON object")
+        except ModuleUnavailable as err:
+            return self._leave(work, record, err)
         except InvalidRef as err:
             log.error(
                 "run %s: task %s: action %s (%s) failed: %s",
@@ -522,6 +620,31 @@ class Runner:
 
         return cls(dict(record.params), context=_Context(self, work.task, record.rank))
 
+    def _leave(self, work: _Work, record: ActionRecord, err: ModuleUnavailable) -> Outcome:
+        """Leave a task whose action's module cannot be imported as it was (status and
+        attempts), keeping what this run already did (earlier actions of the chain)."""
+        if err.module not in self.missing_modules:
+            self.missing_modules.add(err.module)
+            log.error(
+                "run %s: %s; tasks that need it are left waiting (declare it with "
+                "--import %s, the config's imports or BGTASKEX_IMPORTS, and check "
+                "PYTHONPATH under cron or systemd)",
+                self.run_id,
+                err,
+                err.module,
+            )
+        log.info(
+            "run %s: task %s (%s) left waiting: action %s needs module %s",
+            self.run_id,
+            work.task.id,
+            work.task.name,
+            record.rank,
+            err.module,
+        )
+        if work.staged or work.events:  # earlier actions of the chain ended in this run
+            self._commit(work, TaskStatus.CREATED, f"action {record.rank} waits for its module")
+        return Outcome.LEFT
+
     def _hook(
         self, work: _Work, rank: int, instance: Action, name: str, call: Callable[[], object]
     ) -> bool:
@@ -532,37 +655,21 @@ class Runner:
         raise _HookDied: the task stays in its status for the next run to recover.
         """
         self._flush(work.task.id)  # what announces this hook is durable before it runs
+        if self._heartbeat is not None and self._claimed and self.token is not None:
+            self._heartbeat.hold(work.task.id, self.token)
         context = instance._context
         if isinstance(context, _Context):
             context.busy_since_save()
         try:
-            result = call()
+            try:
+                result = call()
+            finally:
+                self._note_overrun(work, rank, name)
             if not isinstance(result, bool):
                 raise TypeError(f"{name} must return True or False, not {result!r}")
-            params = jsonable(instance.params, name)
+            params = jsonable(instance.params, name, self.max_params_bytes)
         except Exception as err:
-            log.warning(
-                "run %s: task %s (%s): %s of action %s (%s) raised %s: %s",
-                self.run_id,
-                work.task.id,
-                work.task.name,
-                name,
-                rank,
-                work.actions[rank].ref,
-                type(err).__name__,
-                err,
-                exc_info=True,
-            )
-            event = NewEvent(
-                rank,
-                work.status,
-                work.status,
-                f"{name} raised {type(err).__name__}: {err}",
-                traceback.format_exc(),
-            )
-            self._pending.append(
-                Change(work.task.id, self.run_id, events=(event,), token=self.token)
-            )
+            self._hook_died(work, rank, name, err)
             raise _HookDied from err
         elapsed = (
             context.busy_since_save()
@@ -572,13 +679,52 @@ class Runner:
         work.stage(rank, params=params, progress=instance._progress, elapsed=elapsed)
         return result
 
+    def _note_overrun(self, work: _Work, rank: int, name: str) -> None:
+        overrun = time.time() - self.deadline
+        if overrun <= 0.5:  # the end of a slice, not an overrun
+            return
+        self.max_overrun = max(self.max_overrun, overrun)
+        log.warning(
+            "run %s: task %s (%s): %s of action %s (%s) overran the deadline by %.1fs",
+            self.run_id,
+            work.task.id,
+            work.task.name,
+            name,
+            rank,
+            work.actions[rank].ref,
+            overrun,
+        )
+
+    def _hook_died(self, work: _Work, rank: int, name: str, err: Exception) -> None:
+        log.warning(
+            "run %s: task %s (%s): %s of action %s (%s) raised %s: %s",
+            self.run_id,
+            work.task.id,
+            work.task.name,
+            name,
+            rank,
+            work.actions[rank].ref,
+            type(err).__name__,
+            err,
+            exc_info=True,
+        )
+        event = NewEvent(
+            rank,
+            work.status,
+            work.status,
+            f"{name} raised {type(err).__name__}: {err}",
+            traceback.format_exc(),
+        )
+        self._pending.append(Change(work.task.id, self.run_id, events=(event,), token=self.token))
+
     # -- writes ----------------------------------------------------------------------
     # A status must be durable before the hook it announces runs, and no sooner is
     # needed: `_commit` gathers the changes and `_flush` writes them in one transaction
     # right before the next hook (or at the end of the run). So "action i done" and
     # "action i+1 running", also across tasks, cost one commit. Between the two only
     # the runner's own code and a read run; a crash there is a crash just before the
-    # commit, which the next run recovers from like any other.
+    # commit, which the next run recovers from like any other. The first change of a
+    # task also takes its claim (file and database locks), so that costs no commit.
 
     def _commit(
         self, work: _Work, status: TaskStatus, message: str, current_rank: int | None = None
@@ -587,17 +733,24 @@ class Runner:
         events = list(work.events)
         if status != work.status:
             events.append(NewEvent(None, work.status, status.value, message))
-        self._pending.append(
-            Change(
-                work.task.id,
-                self.run_id,
-                status=status,
-                current_rank=current_rank,
-                actions=tuple(work.staged.values()),
-                events=tuple(events),
-                token=self.token,
-            )
+        change = Change(
+            work.task.id,
+            self.run_id,
+            status=status,
+            current_rank=current_rank,
+            actions=tuple(work.staged.values()),
+            events=tuple(events),
+            token=self.token,
         )
+        if self._claim_from is not None and self.claims is not None:
+            change = replace(
+                change,
+                token=self._claim_from,
+                claim_as=self.claims.worker,
+                lease=self.claims.lease,
+            )
+            self.token, self._claim_from = self._claim_from + 1, None
+        self._pending.append(change)
         work.status = status
         work.staged.clear()
         work.events.clear()
@@ -605,38 +758,49 @@ class Runner:
     def _flush(self, current: int | None = None) -> None:
         """Write the gathered changes in one transaction.
 
-        When a task was cancelled meanwhile, its changes are not written: the other
-        tasks' are, then a task already processed is ended as cancelled, and for the
-        task being processed (`current`) TaskInterrupted is raised.
+        When a task was cancelled or claimed by another run meanwhile, its changes are
+        not written: the other tasks' are, then a task already processed is ended as
+        cancelled (or counted as lost), and for the task being processed (`current`)
+        TaskInterrupted (or ClaimLost) is raised.
         """
         pending, self._pending = self._pending, []
         if not pending:
             return
         try:
             self._write(pending)
-        except TaskInterrupted:
-            interrupted: set[int] = set()
+        except (TaskInterrupted, ClaimLost):
+            refused: dict[int, TaskInterrupted | ClaimLost] = {}
             for change in pending:
-                if change.task_id not in interrupted:
+                if change.task_id not in refused:
                     try:
                         self._write([change])
-                    except TaskInterrupted:
-                        interrupted.add(change.task_id)
-            for task_id in sorted(interrupted - {current}):
-                self.store.end_cancelled(task_id, self.run_id, None, None)
-                outcome = self._unwritten.get(task_id)
-                if outcome is not None:
-                    self._counts[outcome] -= 1
-                    self._counts[Outcome.CANCELLED] += 1
-            if current in interrupted:
+                    except (TaskInterrupted, ClaimLost) as err:
+                        refused[change.task_id] = err
+            for task_id, why in sorted(refused.items()):
+                if task_id != current:
+                    self._recount(task_id, why)
+            if current in refused:
                 self._unwritten.clear()
-                raise TaskInterrupted(current) from None
+                raise refused[current] from None
         self._unwritten.clear()
+
+    def _recount(self, task_id: int, err: TaskInterrupted | ClaimLost) -> None:
+        """A task already processed whose last writes were refused."""
+        if isinstance(err, TaskInterrupted):
+            self.store.end_cancelled(task_id, self.run_id, None, None)
+            now = Outcome.CANCELLED
+        else:
+            log.warning("run %s: %s; its last writes are dropped", self.run_id, err)
+            now = Outcome.LOST
+        outcome = self._unwritten.get(task_id)
+        if outcome is not None:
+            self._counts[outcome] -= 1
+            self._counts[now] += 1
 
     def _write(self, changes: list[Change]) -> None:
         try:
             self.store.apply(*changes)
-        except (DatabaseUnavailable, TaskInterrupted):
+        except (DatabaseUnavailable, TaskInterrupted, ClaimLost):
             raise
         except StorageError as err:
             # One failed statement (a lock timeout, a serialisation failure) must not
@@ -644,6 +808,8 @@ class Runner:
             log.warning("run %s: %s; writing it again", self.run_id, err)
             time.sleep(0.05)
             self.store.apply(*changes)
+        if any(c.claim_as is not None and c.task_id == self._held for c in changes):
+            self._claimed = True
 
 
 class StopRequest(threading.Event):
@@ -701,11 +867,14 @@ def run(
     The lock is the settings' `concurrency.lock`: the file lock (one run per host), the
     database lock (one run in the cluster), or none, where `workers` threads claim tasks
     under leases beside any other run. Raises LockBusy when another run holds the lock
-    (after `wait` seconds).
+    (after `wait` seconds). In every mode a task is held under a lease and a fencing
+    token while it runs, so a second run let in by a lost lock passes over it; the run
+    that lost its lock notices within a second or two, starts nothing more, and asks
+    the current action to stop.
     """
     settings = settings or Settings()
     concurrency = settings.concurrency
-    guard: AbstractContextManager[object]
+    guard: AbstractContextManager[Any]
     if concurrency.lock == "file":
         guard = RunLock(lock_path, wait=wait)
     elif concurrency.lock == "database":
@@ -718,14 +887,20 @@ def run(
             )
         guard = nullcontext()
     asked = time.monotonic()
-    with guard:
+    with guard as held:
         began = time.monotonic()
         started_at = datetime.now(UTC)
         deadline = time.time() + max_execution_time
         if not_after is not None:
             deadline = min(deadline, not_after)
         run_id = new_run_id()
-        base = worker_id() if concurrency.claims else ""
+        lock_alive: Callable[[], bool] | None = (
+            held.still_held if isinstance(held, RunLock) else held
+        )
+        lock_lost = threading.Event()
+        name = process_name()
+        for task_id in store.reap_dead_claims():
+            log.warning("run %s: task %s: its run died (lease ended early)", run_id, task_id)
         runners = [
             Runner(
                 store,
@@ -738,9 +913,11 @@ def run(
                 exclude_queues=exclude_queues,
                 stop=stop,
                 settings=settings,
-                claims=Claims(f"{base}/{i}", concurrency.lease) if concurrency.claims else None,
+                claims=Claims(f"{name}/{i}", concurrency.lease, shared=concurrency.claims),
+                lock_alive=lock_alive if i == 0 else None,
+                lock_lost=lock_lost,
             )
-            for i in range(concurrency.workers if concurrency.claims else 1)
+            for i in range(concurrency.workers)
         ]
         with store.bound():
             if planner is not None:
@@ -791,7 +968,18 @@ def _run_all(store: Store, runners: Sequence[Runner]) -> RunSummary:
         run_id=done[0].run_id,
         **{
             name: sum(getattr(r, name) for r in done)
-            for name in ("finished", "paused", "failed", "errors", "cancelled", "lost", "actions")
+            for name in (
+                "finished",
+                "paused",
+                "failed",
+                "errors",
+                "cancelled",
+                "lost",
+                "actions",
+                "left_waiting",
+            )
         },
         elapsed=max(r.elapsed for r in done),
+        missing_modules=tuple(sorted({m for r in done for m in r.missing_modules})),
+        max_overrun=max(r.max_overrun for r in done),
     )

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,6 +45,7 @@ from .exceptions import (
     TaskInterrupted,
     TaskNotFound,
 )
+from .files import private_dir
 from .models import (
     ACTIVE_STATUSES,
     TERMINAL,
@@ -62,10 +63,11 @@ from .models import (
     TaskType,
     run_order,
 )
-from .probe import HEAD_REVISION
+from .owner import holder_is_gone
+from .probe import HEAD_REVISION, LEGACY_REVISIONS, LEGACY_VERSION_TABLE, VERSION_TABLE
 from .store_admin import AdminQueries, check_id
 from .store_admin import conditions as _conditions
-from .urls import sqlite_path
+from .urls import mask_secrets, sqlite_path
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +136,7 @@ class Store(AdminQueries):
         self.url = url
         path = sqlite_path(url)
         if path is not None and create_dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)  # 0700 whatever the umask (the file: make_engine)
         self._engine = make_engine(
             url, sqlite_synchronous, busy_timeout, idle_in_transaction=idle_in_transaction
         )
@@ -198,7 +200,7 @@ class Store(AdminQueries):
             yield conn
 
     @contextmanager
-    def cluster_lock(self, wait: float = 0.0) -> Iterator[None]:
+    def cluster_lock(self, wait: float = 0.0) -> Iterator[Callable[[], bool]]:
         """One run at a time across every host (`lock = "database"`): on PostgreSQL a
         session advisory lock, per schema; on MySQL / MariaDB a user lock (GET_LOCK), per
         database; held on a connection of its own for the block. If the client vanishes,
@@ -207,11 +209,18 @@ class Store(AdminQueries):
 
         It needs a session of its own: behind PgBouncer in transaction pooling (or a
         MySQL proxy multiplexing sessions), point bgtaskex at the server or at a
-        session-pooling port."""
+        session-pooling port.
+
+        The block gets a function telling whether the lock is still held: False once
+        the server ended the lock's session (a restart, a failover,
+        `pg_terminate_backend`, an idle timeout, a proxy). Only the caller's thread or
+        one watcher may call it: it uses the lock's connection."""
         if self.dialect == "postgresql":
             try_lock, holder_of, unlock = _TRY_CLUSTER_LOCK, _CLUSTER_LOCK_HOLDER, _CLUSTER_UNLOCK
+            mine = _CLUSTER_LOCK_MINE
         elif self.dialect in t.MYSQL:
             try_lock, holder_of, unlock = _MY_TRY_LOCK, _MY_LOCK_HOLDER, _MY_UNLOCK
+            mine = _MY_LOCK_MINE
         else:
             raise ConfigError(
                 f'lock = "database" needs PostgreSQL or MySQL / MariaDB, not {self.dialect}'
@@ -229,8 +238,15 @@ class Store(AdminQueries):
                     who = f" ({holder.what} {holder.pid}{holder.client})" if holder else ""
                     raise LockBusy(f"another run{who} holds the database lock; nothing done")
                 time.sleep(0.2)
+
+            def still_held() -> bool:
+                try:
+                    return bool(conn.execute(mine).scalar())
+                except sa_exc.SQLAlchemyError:
+                    return False
+
             try:
-                yield
+                yield still_held
             finally:
                 try:
                     conn.execute(unlock)
@@ -252,35 +268,85 @@ class Store(AdminQueries):
 
     # -- schema --------------------------------------------------------------------
 
+    #: True on the stand-in of `Store.empty`: the database has no bgtaskex schema yet.
+    no_schema = False
+
+    @classmethod
+    def empty(cls) -> Store:
+        """An empty queue in memory, at this release's schema, refusing writes: what the
+        commands that only read get for a database without bgtaskex's schema, so that
+        they answer as for an empty queue and create nothing there."""
+        store = cls("sqlite://")
+        store.no_schema = True
+        with store._engine.connect() as conn:  # the one connection of this thread
+            conn.execution_options(bgtaskex_txn="statement")
+            t.metadata.create_all(conn)
+            conn.exec_driver_sql("PRAGMA query_only=ON")
+            conn.commit()
+        return store
+
     def schema_revision(self) -> str | None:
-        """The Alembic revision of the database, None when it has no bgtaskex schema."""
+        """The Alembic revision of bgtaskex's schema, None when the database has none.
+
+        An install of an earlier release keeps it in Alembic's `alembic_version`: that
+        counts too, until the next upgrade moves it to bgtaskex's own table."""
+        return self._schema_state()[0]
+
+    def _schema_state(self) -> tuple[str | None, bool]:
+        """(revision, True when it is still in `alembic_version`); reads only."""
         where = f"database {self.display_url}"
+        select_revision = text(f"SELECT version_num FROM {VERSION_TABLE}")
         with _translated(unavailable=True, where=where), self._engine.connect() as conn:
+            conn.execution_options(bgtaskex_txn="statement")  # SQLite: no write lock to read
             for attempt in (1, 2):
                 try:
-                    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                    revision = conn.execute(select_revision).scalar()
                 except sa_exc.DBAPIError:
                     conn.rollback()
-                    if not self._engine.dialect.has_table(conn, "alembic_version"):
-                        return None
-                    if attempt == 2:
-                        raise
-                    # another process created the schema since our SELECT: read again
+                    if self._engine.dialect.has_table(conn, VERSION_TABLE):
+                        if attempt == 2:
+                            raise
+                        continue  # another process created it since our SELECT: read again
+                    revision = None
+                if revision is not None:
+                    return revision, False
+                legacy = self.legacy_revision(conn)
+                return legacy, legacy is not None
             raise AssertionError("unreachable")
+
+    @staticmethod
+    def legacy_revision(conn: Connection) -> str | None:
+        """The revision an earlier release of bgtaskex wrote in `alembic_version`: only a
+        bgtaskex revision, alone there, beside bgtaskex's tables. An application's
+        Alembic history in the same database gives None."""
+        has_table = conn.dialect.has_table
+        if not has_table(conn, LEGACY_VERSION_TABLE) or not has_table(conn, t.tasks.name):
+            return None
+        rows = conn.execute(text(f"SELECT version_num FROM {LEGACY_VERSION_TABLE}")).scalars().all()
+        return rows[0] if len(rows) == 1 and rows[0] in LEGACY_REVISIONS else None
 
     def ensure_schema(self, upgrade: bool = True) -> None:
         """Create or upgrade the schema when it is not at this release's revision.
 
         The cheap check (one query) runs every time; Alembic is imported only when the
-        schema actually needs work.
+        schema actually needs work. `upgrade=False` (the commands that only read):
+        SchemaOutdated instead, and a current schema whose revision an earlier release
+        wrote in `alembic_version` is fine as it is.
         """
-        if self.schema_revision() == HEAD_REVISION:
+        revision, legacy = self._schema_state()
+        if revision == HEAD_REVISION and (not legacy or not upgrade):
             return
         if not upgrade:
-            raise SchemaOutdated("the database schema is not current: run 'bgtaskex db upgrade'")
+            found = f"at revision {revision}" if revision else "not created yet"
+            raise SchemaOutdated(
+                f"the database schema is {found}, this release needs {HEAD_REVISION}: "
+                "run 'bgtaskex db upgrade' (or a newer bgtaskex, if the schema is newer)"
+            )
         self.upgrade()
 
     def upgrade(self, revision: str = "head") -> None:
+        """Migrate to `revision` (moving the revision of an earlier release's install to
+        bgtaskex's own version table); concurrent callers serialise (migrate.upgrade)."""
         from alembic.util import CommandError
 
         from .migrate import upgrade
@@ -403,6 +469,27 @@ class Store(AdminQueries):
                 raise TaskNotFound(task_id)
             return _task(row, self._actions_of(conn, [task_id])[task_id])
 
+    def get_task_page(self, task_id: int, max_actions: int) -> tuple[Task, int]:
+        """The task with its first `max_actions` actions by rank (plus its current action
+        when that lies further), and how many actions it has: `show` of a task of
+        100,000 actions reads a page of the index on (task_id, rank), not the chain."""
+        check_id(task_id)
+        a = t.actions.c
+        with self._read() as conn:
+            row = conn.execute(select(t.tasks).where(t.tasks.c.id == task_id)).first()
+            if row is None:
+                raise TaskNotFound(task_id)
+            page = select(t.actions).where(a.task_id == task_id).order_by(a.rank)
+            found = [_action(r) for r in conn.execute(page.limit(max(0, max_actions)))]
+            current = row.current_rank
+            if current is not None and all(r.rank != current for r in found):
+                at = conn.execute(select(t.actions).where(a.task_id == task_id, a.rank == current))
+                found.extend(_action(r) for r in at)
+            count = conn.execute(
+                select(func.count()).select_from(t.actions).where(a.task_id == task_id)
+            ).scalar_one()
+            return _task(row, found), int(count)
+
     def list_tasks(self, where: TaskFilter | None = None, *, limit: int = 50) -> list[Task]:
         """Tasks still to run first, in the order the run takes them; then ended ones,
         newest first. Each part is a range scan of its own partial index."""
@@ -469,13 +556,13 @@ class Store(AdminQueries):
         """The task the run should process next (see `models.run_order`), with its
         actions, from `queues` (None: any) but not `exclude_queues`. Tasks last written
         by run `skip_run` (already handled by it), `skip_task` (handled, not yet written)
-        and those in `exclude` are passed over."""
-        due = _narrowed(_NEXT_TASK_ID, exclude, queues, exclude_queues)
-        params: dict[str, Any] = {
-            "v_skip_run": skip_run or "",
-            "v_skip_task": -1 if skip_task is None else skip_task,
-        }
-        query = _NEXT_TASK if due is _NEXT_TASK_ID else _next_task(due)
+        and those in `exclude` are passed over, and so are tasks that another run holds
+        under a live lease (it is executing them)."""
+        first = _next_task_id(self.dialect)
+        due = _narrowed(first, exclude, queues, exclude_queues)
+        params = self._lease_params(0.0)
+        params.update(v_skip_run=skip_run or "", v_skip_task=-1 if skip_task is None else skip_task)
+        query = _next_task(due) if due is not first else _next_task_of(self.dialect)
         with self._read(single=True) as conn:
             return _task_of_rows(conn.execute(query, params).all())
 
@@ -524,6 +611,21 @@ class Store(AdminQueries):
         with self._write() as conn:
             conn.execute(_RELEASE, {"v_task_id": task_id, "v_token": token})
 
+    def reap_dead_claims(self) -> list[int]:
+        """End the live claims held by processes of this host that are certainly dead
+        (killed with SIGKILL, say: see `owner.holder_is_gone`), so that their tasks are
+        recovered at once instead of when the lease runs out; returns their ids. A read,
+        and a write only when there is a claim to end."""
+        params = self._lease_params(0.0)
+        with self._read(single=True) as conn:
+            held = conn.execute(_leases_held(self.dialect), params).all()
+        dead = [row for row in held if holder_is_gone(row.claimed_by)]
+        if dead:
+            with self._write() as conn:
+                for row in dead:
+                    conn.execute(_RELEASE, {"v_task_id": row.id, "v_token": row.claim_token})
+        return [row.id for row in dead]
+
     def _lease_params(self, lease: float) -> dict[str, Any]:
         if self.dialect == "postgresql":
             return {"v_lease": float(lease)}
@@ -552,13 +654,10 @@ class Store(AdminQueries):
         with self._write() as conn:
             events: list[dict[str, Any]] = []
             for change in changes:
-                statement, values = _task_update(change, now)
+                lease = self._lease_params(change.lease) if change.claim_as else {}
+                statement, values = _task_update(change, now, self.dialect, lease)
                 if conn.execute(statement, values).rowcount != 1:
-                    if change.token is not None:
-                        token = conn.execute(_TOKEN_OF, {"v_task_id": change.task_id}).scalar()
-                        if token is not None and token != change.token:
-                            raise ClaimLost(change.task_id, change.token)
-                    raise TaskInterrupted(change.task_id)
+                    raise _refused(conn, change)
                 for action in change.actions:
                     statement, values = _action_update(change.task_id, action, now)
                     if statement is not None:
@@ -568,6 +667,19 @@ class Store(AdminQueries):
                 )
             if events:
                 conn.execute(_INSERT_EVENT, events)
+
+
+def _refused(conn: Connection, change: Change) -> Exception:
+    """Why the write of `change` matched no row: ClaimLost when another run claimed the
+    task since (or holds a live lease on a task this write meant to claim),
+    TaskInterrupted when it was ended or asked to cancel."""
+    row = conn.execute(_CLAIM_OF, {"v_task_id": change.task_id}).first()
+    if row is not None and change.token is not None and row.claim_token != change.token:
+        return ClaimLost(change.task_id, change.token)
+    runnable = row is not None and row.run_order is not None and row.cancel_requested_at is None
+    if change.claim_as is not None and runnable:
+        return ClaimLost(change.task_id, change.token or 0)
+    return TaskInterrupted(change.task_id)
 
 
 # The run's statements are built once per shape and reused: SQLAlchemy then finds their
@@ -632,37 +744,65 @@ def _task_of_rows(rows: Sequence[Row[Any]]) -> Task | None:
     return _task(_Prefixed(rows[0], "t_"), actions)  # type: ignore[arg-type]
 
 
-_NEXT_TASK = _next_task(_NEXT_TASK_ID)
 _TASK_BY_ID = _joined(t.tasks.c.id == bindparam("v_task_id"))
 
 
 @functools.cache
-def _claim_statements(dialect: str) -> tuple[Any, Any, Any]:
-    """The claim's SELECT (the next due task whose lease is free, skipping rows another
-    worker is claiming right now), its UPDATE, and the heartbeat's UPDATE.
+def _lease_clock(dialect: str) -> tuple[Any, Any]:
+    """The SQL for "now" and "now + the lease", as leases are read and written.
 
-    On PostgreSQL and MySQL / MariaDB leases are read and written with the server's
-    clock, so the clocks of the workers' hosts need not agree; on SQLite (one host) with
-    the worker's (v_now, v_until)."""
-    c = t.tasks.c
+    On PostgreSQL and MySQL / MariaDB that is the server's clock, so the clocks of the
+    workers' hosts need not agree; on SQLite (one host) the run's (v_now, v_until)."""
     if dialect == "postgresql":
         now: Any = func.clock_timestamp()
-        until: Any = now + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("v_lease"))
-    elif dialect in t.MYSQL:
+        return now, now + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("v_lease"))
+    if dialect in t.MYSQL:
         # Naive UTC with microseconds, as bgtaskex stores timestamps there.
         now = func.utc_timestamp(literal_column("6"), type_=t.UTCDateTime())
         until = func.timestampadd(
             literal_column("MICROSECOND"), bindparam("v_lease_us"), now, type_=t.UTCDateTime()
         )
-    else:
-        now = bindparam("v_now", type_=t.UTCDateTime())
-        until = bindparam("v_until", type_=t.UTCDateTime())
+        return now, until
+    return bindparam("v_now", type_=t.UTCDateTime()), bindparam("v_until", type_=t.UTCDateTime())
+
+
+def _lease_free(dialect: str) -> Any:
+    c = t.tasks.c
+    return or_(c.lease_until.is_(None), c.lease_until < _lease_clock(dialect)[0])
+
+
+@functools.cache
+def _next_task_id(dialect: str) -> Any:
+    """The id of the next due task that no live lease holds."""
+    return _NEXT_TASK_ID.where(_lease_free(dialect))
+
+
+@functools.cache
+def _next_task_of(dialect: str) -> Any:
+    return _next_task(_next_task_id(dialect))
+
+
+@functools.cache
+def _leases_held(dialect: str) -> Any:
+    c = t.tasks.c
+    return select(c.id, c.claimed_by, c.claim_token).where(
+        c.run_order.isnot(None), c.lease_until >= _lease_clock(dialect)[0]
+    )
+
+
+@functools.cache
+def _claim_statements(dialect: str) -> tuple[Any, Any, Any]:
+    """The claim's SELECT (the next due task whose lease is free, skipping rows another
+    worker is claiming right now), its UPDATE, and the heartbeat's UPDATE (which never
+    revives a released claim)."""
+    c = t.tasks.c
+    until = _lease_clock(dialect)[1]
     due = (
         select(c.id)
         .where(
             c.run_order.isnot(None),
             or_(c.last_run_id.is_(None), c.last_run_id != bindparam("v_skip_run")),
-            or_(c.lease_until.is_(None), c.lease_until < now),
+            _lease_free(dialect),
         )
         .order_by(c.run_order, c.id)
         .limit(1)
@@ -680,7 +820,11 @@ def _claim_statements(dialect: str) -> tuple[Any, Any, Any]:
     )
     beat = (
         update(t.tasks)
-        .where(c.id == bindparam("v_task_id"), c.claim_token == bindparam("v_token"))
+        .where(
+            c.id == bindparam("v_task_id"),
+            c.claim_token == bindparam("v_token"),
+            c.lease_until.isnot(None),
+        )
         .values(lease_until=until)
     )
     return due, claim, beat
@@ -699,7 +843,9 @@ class _Prefixed:
         return self._mapping[self._prefix + name]
 
 
-def _task_update(change: Change, now: datetime) -> tuple[Any, dict[str, Any]]:
+def _task_update(
+    change: Change, now: datetime, dialect: str, lease_params: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
     """The cached UPDATE of the task row for `change`, and its parameters."""
     status = change.status
     values: dict[str, Any] = {"v_task_id": change.task_id, "v_now": now, "v_run_id": change.run_id}
@@ -712,19 +858,30 @@ def _task_update(change: Change, now: datetime) -> tuple[Any, dict[str, Any]]:
         values["v_rank"] = change.current_rank
     if change.token is not None:
         values["v_token"] = change.token
+    if change.claim_as is not None:
+        values["v_worker"] = change.claim_as[:100]
+        values.update(lease_params)
     statement = _task_statement(
+        dialect,
         status is not None,
         status is not None and status.terminal,
         "v_rank" in values,
         change.token is not None,
         change.release,
+        change.claim_as is not None,
     )
     return statement, values
 
 
 @functools.cache
 def _task_statement(
-    has_status: bool, terminal: bool, has_rank: bool, fenced: bool, release: bool
+    dialect: str,
+    has_status: bool,
+    terminal: bool,
+    has_rank: bool,
+    fenced: bool,
+    release: bool,
+    claim: bool,
 ) -> Any:
     c = t.tasks.c
     values: dict[str, Any] = {
@@ -746,8 +903,6 @@ def _task_statement(
             values["ended_at"] = bindparam("v_now", type_=t.UTCDateTime())
     if has_rank:
         values["current_rank"] = bindparam("v_rank")
-    if release:
-        values["lease_until"] = None
     statement = update(t.tasks).where(
         c.id == bindparam("v_task_id"),
         c.run_order.isnot(None),
@@ -755,6 +910,13 @@ def _task_statement(
     )
     if fenced:
         statement = statement.where(c.claim_token == bindparam("v_token"))
+    if claim:  # the token read with the task, and no other run's live lease
+        statement = statement.where(_lease_free(dialect))
+        values["claim_token"] = c.claim_token + 1
+        values["claimed_by"] = bindparam("v_worker")
+        values["lease_until"] = _lease_clock(dialect)[1]
+    if release:
+        values["lease_until"] = None
     return statement.values(values)
 
 
@@ -775,11 +937,17 @@ _CLUSTER_LOCK_HOLDER = text(
     "AND l.classid = hashtext('bgtaskex')::oid AND l.objid = hashtext(current_schema())::oid "
     "LIMIT 1"
 )
+_CLUSTER_LOCK_MINE = text(
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+    "AND pid = pg_backend_pid() "
+    "AND classid = hashtext('bgtaskex')::oid AND objid = hashtext(current_schema())::oid"
+)
 # MySQL / MariaDB: a user lock per database (see engine.mysql_lock_name).
 _MY_LOCK = mysql_lock_name("run")
 _MY_TRY_LOCK = text(f"SELECT GET_LOCK({_MY_LOCK}, 0)")
 _MY_UNLOCK = text(f"SELECT RELEASE_LOCK({_MY_LOCK})")
 _MY_LOCK_USED_BY = text(f"SELECT IS_USED_LOCK({_MY_LOCK})")  # its connection id, or NULL
+_MY_LOCK_MINE = text(f"SELECT IS_USED_LOCK({_MY_LOCK}) = CONNECTION_ID()")
 _MY_LOCK_HOLDER = text(
     "SELECT 'connection id' AS what, p.id AS pid, "
     "COALESCE(CONCAT(' on ', SUBSTRING_INDEX(p.host, ':', 1)), '') AS client "
@@ -797,7 +965,9 @@ _RELEASE = (
     .where(t.tasks.c.id == bindparam("v_task_id"), t.tasks.c.claim_token == bindparam("v_token"))
     .values(lease_until=None)
 )
-_TOKEN_OF = select(t.tasks.c.claim_token).where(t.tasks.c.id == bindparam("v_task_id"))
+_CLAIM_OF = select(
+    t.tasks.c.claim_token, t.tasks.c.run_order, t.tasks.c.cancel_requested_at
+).where(t.tasks.c.id == bindparam("v_task_id"))
 
 
 def _action_update(task_id: int, change: ActionChange, now: datetime) -> tuple[Any, dict[str, Any]]:
@@ -872,6 +1042,7 @@ def _event_values(task_id: int, run_id: str, at: datetime, new: NewEvent) -> dic
         "rank": new.rank,
         "old_status": new.old_status,
         "new_status": new.new_status,
-        "message": new.message,
-        "error": new.error,
+        # History leaves the process (show, --json): no password in it, whoever wrote it.
+        "message": mask_secrets(new.message) if new.message else new.message,
+        "error": mask_secrets(new.error) if new.error else new.error,
     }

@@ -785,19 +785,27 @@ def test_ref_to_non_action_at_run_time_fails_action(
     assert "not a subclass" in client.events(tid)[-2].message
 
 
-def test_undeclared_module_at_run_time_fails_action(client: Client, calls_log: str) -> None:
+def test_undeclared_module_at_run_time_leaves_the_task_waiting(
+    client: Client, calls_log: str
+) -> None:
+    """A deploy slip (a module not declared to this runner) leaves the task as it was,
+    and the run goes on with the other tasks and says which module it missed."""
     tid = client.enqueue("t", [act(calls_log)])
     other = client.enqueue("other", ["bgtaskex.examples:NothingToDo"])
     restricted = Client(client.store, Registry(entry_points=False), client.settings)
-    restricted.run_once()
+    summary = restricted.run_once()
     assert calls(calls_log) == []
-    assert statuses(client, tid) == ("failed", ["failed"])
+    assert statuses(client, tid) == ("created", ["pending"])
+    assert client.get(tid).actions[0].attempts == 0
     assert statuses(client, other) == ("finished", ["skipped"])
-    (event,) = [e for e in client.events(tid) if e.rank == 1]
-    assert "not declared" in event.message and "tests.scripted" in event.message
+    assert (summary.left_waiting, summary.missing_modules) == (1, ("tests.scripted",))
+    assert "left waiting" in summary.line()
+    client.run_once()  # declared again: it runs
+    assert calls(calls_log) == [("A", "init"), ("A", "execute")]
+    assert statuses(client, tid) == ("finished", ["done"])
 
 
-def test_paused_action_whose_ref_vanished_fails(
+def test_paused_action_whose_module_vanished_is_left_waiting(
     client: Client, store: Store, calls_log: str
 ) -> None:
     log = Calls(calls_log)
@@ -809,13 +817,13 @@ def test_paused_action_whose_ref_vanished_fails(
         "UPDATE bgtaskex_actions SET ref = 'tests.nowhere:Gone' WHERE task_id = :id AND rank = 1",
         id=tid,
     )
-    client.run_once()
-    assert log.new() == [("B", "init"), ("B", "execute")]
-    assert statuses(client, tid) == ("failed", ["failed", "done"])
-    assert any("tests.nowhere" in e.message for e in client.events(tid) if e.rank == 1)
+    summary = client.run_once()
+    assert log.new() == []
+    assert statuses(client, tid) == ("paused", ["active", "pending"])
+    assert summary.missing_modules == ("tests.nowhere",)
 
 
-def test_running_action_whose_ref_vanished_fails(
+def test_running_action_whose_module_vanished_counts_no_death(
     client: Client, store: Store, calls_log: str
 ) -> None:
     log = Calls(calls_log)
@@ -823,9 +831,27 @@ def test_running_action_whose_ref_vanished_fails(
     client.run_once()
     sql(store, "UPDATE bgtaskex_actions SET ref = 'tests.nowhere:Gone' WHERE task_id = :id", id=tid)
     log.new()
-    client.run_once()
+    for _ in range(3):
+        assert client.run_once().left_waiting == 1
     assert log.new() == []
-    assert statuses(client, tid) == ("failed", ["failed"])
+    assert statuses(client, tid) == ("running", ["active"])
+    assert client.get(tid).actions[0].attempts == 0
+
+
+def test_chain_whose_second_module_is_missing_keeps_the_first_action_done(
+    client: Client, calls_log: str
+) -> None:
+    """What the run did before the missing module is kept; the task waits between
+    actions (created), attempts unchanged."""
+    log = Calls(calls_log)
+    tid = client.enqueue("t", [("bgtaskex.examples:NothingToDo", {}), act(calls_log, "B")])
+    restricted = Client(client.store, Registry(entry_points=False), client.settings)
+    assert restricted.run_once().left_waiting == 1
+    assert log.new() == []
+    assert statuses(client, tid) == ("created", ["skipped", "pending"])
+    client.run_once()
+    assert log.new() == [("B", "init"), ("B", "execute")]
+    assert statuses(client, tid) == ("finished", ["skipped", "done"])
 
 
 # -- the order of a run ---------------------------------------------------------------------

@@ -1,0 +1,79 @@
+"""Who holds a claim: the name a run writes on the tasks it takes, and whether that
+process is certainly gone.
+
+A claim's name is `host:pid:mark/worker`, where `mark` ties the pid to one process for
+good: the host's boot id, the pid namespace and the process's start time (Linux). A
+lease outlives a run killed with SIGKILL; a run on the same host can tell from the mark
+that the holder is dead (its pid is gone, or now names another process, or the host has
+rebooted) and take the task over at once instead of waiting for the lease to run out.
+A holder on another host, or one that cannot be told apart, is never presumed dead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+@functools.cache
+def _boot_id() -> str:
+    return _read("/proc/sys/kernel/random/boot_id").replace("-", "")[:12]
+
+
+def _pid_namespace(pid: int | str = "self") -> str:
+    try:
+        link = os.readlink(f"/proc/{pid}/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return ""
+    return link.partition("[")[2].rstrip("]")
+
+
+def _start_time(pid: int | str = "self") -> str:
+    """The process's start time in clock ticks since boot ("" where unknown)."""
+    stat = _read(f"/proc/{pid}/stat")
+    # The command name (field 2) may hold spaces and parentheses: split after its end.
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+@functools.cache
+def _mark_of_self() -> str:
+    return f"{_boot_id()}.{_pid_namespace()}.{_start_time()}"
+
+
+def process_name() -> str:
+    """This process's claim name: `host:pid:mark` (see the module docstring)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_mark_of_self()}"
+
+
+def holder_is_gone(claimed_by: str | None) -> bool:
+    """Whether the process named by `claimed_by` (a `process_name()`, maybe with a
+    `/worker` suffix) is certainly dead: it ran on this host and its pid no longer names
+    it, or the host rebooted since. False whenever that cannot be told."""
+    if not claimed_by:
+        return False
+    host, _, rest = claimed_by.partition(":")
+    pid_text, _, mark = rest.partition(":")
+    mark = mark.partition("/")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    boot, _, rest = mark.partition(".")
+    namespace, _, started = rest.partition(".")
+    if not (boot and namespace and started) or namespace != _pid_namespace():
+        return False  # another container, or not Linux: cannot tell
+    if boot != _boot_id():
+        return True  # the host rebooted since the claim
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return started != _start_time()
+    current = _start_time(pid)
+    return current != started  # "" : no such process
