@@ -300,39 +300,15 @@ PHASES = (
     "stats",
 )
 
-STUCK_BUG = (
-    "BUG: Store.stuck_tasks orders its sample by id, so without statistics SQLite walks "
-    "bgtaskex_tasks in rowid order ('SCAN bgtaskex_tasks') to avoid a sort, and reads the "
-    "whole table when nothing is stuck, which is the healthy case `bgtaskex check` meets "
-    "every time. Fix: order_by(run_order, id), the order of ix_bgtaskex_tasks_due."
+
+@pytest.mark.parametrize(
+    ("variant", "phase"),
+    [
+        pytest.param(variant, phase, id=f"{variant}-{phase}")
+        for variant in ("plain", "analyzed")
+        for phase in PHASES
+    ],
 )
-STATS_BUG = (
-    "BUG (scale): Store.stats groups every task by (queue, type, status) with a full table "
-    "scan and a temporary B-tree: 1.5-2 s at 10^6 tasks (python -m bench --only scale). "
-    "Fix: an index (queue, type, status) makes it a covering index scan in group order, "
-    "0.12 s at 10^6 (still O(tasks); exact counts of every ended task need that)."
-)
-PURGE_ANALYZED_BUG = (
-    "BUG: with ANALYZE statistics, the purge_preview sample and the batches of `bgtaskex "
-    "purge` without --status (status IN (cancelled, failed, finished) [AND ended_at < ?] "
-    "ORDER BY id LIMIT n) become 'SCAN bgtaskex_tasks' in rowid order: the table is read "
-    "from the oldest id until n rows match, all of it when few match. Fix: order by "
-    "(status, ended_at), the order of ix_bgtaskex_tasks_status_ended_at, or not at all."
-)
-XFAIL: dict[tuple[str, str], str] = {}
-
-
-def _cases() -> list[Any]:
-    cases = []
-    for variant in ("plain", "analyzed"):
-        for phase in PHASES:
-            reason = XFAIL.get((variant, phase))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            cases.append(pytest.param(variant, phase, marks=marks, id=f"{variant}-{phase}"))
-    return cases
-
-
-@pytest.mark.parametrize(("variant", "phase"), _cases())
 def test_no_full_table_scan(captured: dict[str, Capture], variant: str, phase: str) -> None:
     statements = captured[variant].of(phase)
     assert statements, f"nothing captured for {phase}"
