@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from .config import Settings, load_settings
-from .exceptions import BgtaskexError, LockBusy, OutsideWindow, UsageError
+from .exceptions import BgtaskexError, LockBusy, OutsideWindow, TasksLeftWaiting, UsageError
 from .urls import mask_secrets
 
 if TYPE_CHECKING:
@@ -368,15 +368,19 @@ def run_once(
     """Process due tasks for at most --max-execution-time seconds (what cron calls).
 
     If another run holds the lock, say so in one line and exit 0. SIGTERM or Ctrl-C lets
-    the current hook finish and starts nothing new; a second one stops at once.
+    the current hook finish and starts nothing new; a second one stops at once. Tasks
+    left waiting because their module cannot be imported: exit 6.
     """
     settings = state.settings()
     process = settings.process(process_name) if process_name else None
     began = time.monotonic()
     from .probe import sqlite_idle
 
+    from .preflight import check_runnable
     # A process with a callable always runs; one with a window says when it is outside.
     planned = process is not None and (process.callable or process.window) is not None
+    check_runnable(settings)  # a deploy slip is exit 2 even when nothing is due
+
     queues = process.queues if process else None
     excluded = process.exclude_queues if process else settings.claimed_queues
     if not planned and sqlite_idle(settings.url, settings.retention, queues, excluded):
@@ -400,6 +404,9 @@ def run_once(
             raise_if_held(settings.lock_path)  # before SQLAlchemy is even imported
         client = state.client()
         if live and not as_json:
+        from .preflight import import_declared
+
+        import_declared(settings)
             from .live import LiveProgress
 
             observer = LiveProgress()
@@ -428,6 +435,8 @@ def run_once(
         raise KeyboardInterrupt  # the run stopped cleanly; still, the user interrupted it
 
 
+    if summary.left_waiting:  # exit 6, so that cron mails the deploy slip
+        raise TasksLeftWaiting(summary.left_waiting, summary.missing_modules)
 # -- db ------------------------------------------------------------------------------
 
 
@@ -514,6 +523,9 @@ def _main(argv: list[str] | None) -> int:
         return EXIT_OK
     except BgtaskexError as err:
         _error(str(err))
+    except TasksLeftWaiting as err:
+        # The run logged it already: one line per module, naming how to declare it.
+        return err.exit_code
         return err.exit_code
     except click.exceptions.Abort:
         click.echo("bgtaskex: interrupted", err=True)

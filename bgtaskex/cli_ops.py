@@ -19,6 +19,8 @@ from .exceptions import BgtaskexError, InvalidState, TaskNotFound, UsageError
 
 if TYPE_CHECKING:
     from .models import TaskFilter
+    from .registry import Registry
+    from .store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -133,25 +135,56 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
 Examples:
   bgtaskex show 42
   bgtaskex show 42 --verbose                 # with the tracebacks of errors
+  bgtaskex show 42 --actions 500 --events 1000
   bgtaskex show 42 --json | jq '.events[-1]'""",
 )
 @click.argument("task_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="The task, its actions and events.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of errors.")
+@click.option(
+    "--actions",
+    "max_actions",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="Show the first N actions (and the current one), with the total count.",
+)
+@click.option(
+    "--events",
+    "max_events",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    metavar="N",
+    help="Show the latest N events of the history, with the total count.",
+)
 @pass_state
-def show(state: State, task_id: int, as_json: bool, verbose: bool) -> None:
+def show(
+    state: State, task_id: int, as_json: bool, verbose: bool, max_actions: int, max_events: int
+) -> None:
     """A task, its actions with their params and progress, and its history."""
-    client = state.client()
-    task = client.get(task_id)
-    events = client.events(task_id)
+    store = state.client().store
+    task, action_count = store.get_task_page(task_id, max_actions)
+    events, event_count = store.recent_events(task_id, max_events)
     if as_json:
         from .views import event_dict, task_dict
 
-        _echo_json({**task_dict(task), "events": [event_dict(e) for e in events]})
+        _echo_json(
+            {
+                **task_dict(task, action_count),
+                "events": [event_dict(e) for e in events],
+                "event_count": event_count,
+            }
+        )
     else:
         from .views import render_task
 
-        _print(*render_task(task, events, verbose=verbose))
+        _print(
+            *render_task(
+                task, events, verbose=verbose, action_count=action_count, event_count=event_count
+            )
+        )
 
 
 # -- retry / cancel ------------------------------------------------------------------------
@@ -344,6 +377,9 @@ def check(state: State) -> None:
         waiting = store.count_tasks(TaskFilter(statuses=_active()))
         notes.append(f"{waiting} task(s) waiting")
         lock, holder = lock_state(settings.lock_path)
+        unimportable = _waiting_on_unimportable(store, state.client().registry)
+        if unimportable:
+            problems.append(unimportable)
         if lock == "held":
             notes.append(f"a run is working{describe_holder(holder)}")
         elif lock == "stale":
@@ -358,6 +394,36 @@ def check(state: State) -> None:
 
 def _active() -> frozenset[str]:
     from .models import ACTIVE_STATUSES
+
+def _waiting_on_unimportable(store: Store, registry: Registry) -> str | None:
+    """The `check` problem of tasks that wait for a module a run cannot import (not
+    declared, or not on the path), or None. Nothing is imported here."""
+    from .exceptions import InvalidRef
+    from .preflight import HOW_TO_DECLARE, findable
+    from .registry import parse_ref
+
+    why: dict[str, str | None] = {}  # module: why it cannot be imported, None if it can
+    stuck: list[str] = []
+    for ref in store.waiting_refs():
+        try:
+            module = parse_ref(ref)[0]
+        except InvalidRef:
+            continue  # not a module's fault: the run fails such an action
+        if module not in why:
+            reasons = [] if registry.allowed(module) else ["not declared"]
+            reasons += [] if findable(module) else ["not found"]
+            why[module] = ", ".join(reasons) or None
+        if why[module] is not None:
+            stuck.append(ref)
+    if not stuck:
+        return None
+    count = store.count_tasks_waiting_on(stuck)
+    modules = ", ".join(f"{m} ({reason})" for m, reason in sorted(why.items()) if reason)
+    return (
+        f"{count} task(s) wait for a module that cannot be imported: {modules} "
+        f"(declare it with {HOW_TO_DECLARE})"
+    )
+
 
     return frozenset(s.value for s in ACTIVE_STATUSES)
 
@@ -406,7 +472,11 @@ def daemon(state: State) -> None:
         state.reload()
         settings = state.settings()
         return settings, connect(settings=settings, trust_refs=False)
+        from .preflight import check_runnable, import_declared
+
 
     code = Daemon(load).serve()
+        check_runnable(settings)  # at start: exit 2; at a reload: the old config stays
+        import_declared(settings)
     if code:
         raise click.exceptions.Exit(code)

@@ -11,8 +11,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings, load_settings
-from .exceptions import OutsideWindow, UsageError
+from .config import Settings, load_settings, params_size
+from .exceptions import OutsideWindow, ParamsTooLarge, UsageError
 from .models import (
     ACTIVE_STATUSES,
     TERMINAL,
@@ -33,9 +33,12 @@ if TYPE_CHECKING:
 ActionSpec = str | tuple[str, Mapping[str, Any]] | NewAction | Mapping[str, Any]
 
 
-def parse_actions(specs: Iterable[ActionSpec]) -> tuple[NewAction, ...]:
+def parse_actions(
+    specs: Iterable[ActionSpec], *, max_params_bytes: int | None = None
+) -> tuple[NewAction, ...]:
     """Normalise `"mod:Class"`, `("mod:Class", {params})`, `{"ref":..,"params":..}` and
-    `NewAction` to NewAction, checking that params are JSON objects."""
+    `NewAction` to NewAction, checking that params are JSON objects (of at most
+    `max_params_bytes`, see `config.params_size`: ParamsTooLarge otherwise)."""
     if isinstance(specs, str | bytes):
         raise UsageError("actions must be a list of refs, not a single string")
     parsed: list[NewAction] = []
@@ -69,6 +72,10 @@ def parse_actions(specs: Iterable[ActionSpec]) -> tuple[NewAction, ...]:
             raise UsageError(f"params of {ref!r} are not JSON: {err}") from None
         except RecursionError:
             raise UsageError(f"params of {ref!r} are nested too deeply") from None
+        if max_params_bytes is not None:
+            size = params_size(checked)
+            if size > max_params_bytes:
+                raise ParamsTooLarge(ref, size, max_params_bytes)
         parsed.append(NewAction(ref, checked))
     if not parsed:
         raise UsageError("a task needs at least one action")
@@ -135,10 +142,11 @@ class Client:
         """Queue a task made of `actions`, in order; returns its id.
 
         Each ref is checked now (it must name a subclass of `bgtaskex.Action`), so a typo
-        is an error here rather than a failed task later.
+        is an error here rather than a failed task later; so is the size of its params
+        (`max_params_bytes`, ParamsTooLarge, a UsageError).
         """
         task_type = check_task_fields(name, type, queue)
-        new_actions = parse_actions(actions)
+        new_actions = parse_actions(actions, max_params_bytes=self.settings.max_params_bytes)
         for action in new_actions:
             self.registry.resolve(action.ref)
         return self.store.enqueue(name.strip(), task_type, queue.strip(), new_actions)

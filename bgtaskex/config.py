@@ -67,6 +67,27 @@ def _positive_int(value: object) -> int:
     return number
 
 
+_SIZE = re.compile(r"^\s*(?P<n>\d+)\s*(?P<unit>B|KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def _byte_size(value: object) -> int:
+    """Bytes from a whole number or a string like `1048576`, `512KiB`, `1MiB`."""
+    match = None if isinstance(value, bool | float) else _SIZE.match(str(value))
+    if match is None or int(match["n"]) < 1:
+        raise ValueError(f"expected a size in bytes >= 1 (or 512KiB, 1MiB), got {value!r}")
+    return int(match["n"]) * _SIZE_UNITS[match["unit"] or "B"]
+
+
+def params_size(params: object) -> int:
+    """The size `max_params_bytes` limits: the bytes of `json.dumps(params)`, the text
+    the database is sent (ASCII: other characters are escaped), at enqueue and when a
+    hook leaves params alike."""
+    import json
+
+    return len(json.dumps(params, allow_nan=False))
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a non-empty string, got {value!r}")
@@ -110,6 +131,7 @@ class Settings:
     stuck_after: float = 180.0  # `check`: a task not ended and untouched this long is stuck
     stop_timeout: float = 20.0  # the daemon's bound on a graceful stop
     log_format: str = "TEXT"
+    max_params_bytes: int = 1024 * 1024  # an action's params, as JSON (see params_size)
     processes: tuple[Process, ...] = ()
     retention_rules: tuple[RetentionRule, ...] = ()
     concurrency: Concurrency = field(default_factory=Concurrency)
@@ -216,6 +238,7 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "stuck_after": _positive_duration,
     "stop_timeout": _positive_duration,
     "log_format": _choice("TEXT", "JSON"),
+    "max_params_bytes": _byte_size,
     "processes": lambda value: parse_processes(value, parse_duration),
     "retention_rules": lambda value: parse_rules(value, parse_duration),
     "concurrency": lambda value: parse_concurrency(value, parse_duration),

@@ -8,7 +8,7 @@ method is one transaction (purge: one per batch).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -24,6 +24,7 @@ from .models import (
     ACTIVE_STATUSES,
     TERMINAL,
     ActionStatus,
+    Event,
     Stats,
     TaskFilter,
     TaskStatus,
@@ -304,6 +305,58 @@ class AdminQueries:
                 select(c.id).where(*cond).order_by(c.run_order, c.id).limit(limit)
             ).scalars()
             return int(count), list(ids)
+
+    def waiting_refs(self) -> list[str]:
+        """The distinct refs of the unfinished actions (pending or active) of tasks not
+        ended: the modules the next runs will need (`check`)."""
+        with self._read() as conn:
+            query = _waiting_actions(select(t.actions.c.ref).distinct())
+            return list(conn.execute(query).scalars())
+
+    def count_tasks_waiting_on(self, refs: Collection[str]) -> int:
+        """How many tasks not ended have an unfinished action of one of `refs`."""
+        if not refs:
+            return 0
+        query = _waiting_actions(select(func.count(t.actions.c.task_id.distinct())))
+        with self._read() as conn:
+            return int(conn.execute(query.where(t.actions.c.ref.in_(sorted(refs)))).scalar_one())
+
+    def recent_events(self, task_id: int, limit: int) -> tuple[list[Event], int]:
+        """The latest `limit` events of a task, oldest first, and how many it has."""
+        check_id(task_id)
+        e = t.events.c
+        with self._read() as conn:
+            if conn.execute(select(t.tasks.c.id).where(t.tasks.c.id == task_id)).first() is None:
+                raise TaskNotFound(task_id)
+            latest = select(t.events).where(e.task_id == task_id).order_by(e.id.desc())
+            rows = list(conn.execute(latest.limit(max(0, limit))))
+            count = conn.execute(
+                select(func.count()).select_from(t.events).where(e.task_id == task_id)
+            ).scalar_one()
+        return [_event_record(row) for row in reversed(rows)], int(count)
+
+
+def _waiting_actions(query: Any) -> Any:
+    """`query` narrowed to the unfinished actions of tasks not ended."""
+    a, c = t.actions.c, t.tasks.c
+    return query.select_from(t.actions.join(t.tasks, a.task_id == c.id)).where(
+        c.run_order.isnot(None),
+        a.status.in_([ActionStatus.PENDING.value, ActionStatus.ACTIVE.value]),
+    )
+
+
+def _event_record(row: Row[Any]) -> Event:
+    return Event(
+        id=row.id,
+        task_id=row.task_id,
+        at=row.at,
+        run_id=row.run_id,
+        rank=row.rank,
+        old_status=row.old_status,
+        new_status=row.new_status,
+        message=row.message,
+        error=row.error,
+    )
 
 
 def _ended_ids(where: TaskFilter, limit: int) -> Any:

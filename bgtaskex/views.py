@@ -42,7 +42,9 @@ def action_dict(action: ActionRecord) -> dict[str, Any]:
     }
 
 
-def task_dict(task: Task) -> dict[str, Any]:
+def task_dict(task: Task, action_count: int | None = None) -> dict[str, Any]:
+    """The task as JSON; `action_count` is how many actions it has when `task.actions`
+    is a page of them (`show --actions N`)."""
     return {
         "id": task.id,
         "name": task.name,
@@ -58,6 +60,7 @@ def task_dict(task: Task) -> dict[str, Any]:
         "claimed_by": task.claimed_by,
         "claim_token": task.claim_token,
         "lease_until": _time(task.lease_until),
+        "action_count": len(task.actions) if action_count is None else action_count,
         "actions": [action_dict(a) for a in task.actions],
     }
 
@@ -184,7 +187,17 @@ def _short(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def render_task(task: Task, events: list[Event], verbose: bool = False) -> list[Any]:
+def render_task(
+    task: Task,
+    events: list[Event],
+    verbose: bool = False,
+    *,
+    action_count: int | None = None,
+    event_count: int | None = None,
+) -> list[Any]:
+    """`show`: the task, its actions and its history. `action_count` and `event_count`
+    are the totals when `task.actions` (its first ranks, plus the current action) and
+    `events` (the latest) are pages of them."""
     from rich.markup import escape
     from rich.padding import Padding
     from rich.table import Table
@@ -218,6 +231,8 @@ def render_task(task: Task, events: list[Event], verbose: bool = False) -> list[
             parts.append(Padding(Text(bar), (0, 0, 0, 5), expand=False))
         params = json.dumps(action.params, indent=2, ensure_ascii=False)
         parts.append(Padding(Text(params, style="dim"), (0, 0, 0, 5), expand=False))
+    if action_count is not None and action_count > len(task.actions):
+        parts.append(Text(_actions_page(task, action_count), style="dim"))
     parts.append(Text("\nhistory (UTC)", style="bold"))
     history = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("AT", "RUN", "WHAT", "TRANSITION", "MESSAGE"):
@@ -235,9 +250,28 @@ def render_task(task: Task, events: list[Event], verbose: bool = False) -> list[
             message = f"{message}\n[dim]{escape(event.error.rstrip())}[/]"
         history.add_row(_short(event.at), event.run_id or "-", what, _status(transition), message)
     parts.append(history)
+    if event_count is not None and event_count > len(events):
+        parts.append(
+            Text(
+                f"the last {len(events):,} of {event_count:,} events; --events N to see more",
+                style="dim",
+            )
+        )
     if not verbose and any(e.error for e in events):
         parts.append(Text("(tracebacks hidden: add --verbose)", style="dim"))
     return parts
+
+
+def _actions_page(task: Task, count: int) -> str:
+    """`actions 1-50 of 100,000 (and the current one, 60,001); --actions N to see more`."""
+    first = 0
+    while first < len(task.actions) and task.actions[first].rank == first + 1:
+        first += 1
+    shown = f"actions 1-{first:,} of {count:,}" if first else f"no actions of {count:,} shown"
+    others = [f"{a.rank:,}" for a in task.actions[first:]]
+    if others:
+        shown += f" (and the current one, {', '.join(others)})"
+    return shown + "; --actions N to see more"
 
 
 def stats_dict(stats: Stats) -> dict[str, Any]:
@@ -302,6 +336,9 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "lost": summary.lost,
         "actions": summary.actions,
         "purged": summary.purged,
+        "left_waiting": summary.left_waiting,
+        "missing_modules": list(summary.missing_modules),
+        "max_overrun": round(summary.max_overrun, 6),
         "idle": False,
     }
 

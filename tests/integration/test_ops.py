@@ -82,6 +82,9 @@ SUMMARY_FIELDS = {
     "lost",
     "actions",
     "purged",
+    "left_waiting",
+    "missing_modules",
+    "max_overrun",
     "idle",
 }
 

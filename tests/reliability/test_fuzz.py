@@ -824,7 +824,10 @@ SHAPES: dict[tuple[str, ...], tuple[dict[str, str | None], str | None]] = {
         },
         None,
     ),
-    ("show",): ({"--json": None, "--verbose": None}, "number"),
+    ("show",): (
+        {"--json": None, "--verbose": None, "--actions": "number", "--events": "number"},
+        "number",
+    ),
     ("retry",): (
         {"--from-start": None, "--all-failed": None, "--queue": "word", "--since": "when"},
         "number",
