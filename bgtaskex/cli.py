@@ -94,11 +94,13 @@ class State:
             _setup_logging(self._settings.log_level, self._settings.log_format)
         return self._settings
 
-    def client(self) -> Client:
+    def client(self, *, readonly: bool = False) -> Client:
+        """The client of the settings; `readonly` for the commands that only read: they
+        create and migrate nothing, and see a database without the schema as empty."""
         if self._client is None:
             from .client import connect
 
-            self._client = connect(settings=self.settings(), trust_refs=False)
+            self._client = connect(settings=self.settings(), trust_refs=False, readonly=readonly)
         return self._client
 
     def reload(self) -> None:

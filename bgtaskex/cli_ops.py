@@ -107,7 +107,7 @@ Examples:
 def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
     """Tasks still to run (in the order the run takes them), then ended ones, newest first."""
     where = _filter(**filters)
-    client = state.client()
+    client = state.client(readonly=True)
     tasks = client.list_tasks(where, limit=limit)
     cap = 10_000
     total = client.count_tasks(where, up_to=limit + cap) if len(tasks) == limit else len(tasks)
@@ -164,7 +164,7 @@ def show(
     state: State, task_id: int, as_json: bool, verbose: bool, max_actions: int, max_events: int
 ) -> None:
     """A task, its actions with their params and progress, and its history."""
-    store = state.client().store
+    store = state.client(readonly=True).store
     task, action_count = store.get_task_page(task_id, max_actions)
     events, event_count = store.recent_events(task_id, max_events)
     if as_json:
@@ -326,7 +326,7 @@ Examples:
 def stats(state: State, as_json: bool, prometheus: bool) -> None:
     """Counts per queue, type and status; the oldest waiting task; actions ended in the
     last hour and day; mean execute time."""
-    numbers = state.client().store.stats()
+    numbers = state.client(readonly=True).store.stats()
     if prometheus:
         from .metrics import render
 
@@ -358,14 +358,17 @@ Examples:
 @pass_state
 def check(state: State) -> None:
     """Health check for monitoring (Nagios style): the database answers, its schema is
-    current, no task is stuck. One line; exit 0 when all is well, 1 otherwise."""
+    current, no task is stuck. One line; exit 0 when all is well, 1 otherwise. Creates
+    and migrates nothing: a database without the schema yet is OK, and says so."""
     from .lock import describe_holder, lock_state
 
     settings = state.settings()  # a bad setting is a usage error (exit 2), not a health issue
     problems: list[str] = []
     notes: list[str] = []
     try:
-        store = state.client().store
+        store = state.client(readonly=True).store
+        if store.no_schema:
+            notes.append("no schema yet (bgtaskex creates it on first enqueue or run)")
         stuck, ids = store.stuck_tasks(datetime.now(UTC) - timedelta(seconds=settings.stuck_after))
         if stuck:
             shown = ", ".join(map(str, ids)) + (", ..." if stuck > len(ids) else "")

@@ -274,22 +274,62 @@ class Client:
         self.close()
 
 
-def open_store(settings: Settings) -> Store:
-    """The store of `settings`, its schema created or upgraded on first use."""
+def open_store(settings: Settings, *, readonly: bool = False) -> Store:
+    """The store of `settings`, its schema created or upgraded on first use.
+
+    `readonly` (the commands that only read): nothing is created or migrated, not even
+    the SQLite file or its directory. A database without bgtaskex's schema reads as an
+    empty queue (`Store.empty`, `Store.no_schema`); a schema of another release raises
+    SchemaOutdated."""
+    if readonly and not _may_hold_schema(settings.url):
+        return Store.empty()
     store = Store(
         settings.url,
         sqlite_synchronous=settings.sqlite_synchronous,
-        create_dirs=settings.uses_default_url,
+        create_dirs=settings.uses_default_url and not readonly,
         # workers claiming tasks: a session frozen in a transaction must not keep its
         # task's row locked past the lease (see engine._idle_in_transaction)
         idle_in_transaction=settings.concurrency.lease if settings.concurrency.claims else None,
     )
     try:
-        store.ensure_schema()
+        if readonly and store.schema_revision() is None:
+            store.close()
+            return Store.empty()
+        store.ensure_schema(upgrade=not readonly)
     except BaseException:
         store.close()
         raise
     return store
+
+
+def _may_hold_schema(url: str) -> bool:
+    """False when `url` is an SQLite file that surely has no bgtaskex schema: missing (a
+    connection would create it), or without bgtaskex's tables (an application's file,
+    which a connection would switch to WAL). Looked at read-only, with the standard
+    library; anything unclear is True, and the store then says what is wrong."""
+    from .tables import tasks
+    from .urls import sqlite_path
+
+    path = sqlite_path(url)
+    if path is None:
+        return True
+    if not path.exists():
+        return False
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return True
+    try:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (tasks.name,)
+        ).fetchone()
+        return found is not None
+    except sqlite3.Error:
+        return True
+    finally:
+        conn.close()
 
 
 def connect(
@@ -299,13 +339,18 @@ def connect(
     imports: Iterable[str] = (),
     settings: Settings | None = None,
     trust_refs: bool = True,
+    readonly: bool = False,
 ) -> Client:
     """A client on `url`; by default the URL of the config/environment, else the embedded
     SQLite database in the user's data directory. The schema is created on first use.
 
     `trust_refs`: the caller wrote the refs it enqueues, so their modules may be imported;
-    the CLI passes False and imports declared modules only."""
+    the CLI passes False and imports declared modules only.
+
+    `readonly`: for looking only; creates and migrates nothing (see `open_store`). On a
+    database without bgtaskex's schema the client sees an empty queue in memory that
+    refuses writes (StorageError)."""
     if settings is None:
         settings = load_settings(config, {"database_url": url, "imports": list(imports) or None})
     registry = Registry(settings.imports, trust_refs=trust_refs)
-    return Client(open_store(settings), registry, settings)
+    return Client(open_store(settings, readonly=readonly), registry, settings)

@@ -13,6 +13,13 @@ from .urls import sqlite_path
 
 #: The Alembic revision this release's code expects (tests check it is the script head).
 HEAD_REVISION = "0002"
+#: Where bgtaskex keeps its Alembic revision: a table of its own, so that an application
+#: using Alembic in the same database keeps its `alembic_version`.
+VERSION_TABLE = "bgtaskex_alembic_version"
+#: Earlier releases kept it in Alembic's default table; these are the revisions they
+#: wrote there (see migrate.adopt_legacy_version).
+LEGACY_VERSION_TABLE = "alembic_version"
+LEGACY_REVISIONS = frozenset({"0001", "0002"})
 
 
 def sqlite_idle(
@@ -36,7 +43,7 @@ def sqlite_idle(
     except sqlite3.Error:
         return False
     try:
-        version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        version = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
         if version is None or version[0] != HEAD_REVISION:
             return False
         query = "SELECT 1 FROM bgtaskex_tasks WHERE run_order IS NOT NULL"

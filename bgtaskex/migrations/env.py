@@ -1,4 +1,7 @@
-"""Alembic environment: bgtaskex always passes the connection to migrate."""
+"""Alembic environment: bgtaskex always passes the connection to migrate.
+
+The revision lives in bgtaskex's own version table; an install of a release that kept it
+in `alembic_version` has it moved there first, under the same lock and transaction."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from sqlalchemy import exc, text
 
 from bgtaskex.engine import mysql_lock_name
 from bgtaskex.exceptions import StorageError
+from bgtaskex.migrate import adopt_legacy_version
+from bgtaskex.probe import VERSION_TABLE
 from bgtaskex.tables import MYSQL, metadata
 
 connection = context.config.attributes["connection"]
@@ -28,8 +33,10 @@ try:
         connection=connection,
         target_metadata=metadata,
         render_as_batch=dialect == "sqlite",
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
+        adopt_legacy_version(connection)
         context.run_migrations()
 finally:
     if dialect in MYSQL:

@@ -1080,7 +1080,8 @@ def test_filters_select_the_same_tasks_everywhere(client: Client, calls_log: str
 
 def test_check_warns_when_the_schema_is_not_this_release(store: Store, bg: Bg) -> None:
     sql_write(
-        store, lambda conn: conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+        store,
+        lambda conn: conn.execute(text("UPDATE bgtaskex_alembic_version SET version_num = 'ffff'")),
     )
     result = bg("check")
     assert result.code == 1, result

@@ -17,11 +17,11 @@ from bgtaskex.client import connect
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import SchemaOutdated
 from bgtaskex.models import NewAction, TaskType
-from bgtaskex.probe import HEAD_REVISION, sqlite_idle
+from bgtaskex.probe import HEAD_REVISION, VERSION_TABLE, sqlite_idle
 from bgtaskex.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-TABLES = {"alembic_version", "bgtaskex_tasks", "bgtaskex_actions", "bgtaskex_events"}
+TABLES = {VERSION_TABLE, "bgtaskex_tasks", "bgtaskex_actions", "bgtaskex_events"}
 
 # A child process: import everything, say "ready", then for each URL read on stdin create
 # its schema and print the revision. Both children get each URL at the same moment, so
@@ -87,7 +87,8 @@ def test_ensure_schema_is_idempotent(db_url: str) -> None:
         assert store.schema_revision() == HEAD_REVISION
         assert store.get_task(tid).name == "kept"
         with store._engine.connect() as conn:
-            versions = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+            versions = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all()
+            assert not inspect(conn).has_table("alembic_version")
         assert [v for (v,) in versions] == [HEAD_REVISION]
     finally:
         store.close()
@@ -107,6 +108,19 @@ def test_two_processes_create_the_schema_at_once(db_url: str, tmp_path: Path) ->
     urls = [db_url]
     if db_url.startswith("sqlite"):  # cheap to repeat: race on a few more fresh files
         urls += [sqlite_url(tmp_path / f"race{i}.db") for i in range(4)]
+    race_to_ensure_schema(urls)
+    for url in urls:
+        store = Store(url)
+        try:
+            assert store.schema_revision() == HEAD_REVISION
+            assert tables(store) >= TABLES
+        finally:
+            store.close()
+
+
+def race_to_ensure_schema(urls: list[str]) -> None:
+    """Two processes call `ensure_schema` on each URL at the same moment; both must end
+    with this release's revision."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     children = [
@@ -143,13 +157,6 @@ def test_two_processes_create_the_schema_at_once(db_url: str, tmp_path: Path) ->
                 child.wait()
     for child, (_out, err) in zip(children, results, strict=True):
         assert child.returncode == 0, err
-    for url in urls:
-        store = Store(url)
-        try:
-            assert store.schema_revision() == HEAD_REVISION
-            assert tables(store) >= TABLES
-        finally:
-            store.close()
 
 
 def test_schema_created_between_check_and_has_table(db_url: str) -> None:
@@ -214,7 +221,7 @@ def test_sqlite_idle_false_when_schema_not_current(tmp_path: Path) -> None:
     store = Store(url)
     store.ensure_schema()
     with store._engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0000'"))
     store.close()
     assert not sqlite_idle(url)
 

@@ -1,0 +1,188 @@
+"""The commands that only read create and migrate nothing, and bgtaskex shares a database
+with an application's own Alembic history.
+
+`list`, `show`, `stats`, `check`, `rules list` and `processes`: on a database without
+bgtaskex's schema (a fresh path, an empty server database, an application's database)
+they answer as for an empty queue and leave no file, directory or table behind.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from bgtaskex.cli import _main
+from tests import appdb
+from tests.conftest import isolated_env
+
+#: Every read command, with what it must say on a database without the schema.
+READ_COMMANDS: dict[str, tuple[list[str], int, str]] = {
+    "list": (["list"], 0, "no tasks yet"),
+    "list --json": (["list", "--json"], 0, "[]"),
+    "show": (["show", "5"], 3, ""),
+    "stats": (["stats"], 0, ""),
+    "stats --json": (["stats", "--json"], 0, '"waiting": 0'),
+    "check": (["check"], 0, "BGTASKEX OK - no schema yet"),
+    "rules list": (["rules", "list"], 0, "no retention rules configured"),
+    "processes": (["processes"], 0, ""),
+}
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+    """`cli("list")`: the CLI in this process (cheaper than a subprocess), in the private
+    HOME of `isolated_env`: no BGTASKEX_* variable, no user config, its own data directory."""
+    for key in list(os.environ):
+        if key.startswith("BGTASKEX_") or key == "STATE_DIRECTORY":
+            monkeypatch.delenv(key)
+    for key, value in isolated_env(tmp_path / "home").items():
+        monkeypatch.setenv(key, value)
+
+    def run(*args: object) -> Result:
+        capsys.readouterr()
+        code = _main([str(arg) for arg in args])
+        out, err = capsys.readouterr()
+        assert "Traceback" not in err, (args, code, out, err)
+        return Result(code, out, err)
+
+    return run
+
+
+def run_read_commands(cli: Cli, *global_args: str) -> None:
+    """Every read command; each answers as for an empty queue."""
+    for key, (args, code, says) in READ_COMMANDS.items():
+        result = cli(*global_args, *args)
+        assert result.code == code, (key, result)
+        assert says in result.out, (key, result)
+        if code:
+            assert result.err == "bgtaskex: error: no task with id 5\n", (key, result)
+        if key == "check":
+            assert result.out.count("\n") == 1, result
+            assert "0 task(s) waiting" in result.out, result
+
+
+def tables_of(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_read_commands_create_no_sqlite_file_nor_directory(cli: Cli, tmp_path: Path) -> None:
+    """The default database (in the private HOME's data directory) and an explicit path
+    in a directory that does not exist: neither file nor directory appears."""
+    data_dir = Path(os.environ["XDG_DATA_HOME"])
+    run_read_commands(cli)
+    assert not data_dir.exists()
+    missing = tmp_path / "no-such-dir" / "bgtaskex.db"
+    run_read_commands(cli, "--database-url", f"sqlite:///{missing}")
+    assert not missing.parent.exists()
+    assert not data_dir.exists()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+def server_url(request: pytest.FixtureRequest) -> str:
+    """An empty PostgreSQL schema or an empty MariaDB database."""
+    name = "pg_schema_url" if request.param == "postgres" else "mariadb_database_url"
+    return str(request.getfixturevalue(name))
+
+
+def test_read_commands_create_no_table_on_an_empty_server_database(
+    cli: Cli, server_url: str
+) -> None:
+    run_read_commands(cli, "--database-url", server_url)
+    assert tables_of(server_url) == set()
+
+
+def test_read_commands_on_an_application_database_create_nothing(cli: Cli, app_url: str) -> None:
+    """Pointed at a wrong database (an application's, with tables of its own): nothing is
+    created, and an SQLite file keeps its journal mode (no WAL, no -wal file)."""
+    appdb.create_app_schema(app_url)
+    appdb.fill(app_url, 20)
+    before, rows = tables_of(app_url), appdb.snapshot(app_url)
+    run_read_commands(cli, "--database-url", app_url)
+    assert tables_of(app_url) == before
+    assert appdb.snapshot(app_url) == rows
+    if app_url.startswith("sqlite"):
+        path = Path(app_url.removeprefix("sqlite:///"))
+        assert not Path(f"{path}-wal").exists()
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal"
+
+
+# -- an application database that uses Alembic itself ---------------------------------------
+
+
+def app_alembic_versions(url: str) -> list[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(text("SELECT version_num FROM alembic_version")).scalars())
+    finally:
+        engine.dispose()
+
+
+def test_every_command_on_an_application_database_with_alembic(cli: Cli, app_url: str) -> None:
+    """The application's `alembic_version` holds its own revision: every command works
+    (the release before failed each one with "Can't locate revision abc123"), and the
+    application's version table and rows are untouched."""
+    appdb.create_app_schema(app_url)
+    appdb.fill(app_url, 20)
+    engine = create_engine(app_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+                    "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+                )
+            )
+            conn.execute(text("INSERT INTO alembic_version VALUES ('abc123')"))
+    finally:
+        engine.dispose()
+    rows = appdb.snapshot(app_url)
+
+    def ok(*args: object) -> str:
+        result = cli("--database-url", app_url, "--import", "tests.scripted", *args)
+        assert result.code == 0, (args, result)
+        return result.out
+
+    assert ok("check").startswith("BGTASKEX OK - no schema yet")
+    first = ok("enqueue", "first", "tests.scripted:Noop", "-q").strip()
+    second = ok("enqueue", "second", "tests.scripted:Noop", "-q").strip()
+    assert "cancelled" in ok("cancel", second)
+    assert " 1 finished" in ok("run-once")
+    listed = ok("list")
+    assert "first" in listed and "second" in listed
+    assert "first" in ok("show", first)
+    assert "finished" in ok("stats")
+    assert ok("check").startswith("BGTASKEX OK - 0 task(s) waiting")
+    ok("rules", "list")
+    ok("processes")
+    assert "(already current)" in ok("db", "upgrade")
+    assert "deleted 2" in ok("purge", "--yes")
+    assert app_alembic_versions(app_url) == ["abc123"]
+    assert appdb.snapshot(app_url) == rows
