@@ -49,6 +49,8 @@ Journal (actions whose params name this journal; see journal_action.py)
   J7  every label of the journal names an action of the database, once.
 final=True (the work is over) adds
   F1  every task has ended, no action is active, and J4 allows nothing.
+
+test_invariants.py forges, for each rule above, a state that it alone reports.
 """
 
 from __future__ import annotations

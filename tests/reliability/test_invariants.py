@@ -1,0 +1,201 @@
+"""The self-test of the torture suite's oracle (invariants.py): every one of its rules can
+fail. A real run leaves a clean state, which passes; then, per rule, one forged copy of
+that state (the database, the journal, or both) is reported by exactly that rule and by
+no other, so a rule that stopped checking anything would be noticed here.
+
+Rules about the database alone are inspected without the journal, so that a forged row
+does not also count as a journal mismatch (whose rules, J*, have forgeries of their own).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bgtaskex.models import run_order
+from tests.reliability.conftest import Torture
+from tests.reliability.invariants import __doc__ as RULES_DOC
+from tests.reliability.invariants import inspect
+
+#: The rules the docstring of invariants.py lists ("  T1  ...").
+RULES = sorted(set(re.findall(r"^  ([TAREJF]\d)  ", RULES_DOC or "", re.M)))
+
+
+@dataclass(frozen=True)
+class Forged:
+    rule: str
+    sql: tuple[str, ...] = ()
+    journal: Callable[[list[str]], list[str]] | None = None  # the lines, changed
+    with_journal: bool = False  # inspect the journal too (always when `journal` is set)
+    final: bool = False
+
+
+def line(event: str, label: str, pid: int, t: float, **more: Any) -> str:
+    return json.dumps({"event": event, "label": label, "pid": pid, "t": t, **more}) + "\n"
+
+
+def forgeries(a: int, type_: str, t0: float, later: float) -> dict[str, Forged]:
+    """Task `a` (actions t00.a1, t00.a2) and task t01, both finished, each forged into one
+    violation. `t0`: a journal time before any commit; `later`: after every commit."""
+    task = f"UPDATE bgtaskex_tasks SET {{}} WHERE id = {a}"
+    action2 = f"UPDATE bgtaskex_actions SET {{}} WHERE task_id = {a} AND rank = 2"
+    last_status = (
+        f"UPDATE bgtaskex_events SET new_status = '{{}}' WHERE id = (SELECT max(id) FROM "
+        f"bgtaskex_events WHERE task_id = {a} AND rank IS NULL AND new_status IS NOT NULL)"
+    )
+    action2_done = (
+        f"UPDATE bgtaskex_events SET new_status = '{{}}' WHERE task_id = {a} AND rank = 2 "
+        "AND new_status = 'done'"
+    )
+    drop_action2_done = (
+        f"DELETE FROM bgtaskex_events WHERE task_id = {a} AND rank = 2 AND new_status = 'done'"
+    )
+
+    def executing(status: str, rank: int) -> tuple[str, ...]:
+        order = run_order(type_, status)
+        return (
+            task.format(
+                f"status = '{status}', run_order = {order}, ended_at = NULL, current_rank = {rank}"
+            ),
+            last_status.format(status),
+        )
+
+    action2_active = (action2.format("status = 'active', ended_at = NULL"), drop_action2_done)
+    return {
+        "an ended task still runnable": Forged("T1", (task.format("run_order = 5"),)),
+        "finished with a cancelled action": Forged(
+            "T2", (action2.format("status = 'cancelled'"), action2_done.format("cancelled"))
+        ),
+        "failed without a failed action": Forged(
+            "T3", (task.format("status = 'failed'"), last_status.format("failed"))
+        ),
+        "cancelled with a pending action": Forged(
+            "T4",
+            (
+                task.format("status = 'cancelled'"),
+                last_status.format("cancelled"),
+                action2.format("status = 'pending', started_at = NULL, ended_at = NULL"),
+            ),
+        ),
+        "running with no action active": Forged("T5", executing("running", 2)),
+        "created with an action active": Forged("T6", (*executing("created", 2), *action2_active)),
+        "negative attempts": Forged("A1", (action2.format("attempts = -1"),)),
+        "done without an end": Forged("A2", (action2.format("ended_at = NULL"),)),
+        "an orphan action and events": Forged(
+            "R1", (f"DELETE FROM bgtaskex_tasks WHERE id = {a}",)
+        ),
+        "a history that does not start at created": Forged(
+            "E1",
+            (
+                "UPDATE bgtaskex_events SET old_status = 'running' WHERE id = (SELECT min(id) "
+                f"FROM bgtaskex_events WHERE task_id = {a})",
+            ),
+        ),
+        "an action history with a gap": Forged(
+            "E2",
+            (
+                f"DELETE FROM bgtaskex_events WHERE task_id = {a} AND rank = 1 "
+                "AND new_status = 'active'",
+            ),
+        ),
+        "paused at the end of the work": Forged(
+            "F1", (*executing("paused", 2), *action2_active), final=True
+        ),
+        "a line that does not parse": Forged("J1", journal=lambda lines: [*lines, "{not json\n"]),
+        "a write inside another execute": Forged(
+            "J2",
+            journal=lambda lines: [
+                lines[0],
+                line("init", "t00.a2", json.loads(lines[0])["pid"], t0),
+                *lines[1:],
+            ],
+        ),
+        "a done action without its line": Forged(
+            "J3", journal=lambda lines: [x for x in lines if not is_line(x, "done", "t00.a2")]
+        ),
+        "a done line for an action that failed": Forged(
+            "J4",
+            (
+                action2.format("status = 'failed'"),
+                action2_done.format("failed"),
+                task.format("status = 'failed'"),
+                last_status.format("failed"),
+            ),
+            with_journal=True,
+        ),
+        "an execute entered after the commit of done": Forged(
+            "J5",
+            journal=lambda lines: [
+                *lines,
+                line("enter", "t01.a1", 2, later),
+                line("exit", "t01.a1", 2, later),
+            ],
+        ),
+        "a redo after a process that was not killed": Forged(
+            "J6",
+            journal=lambda lines: [
+                *lines,
+                line("enter", "t00.a1", 5, t0),
+                line("redo", "t00.a1", 5, t0),
+                line("exit", "t00.a1", 5, t0),
+            ],
+        ),
+        "a label that names no action": Forged(
+            "J7",
+            journal=lambda lines: [
+                *lines,
+                line("enter", "ghost", 6, t0),
+                line("exit", "ghost", 6, t0),
+            ],
+        ),
+    }
+
+
+def is_line(text: str, event: str, label: str) -> bool:
+    entry = json.loads(text)
+    return bool(entry["event"] == event and entry["label"] == label)
+
+
+def test_every_rule_of_the_invariants_can_fail(torture: Torture) -> None:
+    torture.enqueue(
+        [[torture.params(f"t{t:02d}.a{r}", units=2, unit_ms=1) for r in (1, 2)] for t in (0, 1)]
+    )
+    run = torture.run_once("--max-execution-time", 30)
+    assert run.returncode == 0, run.describe()
+    clean = torture.check(final=True)
+    assert not inspect(torture.db, final=True).violations
+    lines = torture.journal.read_text(encoding="utf-8").splitlines(keepends=True)
+    snapshot = torture.dir / "snapshot.db"
+    with sqlite3.connect(torture.db) as src, sqlite3.connect(snapshot) as dst:
+        src.backup(dst)
+    first = min(task["id"] for task in torture.tasks())
+    (type_,) = {task["type"] for task in torture.tasks()}
+    t0 = json.loads(lines[0])["t"]
+    forged = forgeries(first, type_, t0, later=t0 + 3600)
+    assert sorted({f.rule for f in forged.values()}) == RULES, "a rule without a forgery"
+
+    found = {}
+    for name, forgery in forged.items():
+        with sqlite3.connect(snapshot) as src, sqlite3.connect(torture.db) as dst:
+            src.backup(dst)
+        changed = forgery.journal(lines) if forgery.journal else lines
+        torture.journal.write_text("".join(changed), encoding="utf-8")
+        conn = sqlite3.connect(torture.db, isolation_level=None)
+        conn.execute("PRAGMA foreign_keys=OFF")
+        for statement in forgery.sql:
+            assert conn.execute(statement).rowcount >= 1, f"{name}: no row for {statement}"
+        conn.close()
+        journal = torture.journal if forgery.journal or forgery.with_journal else None
+        report = inspect(torture.db, journal, final=forgery.final)
+        found[name] = sorted({v.split()[0] for v in report.violations})
+        assert found[name] == [forgery.rule], (
+            f"{name}: expected {forgery.rule} alone, got {report.message()}"
+        )
+    print(
+        f"\noracle invariant: the clean state passes ({clean.summary()}); each of the "
+        f"{len(RULES)} rules reports its forged state, alone: {found}"
+    )
