@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from bgtaskex import migrate
 from bgtaskex.cli import _main
+from bgtaskex.store import Store
 from tests import appdb
 from tests.conftest import isolated_env
 
@@ -64,10 +66,12 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
     return run
 
 
-def run_read_commands(cli: Cli, *global_args: str) -> None:
-    """Every read command; each answers as for an empty queue."""
+def run_read_commands(cli: Cli, created_nothing: Callable[[], None], *global_args: str) -> None:
+    """Every read command; after each one, `created_nothing()`; each answers as for an
+    empty queue."""
     for key, (args, code, says) in READ_COMMANDS.items():
         result = cli(*global_args, *args)
+        created_nothing()
         assert result.code == code, (key, result)
         assert says in result.out, (key, result)
         if code:
@@ -90,12 +94,14 @@ def test_read_commands_create_no_sqlite_file_nor_directory(cli: Cli, tmp_path: P
     """The default database (in the private HOME's data directory) and an explicit path
     in a directory that does not exist: neither file nor directory appears."""
     data_dir = Path(os.environ["XDG_DATA_HOME"])
-    run_read_commands(cli)
-    assert not data_dir.exists()
     missing = tmp_path / "no-such-dir" / "bgtaskex.db"
-    run_read_commands(cli, "--database-url", f"sqlite:///{missing}")
-    assert not missing.parent.exists()
-    assert not data_dir.exists()
+
+    def created_nothing() -> None:
+        assert not data_dir.exists()
+        assert not missing.parent.exists()
+
+    run_read_commands(cli, created_nothing)
+    run_read_commands(cli, created_nothing, "--database-url", f"sqlite:///{missing}")
 
 
 @pytest.fixture(
@@ -113,8 +119,10 @@ def server_url(request: pytest.FixtureRequest) -> str:
 def test_read_commands_create_no_table_on_an_empty_server_database(
     cli: Cli, server_url: str
 ) -> None:
-    run_read_commands(cli, "--database-url", server_url)
-    assert tables_of(server_url) == set()
+    def created_nothing() -> None:
+        assert tables_of(server_url) == set()
+
+    run_read_commands(cli, created_nothing, "--database-url", server_url)
 
 
 def test_read_commands_on_an_application_database_create_nothing(cli: Cli, app_url: str) -> None:
@@ -123,14 +131,17 @@ def test_read_commands_on_an_application_database_create_nothing(cli: Cli, app_u
     appdb.create_app_schema(app_url)
     appdb.fill(app_url, 20)
     before, rows = tables_of(app_url), appdb.snapshot(app_url)
-    run_read_commands(cli, "--database-url", app_url)
-    assert tables_of(app_url) == before
+    path = Path(app_url.removeprefix("sqlite:///")) if app_url.startswith("sqlite") else None
+
+    def created_nothing() -> None:
+        assert tables_of(app_url) == before
+        if path is not None:
+            assert not Path(f"{path}-wal").exists()
+            with sqlite3.connect(path) as conn:
+                assert conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal"
+
+    run_read_commands(cli, created_nothing, "--database-url", app_url)
     assert appdb.snapshot(app_url) == rows
-    if app_url.startswith("sqlite"):
-        path = Path(app_url.removeprefix("sqlite:///"))
-        assert not Path(f"{path}-wal").exists()
-        with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal"
 
 
 # -- an application database that uses Alembic itself ---------------------------------------
@@ -186,3 +197,21 @@ def test_every_command_on_an_application_database_with_alembic(cli: Cli, app_url
     assert "deleted 2" in ok("purge", "--yes")
     assert app_alembic_versions(app_url) == ["abc123"]
     assert appdb.snapshot(app_url) == rows
+
+
+def test_read_commands_migrate_nothing_on_an_older_schema(cli: Cli, db_url: str) -> None:
+    """A schema of an earlier revision: each read command says to upgrade (exit 4, one
+    line; check: a warning) and leaves the schema at its revision."""
+    store = Store(db_url)
+    try:
+        migrate.upgrade(store._engine, "0001")
+        for args in (["list"], ["show", "1"], ["stats"], ["rules", "list"]):
+            result = cli("--database-url", db_url, *args)
+            assert result.code == 4, (args, result)
+            assert result.err.startswith("bgtaskex: error: the database schema is at revision 0001")
+            assert "bgtaskex db upgrade" in result.err and result.err.count("\n") == 1, result
+        check = cli("--database-url", db_url, "check")
+        assert check.code == 1 and check.out.startswith("BGTASKEX WARNING - "), check
+        assert store.schema_revision() == "0001"
+    finally:
+        store.close()
