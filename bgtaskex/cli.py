@@ -41,19 +41,26 @@ class _MaskingFormatter(logging.Formatter):
 
 
 class _MaskingJsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers (python-json-logger), secrets masked."""
+    """One JSON object per line, for log shippers (python-json-logger), secrets masked
+    field by field before encoding, so that the line stays valid JSON."""
 
     def __init__(self) -> None:
         from pythonjsonlogger.json import JsonFormatter
 
+        class Masked(JsonFormatter):
+            def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+                return {
+                    k: mask_secrets(v) if isinstance(v, str) else v for k, v in log_data.items()
+                }
+
         super().__init__()
-        self.json = JsonFormatter(
+        self.json = Masked(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )
 
     def format(self, record: logging.LogRecord) -> str:
-        return mask_secrets(self.json.format(record))
+        return self.json.format(record)
 
 
 def _setup_logging(level: str, fmt: str = "TEXT") -> None:
@@ -73,6 +80,12 @@ def _setup_logging(level: str, fmt: str = "TEXT") -> None:
     scheduler.handlers[:] = [handler]
     scheduler.setLevel(max(logging.ERROR, logging.getLevelName(level)))
     scheduler.propagate = False
+    # Any other library's warning (SQLAlchemy's pool, Alembic) goes to logging's handler of
+    # last resort when nothing else takes it: masked too.
+    last = logging.StreamHandler(sys.stderr)
+    last.setLevel(logging.WARNING)
+    last.setFormatter(_MaskingFormatter("%(message)s"))
+    logging.lastResort = last
 
 
 @dataclass

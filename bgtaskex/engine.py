@@ -8,6 +8,7 @@ Driver errors become `StorageError` / `DatabaseUnavailable`, secrets masked.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -17,9 +18,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from .exceptions import DatabaseUnavailable, Deadlock, StorageError, UsageError
+from .files import create_private_file
 from .urls import mask_secrets
 
 T = TypeVar("T")
@@ -148,6 +150,50 @@ def _enable_wal(cur: Any, busy_timeout: float) -> None:
             time.sleep(0.02)
 
 
+def display_url(url: URL) -> str:
+    """`url` as bgtaskex shows it: every password masked (`user:***@`, `?password=***`)."""
+    return mask_secrets(url.render_as_string(hide_password=True))
+
+
+#: backend: (the bgtaskex extra that installs its driver, that driver's SQLAlchemy name)
+_EXTRAS = {"postgresql": ("postgres", "psycopg"), "mysql": ("mysql", "pymysql")}
+_EXTRAS["mariadb"] = _EXTRAS["mysql"]
+
+
+def _driver_hint(parsed: URL) -> str:
+    """What to do about a URL whose driver is not installed. A URL without a driver
+    (`mysql://`) means the backend's default one (MySQLdb), which bgtaskex's extras do
+    not install: point to the URL of the driver they do install."""
+    import importlib.util
+
+    backend = parsed.get_backend_name()
+    if backend not in _EXTRAS:
+        return " (install its driver)"
+    extra, driver = _EXTRAS[backend]
+    install = f"pip install 'bgtaskex[{extra}]'"
+    if parsed.drivername == f"{backend}+{driver}":
+        return f" (install its driver: {install})"
+    other = display_url(parsed.set(drivername=f"{backend}+{driver}"))
+    needs = "" if importlib.util.find_spec(driver) else f" after {install}"
+    return f" (bgtaskex[{extra}] installs {driver}: use {other!r}{needs})"
+
+
+def _create_sqlite_privately(engine: Engine) -> None:
+    """Have a new SQLite file created 0600, whatever the umask (SQLite then gives its
+    `-wal` and `-shm` files the same mode). Only where the driver would create the file
+    anyway: a `file:` URI (`mode=ro`, `mode=rw`) is left to the driver."""
+
+    @event.listens_for(engine, "do_connect")
+    def _before_connect(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> None:
+        database = cargs[0] if cargs else cparams.get("database")
+        if cparams.get("uri") or not isinstance(database, str):
+            return
+        if database in ("", ":memory:"):
+            return
+        with contextlib.suppress(OSError):  # no directory, no right: the driver says so
+            create_private_file(database)
+
+
 def make_engine(
     url: str,
     sqlite_synchronous: str | None,
@@ -176,16 +222,11 @@ def make_engine(
             )
         engine = create_engine(parsed, connect_args={"timeout": busy_timeout})
     except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as err:
-        hint = ""
-        if isinstance(err, ImportError):
-            hint = " (install its driver"
-            extras = {"postgres": "postgres", "mysql": "mysql", "mariadb": "mysql"}
-            extra = next((x for k, x in extras.items() if k in parsed.drivername), None)
-            hint += f", e.g. pip install 'bgtaskex[{extra}]')" if extra else ")"
+        hint = _driver_hint(parsed) if isinstance(err, ImportError) else ""
         raise UsageError(
-            f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}: "
-            f"{first_line(err)}{hint}"
+            f"unsupported database URL {display_url(parsed)!r}: {first_line(err)}{hint}"
         ) from err
+    _create_sqlite_privately(engine)
     synchronous = (sqlite_synchronous or "FULL").upper()
     if synchronous not in SQLITE_SYNCHRONOUS:
         raise UsageError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")

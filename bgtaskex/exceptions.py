@@ -6,11 +6,18 @@ and the code cannot drift apart.
 
 from __future__ import annotations
 
+from .urls import mask_secrets
+
 
 class BgtaskexError(Exception):
     """Root of every error bgtaskex raises on purpose."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        # The text of an error leaves the process (output, logs, history, systemd's
+        # STATUS=), whatever it quotes (a driver's message, a URL): no password in it.
+        return mask_secrets(super().__str__())
 
 
 class UsageError(BgtaskexError):

@@ -144,7 +144,7 @@ class Store(AdminQueries):
 
     @property
     def display_url(self) -> str:
-        return self._engine.url.render_as_string(hide_password=True)
+        return mask_secrets(self._engine.url.render_as_string(hide_password=True))
 
     @property
     def dialect(self) -> str:

@@ -10,18 +10,56 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
-# The lookbehind starts a scheme only at the start of a word: linear, not quadratic, on
-# a long run of letters (an error quoting a huge bad value).
-_SECRET = re.compile(
-    r"(?P<head>(?<![\w+.-])[A-Za-z][\w+.-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)(?P<tail>@)"
+# Every regex starts a match only at the start of a word (the lookbehinds): linear, not
+# quadratic, on a long run of letters (an error quoting a huge bad value).
+#
+# scheme://user:SECRET@host: the secret runs to the last "@" of the word, so a password
+# written raw may hold @ : / ? # (SQLAlchemy takes it so); an encoded one is one word. The
+# word is taken whole (possessive: no backtracking) and cut at its last "@" in Python.
+_USERINFO = re.compile(r"(?P<head>(?<![\w+.-])[A-Za-z][\w+.-]*://[^:/@\s]*:)(?P<rest>\S*+)")
+# A URL's query: ?password=SECRET, &passwd=SECRET (any key ending in password, passwd or
+# pwd), the secret running to the next "&" (SQLAlchemy splits the query there). A secret
+# masked already (***, then at most two closing marks and a blank or the end) stays as it
+# is, with what follows it: the quote of a masked URL quoted in an error message, say.
+_MASKED = r"""\*\*\*(?=['")\]},;:.]{0,2}(?:\s|$))"""
+_QUERY = re.compile(
+    r"(?i)(?P<head>[?&]\w*(?:password|passwd|pwd)=)(?P<secret>" + _MASKED + r"|[^&\s]+)"
 )
-_SECRET_KV = re.compile(r"(?i)(?P<head>\bpassword\s*=\s*)(?P<secret>'[^']*'|\S+)")
+# Elsewhere, KEY=SECRET (libpq's keyword DSN `password=...`, PGPASSWORD=, ODBC's PWD=,
+# also encoded as %3D) and 'password': SECRET (a dict's repr, JSON). A quoted secret runs
+# to its closing quote (backslash escapes included), a bare one to the next blank.
+_KEY_VALUE = re.compile(
+    r"""(?ix)
+    (?P<head>
+        (?<![\w?&])\w*(?:password|passwd|pwd)\s*(?:=|%3D)\s*
+      | (?P<q>["'])\w*(?:password|passwd|pwd)(?P=q)\s*[:=]\s*
+    )
+    (?P<secret>'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|"""
+    + _MASKED
+    + r"""|\S+)
+    """
+)
 
 
 def mask_secrets(text: str) -> str:
-    """Replace passwords in URLs (and `password=...` DSN pairs) inside any text by ***."""
-    text = _SECRET.sub(r"\g<head>***\g<tail>", text)
-    return _SECRET_KV.sub(r"\g<head>***", text)
+    """`text` with every password in it replaced by ***: in URLs (`user:pw@`,
+    `?password=`, `&passwd=`), keyword DSNs (`password=...`, quoted or not) and
+    key-value pairs (`'password': ...`). The one masking function of bgtaskex, applied
+    wherever text leaves the process: output, errors, logs and stored history. It errs
+    on the side of masking: text that merely looks like a password goes too."""
+    text = _USERINFO.sub(_masked_userinfo, text)
+    text = _QUERY.sub(r"\g<head>***", text)
+    return _KEY_VALUE.sub(_masked_value, text)
+
+
+def _masked_userinfo(match: re.Match[str]) -> str:
+    at = match["rest"].rfind("@")
+    return match[0] if at < 0 else f"{match['head']}***{match['rest'][at:]}"
+
+
+def _masked_value(match: re.Match[str]) -> str:
+    quote = match["secret"][0] if match["secret"][0] in "'\"" else ""
+    return f"{match['head']}{quote}***{quote}"
 
 
 def default_data_dir() -> Path:
