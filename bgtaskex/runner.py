@@ -184,7 +184,7 @@ class _Context:
 
     def checkpoint(self, params: dict[str, Any], progress: Progress | None) -> None:
         runner = self.runner
-        saved = jsonable(params, "checkpoint")
+        saved = jsonable(params, "checkpoint", runner.settings.max_params_bytes)
         change = ActionChange(
             self.rank, params=saved, progress=progress, elapsed=self.busy_since_save()
         )
@@ -280,11 +280,6 @@ class Runner:
         """Note that the claim is lost; the Cancelled to raise in the action."""
         self._lost.set()
         return Cancelled(str(lost))
-
-    @property
-    def max_params_bytes(self) -> int | None:
-        limit: int | None = getattr(self.settings, "max_params_bytes", None)
-        return limit
 
     def run(self) -> RunSummary:
         started = time.monotonic()
@@ -667,7 +662,7 @@ class Runner:
                 self._note_overrun(work, rank, name)
             if not isinstance(result, bool):
                 raise TypeError(f"{name} must return True or False, not {result!r}")
-            params = jsonable(instance.params, name, self.max_params_bytes)
+            params = jsonable(instance.params, name, self.settings.max_params_bytes)
         except Exception as err:
             self._hook_died(work, rank, name, err)
             raise _HookDied from err

@@ -115,3 +115,29 @@ class Noop(Action):
 class NotAnAction:
     def execute(self, deadline: float) -> bool:
         return True
+
+
+class Tally(Action):
+    """Appends its params["n"] to the file params["log"] at each execute, then is done:
+    a chain of them tells which actions ran, and how many times."""
+
+    def execute(self, deadline: float) -> bool:
+        with open(self.params["log"], "a", encoding="utf-8") as handle:
+            handle.write(f"{self.params['n']}\n")
+        return True
+
+
+class Overrun(Action):
+    """Sleeps params["seconds"] in execute, whatever the deadline, then is done."""
+
+    def execute(self, deadline: float) -> bool:
+        time.sleep(float(self.params["seconds"]))
+        return True
+
+
+class Grows(Action):
+    """Puts params["bytes"] characters into its params, then is done."""
+
+    def execute(self, deadline: float) -> bool:
+        self.params["blob"] = "x" * int(self.params["bytes"])
+        return True

@@ -1,0 +1,162 @@
+"""A run that loses its lock while an action executes (the lock file removed by a tmp
+cleaner, the database session holding the cluster lock ended by the server) must not
+let a second run execute the same action beside it, even when the action ignores
+`should_stop()`: the task is held under a lease, which the second run passes over. The
+first run says its lock is gone and starts nothing more; the second does the rest."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+from bgtaskex.engine import mysql_lock_name
+from tests.acceptance.conftest import Bgx, entries, finish, hook_started, scripted, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+IMPORT = ("--import", "tests.scripted")
+STUBBORN = {"execute": ["sleep:6"]}  # ignores should_stop() and the deadline
+
+
+def _two_tasks(bgx: Bgx, url: str, log: Path) -> tuple[int, int]:
+    first = bgx.ok("--database-url", url, *IMPORT, "enqueue", "a", scripted(log, STUBBORN), "-q")
+    second = bgx.ok(
+        "--database-url", url, *IMPORT, "enqueue", "b", scripted(log, {}, name="B"), "-q"
+    )
+    return int(first.stdout), int(second.stdout)
+
+
+def _lose_the_lock_under(
+    bgx: Bgx,
+    url: str,
+    log: Path,
+    env: dict[str, str],
+    take_the_lock_away: Callable[[subprocess.Popen[str]], None],
+    *more: object,
+) -> None:
+    stubborn, other = _two_tasks(bgx, url, log)
+    holder = bgx.start(
+        "--database-url", url, *IMPORT, "run-once", "--max-execution-time", "3", *more, env=env
+    )
+    wait_until(hook_started(log, "execute", holder.pid), "the holder's execute", proc=holder)
+    take_the_lock_away(holder)
+
+    second = bgx("--database-url", url, *IMPORT, "run-once", *more, env=env)
+    assert second.returncode == 0, (second.stdout, second.stderr)
+    code, out, err = finish(holder)
+    assert code == 0, (out, err)
+
+    calls = [(e["name"], e["hook"], e["pid"]) for e in entries(log)]
+    assert [c for c in calls if c[:2] == ("A", "execute")] == [("A", "execute", holder.pid)], (
+        "the stubborn action ran once, in the run that lost its lock",
+        calls,
+        second.stderr,
+    )
+    assert "run lock is gone" in err, err
+    assert ("B", "execute", second_pid(log)) in calls  # the second run did the rest
+    assert bgx.show(url, stubborn)["status"] == "finished"
+    assert bgx.show(url, other)["status"] == "finished"
+
+
+def second_pid(log: Path) -> int:
+    return next(e["pid"] for e in entries(log) if e["name"] == "B")
+
+
+def test_a_removed_lock_file_lets_no_second_run_into_a_running_action(
+    bgx: Bgx, sqlite_url: str, tmp_path: Path
+) -> None:
+    lock = tmp_path / "run.lock"
+
+    def remove(_holder: subprocess.Popen[str]) -> None:
+        os.unlink(lock)  # a tmp cleaner
+
+    _lose_the_lock_under(
+        bgx, sqlite_url, tmp_path / "calls.jsonl", bgx.env, remove, "--lock-file", lock
+    )
+
+
+def test_a_replaced_lock_file_lets_no_second_run_into_a_running_action(
+    bgx: Bgx, sqlite_url: str, tmp_path: Path
+) -> None:
+    lock = tmp_path / "run.lock"
+
+    def replace(_holder: subprocess.Popen[str]) -> None:
+        lock.with_suffix(".new").write_text("")
+        os.replace(lock.with_suffix(".new"), lock)  # logrotate's create, say
+
+    _lose_the_lock_under(
+        bgx, sqlite_url, tmp_path / "calls.jsonl", bgx.env, replace, "--lock-file", lock
+    )
+
+
+def _end_lock_session(url: str) -> None:
+    """End the server session holding bgtaskex's cluster lock, as a restart, a
+    failover or an idle-session timeout would."""
+    engine = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                pid = conn.execute(
+                    sqlalchemy.text(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                        "AND classid = hashtext('bgtaskex')::oid "
+                        "AND objid = hashtext(current_schema())::oid"
+                    )
+                ).scalar_one()
+                assert conn.execute(sqlalchemy.text(f"SELECT pg_terminate_backend({pid})")).scalar()
+            else:
+                name = mysql_lock_name("run")
+                holder = conn.execute(sqlalchemy.text(f"SELECT IS_USED_LOCK({name})")).scalar()
+                assert holder is not None
+                conn.execute(sqlalchemy.text(f"KILL CONNECTION {int(holder)}"))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+def server_url(request: pytest.FixtureRequest) -> str:
+    fixture = "pg_schema_url" if request.param == "postgres" else "mariadb_database_url"
+    return str(request.getfixturevalue(fixture))
+
+
+def test_a_lost_cluster_lock_lets_no_second_run_into_a_running_action(
+    bgx: Bgx, server_url: str, tmp_path: Path
+) -> None:
+    env = {**bgx.env, "BGTASKEX_CONCURRENCY": "lock=database"}
+
+    def end_session(_holder: subprocess.Popen[str]) -> None:
+        _end_lock_session(server_url)
+
+    _lose_the_lock_under(bgx, server_url, tmp_path / "calls.jsonl", env, end_session)
+
+
+def test_kill_9_is_still_recovered_by_the_next_run(
+    bgx: Bgx, sqlite_url: str, tmp_path: Path
+) -> None:
+    """The lease of a run killed with SIGKILL does not hold its task: the next run on
+    the host sees that the holder is dead and recovers the task at once."""
+    log = tmp_path / "calls.jsonl"
+    added = bgx.ok(
+        "--database-url", sqlite_url, *IMPORT, "enqueue", "a",
+        scripted(log, {"execute": ["sleep:30", "true"]}), "-q",
+    )  # fmt: skip
+    holder = bgx.start("--database-url", sqlite_url, *IMPORT, "run-once")
+    wait_until(hook_started(log, "execute", holder.pid), "the holder's execute", proc=holder)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    after = bgx.ok("--database-url", sqlite_url, *IMPORT, "run-once")
+    assert "1 finished" in after.stdout, (after.stdout, after.stderr)
+    task = bgx.show(sqlite_url, int(added.stdout))
+    assert task["status"] == "finished"
+    assert task["actions"][0]["attempts"] == 1
