@@ -470,17 +470,20 @@ Examples:
 @pass_state
 def db_upgrade(state: State) -> None:
     """Create or upgrade the schema to this release (also done on first use)."""
+    from .probe import VERSION_TABLE
     from .store import Store
 
     settings = state.settings()
     store = Store(settings.url, create_dirs=settings.uses_default_url)
     try:
-        before = store.schema_revision()
+        before, legacy = store.schema_state()
         store.upgrade()
         after = store.schema_revision()
+        moved = f"; its revision moved from alembic_version to {VERSION_TABLE}" if legacy else ""
         click.echo(
             f"{store.display_url}: schema at {after}"
-            + (" (already current)" if before == after else f" (was {before or 'empty'})")
+            + (" (already current" if before == after else f" (was {before or 'empty'}")
+            + f"{moved})"
         )
     finally:
         store.close()

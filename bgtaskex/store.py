@@ -290,10 +290,11 @@ class Store(AdminQueries):
 
         An install of an earlier release keeps it in Alembic's `alembic_version`: that
         counts too, until the next upgrade moves it to bgtaskex's own table."""
-        return self._schema_state()[0]
+        return self.schema_state()[0]
 
-    def _schema_state(self) -> tuple[str | None, bool]:
-        """(revision, True when it is still in `alembic_version`); reads only."""
+    def schema_state(self) -> tuple[str | None, bool]:
+        """(`schema_revision()`, True when an earlier release wrote it in
+        `alembic_version`, where the next upgrade moves it from); reads only."""
         where = f"database {self.display_url}"
         select_revision = text(f"SELECT version_num FROM {VERSION_TABLE}")
         with _translated(unavailable=True, where=where), self._engine.connect() as conn:
@@ -333,7 +334,7 @@ class Store(AdminQueries):
         SchemaOutdated instead, and a current schema whose revision an earlier release
         wrote in `alembic_version` is fine as it is.
         """
-        revision, legacy = self._schema_state()
+        revision, legacy = self.schema_state()
         if revision == HEAD_REVISION and (not legacy or not upgrade):
             return
         if not upgrade:

@@ -19,9 +19,11 @@ from sqlalchemy import create_engine, inspect, text
 
 from bgtaskex import migrate
 from bgtaskex.cli import _main
+from bgtaskex.probe import HEAD_REVISION, VERSION_TABLE
 from bgtaskex.store import Store
 from tests import appdb
 from tests.conftest import isolated_env
+from tests.integration.test_migrations import add_task, legacy_install, versions
 
 #: Every read command, with what it must say on a database without the schema.
 READ_COMMANDS: dict[str, tuple[list[str], int, str]] = {
@@ -213,5 +215,28 @@ def test_read_commands_migrate_nothing_on_an_older_schema(cli: Cli, db_url: str)
         check = cli("--database-url", db_url, "check")
         assert check.code == 1 and check.out.startswith("BGTASKEX WARNING - "), check
         assert store.schema_revision() == "0001"
+    finally:
+        store.close()
+
+
+def test_db_upgrade_moves_an_earlier_install_and_says_so(cli: Cli, db_url: str) -> None:
+    """An install of the release before (revision 0002 in `alembic_version`): the read
+    commands work on it as it is; `db upgrade` moves the revision and says so."""
+    store = Store(db_url)
+    try:
+        legacy_install(store._engine, "0002")
+        add_task(store._engine, 1)
+        listed = cli("--database-url", db_url, "list")
+        assert listed.code == 0 and "task 1" in listed.out, listed
+        assert versions(store._engine, "alembic_version") == ["0002"]
+        upgraded = cli("--database-url", db_url, "db", "upgrade")
+        assert upgraded.code == 0, upgraded
+        assert upgraded.out.endswith(
+            f"schema at {HEAD_REVISION} (already current; "
+            f"its revision moved from alembic_version to {VERSION_TABLE})\n"
+        ), upgraded
+        assert versions(store._engine, "alembic_version") is None
+        again = cli("--database-url", db_url, "db", "upgrade")
+        assert again.out.endswith("(already current)\n"), again
     finally:
         store.close()
