@@ -24,6 +24,7 @@ BENCHMARKS = [
     "scale",
     "retention",
     "workers",
+    "showpage",
 ]
 
 
@@ -188,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
                 use_postgres=not args.no_postgres,
                 tickets=args.tickets,
                 repeats=args.repeats,
+            )
+        if args.only in (None, "showpage"):
+            from . import showpage
+
+            result["showpage"] = showpage.run(
+                console,
+                quick=args.quick,
+                postgres_url=args.postgres_url,
+                use_postgres=not args.no_postgres,
             )
         if args.only in (None, "workers"):
             from . import workers
