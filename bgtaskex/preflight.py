@@ -40,6 +40,8 @@ def findable(module: str) -> bool:
             spec = _find_in(name, list(where))
     except (ImportError, ValueError):
         return False
+    except KeyError:  # a namespace package in one: no telling without importing them
+        return True
     return spec is not None
 
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+
+from bgtaskex.client import connect
 
 from .conftest import Bgx, describe
 from .test_daemon import Daemon, process, write_config
@@ -85,12 +88,15 @@ def test_a_task_whose_module_the_run_cannot_import_waits_and_the_run_exits_6(
 
 
 def test_check_warns_about_tasks_waiting_for_a_module(
-    bgx: Bgx, sqlite_url: str, app: dict[str, str]
+    bgx: Bgx, sqlite_url: str, app: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     url = ("--database-url", sqlite_url)
-    for name in ("one", "two", "three"):
-        bgx.ok(*url, "--import", "slipjobs", "enqueue", name, "slipjobs:Hello", env=app)
-    bgx.ok(*url, "enqueue", "fine", "bgtaskex.examples:NothingToDo")
+    monkeypatch.syspath_prepend(app["PYTHONPATH"].split(os.pathsep)[0])
+    with connect(sqlite_url) as client:  # the application queues (cheaper than the CLI)
+        for name in ("one", "two", "three"):
+            client.enqueue(name, ["slipjobs:Hello", "bgtaskex.examples:NothingToDo"])
+        client.enqueue("fine", ["bgtaskex.examples:NothingToDo"])
+    sys.modules.pop("slipjobs", None)  # imported by the client: not the test process's
 
     undeclared = bgx(*url, "check", env=app)
     assert undeclared.returncode == 1, describe(undeclared)
