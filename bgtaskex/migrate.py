@@ -88,8 +88,8 @@ def adopt_legacy_version(conn: Connection) -> str | None:
     Runs inside the migration (env.py), so under its lock: of two processes upgrading at
     once, the second finds the row moved. The row moves in one transaction; on MySQL /
     MariaDB, where DDL commits at once, the CREATE TABLE comes before that transaction
-    and the DROP TABLE after it, so a crash in between leaves a state this function
-    finishes next time (an empty version table, or an empty `alembic_version`)."""
+    and the DROP TABLE after it, so a crash in between leaves an empty version table (the
+    move is done again next time) or an empty `alembic_version` (harmless)."""
     revision = Store.legacy_revision(conn)
     if revision is None:
         return None

@@ -47,7 +47,7 @@ def add_task(engine: Engine, n: int) -> int:
     revision (every later one keeps them)."""
     at = datetime(2026, 1, n, 12, 0, 0, 123456, tzinfo=UTC)
     with engine.begin() as conn:
-        task_id = conn.execute(
+        inserted = conn.execute(
             insert(t.tasks).values(
                 name=f"task {n}",
                 type="cron",
@@ -58,7 +58,9 @@ def add_task(engine: Engine, n: int) -> int:
                 created_at=at,
                 updated_at=at,
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key
+        assert inserted is not None
+        task_id = inserted[0]
         conn.execute(
             insert(t.actions),
             [
