@@ -373,7 +373,12 @@ def _differences(url: str) -> list[Any]:
         store.ensure_schema()
         with store._engine.connect() as conn:
             context = MigrationContext.configure(
-                conn, opts={"compare_type": True, "compare_server_default": True}
+                conn,
+                opts={
+                    "compare_type": True,
+                    "compare_server_default": True,
+                    "version_table": probe.VERSION_TABLE,
+                },
             )
             return list(compare_metadata(context, metadata))
     finally:
@@ -415,7 +420,8 @@ def _pg_schema(url: str) -> dict[str, Any]:
                     "SELECT table_name, column_name, ordinal_position, data_type, "
                     "character_maximum_length, is_nullable, column_default "
                     "FROM information_schema.columns WHERE table_schema = :s "
-                    "AND table_name LIKE 'bgtaskex%' ORDER BY table_name, ordinal_position"
+                    "AND table_name IN ('bgtaskex_tasks', 'bgtaskex_actions', 'bgtaskex_events') "
+                    "ORDER BY table_name, ordinal_position"
                 ),
                 {"s": current},
             ).all()
@@ -423,7 +429,8 @@ def _pg_schema(url: str) -> dict[str, Any]:
                 text(
                     "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
                     "FROM pg_constraint WHERE connamespace = CAST(:s AS regnamespace) "
-                    "AND conrelid::regclass::text LIKE 'bgtaskex%' "
+                    "AND conrelid::regclass::text "
+                    "IN ('bgtaskex_tasks', 'bgtaskex_actions', 'bgtaskex_events') "
                     "ORDER BY 1, 2"
                 ),
                 {"s": current},
@@ -431,7 +438,9 @@ def _pg_schema(url: str) -> dict[str, Any]:
             indexes = conn.execute(
                 text(
                     "SELECT tablename, indexname, indexdef FROM pg_indexes "
-                    "WHERE schemaname = :s AND tablename LIKE 'bgtaskex%' ORDER BY 1, 2"
+                    "WHERE schemaname = :s "
+                    "AND tablename IN ('bgtaskex_tasks', 'bgtaskex_actions', 'bgtaskex_events') "
+                    "ORDER BY 1, 2"
                 ),
                 {"s": current},
             ).all()
