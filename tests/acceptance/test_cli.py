@@ -270,7 +270,7 @@ BAD_INPUT = [
     ("file-not-utf8", [*IMPORT, "enqueue", "--file", "@latin_file"], None, 2, "latin.json"),
 ]
 
-#: Cases that currently fail because of a bug in bgtaskex (strict xfail: fixed = noticed).
+#: Cases that fail because of a known bug in bgtaskex, as strict xfails (none open today).
 BUGS: dict[str, str] = {}
 
 
