@@ -7,8 +7,9 @@ every UPDATE of a task lock every row of a gate table, in order. The store's tra
 locks the task's row (its UPDATE, or cancel's SELECT ... FOR UPDATE), then waits in the
 trigger for a gate row that a holder session locked beforehand; the holder then asks for
 the task's row: each waits for the other. The server rolls back the store's transaction
-(the victim: on PostgreSQL the holder's deadlock_timeout is the longer, on MariaDB its
-transaction is the heavier), and the holder commits, which frees its gate row. One holder
+(the victim: on PostgreSQL the holder's deadlock_timeout is the longer, which the test
+role must be allowed to set, as postgres is; on MariaDB the holder's transaction is the
+heavier), and the holder commits, which frees its gate row. One holder
 per gate row: with one, the second attempt passes; with three, every attempt is a victim.
 That the holder got the task's row at all proves the store's transaction was rolled back.
 """
