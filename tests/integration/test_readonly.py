@@ -19,6 +19,9 @@ from sqlalchemy import create_engine, inspect, text
 
 from bgtaskex import migrate
 from bgtaskex.cli import _main
+from bgtaskex.client import connect
+from bgtaskex.config import Settings
+from bgtaskex.exceptions import StorageError
 from bgtaskex.probe import HEAD_REVISION, VERSION_TABLE
 from bgtaskex.store import Store
 from tests import appdb
@@ -240,3 +243,16 @@ def test_db_upgrade_moves_an_earlier_install_and_says_so(cli: Cli, db_url: str) 
         assert again.out.endswith("(already current)\n"), again
     finally:
         store.close()
+
+
+def test_a_readonly_client_refuses_writes_where_there_is_no_schema(tmp_path: Path) -> None:
+    """`connect(readonly=True)` on a fresh path: an empty queue that refuses writes (one
+    StorageError, not a task that vanishes), and still no file."""
+    path = tmp_path / "none.db"
+    settings = Settings(database_url=f"sqlite:///{path}", lock_file=str(tmp_path / "lock"))
+    with connect(settings=settings, readonly=True) as client:
+        assert client.store.no_schema
+        assert client.list_tasks() == [] and client.count_tasks() == 0
+        with pytest.raises(StorageError, match="readonly"):
+            client.enqueue("lost", ["tests.scripted:Noop"])
+    assert not path.exists()
