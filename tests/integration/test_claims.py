@@ -22,7 +22,7 @@ from sqlalchemy import text
 from bgtaskex.client import Client, connect
 from bgtaskex.concurrency import Concurrency
 from bgtaskex.config import Settings
-from bgtaskex.exceptions import ClaimLost, ConfigError, LockBusy
+from bgtaskex.exceptions import ClaimLost, ConfigError, LockBusy, StorageError
 from bgtaskex.models import Change, NewAction, Task, TaskStatus, TaskType
 from bgtaskex.probe import HEAD_REVISION
 from bgtaskex.store import Store
@@ -334,5 +334,23 @@ def test_a_store_with_an_idle_limit_sets_it_on_every_session(server_url: str) ->
                 else:
                     query = "SELECT @@session.idle_transaction_timeout"
                     assert conn.execute(text(query)).scalar() == 3
+    finally:
+        store.close()
+
+
+def test_a_failed_idle_limit_on_mariadb_is_an_error(
+    mariadb_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not swallowed: a server that refuses the SET (an unknown variable, as before
+    MariaDB 10.3) fails the connection with a storage error, instead of leaving a frozen
+    worker's row locks unbounded without a word."""
+    from bgtaskex import engine
+
+    monkeypatch.setattr(engine, "mysql_idle_timeout", lambda *_: "SET SESSION no_such_limit = 1")
+    store = Store(mariadb_database_url, idle_in_transaction=3.0)
+    try:
+        with pytest.raises(StorageError, match="no_such_limit") as refused:
+            store.ensure_schema()
+        assert refused.value.exit_code == 4
     finally:
         store.close()
