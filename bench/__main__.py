@@ -25,6 +25,7 @@ BENCHMARKS = [
     "retention",
     "workers",
     "showpage",
+    "chain",
 ]
 
 
@@ -199,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
                 postgres_url=args.postgres_url,
                 use_postgres=not args.no_postgres,
             )
+        if args.only in (None, "chain"):
+            from . import chain
+
+            result["chain"] = chain.run(console, quick=args.quick)
         if args.only in (None, "workers"):
             from . import workers
 

@@ -31,6 +31,7 @@ from .models import (
     TaskType,
     run_order,
 )
+from .owner import holder_is_gone
 
 _ACTIVE_VALUES = sorted(s.value for s in ACTIVE_STATUSES)
 _EXECUTING = (TaskStatus.STARTING, TaskStatus.RUNNING, TaskStatus.RECOVERING)
@@ -117,7 +118,11 @@ class AdminQueries:
             row = self._locked_task(conn, task_id)
             if row.status in {s.value for s in TERMINAL}:
                 raise InvalidState(f"task {task_id} is already {row.status}")
-            claimed = row.lease_until is not None and row.lease_until > now
+            claimed = (
+                row.lease_until is not None
+                and row.lease_until > now
+                and not holder_is_gone(row.claimed_by)
+            )
             if row.status in _EXECUTING and (claimed or executing()):
                 if row.cancel_requested_at is None:
                     conn.execute(

@@ -69,13 +69,18 @@ RUN_LINE = re.compile(
 class Daemon:
     """One `bgtaskex --config CFG daemon` subprocess, its stdout and stderr in files."""
 
-    def __init__(self, name: str, config: Path, env: dict[str, str], app: str) -> None:
+    def __init__(
+        self, name: str, config: Path, env: dict[str, str], app: str, host: str | None = None
+    ) -> None:
         self.name = name
         self.app = app  # the application_name of its connections
         self.err_path = config.with_suffix(".err")
+        argv = command("--config", config, "daemon")
+        if host is not None:  # another host name (a UTS namespace): another host to it
+            argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host, *argv]
         with open(self.err_path, "w") as err, open(config.with_suffix(".out"), "w") as out:
             self.proc = subprocess.Popen(
-                command("--config", config, "daemon"),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -140,6 +145,7 @@ class Cluster:
         workers: int = 2,
         every: str = "1s",
         budget: str = "30s",
+        host: str | None = None,
     ) -> Daemon:
         app = f"bgx-{self.tag}-{name}"
         config = self.dir / f"daemon-{name}.toml"
@@ -162,7 +168,7 @@ class Cluster:
             ),
             encoding="utf-8",
         )
-        daemon = Daemon(name, config, self.env, app)
+        daemon = Daemon(name, config, self.env, app, host)
         self.daemons.append(daemon)
         return daemon
 
@@ -513,7 +519,13 @@ def test_four_daemons_drain_two_thousand_tasks_each_once(cluster: Cluster) -> No
 def test_kill_9_inside_execute_another_daemon_rescues_after_the_lease(
     cluster: Cluster, bgx: Bgx
 ) -> None:
-    daemons = [cluster.start(name, lease="2s") for name in ("a", "b")]
+    # Two hosts, as far as they can tell: neither can see whether the other's pid lives,
+    # so the dead one's task waits for its lease (on one host it would not: see
+    # tests/acceptance/test_lost_lock.py).
+    daemons = [
+        cluster.start("a", lease="2s", host="bgx-other-host"),
+        cluster.start("b", lease="2s"),
+    ]
     cluster.started(*daemons)
     task_id = cluster.enqueue("victim", units=12, unit_ms=250)
     # Unit 1 done: unit 0 was saved (the journal line of a unit precedes its checkpoint).
@@ -570,6 +582,29 @@ def test_kill_9_inside_execute_another_daemon_rescues_after_the_lease(
         f"\n[scale-out] kill -9 of daemon {victim.name} inside execute; daemon "
         f"{survivor.name} took over {waited:.2f}s later (lease 2s); history: {chain}"
     )
+
+
+def test_kill_9_on_the_same_host_is_rescued_before_the_lease(cluster: Cluster) -> None:
+    """On one host a run can tell that the holder of a claim is dead (its pid, start
+    time and boot): the survivor takes the task over at its next run, long before the
+    lease (30 s) runs out."""
+    daemons = [cluster.start(name, lease="30s") for name in ("a", "b")]
+    cluster.started(*daemons)
+    task_id = cluster.enqueue("victim", units=12, unit_ms=250)
+    second_unit = cluster.first_line("unit", "victim", alive=daemons, n=1)
+    victim = cluster.by_pid(second_unit["pid"])
+    (survivor,) = [d for d in daemons if d is not victim]
+    os.kill(victim.pid, signal.SIGKILL)
+    assert victim.proc.wait(timeout=10) == -signal.SIGKILL
+    lease_end = cluster.row(task_id)["lease_until"].timestamp()
+    cluster.wait(
+        lambda: cluster.status(task_id) == "finished", "the rescue", timeout=25, alive=[survivor]
+    )
+    survivor.stop()
+    change = next(e for e in cluster.lines("victim") if e["event"] == "change")
+    assert change["pid"] == survivor.pid
+    assert change["t"] < lease_end - 10, "the survivor waited for the dead run's lease"
+    inv.check(cluster.url, cluster.journal, killed_pids={victim.pid}, final=True)
 
 
 # -- 3. a live worker keeps its claim -----------------------------------------------------
