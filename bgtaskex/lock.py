@@ -64,16 +64,16 @@ class RunLock:
             except portalocker.exceptions.LockException as err:  # ENOLCK on NFS, ...
                 handle.close()
                 raise StorageError(f"lock file {self.path}: cannot lock it: {err}") from None
+        since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
         try:
-            since = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
-            handle.seek(0)
-            handle.truncate()
-            handle.write(json.dumps(holder) + "\n")
-            handle.flush()
-        except OSError as err:  # a full disk: no run without a lock that names its holder
-            with contextlib.suppress(OSError):
-                handle.truncate(0)
+            # Straight to the file, unbuffered: a write that failed (a full disk) is not
+            # tried again when the file is closed.
+            data = (json.dumps(holder) + "\n").encode()
+            os.ftruncate(handle.fileno(), 0)
+            if os.pwrite(handle.fileno(), data, 0) != len(data):  # the disk filled up
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as err:  # no run without a lock file that names its holder
             handle.close()  # and with it the lock
             raise io_error(self.path, err) from None
         self._file = handle
@@ -86,8 +86,7 @@ class RunLock:
                 # Naming nobody is a courtesy: a file naming a dead holder is harmless
                 # ("stale"), so a failed write must not hide the run's own outcome.
                 with contextlib.suppress(OSError):
-                    self._file.seek(0)
-                    self._file.truncate()
+                    os.ftruncate(self._file.fileno(), 0)
                 portalocker.unlock(self._file)
             finally:
                 with contextlib.suppress(OSError):
@@ -157,6 +156,8 @@ def open_lock_file(path: str | Path, *, write: bool) -> IO[str]:
 
 def _foreign(info: os.stat_result, *, owner_too: bool) -> str | None:
     """Why a lock file is not ours, None when it is."""
+    if stat.S_ISDIR(info.st_mode):
+        return "a directory"
     if not stat.S_ISREG(info.st_mode):
         return "not a regular file"
     if not owner_too:
