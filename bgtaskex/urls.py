@@ -17,13 +17,14 @@ from urllib.parse import unquote
 # written raw may hold @ : / ? # (SQLAlchemy takes it so); an encoded one is one word. The
 # word is taken whole (possessive: no backtracking) and cut at its last "@" in Python.
 _USERINFO = re.compile(r"(?P<head>(?<![\w+.-])[A-Za-z][\w+.-]*://[^:/@\s]*:)(?P<rest>\S*+)")
+# The end of a bare secret: up to two closing marks (`:` `,` `)` a quote...) that end a
+# word stay out of it, so that "URL: error" and "'URL'" read as they did. (A secret of
+# ***, masked already, therefore stays as it is: masking twice changes nothing.)
+_END = r"""(?=[:,;.)\]}'"]{0,2}(?:[&\s]|$))"""
 # A URL's query: ?password=SECRET, &passwd=SECRET (any key ending in password, passwd or
-# pwd), the secret running to the next "&" (SQLAlchemy splits the query there). A secret
-# masked already (***, then at most two closing marks and a blank or the end) stays as it
-# is, with what follows it: the quote of a masked URL quoted in an error message, say.
-_MASKED = r"""\*\*\*(?=['")\]},;:.]{0,2}(?:\s|$))"""
+# pwd), the secret running to the next "&" (SQLAlchemy splits the query there).
 _QUERY = re.compile(
-    r"(?i)(?P<head>[?&]\w*(?:password|passwd|pwd)=)(?P<secret>" + _MASKED + r"|[^&\s]+)"
+    r"(?i)(?P<head>[?&]\w*(?:password|passwd|pwd)=)(?P<secret>[^&\s]+?" + _END + ")"
 )
 # Elsewhere, KEY=SECRET (libpq's keyword DSN `password=...`, PGPASSWORD=, ODBC's PWD=,
 # also encoded as %3D) and 'password': SECRET (a dict's repr, JSON). A quoted secret runs
@@ -34,9 +35,9 @@ _KEY_VALUE = re.compile(
         (?<![\w?&])\w*(?:password|passwd|pwd)\s*(?:=|%3D)\s*
       | (?P<q>["'])\w*(?:password|passwd|pwd)(?P=q)\s*[:=]\s*
     )
-    (?P<secret>'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|"""
-    + _MASKED
-    + r"""|\S+)
+    (?P<secret>'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|\S+?"""
+    + _END.replace("&", "")
+    + r""")
     """
 )
 
