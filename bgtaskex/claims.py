@@ -14,6 +14,7 @@ overwriting the new owner's.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,9 @@ from .exceptions import StorageError
 from .store import Store
 
 log = logging.getLogger(__name__)
+
+#: The exit code of a process that ended itself because it could not keep its lease.
+FENCED_EXIT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +99,8 @@ class Heartbeat:
         while not self._done.wait(max(0.0, min(self.check_every, next_beat - time.monotonic()))):
             self._check_lock()
             if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + self.lease / 3
-                self._extend()
+                extended = self._extend()
+                next_beat = time.monotonic() + (self.lease / 3 if extended else self.check_every)
 
     def _check_lock(self) -> None:
         if self.lock_alive is None or self.lock_lost.is_set():
@@ -108,27 +112,32 @@ class Heartbeat:
         if not alive:
             self.lock_lost.set()
 
-    def _extend(self) -> None:
+    def _extend(self) -> bool:
+        """One beat: False when it did not get through (try again soon)."""
         with self._guard:
             held, held_until = self._held, self._held_until
         if held is None:
-            return
+            return True
         task_id, token = held
+        sent = time.monotonic()  # the new lease ends no sooner than this + lease
         try:
             if self.store.heartbeat(task_id, token, self.lease):
                 with self._guard:
                     if self._held == held:
-                        self._held_until = time.monotonic() + self.lease
-                return
+                        self._held_until = sent + self.lease
+                return True
             why = "another run claimed it"
         except StorageError as err:
-            if time.monotonic() < held_until:
+            if time.monotonic() < held_until - min(2.0, self.lease / 6):
                 log.warning("task %s: heartbeat failed (%s); retrying", task_id, err)
-                return
-            why = f"no heartbeat got through before the lease ran out ({err})"
+                return False
+            with self._guard:
+                if self._held == held:
+                    _fence(task_id, err)
+            return True
         with self._guard:
             if self._held != held:
-                return  # dropped meanwhile: the claim ended normally
+                return True  # dropped meanwhile: the claim ended normally
         log.warning(
             "task %s: lost the claim (token %s): %s; asking its action to stop",
             task_id,
@@ -136,3 +145,20 @@ class Heartbeat:
             why,
         )
         self.lost.set()
+        return True
+
+
+def _fence(task_id: int, err: Exception) -> None:
+    """The lease of a task whose hook is running is about to run out and no heartbeat
+    gets through (the database is cut off from this host, not from others): another run
+    may take the task over in a moment, and the hook may not stop when asked. Exit at
+    once, as PHP's max_execution_time ends the original; the next run recovers the task
+    as after a crash."""
+    log.critical(
+        "task %s: the lease runs out and no heartbeat gets through (%s): exiting now, so "
+        "that no other run executes the task beside this one; the next run recovers it",
+        task_id,
+        err,
+    )
+    logging.shutdown()
+    os._exit(FENCED_EXIT)

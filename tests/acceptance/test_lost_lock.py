@@ -160,3 +160,43 @@ def test_kill_9_is_still_recovered_by_the_next_run(
     task = bgx.show(sqlite_url, int(added.stdout))
     assert task["status"] == "finished"
     assert task["actions"][0]["attempts"] == 1
+
+
+@pytest.mark.postgres
+def test_a_run_cut_off_from_the_database_exits_before_its_lease_runs_out(
+    bgx: Bgx, pg_database_url: str, tmp_path: Path
+) -> None:
+    """The database is out of this run's reach, not of others' (a partition): no
+    heartbeat gets through, and the stubborn action would go on past the lease while
+    another run took the task over. The run exits (code 4) before its lease runs out;
+    the next run recovers the task as after a crash."""
+    log = tmp_path / "calls.jsonl"
+    url = pg_database_url
+    env = {**bgx.env, "BGTASKEX_CONCURRENCY": "lease=3s"}
+    plan = {"execute": ["sleep:30", "true"]}
+    added = bgx.ok("--database-url", url, *IMPORT, "enqueue", "a", scripted(log, plan), "-q")
+    holder = bgx.start("--database-url", url, *IMPORT, "run-once", env=env)
+    wait_until(hook_started(log, "execute", holder.pid), "the holder's execute", proc=holder)
+
+    name = sqlalchemy.make_url(url).database
+    admin = sqlalchemy.create_engine(url.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            )
+        code, out, err = finish(holder, timeout=20)  # the action alone would sleep 30 s
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        admin.dispose()
+    assert code == 4, (code, out, err)
+    assert "exiting now" in err, err
+
+    after = bgx.ok("--database-url", url, *IMPORT, "run-once", env=env)
+    assert "1 finished" in after.stdout, (after.stdout, after.stderr)
+    task = bgx.show(url, int(added.stdout))
+    assert (task["status"], task["actions"][0]["attempts"]) == ("finished", 1)
+    assert [e["hook"] for e in entries(log)] == ["init", "execute", "change", "execute"]
