@@ -94,15 +94,16 @@ def rules_preview(state: State, name: str, sample: int, as_json: bool) -> None:
     click.echo(f"  database: {row['database']}")
     if found.count == 0:
         click.echo("  would delete no row now")
-        return
-    click.echo(
-        f"  would delete {found.count:,} row(s) now, {found.key} from {found.low} to {found.high}"
-    )
+    else:
+        click.echo(
+            f"  would delete {found.count:,} row(s) now, "
+            f"{found.key} from {found.low} to {found.high}"
+        )
     if found.sample:
         more = ", ..." if found.count > len(found.sample) else ""
         keys = ", ".join(str(k) for k in found.sample)
         click.echo(f"  first {len(found.sample)} {found.key}: {keys}{more}")
-    if rule.also_delete:
+    if rule.also_delete and found.count:
         children = ", ".join(f"{c.table}.{c.column}" for c in rule.also_delete)
         click.echo(f"  and their rows in {children}")
     _print_sql(found.sql, found.values)

@@ -42,6 +42,11 @@ CHILDREN = [
     {"table": "ticket_links", "column": "ticket_id"},
 ]
 DELETES = "rows of tickets where created_at older than 30d and (status = :status)"
+#: The WHERE of old_closed's statements, as compiled for SQLite.
+RANGE_AND_RULE = (
+    "tickets.id > :bgtaskex_after AND tickets.id <= :bgtaskex_high "
+    "AND tickets.created_at < :bgtaskex_cutoff AND (status = :status)"
+)
 #: A rule database nothing listens on; its password must never be shown.
 DOWN_URL = "postgresql+psycopg://u:secret@127.0.0.1:1/x"
 DOWN_MASKED = "postgresql+psycopg://u:***@127.0.0.1:1/x"
@@ -377,13 +382,27 @@ def test_rules_preview_counts_and_samples_and_deletes_nothing(bgx: Bgx, tmp_path
         assert result.stderr == "", describe(result)
 
     first = ", ".join(map(str, matching[:10]))
-    assert found["text"].stdout.splitlines() == [
+    text = found["text"].stdout.splitlines()
+    assert text[:6] == [
         f"rule old_closed: {DELETES}",
         f"  database: {app}",
         f"  would delete {len(matching):,} row(s) now, id from {matching[0]} to {matching[-1]}",
         f"  first 10 id: {first}, ...",
         "  and their rows in ticket_comments.ticket_id, ticket_links.ticket_id",
+        "  each chunk deletes with:",
+    ], describe(found["text"])
+    # the statements as SQLite runs them, the rule's condition in parentheses
+    assert [line for line in text if line.startswith("    DELETE")] == [
+        "    DELETE FROM ticket_comments WHERE ticket_comments.ticket_id IN (SELECT tickets.id ",
+        "    DELETE FROM ticket_links WHERE ticket_links.ticket_id IN (SELECT tickets.id ",
+        f"    DELETE FROM tickets WHERE {RANGE_AND_RULE}",
     ]
+    assert text.count(f"    WHERE {RANGE_AND_RULE})") == 2
+    assert re.fullmatch(
+        r"  with bgtaskex_cutoff = '[-0-9]{10} [:.0-9]+', status = 'closed', "
+        r"and the chunk's key range in bgtaskex_after, bgtaskex_high",
+        text[-1],
+    ), text[-1]
     expected = {
         "rule": "old_closed",
         "database": app,
@@ -395,9 +414,29 @@ def test_rules_preview_counts_and_samples_and_deletes_nothing(bgx: Bgx, tmp_path
         "high": matching[-1],
         "sample": matching[:10],
     }
-    assert json.loads(found["json"].stdout) == expected
-    assert json.loads(found["sample"].stdout) == {**expected, "sample": matching[:3]}
-    assert found["none"].stdout.splitlines() == [
+    shown = json.loads(found["json"].stdout)
+    sql, values = shown.pop("sql"), shown.pop("values")
+    assert shown == expected
+    assert [s["statement"] for s in sql] == [
+        "check",
+        "count",
+        "keys",
+        "lock",
+        *["delete"] * 3,
+        "recount",
+    ]
+    assert all("AND (status = :status)" in s["sql"] for s in sql), sql
+    cutoff = datetime.fromisoformat(values.pop("bgtaskex_cutoff"))
+    assert abs(cutoff - (utcnow() - timedelta(days=30))) < timedelta(minutes=5)
+    assert values == {"status": "closed"}
+    sampled = json.loads(found["sample"].stdout)
+    assert {**sampled, "sql": None, "values": None} == {
+        **expected,
+        "sample": matching[:3],
+        "sql": None,
+        "values": None,
+    }
+    assert found["none"].stdout.splitlines()[:3] == [
         "rule none: rows of tickets where (status = 'no such status')",
         f"  database: {app}",
         "  would delete no row now",

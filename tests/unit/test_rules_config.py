@@ -82,6 +82,19 @@ def test_an_unknown_rule_name_is_a_config_error(tmp_path: Path) -> None:
         ('where = "x = 1"', "'table' must be a table or column name"),
         ('table = "t; drop table x"\nwhere = "1=1"', "'table' must be a table or column name"),
         ('table = "t"\nwhere = "1=1; drop table t"', "'where' must be one condition, without ';'"),
+        ("table = 't'\nwhere = \"a = 'x'; b = 1\"", "'where' must be one condition, without ';'"),
+        ('table = "t"\nwhere = "a = 1 -- no"', "'where' must be one condition, without comments"),
+        ('table = "t"\nwhere = "a = 1 /* no */"', "'where' must be one condition, without comm"),
+        ('table = "t"\nwhere = "a = 1 # no"', "'where' must be one condition, without comments"),
+        ('table = "t"\nwhere = "a = 1) OR (1 = 1"', "'where' must be one condition, with balanced"),
+        ('table = "t"\nwhere = "(a = 1 OR b = 2"', "'where' must be one condition, with balanced"),
+        ('table = "t"\nwhere = "a IN (1, 2]"', "'where' must be one condition, with balanced"),
+        ("table = 't'\nwhere = \"a = 'x\"", "'where' must be one condition, with its quotes"),
+        (  # MySQL reads \' as a quote: there, the comment is outside the string
+            "table = 't'\nwhere = '''a = 'x\\' OR 1 = 1 --' '''",
+            "'where' must be one condition, without comments",
+        ),
+        ('table = "t"\nwhere = "a = $$x$$"', r"'where' must be one condition, without '\$'"),
         ('table = "t"\nwhere = ""', "'where' must be an SQL condition"),
         ('table = "t"\nwhere = "a = 1"\nchunk_size = 0', "'chunk_size' must be a whole number"),
         ('table = "t"\nwhere = "a = 1"\nchunk_size = 1e3', "'chunk_size' must be a whole number"),
@@ -104,6 +117,21 @@ def test_a_bad_rule_is_refused_naming_it(tmp_path: Path, body: str, problem: str
         r"retention rule 'r1': " + problem,
     ):
         settings_of(tmp_path, f'[[retention_rules]]\nname = "r1"\n{body}\n')
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "status = 'closed' OR status = 'spam'",
+        "title LIKE '%-- (not a comment; nor this) /* #'",
+        "title = 'it''s' AND \"od)d\" = 1 AND `we(ird` = 2",
+        "a$b = 1 AND tags[1] = 'x' AND (a = 1 OR (b = 2))",
+        "title = 'back\\slash'",
+    ],
+)
+def test_a_where_that_stays_one_term_is_accepted(tmp_path: Path, where: str) -> None:
+    rule = f"[[retention_rules]]\nname = 'r1'\ntable = 't'\nwhere = '''{where}'''\n"
+    assert settings_of(tmp_path, rule).retention_rule("r1").where == where
 
 
 @pytest.mark.parametrize("second", ["a", "A"])
