@@ -91,7 +91,11 @@ def test_an_unknown_rule_name_is_a_config_error(tmp_path: Path) -> None:
         ('table = "t"\nwhere = "a IN (1, 2]"', "'where' must be one condition, with balanced"),
         ("table = 't'\nwhere = \"a = 'x\"", "'where' must be one condition, with its quotes"),
         (  # MySQL reads \' as a quote: there, the comment is outside the string
-            "table = 't'\nwhere = '''a = 'x\\' OR 1 = 1 --' '''",
+            "table = 't'\nwhere = '''a = 'x\\' OR b = ' -- ' '''",
+            "'where' must be one condition, without comments",
+        ),
+        (  # PostgreSQL and SQLite read 'x\' as a whole string: the comment is outside
+            "table = 't'\nwhere = '''a = 'x\\' -- ' OR b = 'y' '''",
             "'where' must be one condition, without comments",
         ),
         ('table = "t"\nwhere = "a = $$x$$"', r"'where' must be one condition, without '\$'"),
