@@ -105,7 +105,8 @@ def test_enqueue_list_show_run(bgx: Bgx, db_url: str, tmp_path: Path) -> None:
 
     shown = bgx.show(db_url, task["id"])
     _check_shape(shown)
-    assert {k: v for k, v in shown.items() if k != "events"} == task
+    assert {k: v for k, v in shown.items() if k not in ("events", "event_count")} == task
+    assert shown["event_count"] == len(shown["events"])
     assert isinstance(shown["events"], list) and shown["events"]
     assert shown["events"][0]["new_status"] == "created"  # oldest first: the enqueue
 

@@ -186,7 +186,7 @@ def test_check_with_a_live_run_then_a_stale_lock(bgx: Bgx, db_url: str, tmp_path
     holder = bgx.start(*url, *IMPORT, "run-once", "--max-execution-time", "60", env=env)
     wait_until(hook_started(log, "execute", holder.pid), "execute to start", proc=holder)
 
-    working = bgx(*url, "check", env=env)
+    working = bgx(*url, *IMPORT, "check", env=env)
     assert working.returncode == 0, describe(working)
     line = _one_line(working)
     assert line.startswith("BGTASKEX OK"), line
@@ -197,7 +197,7 @@ def test_check_with_a_live_run_then_a_stale_lock(bgx: Bgx, db_url: str, tmp_path
     wait_until(lambda: lock_is_free(lock), "the kernel to release the lock")
     assert json.loads(lock.read_text())["pid"] == holder.pid  # the file still names it
 
-    stale = bgx(*url, "check", env=env)
+    stale = bgx(*url, *IMPORT, "check", env=env)
     assert stale.returncode == 0, describe(stale)
     line = _one_line(stale)
     assert line.startswith("BGTASKEX OK"), line
