@@ -256,6 +256,12 @@ def _capture_all(tmp: Path, analyzed: bool) -> Capture:
         store.cancel(waiting[1], executing=lambda: False)
         capture.phase = "check (stuck_tasks)"
         store.stuck_tasks(now - timedelta(days=365))  # the healthy case: nothing is stuck
+        capture.phase = "check (waiting_refs)"
+        refs = store.waiting_refs()
+        store.count_tasks_waiting_on(refs)
+        capture.phase = "show (a page)"
+        store.get_task_page(waiting[0], 50)
+        store.recent_events(waiting[0], 50)
         capture.phase = "stats"
         store.stats()
         capture.phase = "run-once"
@@ -297,6 +303,8 @@ PHASES = (
     "purge_preview --older-than",
     "cancel",
     "check (stuck_tasks)",
+    "check (waiting_refs)",
+    "show (a page)",
     "stats",
 )
 
