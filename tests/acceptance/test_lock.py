@@ -151,3 +151,30 @@ def _has_open(pid: int, path: Path) -> bool:
         except OSError:
             continue
     return False
+
+
+def test_run_once_refuses_a_planted_symlink_and_leaves_its_target(
+    bgx: Bgx, db_url: str, tmp_path: Path
+) -> None:
+    """Another user plants the lock file as a symlink to a file of root's: `run-once`
+    says so in one line (exit 2), runs nothing, and the target keeps its content; `check`
+    warns about it. (Before, the run emptied the target and wrote its pid there.)"""
+    victim = tmp_path / "shadow"
+    victim.write_text("root:$6$precious\n", encoding="utf-8")
+    lock = tmp_path / "locks" / "run.lock"
+    lock.parent.mkdir()
+    lock.symlink_to(victim)
+    noop = bgx.ok("--database-url", db_url, *IMPORT, "enqueue", "n", "tests.scripted:Noop", "-q")
+    env = {"BGTASKEX_LOCK_FILE": str(lock)}
+    for json_out in ((), ("--json",)):
+        run = bgx("--database-url", db_url, *IMPORT, "run-once", *json_out, env=env)
+        assert run.returncode == 2 and run.stdout == "", describe(run)
+        assert run.stderr == (
+            f"bgtaskex: error: lock file {lock} is a symbolic link: not bgtaskex's, left "
+            "untouched (remove it, or choose another with --lock-file)\n"
+        ), describe(run)
+    assert victim.read_text(encoding="utf-8") == "root:$6$precious\n"
+    assert lock.is_symlink() and sorted(os.listdir(lock.parent)) == ["run.lock"]
+    assert bgx.show(db_url, int(noop.stdout))["status"] == "created"
+    check = bgx("--database-url", db_url, "check", env=env)
+    assert check.returncode == 1 and "is a symbolic link" in check.stdout, describe(check)
