@@ -389,13 +389,13 @@ def run_once(
     settings = state.settings()
     process = settings.process(process_name) if process_name else None
     began = time.monotonic()
+    from .preflight import check_runnable
     from .probe import sqlite_idle
 
-    from .preflight import check_runnable
-    # A process with a callable always runs; one with a window says when it is outside.
-    planned = process is not None and (process.callable or process.window) is not None
     check_runnable(settings)  # a deploy slip is exit 2 even when nothing is due
 
+    # A process with a callable always runs; one with a window says when it is outside.
+    planned = process is not None and (process.callable or process.window) is not None
     queues = process.queues if process else None
     excluded = process.exclude_queues if process else settings.claimed_queues
     if not planned and sqlite_idle(settings.url, settings.retention, queues, excluded):
@@ -417,11 +417,11 @@ def run_once(
             from .lock import raise_if_held
 
             raise_if_held(settings.lock_path)  # before SQLAlchemy is even imported
-        client = state.client()
-        if live and not as_json:
         from .preflight import import_declared
 
         import_declared(settings)
+        client = state.client()
+        if live and not as_json:
             from .live import LiveProgress
 
             observer = LiveProgress()
@@ -448,10 +448,10 @@ def run_once(
         click.echo(summary.line())
     if stop.signum == signal.SIGINT:
         raise KeyboardInterrupt  # the run stopped cleanly; still, the user interrupted it
-
-
     if summary.left_waiting:  # exit 6, so that cron mails the deploy slip
         raise TasksLeftWaiting(summary.left_waiting, summary.missing_modules)
+
+
 # -- db ------------------------------------------------------------------------------
 
 
@@ -539,11 +539,11 @@ def _main(argv: list[str] | None) -> int:
     except (LockBusy, OutsideWindow) as err:
         click.echo(str(err))
         return EXIT_OK
-    except BgtaskexError as err:
-        _error(str(err))
     except TasksLeftWaiting as err:
         # The run logged it already: one line per module, naming how to declare it.
         return err.exit_code
+    except BgtaskexError as err:
+        _error(str(err))
         return err.exit_code
     except click.exceptions.Abort:
         click.echo("bgtaskex: interrupted", err=True)

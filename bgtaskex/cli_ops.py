@@ -377,12 +377,12 @@ def check(state: State) -> None:
             )
         from .models import TaskFilter
 
+        unimportable = _waiting_on_unimportable(store, state.client(readonly=True).registry)
+        if unimportable:
+            problems.append(unimportable)
         waiting = store.count_tasks(TaskFilter(statuses=_active()))
         notes.append(f"{waiting} task(s) waiting")
         lock, holder = lock_state(settings.lock_path)
-        unimportable = _waiting_on_unimportable(store, state.client().registry)
-        if unimportable:
-            problems.append(unimportable)
         if lock == "held":
             notes.append(f"a run is working{describe_holder(holder)}")
         elif lock == "stale":
@@ -394,9 +394,6 @@ def check(state: State) -> None:
         raise click.exceptions.Exit(1)
     click.echo("BGTASKEX OK - " + "; ".join(notes))
 
-
-def _active() -> frozenset[str]:
-    from .models import ACTIVE_STATUSES
 
 def _waiting_on_unimportable(store: Store, registry: Registry) -> str | None:
     """The `check` problem of tasks that wait for a module a run cannot import (not
@@ -427,6 +424,9 @@ def _waiting_on_unimportable(store: Store, registry: Registry) -> str | None:
         f"(declare it with {HOW_TO_DECLARE})"
     )
 
+
+def _active() -> frozenset[str]:
+    from .models import ACTIVE_STATUSES
 
     return frozenset(s.value for s in ACTIVE_STATUSES)
 
@@ -472,14 +472,14 @@ def daemon(state: State) -> None:
     from .daemon import Daemon
 
     def load() -> tuple[Any, Client]:
-        state.reload()
-        settings = state.settings()
-        return settings, connect(settings=settings, trust_refs=False)
         from .preflight import check_runnable, import_declared
 
-
-    code = Daemon(load).serve()
+        state.reload()
+        settings = state.settings()
         check_runnable(settings)  # at start: exit 2; at a reload: the old config stays
         import_declared(settings)
+        return settings, connect(settings=settings, trust_refs=False)
+
+    code = Daemon(load).serve()
     if code:
         raise click.exceptions.Exit(code)
