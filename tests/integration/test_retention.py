@@ -1007,9 +1007,9 @@ GRID = [
     for title in ("a", "b", None)
     for old in (True, False)
 ]
-GRID_ROWS = [{**row, "id": i} for i, row in enumerate(GRID, start=1)]
-random.Random(12).shuffle(GRID_ROWS)
-GRID_ROWS = [{**row, "id": i} for i, row in enumerate(GRID_ROWS, start=1)]
+GRID_ROWS = [
+    {**row, "id": i} for i, row in enumerate(random.Random(12).sample(GRID, len(GRID)), start=1)
+]
 
 
 def rule_of(url: str, where: str, aged: bool = False) -> RetentionRule:
@@ -1070,11 +1070,8 @@ def test_a_where_stays_one_term_in_every_statement(app_url: str) -> None:
         expected = sorted(k for k in chosen if after < k <= high)
         with engine.connect() as conn, conn.begin() as transaction:
             found = conn.execute(target.count_statement()).one()
-            assert tuple(found) == (
-                len(chosen),
-                min(chosen, default=None),
-                max(chosen, default=None),
-            )
+            whole = (len(chosen), min(chosen, default=None), max(chosen, default=None))
+            assert tuple(found) == whole, where
             assert target.count(conn, after, high) == len(expected), where
             assert target.candidates(conn, after, high, 1000, lock=False) == expected, where
             assert target.candidates(conn, after, high, 2) == expected[:2], where
@@ -1193,16 +1190,15 @@ def test_a_resumed_walk_keeps_its_cutoff_and_key_range(
     walk, which takes them."""
     appdb.create_app_schema(app_url)
     old, fresh = utcnow() - timedelta(hours=2), utcnow() + timedelta(hours=1)
-    add_tickets(app_url, *((i, "closed", old) for i in (1, 2, 3, 6)), (4, "closed", fresh))
-    add_tickets(app_url, (5, "closed", fresh))
+    add_tickets(app_url, *((i, "closed", old if i in (1, 2, 3, 6) else fresh) for i in range(1, 7)))
     client = open_client([rule(app_url, date_column="created_at", older_than="1h", chunk_size=1)])
     task_id, _ = retention.queue_rule(client, "old", queue="default")
 
     params = first_chunk(client, task_id).params
     assert (params["low"], params["high"], params["after"]) == (1, 6, 1)
     cutoff = datetime.fromisoformat(params["cutoff"]).astimezone(UTC).replace(tzinfo=None)
-    # 4 and 5, young at the start, are now just younger than the cut-off: one second
-    # later, "older than 1h" from now would take them. 7 and 8 come above the range.
+    # 4 and 5, young at the start, become just younger than the walk's cut-off, which
+    # "older than 1h" from now soon passes; 7 and 8 come above the walk's range.
     just_after = cutoff.replace(microsecond=0) + timedelta(seconds=1)
     with app_engine(app_url) as engine, engine.begin() as conn:
         conn.execute(
