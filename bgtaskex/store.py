@@ -42,6 +42,7 @@ from .exceptions import (
     ConfigError,
     LockBusy,
     SchemaOutdated,
+    StorageError,
     TaskInterrupted,
     TaskNotFound,
 )
@@ -136,7 +137,10 @@ class Store(AdminQueries):
         self.url = url
         path = sqlite_path(url)
         if path is not None and create_dirs:
-            private_dir(path.parent)  # 0700 whatever the umask (the file: make_engine)
+            try:
+                private_dir(path.parent)  # 0700 whatever the umask (the file: make_engine)
+            except OSError as err:
+                raise StorageError(f"cannot create {path.parent}: {err.strerror}") from None
         self._engine = make_engine(
             url, sqlite_synchronous, busy_timeout, idle_in_transaction=idle_in_transaction
         )
