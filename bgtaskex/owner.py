@@ -7,6 +7,10 @@ lease outlives a run killed with SIGKILL; a run on the same host can tell from t
 that the holder is dead (its pid is gone, or now names another process, or the host has
 rebooted) and take the task over at once instead of waiting for the lease to run out.
 A holder on another host, or one that cannot be told apart, is never presumed dead.
+
+The name ends with `/run.worker`: a run of this very process that ended (an error took
+it out in the middle of a task, and the lease could not be ended) is told from a live
+one by the runs this process has going (`running`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,24 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_runs: set[str] = set()  # the runs of this process going on now
+_runs_guard = threading.Lock()
+
+
+@contextmanager
+def running(run_id: str) -> Iterator[None]:
+    """Count run `run_id` as going on in this process for the block."""
+    with _runs_guard:
+        _runs.add(run_id)
+    try:
+        yield
+    finally:
+        with _runs_guard:
+            _runs.discard(run_id)
 
 
 def _read(path: str) -> str:
@@ -63,7 +85,7 @@ def holder_is_gone(claimed_by: str | None) -> bool:
         return False
     host, _, rest = claimed_by.partition(":")
     pid_text, _, mark = rest.partition(":")
-    mark = mark.partition("/")[0]
+    mark, _, worker = mark.partition("/")
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
     boot, _, rest = mark.partition(".")
@@ -74,6 +96,10 @@ def holder_is_gone(claimed_by: str | None) -> bool:
         return True  # the host rebooted since the claim
     pid = int(pid_text)
     if pid == os.getpid():
-        return started != _start_time()
+        if started != _start_time():
+            return True
+        run_id = worker.partition(".")[0]
+        with _runs_guard:
+            return bool(run_id) and run_id not in _runs
     current = _start_time(pid)
     return current != started  # "" : no such process

@@ -48,7 +48,7 @@ from .models import (
     Task,
     TaskStatus,
 )
-from .owner import process_name
+from .owner import process_name, running
 from .registry import Registry
 from .store import Store
 
@@ -908,13 +908,13 @@ def run(
                 exclude_queues=exclude_queues,
                 stop=stop,
                 settings=settings,
-                claims=Claims(f"{name}/{i}", concurrency.lease, shared=concurrency.claims),
+                claims=Claims(f"{name}/{run_id}.{i}", concurrency.lease, shared=concurrency.claims),
                 lock_alive=lock_alive if i == 0 else None,
                 lock_lost=lock_lost,
             )
             for i in range(concurrency.workers)
         ]
-        with store.bound():
+        with store.bound(), running(run_id):
             if planner is not None:
                 try:
                     planner()

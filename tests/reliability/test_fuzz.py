@@ -353,7 +353,7 @@ def test_enqueue_params_fuzz(cli: Cli) -> None:
     )
     def one(name: str, ref: str, params: str) -> None:
         before = cli.snapshot()
-        result = cli("enqueue", name, f"{ref}={params}")
+        result = cli("enqueue", "--", name, f"{ref}={params}")  # a name may look like -h
         after = cli.snapshot()
         assert_sane(result)
         if result.code == 0:
