@@ -1,7 +1,7 @@
 """Files bgtaskex creates, private whatever the umask: directories 0700, files 0600.
 
 Only what bgtaskex creates itself gets these modes; a directory or file that exists
-already is left as the operator made it. Standard library only (the idle fast path of
+already is left as the operator made it. Light imports only (the idle fast path of
 `run-once` uses it).
 """
 
@@ -11,8 +11,34 @@ import errno
 import os
 from pathlib import Path
 
+from .exceptions import BgtaskexError, ConfigError, StorageError
+
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+
+#: errno values that say the path itself cannot serve (under a file, a directory where a
+#: file should be, no permission, no such place): the setting is wrong, a usage error
+#: (exit 2). Any other OSError is the storage failing (a full disk, EIO, a read-only file
+#: system): exit 4, as for the database.
+PATH_ERRNOS = frozenset(
+    {
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+        errno.ENOENT,
+        errno.EACCES,
+        errno.EPERM,
+        errno.ELOOP,
+        errno.EINVAL,
+    }
+)
+
+
+def file_error(what: str, err: OSError) -> BgtaskexError:
+    """`err` on `what` (a lock file, a directory), as bgtaskex's error: ConfigError when
+    the path cannot serve, StorageError when the storage fails."""
+    kind = ConfigError if err.errno in PATH_ERRNOS else StorageError
+    return kind(f"{what}: {err.strerror or err}")
 
 
 def private_dir(path: str | Path) -> None:

@@ -4,8 +4,9 @@ The lock file is bgtaskex's own: opened without following a symbolic link, creat
 whatever the umask, and written (truncated to name the holder) only when it is *ours*:
 a regular file, owned by this process's effective user, with no other hard link. Any
 other file (a symlink planted by another user, a FIFO, a directory, someone else's or a
-hard-linked file) is refused with a ConfigError (exit 2) and left untouched. An I/O
-error on the lock file (a full disk, a read-only file system) is a StorageError (exit 4).
+hard-linked file) is refused with a ConfigError (exit 2) and left untouched. A path that
+cannot serve (under a file, no permission) is a ConfigError too; the storage failing (a
+full disk, a read-only file system) is a StorageError (exit 4).
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .exceptions import ConfigError, LockBusy, StorageError
-from .files import FILE_MODE, private_dir
+from .exceptions import BgtaskexError, ConfigError, LockBusy, StorageError
+from .files import FILE_MODE, file_error, private_dir
 
 _FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a planted FIFO must not hang us
 
@@ -177,9 +178,10 @@ def not_ours(path: str | Path, reason: str) -> ConfigError:
     )
 
 
-def io_error(path: str | Path, err: OSError) -> StorageError:
-    """An I/O error on the lock file (or its directory): exit 4, like the database's."""
-    return StorageError(f"lock file {path}: {err.strerror or err}")
+def io_error(path: str | Path, err: OSError) -> BgtaskexError:
+    """An OSError on the lock file (or its directory): a path that cannot serve is a
+    ConfigError (exit 2), the storage failing (a full disk) a StorageError (exit 4)."""
+    return file_error(f"lock file {path}", err)
 
 
 def _read(handle: IO[str]) -> str:

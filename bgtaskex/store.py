@@ -42,11 +42,10 @@ from .exceptions import (
     ConfigError,
     LockBusy,
     SchemaOutdated,
-    StorageError,
     TaskInterrupted,
     TaskNotFound,
 )
-from .files import private_dir
+from .files import file_error, private_dir
 from .models import (
     ACTIVE_STATUSES,
     TERMINAL,
@@ -140,7 +139,7 @@ class Store(AdminQueries):
             try:
                 private_dir(path.parent)  # 0700 whatever the umask (the file: make_engine)
             except OSError as err:
-                raise StorageError(f"cannot create {path.parent}: {err.strerror}") from None
+                raise file_error(f"cannot create {path.parent}", err) from None
         self._engine = make_engine(
             url, sqlite_synchronous, busy_timeout, idle_in_transaction=idle_in_transaction
         )

@@ -184,17 +184,18 @@ def test_a_full_disk_at_start_is_exit_4_in_one_line(bgx: Bgx, tiny_fs: Path) -> 
         _one_error(bgx("--database-url", url, *IMPORT, *args), 4)
 
 
-def test_a_state_directory_that_cannot_be_made_is_exit_4_in_one_line(
+def test_a_state_directory_that_cannot_be_made_is_exit_2_in_one_line(
     bgx: Bgx, tmp_path: Path
 ) -> None:
-    """The default database's directory (and the lock's) cannot be created: an I/O
-    error, one line and exit 4 (creating the database's was an internal error, exit 1)."""
+    """The default database's directory (and the lock's) cannot be created, as its
+    path runs under a file: a setting that cannot serve, one line and exit 2 (creating
+    the database's was an internal error, exit 1)."""
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     env = {"XDG_DATA_HOME": str(blocker / "data")}
     added = bgx(*IMPORT, "enqueue", "n", "tests.scripted:Noop", env=env)
-    assert "Not a directory" in _one_error(added, 4), describe(added)
+    assert "Not a directory" in _one_error(added, 2), describe(added)
     url = f"sqlite:///{tmp_path / 'q.db'}"
     bgx.ok("--database-url", url, *IMPORT, "enqueue", "n", "tests.scripted:Noop")
     run = bgx("--database-url", url, *IMPORT, "run-once", "--lock-file", blocker / "l" / "run.lock")
-    assert "Not a directory" in _one_error(run, 4), describe(run)
+    assert "Not a directory" in _one_error(run, 2), describe(run)
