@@ -800,7 +800,7 @@ class Runner:
         except StorageError as err:
             # One failed statement (a lock timeout, a serialisation failure) must not
             # turn into a death the next run would blame on the hook that just returned.
-            log.warning("run %s: %s; writing it again", self.run_id, err)
+            log.info("run %s: %s; writing it again", self.run_id, err)
             time.sleep(0.05)
             self.store.apply(*changes)
         if any(c.claim_as is not None and c.task_id == self._held for c in changes):
