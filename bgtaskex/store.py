@@ -969,9 +969,9 @@ _RELEASE = (
     .where(t.tasks.c.id == bindparam("v_task_id"), t.tasks.c.claim_token == bindparam("v_token"))
     .values(lease_until=None)
 )
-_CLAIM_OF = select(
-    t.tasks.c.claim_token, t.tasks.c.run_order, t.tasks.c.cancel_requested_at
-).where(t.tasks.c.id == bindparam("v_task_id"))
+_CLAIM_OF = select(t.tasks.c.claim_token, t.tasks.c.run_order, t.tasks.c.cancel_requested_at).where(
+    t.tasks.c.id == bindparam("v_task_id")
+)
 
 
 def _action_update(task_id: int, change: ActionChange, now: datetime) -> tuple[Any, dict[str, Any]]:
