@@ -65,7 +65,7 @@ from .models import (
 )
 from .owner import holder_is_gone
 from .probe import HEAD_REVISION, LEGACY_REVISIONS, LEGACY_VERSION_TABLE, VERSION_TABLE
-from .store_admin import AdminQueries, check_id
+from .store_admin import AdminQueries, check_id, event_record
 from .store_admin import conditions as _conditions
 from .urls import mask_secrets, sqlite_path
 
@@ -533,20 +533,7 @@ class Store(AdminQueries):
             rows = conn.execute(
                 select(t.events).where(t.events.c.task_id == task_id).order_by(t.events.c.id)
             )
-            return [
-                Event(
-                    id=row.id,
-                    task_id=row.task_id,
-                    at=row.at,
-                    run_id=row.run_id,
-                    rank=row.rank,
-                    old_status=row.old_status,
-                    new_status=row.new_status,
-                    message=row.message,
-                    error=row.error,
-                )
-                for row in rows
-            ]
+            return [event_record(row) for row in rows]
 
     def next_task(
         self,

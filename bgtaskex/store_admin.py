@@ -338,7 +338,7 @@ class AdminQueries:
             count = conn.execute(
                 select(func.count()).select_from(t.events).where(e.task_id == task_id)
             ).scalar_one()
-        return [_event_record(row) for row in reversed(rows)], int(count)
+        return [event_record(row) for row in reversed(rows)], int(count)
 
 
 def _waiting_actions(query: Any) -> Any:
@@ -350,7 +350,8 @@ def _waiting_actions(query: Any) -> Any:
     )
 
 
-def _event_record(row: Row[Any]) -> Event:
+def event_record(row: Row[Any]) -> Event:
+    """The Event of a row of the events table."""
     return Event(
         id=row.id,
         task_id=row.task_id,

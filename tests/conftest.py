@@ -92,6 +92,19 @@ def pg_schema_url() -> Iterator[str]:
 
 @pytest.fixture(
     params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+def server_url(request: pytest.FixtureRequest) -> str:
+    """A database server's fresh place for bgtaskex: an empty PostgreSQL schema or an
+    empty MariaDB database."""
+    name = "pg_schema_url" if request.param == "postgres" else "mariadb_database_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture(
+    params=[
         "sqlite",
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("mariadb", marks=pytest.mark.mariadb),

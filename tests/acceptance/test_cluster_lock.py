@@ -18,17 +18,6 @@ pytestmark = pytest.mark.timeout(120)
 IMPORT = ("--import", "tests.scripted")
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("mariadb", marks=pytest.mark.mariadb),
-    ]
-)
-def server_url(request: pytest.FixtureRequest) -> str:
-    fixture = "pg_schema_url" if request.param == "postgres" else "mariadb_database_url"
-    return str(request.getfixturevalue(fixture))
-
-
 def test_one_run_in_the_cluster(bgx: Bgx, server_url: str, tmp_path: Path) -> None:
     env = {**bgx.env, "BGTASKEX_CONCURRENCY": "lock=database"}
     log = tmp_path / "calls.jsonl"

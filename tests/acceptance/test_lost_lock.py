@@ -119,17 +119,6 @@ def _end_lock_session(url: str) -> None:
         engine.dispose()
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("mariadb", marks=pytest.mark.mariadb),
-    ]
-)
-def server_url(request: pytest.FixtureRequest) -> str:
-    fixture = "pg_schema_url" if request.param == "postgres" else "mariadb_database_url"
-    return str(request.getfixturevalue(fixture))
-
-
 def test_a_lost_cluster_lock_lets_no_second_run_into_a_running_action(
     bgx: Bgx, server_url: str, tmp_path: Path
 ) -> None:

@@ -451,14 +451,15 @@ def pids_of(lines: Iterable[dict[str, Any]], event: str) -> list[int]:
 
 def stop_outside_the_row(cluster: Cluster, daemon: Daemon, task_id: int) -> None:
     """SIGSTOP `daemon` at an instant when none of its connections holds a lock on the
-    task's row nor runs a statement: stopped holding the row lock (in a checkpoint, a
+    task's row, runs a statement or sits in a transaction: stopped holding the row lock (in a checkpoint, a
     heartbeat), it would keep every other worker off the task (SKIP LOCKED; see
     test_worker_stopped_inside_a_transaction_...), which is not what a stop past the
     lease is about here."""
     for _attempt in range(500):
         os.kill(daemon.pid, signal.SIGSTOP)
         states = cluster.backend_states(daemon)
-        if "active" not in states and not cluster.row_locked(task_id):
+        busy = any(s.startswith(("active", "idle in transaction")) for s in states)
+        if not busy and not cluster.row_locked(task_id):
             return
         os.kill(daemon.pid, signal.SIGCONT)
     pytest.fail(f"daemon {daemon.name} never caught off the task's row\n{daemon.describe()}")

@@ -65,18 +65,6 @@ MARIADB_BLOCKED = (
 )
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("mariadb", marks=pytest.mark.mariadb),
-    ]
-)
-def server_url(request: pytest.FixtureRequest) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("pg_schema_url"))
-    return str(request.getfixturevalue("mariadb_database_url"))
-
-
 @pytest.fixture
 def gated(server_url: str) -> Iterator[tuple[Store, int, sqlalchemy.Engine]]:
     """A store, a task of two actions, the trigger and its gate rows 1..ATTEMPTS, and an

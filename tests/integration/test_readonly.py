@@ -112,18 +112,6 @@ def test_read_commands_create_no_sqlite_file_nor_directory(cli: Cli, tmp_path: P
     run_read_commands(cli, created_nothing, "--database-url", f"sqlite:///{missing}")
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("mariadb", marks=pytest.mark.mariadb),
-    ]
-)
-def server_url(request: pytest.FixtureRequest) -> str:
-    """An empty PostgreSQL schema or an empty MariaDB database."""
-    name = "pg_schema_url" if request.param == "postgres" else "mariadb_database_url"
-    return str(request.getfixturevalue(name))
-
-
 def test_read_commands_create_no_table_on_an_empty_server_database(
     cli: Cli, server_url: str
 ) -> None:
