@@ -48,6 +48,9 @@ def mask_secrets(text: str) -> str:
     key-value pairs (`'password': ...`). The one masking function of bgtaskex, applied
     wherever text leaves the process: output, errors, logs and stored history. It errs
     on the side of masking: text that merely looks like a password goes too."""
+    lowered = text.lower()
+    if "://" not in text and "pass" not in lowered and "pwd" not in lowered:
+        return text  # no pattern can match (a run's history: most of what is masked)
     text = _USERINFO.sub(_masked_userinfo, text)
     text = _QUERY.sub(r"\g<head>***", text)
     return _KEY_VALUE.sub(_masked_value, text)
