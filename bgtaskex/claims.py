@@ -41,31 +41,36 @@ class Claims:
 
 
 class Heartbeat:
-    """Extends the lease of the task a worker holds, every third of the lease, from a
-    thread of its own (started at the first `hold`). When the claim turns out to be lost
-    (the token was superseded, or no beat got through before the lease ran out), sets
-    `lost`: the runner then asks the action to stop and writes nothing more about the
-    task. `lock_alive`, checked every `check_every` seconds, tells whether the run still
-    holds its lock; when it does not, `lock_lost` is set once."""
+    """Keeps the lease of the task a worker holds, from two threads of its own (started
+    at the first `hold`).
+
+    The beater extends the lease every third of its length and checks every
+    `check_every` seconds that the run still holds its lock (`lock_alive`; when it does
+    not, `lock_lost` is set and logged once). The watchdog only reads the clock: when
+    the lease is about to run out with no beat through (the database is cut off, a
+    connection hangs, the process was stopped past its lease), or a beat finds that
+    another run claimed the task, the process exits at once (`fence`): another run may
+    be executing the task, and a hook may not stop when asked. A claim lost at a write
+    (`ClaimLost`) is the runner's business."""
 
     def __init__(
         self,
         store: Store,
         lease: float,
-        lost: threading.Event,
         *,
         lock_alive: Callable[[], bool] | None = None,
         lock_lost: threading.Event | None = None,
         check_every: float = 1.0,
     ) -> None:
-        self.store, self.lease, self.lost = store, lease, lost
+        self.store, self.lease = store, lease
         self.lock_alive, self.lock_lost = lock_alive, lock_lost or threading.Event()
         self.check_every = min(check_every, lease / 3)
+        self.margin = min(2.0, lease / 10)  # fence this long before the lease ends
         self._held: tuple[int, int] | None = None
         self._held_until = 0.0
         self._guard = threading.Lock()
         self._done = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def hold(self, task_id: int, token: int) -> None:
         """Keep the lease of `task_id` (claimed with `token`) alive from now on."""
@@ -73,20 +78,26 @@ class Heartbeat:
             if self._held != (task_id, token):
                 self._held = (task_id, token)
                 self._held_until = time.monotonic() + self.lease
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._beat, name="bgtaskex-heartbeat", daemon=True
-                )
-                self._thread.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=target, name=name, daemon=True)
+                    for target, name in (
+                        (self._beat, "bgtaskex-heartbeat"),
+                        (self._watch, "bgtaskex-watchdog"),
+                    )
+                ]
+                for thread in self._threads:
+                    thread.start()
 
     def drop(self) -> None:
         with self._guard:
             self._held = None
 
     def close(self) -> None:
+        self.drop()
         self._done.set()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join(self.check_every + 1)  # a beat hung on the network is let be
 
     def __enter__(self) -> Heartbeat:
         return self
@@ -102,6 +113,13 @@ class Heartbeat:
                 extended = self._extend()
                 next_beat = time.monotonic() + (self.lease / 3 if extended else self.check_every)
 
+    def _watch(self) -> None:
+        while not self._done.wait(min(0.25, self.lease / 10)):
+            with self._guard:
+                held, held_until = self._held, self._held_until
+            if held is not None and time.monotonic() >= held_until - self.margin:
+                fence(held[0], "no heartbeat got through before the lease ran out")
+
     def _check_lock(self) -> None:
         if self.lock_alive is None or self.lock_lost.is_set():
             return
@@ -110,55 +128,46 @@ class Heartbeat:
         except Exception:  # a broken connection is a lost lock
             alive = False
         if not alive:
+            log.warning(
+                "the run lock is gone (its file was removed or replaced, or the database "
+                "ended the session holding it): the run starts nothing more and asks the "
+                "current action to stop; the tasks it holds stay fenced by their leases"
+            )
             self.lock_lost.set()
 
     def _extend(self) -> bool:
         """One beat: False when it did not get through (try again soon)."""
         with self._guard:
-            held, held_until = self._held, self._held_until
+            held = self._held
         if held is None:
             return True
         task_id, token = held
         sent = time.monotonic()  # the new lease ends no sooner than this + lease
         try:
-            if self.store.heartbeat(task_id, token, self.lease):
-                with self._guard:
-                    if self._held == held:
-                        self._held_until = sent + self.lease
-                return True
-            why = "another run claimed it"
+            extended = self.store.heartbeat(task_id, token, self.lease)
         except StorageError as err:
-            if time.monotonic() < held_until - min(2.0, self.lease / 6):
-                log.warning("task %s: heartbeat failed (%s); retrying", task_id, err)
-                return False
-            with self._guard:
-                if self._held == held:
-                    _fence(task_id, err)
-            return True
+            log.warning("task %s: heartbeat failed (%s); retrying", task_id, err)
+            return False
         with self._guard:
             if self._held != held:
                 return True  # dropped meanwhile: the claim ended normally
-        log.warning(
-            "task %s: lost the claim (token %s): %s; asking its action to stop",
-            task_id,
-            token,
-            why,
-        )
-        self.lost.set()
-        return True
+            if extended:
+                self._held_until = sent + self.lease
+                return True
+        fence(task_id, f"another run claimed it (token {token} superseded)")
+        return True  # not reached
 
 
-def _fence(task_id: int, err: Exception) -> None:
-    """The lease of a task whose hook is running is about to run out and no heartbeat
-    gets through (the database is cut off from this host, not from others): another run
-    may take the task over in a moment, and the hook may not stop when asked. Exit at
-    once, as PHP's max_execution_time ends the original; the next run recovers the task
-    as after a crash."""
+def fence(task_id: int, why: str) -> None:
+    """The process may no longer hold the task it is executing: another run may take it
+    over now, or has, and the hook may not stop when asked. Exit at once, as PHP's
+    max_execution_time ends the original; the next run recovers the task as after a
+    crash."""
     log.critical(
-        "task %s: the lease runs out and no heartbeat gets through (%s): exiting now, so "
-        "that no other run executes the task beside this one; the next run recovers it",
+        "task %s: lost its lease (%s): exiting now, so that no other run executes it beside "
+        "this one; the next run recovers it",
         task_id,
-        err,
+        why,
     )
     logging.shutdown()
     os._exit(FENCED_EXIT)

@@ -3,10 +3,11 @@ process is certainly gone.
 
 A claim's name is `host:pid:mark/worker`, where `mark` ties the pid to one process for
 good: the host's boot id, the pid namespace and the process's start time (Linux). A
-lease outlives a run killed with SIGKILL; a run on the same host can tell from the mark
-that the holder is dead (its pid is gone, or now names another process, or the host has
-rebooted) and take the task over at once instead of waiting for the lease to run out.
-A holder on another host, or one that cannot be told apart, is never presumed dead.
+lease outlives a run killed with SIGKILL; a run on the same host (same name, same boot,
+same pid namespace) can tell from the mark that the holder is dead (its pid is gone, or
+now names another process) and take the task over at once instead of waiting for the
+lease to run out. A holder on another host, or one that cannot be told apart (another
+boot id: a reboot, or a cloned machine of the same name), is never presumed dead.
 
 The name ends with `/run.worker`: a run of this very process that ended (an error took
 it out in the middle of a task, and the lease could not be ended) is told from a live
@@ -79,8 +80,9 @@ def process_name() -> str:
 
 def holder_is_gone(claimed_by: str | None) -> bool:
     """Whether the process named by `claimed_by` (a `process_name()`, maybe with a
-    `/worker` suffix) is certainly dead: it ran on this host and its pid no longer names
-    it, or the host rebooted since. False whenever that cannot be told."""
+    `/run.worker` suffix) is certainly dead: it ran on this host, in this boot, and its
+    pid no longer names it (or it is this process, and its run is over). False whenever
+    that cannot be told."""
     if not claimed_by:
         return False
     host, _, rest = claimed_by.partition(":")
@@ -93,7 +95,8 @@ def holder_is_gone(claimed_by: str | None) -> bool:
     if not (boot and namespace and started) or namespace != _pid_namespace():
         return False  # another container, or not Linux: cannot tell
     if boot != _boot_id():
-        return True  # the host rebooted since the claim
+        # A reboot, or another machine of the same name (a cloned image): cannot tell.
+        return False
     pid = int(pid_text)
     if pid == os.getpid():
         if started != _start_time():

@@ -86,7 +86,7 @@ def import_declared(settings: Settings) -> None:
     for module in settings.imports:
         try:
             importlib.import_module(module)
-        except Exception as err:  # a broken user module: one line, not a traceback
+        except (Exception, SystemExit) as err:  # a broken module: one line, no traceback
             raise ConfigError(
                 f"declared module {module!r} cannot be imported: {type(err).__name__}: {err}"
             ) from err

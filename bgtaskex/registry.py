@@ -91,7 +91,7 @@ class Registry:
             )
         try:
             obj: object = importlib.import_module(module_name)
-        except Exception as err:  # a broken user module must not crash the run
+        except (Exception, SystemExit) as err:  # a broken module must not end the run
             raise ModuleUnavailable(
                 f"action ref {ref!r}: cannot import {module_name!r}: {type(err).__name__}: {err}",
                 module_name,

@@ -261,9 +261,7 @@ class Runner:
         self._lost = threading.Event()  # the claim of the task held was taken over
         self.lock_lost = lock_lost or threading.Event()
         self._heartbeat = (
-            Heartbeat(
-                store, claims.lease, self._lost, lock_alive=lock_alive, lock_lost=self.lock_lost
-            )
+            Heartbeat(store, claims.lease, lock_alive=lock_alive, lock_lost=self.lock_lost)
             if claims is not None
             else None
         )
@@ -340,15 +338,9 @@ class Runner:
                 self.store.release(held, token)
 
     def _should_end(self) -> bool:
-        if self.lock_lost.is_set():
-            log.warning(
-                "run %s: the run lock is gone (its file was removed or replaced, or the "
-                "database ended the session holding it): starting nothing more; the tasks "
-                "it holds stay fenced by their leases",
-                self.run_id,
-            )
-            return True
-        return time.time() >= self.deadline or self.stop.is_set()
+        """Time is up, a stop was asked, or the run's lock is gone (the heartbeat says
+        so in the log)."""
+        return time.time() >= self.deadline or self.stop.is_set() or self.lock_lost.is_set()
 
     def _next(self, broken: set[int]) -> Task | None:
         if self.claims is not None and self.claims.shared:
@@ -663,7 +655,7 @@ class Runner:
             if not isinstance(result, bool):
                 raise TypeError(f"{name} must return True or False, not {result!r}")
             params = jsonable(instance.params, name, self.settings.max_params_bytes)
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # sys.exit() in a hook is a hook's error
             self._hook_died(work, rank, name, err)
             raise _HookDied from err
         elapsed = (
@@ -690,7 +682,7 @@ class Runner:
             overrun,
         )
 
-    def _hook_died(self, work: _Work, rank: int, name: str, err: Exception) -> None:
+    def _hook_died(self, work: _Work, rank: int, name: str, err: Exception | SystemExit) -> None:
         log.warning(
             "run %s: task %s (%s): %s of action %s (%s) raised %s: %s",
             self.run_id,

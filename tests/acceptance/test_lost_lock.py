@@ -6,10 +6,14 @@ first run says its lock is gone and starts nothing more; the second does the res
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
+import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -189,3 +193,111 @@ def test_a_run_cut_off_from_the_database_exits_before_its_lease_runs_out(
     task = bgx.show(url, int(added.stdout))
     assert (task["status"], task["actions"][0]["attempts"]) == ("finished", 1)
     assert [e["hook"] for e in entries(log)] == ["init", "execute", "change", "execute"]
+
+
+class Blackhole:
+    """A TCP proxy to the database that can go silent: once `swallow()` is called, it
+    keeps every connection open and forwards nothing, as a dropped route, a NAT that
+    forgot the flow or a hung proxy does (no error ever comes back)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.silent = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def swallow(self) -> None:
+        self.silent.set()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                if self.silent.is_set():
+                    continue  # read and dropped: the peer hears nothing, ever
+                dst.sendall(data)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.mark.postgres
+def test_a_run_whose_database_goes_silent_exits_before_its_lease_runs_out(
+    bgx: Bgx, pg_schema_url: str, tmp_path: Path
+) -> None:
+    """No error, no answer: the heartbeat hangs on the network. The watchdog, which only
+    reads the clock, ends the run before its lease runs out, so that no other run
+    executes the stubborn action beside it."""
+    log = tmp_path / "calls.jsonl"
+    url = sqlalchemy.make_url(pg_schema_url)
+    proxy = Blackhole(url.host or "127.0.0.1", url.port or 5432)
+    through = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    env = {**bgx.env, "BGTASKEX_CONCURRENCY": "lease=3s"}
+    try:
+        added = bgx.ok(
+            "--database-url", pg_schema_url, *IMPORT, "enqueue", "a",
+            scripted(log, {"execute": ["sleep:30", "true"]}), "-q",
+        )  # fmt: skip
+        holder = bgx.start("--database-url", through, *IMPORT, "run-once", env=env)
+        wait_until(hook_started(log, "execute", holder.pid), "the holder's execute", proc=holder)
+        proxy.swallow()
+        code, out, err = finish(holder, timeout=20)  # the action alone would sleep 30 s
+    finally:
+        proxy.close()
+    assert code == 4, (code, out, err)
+    assert "exiting now" in err, err
+    after = bgx.ok("--database-url", pg_schema_url, *IMPORT, "run-once", env=env)
+    assert "1 finished" in after.stdout, (after.stdout, after.stderr)
+    task = bgx.show(pg_schema_url, int(added.stdout))
+    assert (task["status"], task["actions"][0]["attempts"]) == ("finished", 1)
+
+
+def test_a_run_stopped_past_its_lease_exits_when_it_wakes(
+    bgx: Bgx, sqlite_url: str, tmp_path: Path
+) -> None:
+    """SIGSTOP past the lease (a paused VM, a debugger): a second run takes the task
+    over; woken up, the first exits at once instead of going on beside it."""
+    log = tmp_path / "calls.jsonl"
+    env = {**bgx.env, "BGTASKEX_CONCURRENCY": "lease=2s"}
+    bgx.ok(
+        "--database-url", sqlite_url, *IMPORT, "enqueue", "a",
+        scripted(log, {"execute": ["sleep:30", "true"]}), "-q",
+    )  # fmt: skip
+    holder = bgx.start(
+        "--database-url", sqlite_url, *IMPORT, "run-once", "--lock-file", tmp_path / "a.lock",
+        env=env,
+    )  # fmt: skip
+    wait_until(hook_started(log, "execute", holder.pid), "the holder's execute", proc=holder)
+    holder.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: lease_over(sqlite_url), "the holder's lease to run out", timeout=10)
+        second = bgx(
+            "--database-url", sqlite_url, *IMPORT, "run-once", "--lock-file", tmp_path / "b.lock",
+            env=env,
+        )  # fmt: skip
+    finally:
+        holder.send_signal(signal.SIGCONT)
+    code, out, err = finish(holder, timeout=10)
+    assert code == 4, (code, out, err)
+    assert "exiting now" in err, err
+    assert "1 finished" in second.stdout, (second.stdout, second.stderr)
+
+
+def lease_over(sqlite_url: str) -> bool:
+    engine = sqlalchemy.create_engine(sqlite_url)
+    try:
+        with engine.connect() as conn:
+            until = conn.execute(sqlalchemy.text("SELECT lease_until FROM bgtaskex_tasks")).scalar()
+    finally:
+        engine.dispose()
+    return until is not None and str(until) < datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")

@@ -10,6 +10,7 @@ stopped, cut off) are in tests/acceptance/test_scaleout.py.
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -26,6 +27,8 @@ from bgtaskex.exceptions import ClaimLost, ConfigError, LockBusy, StorageError
 from bgtaskex.models import Change, NewAction, Task, TaskStatus, TaskType
 from bgtaskex.probe import HEAD_REVISION
 from bgtaskex.store import Store
+from tests.acceptance.conftest import command
+from tests.conftest import isolated_env
 
 NOOP = "tests.scripted:Noop"
 SCRIPTED = "tests.scripted:Scripted"
@@ -195,14 +198,17 @@ def test_workers_drain_every_task_once(workers_client: Client, tmp_path: Path) -
     assert all(workers_client.get(i).lease_until is None for i in ids), "claims released"
 
 
-def test_a_lost_claim_stops_the_action_and_its_writes(
+def test_a_claim_lost_at_a_checkpoint_stops_the_action_and_its_writes(
     server_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = claims_settings(server_url, tmp_path, lock="none", lease=1.0)
+    """Another worker took the task over (its token is newer): the next checkpoint
+    raises in the action, and nothing more is written about the task. (A lease of 30 s:
+    the checkpoint finds out before any heartbeat does.)"""
+    settings = claims_settings(server_url, tmp_path, lock="none", lease=30.0)
     log = str(tmp_path / "calls.jsonl")
     with connect(settings=settings) as client:
-        plan = {"execute": ["until-stop"]}
-        task_id = client.enqueue("t", [(SCRIPTED, {"name": "A", "log": log, "plan": plan})])
+        params = {"name": "A", "log": log, "total": None, "step": 0.02}
+        task_id = client.enqueue("t", [("tests.ops_actions:Looper", params)])
         result: list[object] = []
         runner = threading.Thread(target=lambda: result.append(client.run_once()))
         with caplog.at_level(logging.WARNING, logger="bgtaskex"):
@@ -213,7 +219,7 @@ def test_a_lost_claim_stops_the_action_and_its_writes(
                 time.sleep(0.02)
             bump_token(client.store, task_id)  # another worker took it over
             runner.join(20)
-        assert not runner.is_alive(), "the action was not asked to stop"
+        assert not runner.is_alive(), "the action was not stopped"
         summary = result[0]
         assert summary.lost == 1  # type: ignore[attr-defined]
         task = client.get(task_id)
@@ -222,12 +228,47 @@ def test_a_lost_claim_stops_the_action_and_its_writes(
         assert "lost the claim" in caplog.text
 
 
+def test_a_claim_lost_under_a_running_hook_ends_the_process(
+    server_url: str, tmp_path: Path
+) -> None:
+    """The heartbeat finds that another worker took the task over while a hook that
+    never checkpoints runs: the process exits at once (code 4, one critical line), so
+    the hook cannot go on beside the new owner."""
+    log = tmp_path / "calls.jsonl"
+    env = {**isolated_env(tmp_path / "home"), "BGTASKEX_CONCURRENCY": "lock=none lease=1s"}
+    plan = {"execute": ["sleep:30"]}
+    with connect(settings=claims_settings(server_url, tmp_path, lock="none")) as client:
+        task_id = client.enqueue("t", [(SCRIPTED, {"name": "A", "log": str(log), "plan": plan})])
+        run = subprocess.Popen(
+            command("--database-url", server_url, "--import", "tests.scripted", "run-once"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while "execute" not in (log.read_text() if log.exists() else ""):
+                assert time.monotonic() < deadline and run.poll() is None, "no execute"
+                time.sleep(0.02)
+            bump_token(client.store, task_id)  # another worker took it over
+            _out, err = run.communicate(timeout=10)  # the hook alone sleeps 30 s
+        finally:
+            run.kill()
+        assert run.returncode == 4, err
+        assert "another run claimed it" in err and "exiting now" in err, err
+        task = client.get(task_id)
+        assert task.status is TaskStatus.RUNNING
+        assert not [e for e in client.events(task_id) if e.error], "nothing written after"
+
+
 def test_a_heartbeating_worker_keeps_its_task(server_url: str, tmp_path: Path) -> None:
-    """A lease of 1 s, an execute of 3.5 s: the heartbeat holds the claim all along."""
-    settings = claims_settings(server_url, tmp_path, lock="none", lease=1.0)
+    """A lease of 2 s, an execute of 5 s: the heartbeat holds the claim all along. (In
+    this process: a lease so short that a slow machine misses it would end pytest.)"""
+    settings = claims_settings(server_url, tmp_path, lock="none", lease=2.0)
     log = str(tmp_path / "calls.jsonl")
     with connect(settings=settings) as client:
-        plan = {"execute": ["sleep:3.5"]}
+        plan = {"execute": ["sleep:5"]}
         task_id = client.enqueue("t", [(SCRIPTED, {"name": "A", "log": log, "plan": plan})])
         runner = threading.Thread(target=client.run_once)
         runner.start()
