@@ -141,3 +141,12 @@ class Grows(Action):
     def execute(self, deadline: float) -> bool:
         self.params["blob"] = "x" * int(self.params["bytes"])
         return True
+
+
+class Exits(Action):
+    """Calls sys.exit(0) in execute: a bug of the hook, not the end of the run."""
+
+    def execute(self, deadline: float) -> bool:
+        import sys
+
+        sys.exit(0)

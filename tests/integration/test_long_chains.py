@@ -55,3 +55,14 @@ def test_params_grown_past_the_limit_are_a_hook_error(client: Client) -> None:
     assert "blob" not in task.actions[0].params
     (event,) = [e for e in limited.events(tid) if e.error]
     assert "max_params_bytes" in event.message and "10,000" in event.message
+
+
+def test_sys_exit_in_a_hook_is_a_hook_error_not_the_end_of_the_run(client: Client) -> None:
+    bad = client.enqueue("exits", [("tests.scripted:Exits", {})])
+    good = client.enqueue("after", [("tests.scripted:Noop", {})])
+    summary = client.run_once()
+    assert (summary.errors, summary.finished) == (1, 1)
+    assert client.get(good).status == "finished"
+    assert client.get(bad).status == "running"  # recovered by the next run, as any error
+    (event,) = [e for e in client.events(bad) if e.error]
+    assert "SystemExit" in event.message
