@@ -64,7 +64,7 @@ class Heartbeat:
     ) -> None:
         self.store, self.lease = store, lease
         self.lock_alive, self.lock_lost = lock_alive, lock_lost or threading.Event()
-        self.check_every = min(check_every, lease / 3)
+        self.check_every = min(check_every, lease / 6)  # a beat within half the lease
         self.margin = min(2.0, lease / 10)  # fence this long before the lease ends
         self._held: tuple[int, int] | None = None
         self._held_until = 0.0
@@ -72,12 +72,14 @@ class Heartbeat:
         self._done = threading.Event()
         self._threads: list[threading.Thread] = []
 
-    def hold(self, task_id: int, token: int) -> None:
-        """Keep the lease of `task_id` (claimed with `token`) alive from now on."""
+    def hold(self, task_id: int, token: int, since: float) -> None:
+        """Keep the lease of `task_id` alive from now on: claimed with `token`, the lease
+        set no sooner than `since` (a `time.monotonic()` taken before the claim was
+        sent), so it ends no sooner than `since` + lease."""
         with self._guard:
             if self._held != (task_id, token):
                 self._held = (task_id, token)
-                self._held_until = time.monotonic() + self.lease
+                self._held_until = since + self.lease
             if not self._threads:
                 self._threads = [
                     threading.Thread(target=target, name=name, daemon=True)
@@ -106,12 +108,14 @@ class Heartbeat:
         self.close()
 
     def _beat(self) -> None:
-        next_beat = time.monotonic() + self.lease / 3
-        while not self._done.wait(max(0.0, min(self.check_every, next_beat - time.monotonic()))):
+        """Beat once a third of the lease has gone since it was last set (a failed beat
+        is tried again at the next check)."""
+        while not self._done.wait(self.check_every):
             self._check_lock()
-            if time.monotonic() >= next_beat:
-                extended = self._extend()
-                next_beat = time.monotonic() + (self.lease / 3 if extended else self.check_every)
+            with self._guard:
+                held, held_until = self._held, self._held_until
+            if held is not None and time.monotonic() >= held_until - 2 * self.lease / 3:
+                self._extend()
 
     def _watch(self) -> None:
         while not self._done.wait(min(0.25, self.lease / 10)):
@@ -135,27 +139,26 @@ class Heartbeat:
             )
             self.lock_lost.set()
 
-    def _extend(self) -> bool:
-        """One beat: False when it did not get through (try again soon)."""
+    def _extend(self) -> None:
+        """One beat."""
         with self._guard:
             held = self._held
         if held is None:
-            return True
+            return
         task_id, token = held
         sent = time.monotonic()  # the new lease ends no sooner than this + lease
         try:
             extended = self.store.heartbeat(task_id, token, self.lease)
         except StorageError as err:
             log.warning("task %s: heartbeat failed (%s); retrying", task_id, err)
-            return False
+            return
         with self._guard:
             if self._held != held:
-                return True  # dropped meanwhile: the claim ended normally
+                return  # dropped meanwhile: the claim ended normally
             if extended:
                 self._held_until = sent + self.lease
-                return True
+                return
         fence(task_id, f"another run claimed it (token {token} superseded)")
-        return True  # not reached
 
 
 def fence(task_id: int, why: str) -> None:

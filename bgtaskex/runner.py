@@ -258,6 +258,7 @@ class Runner:
         self._claim_from: int | None = None  # token read with the task, claim not staged
         self._claimed = False  # the claim of the task held is committed
         self._held: int | None = None  # the task held
+        self._claim_sent = 0.0  # time.monotonic() before its claim went to the database
         self._lost = threading.Event()  # the claim of the task held was taken over
         self.lock_lost = lock_lost or threading.Event()
         self._heartbeat = (
@@ -345,6 +346,7 @@ class Runner:
     def _next(self, broken: set[int]) -> Task | None:
         if self.claims is not None and self.claims.shared:
             self._flush()
+            self._claim_sent = time.monotonic()
             return self.store.claim(
                 self.claims.worker,
                 self.run_id,
@@ -643,7 +645,7 @@ class Runner:
         """
         self._flush(work.task.id)  # what announces this hook is durable before it runs
         if self._heartbeat is not None and self._claimed and self.token is not None:
-            self._heartbeat.hold(work.task.id, self.token)
+            self._heartbeat.hold(work.task.id, self.token, self._claim_sent)
         context = instance._context
         if isinstance(context, _Context):
             context.busy_since_save()
@@ -785,6 +787,7 @@ class Runner:
             self._counts[now] += 1
 
     def _write(self, changes: list[Change]) -> None:
+        sent = time.monotonic()
         try:
             self.store.apply(*changes)
         except (DatabaseUnavailable, TaskInterrupted, ClaimLost):
@@ -796,7 +799,7 @@ class Runner:
             time.sleep(0.05)
             self.store.apply(*changes)
         if any(c.claim_as is not None and c.task_id == self._held for c in changes):
-            self._claimed = True
+            self._claimed, self._claim_sent = True, sent
 
 
 class StopRequest(threading.Event):

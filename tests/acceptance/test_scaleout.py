@@ -793,11 +793,14 @@ def test_pg_terminate_backend_of_one_daemon_loses_nothing(cluster: Cluster) -> N
 def stop_holding_the_row(cluster: Cluster, daemon: Daemon, task_id: int) -> None:
     """SIGSTOP `daemon` at an instant when one of its connections is inside a
     transaction that locked the task's row (a checkpoint, a heartbeat, the claim)."""
-    for _attempt in range(500):
+    for attempt in range(500):
         os.kill(daemon.pid, signal.SIGSTOP)
         if cluster.row_locked(task_id):
             return
         os.kill(daemon.pid, signal.SIGCONT)
+        # Let it run a little: stopped again at once, it would hardly move, and could stay
+        # outside a transaction every time.
+        time.sleep(0.001 * (attempt % 20))
     pytest.fail(f"daemon {daemon.name} never caught inside a transaction\n{daemon.describe()}")
 
 
