@@ -101,12 +101,6 @@ class Heartbeat:
         for thread in self._threads:
             thread.join(self.check_every + 1)  # a beat hung on the network is let be
 
-    def __enter__(self) -> Heartbeat:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _beat(self) -> None:
         """Beat once a third of the lease has gone since it was last set (a failed beat
         is tried again at the next check)."""
