@@ -263,7 +263,7 @@ def cached(
     import hashlib
 
     import bgtaskex
-    from bgtaskex.probe import HEAD_REVISION
+    from bgtaskex.store.probe import HEAD_REVISION
 
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     kind = "waiting" if all_waiting else "mixed"

@@ -321,7 +321,7 @@ Matcher = tuple[str, str] | tuple[str, str, int]
 def _breakdown() -> list[tuple[str, list[Matcher]]]:
     """(label, matchers): a matcher is (file or path ending, function name[, first line]),
     or ("~", name) for a C function. Indented rows are parts of the row above."""
-    from bgtaskex.runner import Runner
+    from bgtaskex.run.runner import Runner
     from bgtaskex.store import Store
 
     return [

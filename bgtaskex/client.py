@@ -25,10 +25,10 @@ from .models import (
 )
 from .processes import Process
 from .registry import Registry, load_callable
-from .store import Store
+from .store.core import Store
 
 if TYPE_CHECKING:
-    from .runner import RunObserver
+    from .run.runner import RunObserver
 
 ActionSpec = str | tuple[str, Mapping[str, Any]] | NewAction | Mapping[str, Any]
 
@@ -184,7 +184,7 @@ class Client:
             if lock == "database":  # some run holds the cluster lock
                 return self.store.cluster_lock_held()
             if lock == "file":
-                from .lock import lock_is_held
+                from .run.file_lock import lock_is_held
 
                 return lock_is_held(self.settings.lock_path)
             return False  # lock = "none": no live claim, so no worker is executing it
@@ -220,7 +220,7 @@ class Client:
         (OutsideWindow otherwise), the deadline capped at the window's end. `now` (aware)
         stands in for the clock in the window check.
         """
-        from .runner import run
+        from .run.runner import run
 
         budget = max_execution_time or self.settings.max_execution_time
         queues = not_after = planner = None

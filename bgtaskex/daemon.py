@@ -27,7 +27,7 @@ from .config import Settings
 from .exceptions import BgtaskexError, LockBusy, OutsideWindow
 from .notify import Notifier
 from .processes import Process
-from .runner import StopRequest
+from .run.runner import StopRequest
 from .wakeup import WakeUps
 
 log = logging.getLogger(__name__)

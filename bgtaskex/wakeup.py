@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 
 from .exceptions import BgtaskexError
-from .store import Store
+from .store.core import Store
 
 log = logging.getLogger(__name__)
 

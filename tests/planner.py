@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 from bgtaskex.client import Client
-from bgtaskex.lock import lock_is_held
+from bgtaskex.run.file_lock import lock_is_held
 
 PLANNED_QUEUE = "planned"
 LOG_ENV = "BGX_TEST_PLANNER_LOG"

@@ -35,9 +35,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import Delete, Select
 from sqlalchemy.sql.elements import BindParameter, ClauseElement, ColumnElement, Grouping
 
-from ..engine import first_line, make_engine
 from ..exceptions import ConfigError, DatabaseUnavailable
 from ..rules import RetentionRule, where_problem
+from ..store.engine import first_line, make_engine
 from ..urls import mask_secrets
 
 log = logging.getLogger("bgtaskex.retention")

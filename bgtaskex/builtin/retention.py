@@ -203,8 +203,8 @@ class PurgeRows(Action):
                     gone = sorted(set(gone) & set(keys))
                     target.delete(conn, gone)
         except Exception as err:
-            from ..engine import first_line
             from ..exceptions import DatabaseUnavailable
+            from ..store.engine import first_line
 
             p["failed_chunk"] = {"after": p["after"], "size": size, "error": first_line(err)}
             if isinstance(err, DatabaseUnavailable) or getattr(

@@ -10,10 +10,10 @@ from contextlib import suppress
 from alembic import context
 from sqlalchemy import exc, text
 
-from bgtaskex.engine import mysql_lock_name
 from bgtaskex.exceptions import StorageError
-from bgtaskex.migrate import adopt_legacy_version
-from bgtaskex.probe import VERSION_TABLE
+from bgtaskex.store.engine import mysql_lock_name
+from bgtaskex.store.migrate import adopt_legacy_version
+from bgtaskex.store.probe import VERSION_TABLE
 from bgtaskex.tables import MYSQL, metadata
 
 connection = context.config.attributes["connection"]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bgtaskex.probe import HEAD_REVISION
+from bgtaskex.store.probe import HEAD_REVISION
 from tests.acceptance.conftest import (
     Bgx,
     describe,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from bgtaskex.engine import mysql_lock_name
+from bgtaskex.store.engine import mysql_lock_name
 from tests.acceptance.conftest import Bgx, entries, finish, hook_started, scripted, wait_until
 
 pytestmark = pytest.mark.timeout(120)

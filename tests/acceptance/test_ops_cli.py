@@ -22,7 +22,7 @@ import pytest
 from bgtaskex.client import connect
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import TaskNotFound
-from bgtaskex.lock import RunLock
+from bgtaskex.run.file_lock import RunLock
 from bgtaskex.store import Store
 from tests.acceptance.conftest import (
     Bgx,

@@ -25,8 +25,8 @@ from bgtaskex.concurrency import Concurrency
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import ClaimLost, ConfigError, LockBusy, StorageError
 from bgtaskex.models import Change, NewAction, Task, TaskStatus, TaskType
-from bgtaskex.probe import HEAD_REVISION
 from bgtaskex.store import Store
+from bgtaskex.store.probe import HEAD_REVISION
 from tests.acceptance.conftest import command
 from tests.conftest import isolated_env
 
@@ -385,7 +385,7 @@ def test_a_failed_idle_limit_on_mariadb_is_an_error(
     """Not swallowed: a server that refuses the SET (an unknown variable, as before
     MariaDB 10.3) fails the connection with a storage error, instead of leaving a frozen
     worker's row locks unbounded without a word."""
-    from bgtaskex import engine
+    from bgtaskex.store import engine
 
     monkeypatch.setattr(engine, "mysql_idle_timeout", lambda *_: "SET SESSION no_such_limit = 1")
     store = Store(mariadb_database_url, idle_in_transaction=3.0)

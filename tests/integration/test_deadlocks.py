@@ -25,7 +25,6 @@ import pytest
 import sqlalchemy
 from sqlalchemy import text
 
-from bgtaskex.engine import retrying_deadlocks
 from bgtaskex.exceptions import Deadlock
 from bgtaskex.models import (
     ActionChange,
@@ -37,6 +36,7 @@ from bgtaskex.models import (
     TaskType,
 )
 from bgtaskex.store import Store
+from bgtaskex.store.engine import retrying_deadlocks
 
 ATTEMPTS = retrying_deadlocks.__defaults__[0]  # type: ignore[index]
 WAIT = 20.0  # seconds: a bound on every wait of these tests, never reached when they pass

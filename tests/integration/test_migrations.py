@@ -13,12 +13,11 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, Table, delete, func, insert, inspect, select, text
 
-from bgtaskex import migrate
 from bgtaskex import tables as t
 from bgtaskex.client import connect
 from bgtaskex.config import Settings
-from bgtaskex.probe import HEAD_REVISION, VERSION_TABLE
-from bgtaskex.store import Store
+from bgtaskex.store import Store, migrate
+from bgtaskex.store.probe import HEAD_REVISION, VERSION_TABLE
 from tests.integration.test_schema import race_to_ensure_schema
 
 TABLES = ("bgtaskex_tasks", "bgtaskex_actions", "bgtaskex_events")

@@ -30,10 +30,10 @@ from bgtaskex.cli import _main, cli
 from bgtaskex.client import Client, connect
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import InvalidState, TaskNotFound
-from bgtaskex.lock import RunLock
 from bgtaskex.models import TaskFilter
-from bgtaskex.probe import sqlite_idle
+from bgtaskex.run.file_lock import RunLock
 from bgtaskex.store import Store
+from bgtaskex.store.probe import sqlite_idle
 from bgtaskex.views import stats_dict
 from tests.scripted import calls
 

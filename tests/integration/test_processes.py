@@ -22,8 +22,8 @@ from bgtaskex.cli import _main
 from bgtaskex.client import Client
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import ConfigError, OutsideWindow
-from bgtaskex.lock import lock_is_held
 from bgtaskex.processes import Process
+from bgtaskex.run.file_lock import lock_is_held
 from bgtaskex.schedule import WeeklyWindow
 from tests import planner
 from tests.scripted import calls

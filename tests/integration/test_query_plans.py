@@ -35,7 +35,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, event, inspect, text
 
-from bgtaskex import probe, runner
 from bgtaskex.models import (
     ActionChange,
     ActionStatus,
@@ -46,7 +45,8 @@ from bgtaskex.models import (
     run_order,
 )
 from bgtaskex.registry import Registry
-from bgtaskex.store import Store
+from bgtaskex.run import runner
+from bgtaskex.store import Store, probe
 from bgtaskex.tables import metadata
 from tests.conftest import MARIADB_URL, PG_URL, _fresh_database_url
 

@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from bgtaskex import migrate
 from bgtaskex.cli import _main
 from bgtaskex.client import connect
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import StorageError
-from bgtaskex.probe import HEAD_REVISION, VERSION_TABLE
-from bgtaskex.store import Store
+from bgtaskex.store import Store, migrate
+from bgtaskex.store.probe import HEAD_REVISION, VERSION_TABLE
 from tests import appdb
 from tests.acceptance.conftest import SCRIPTED
 from tests.conftest import isolated_env

@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import event, inspect, text
 
-from bgtaskex import migrate, probe
 from bgtaskex.client import connect
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import SchemaOutdated
 from bgtaskex.models import NewAction, TaskType
-from bgtaskex.probe import HEAD_REVISION, VERSION_TABLE, sqlite_idle
-from bgtaskex.store import Store
+from bgtaskex.store import Store, migrate, probe
+from bgtaskex.store.probe import HEAD_REVISION, VERSION_TABLE, sqlite_idle
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLES = {VERSION_TABLE, "bgtaskex_tasks", "bgtaskex_actions", "bgtaskex_events"}

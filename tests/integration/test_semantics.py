@@ -24,7 +24,7 @@ from bgtaskex import Action
 from bgtaskex.client import Client
 from bgtaskex.models import ActionStatus, TaskStatus, TaskType, run_order
 from bgtaskex.registry import Registry
-from bgtaskex.runner import Runner
+from bgtaskex.run.runner import Runner
 from bgtaskex.store import Store
 from tests.scripted import calls
 

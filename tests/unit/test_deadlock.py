@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from bgtaskex.engine import translated
 from bgtaskex.exceptions import DatabaseUnavailable, Deadlock, StorageError
+from bgtaskex.store.engine import translated
 
 
 class MySQLError(Exception):

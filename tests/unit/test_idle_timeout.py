@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from bgtaskex import engine
+from bgtaskex.store import engine
 
 
 def test_mariadb_gets_its_set_rounded_to_a_whole_second() -> None:

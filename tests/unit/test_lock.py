@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from bgtaskex.exceptions import ConfigError, LockBusy
-from bgtaskex.lock import RunLock, lock_is_held, lock_state, raise_if_held
+from bgtaskex.run.file_lock import RunLock, lock_is_held, lock_state, raise_if_held
 
 HOLD = """
 import sys, time
-from bgtaskex.lock import RunLock, lock_state
+from bgtaskex.run.file_lock import RunLock, lock_state
 with RunLock(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.readline()

@@ -11,7 +11,7 @@ import pytest
 from bgtaskex.concurrency import Concurrency
 from bgtaskex.config import Settings, load_settings, params_size
 from bgtaskex.exceptions import ConfigError
-from bgtaskex.preflight import check_runnable, findable, import_declared
+from bgtaskex.run.preflight import check_runnable, findable, import_declared
 
 
 @pytest.fixture

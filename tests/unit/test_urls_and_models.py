@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bgtaskex.engine import make_engine
 from bgtaskex.exceptions import UsageError
 from bgtaskex.models import STATUS_ORDER, TaskStatus, TaskType, run_order
+from bgtaskex.store.engine import make_engine
 from bgtaskex.urls import mask_secrets, sqlite_path
 
 

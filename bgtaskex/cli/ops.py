@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .cli import State, _echo_json, _print, _remember, cli, pass_state
-from .config import parse_duration, parse_when
-from .exceptions import BgtaskexError, InvalidState, TaskNotFound, UsageError
+from ..config import parse_duration, parse_when
+from ..exceptions import BgtaskexError, InvalidState, TaskNotFound, UsageError
+from .main import State, _echo_json, _print, _remember, cli, pass_state
 
 if TYPE_CHECKING:
-    from .models import TaskFilter
-    from .registry import Registry
-    from .store import Store
+    from ..models import TaskFilter
+    from ..registry import Registry
+    from ..store.core import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -75,8 +75,8 @@ def _filter(
     until: datetime | None = None,
     ended_before: datetime | None = None,
 ) -> TaskFilter:
-    from .client import expand_statuses
-    from .models import TaskFilter
+    from ..client import expand_statuses
+    from ..models import TaskFilter
 
     return TaskFilter(
         statuses=expand_statuses(statuses) if statuses else None,
@@ -113,16 +113,16 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
     total = client.count_tasks(where, up_to=limit + cap) if len(tasks) == limit else len(tasks)
     more = total - len(tasks)
     if as_json:
-        from .views import task_dict
+        from ..views import task_dict
 
         _echo_json([task_dict(t) for t in tasks])
         return
     if not tasks:
-        from .models import TaskFilter
+        from ..models import TaskFilter
 
         click.echo("no tasks match these filters" if where != TaskFilter() else "no tasks yet")
         return
-    from .views import render_tasks
+    from ..views import render_tasks
 
     _print(render_tasks(tasks))
     if more > 0:
@@ -168,7 +168,7 @@ def show(
     task, action_count = store.get_task_page(task_id, max_actions)
     events, event_count = store.recent_events(task_id, max_events)
     if as_json:
-        from .views import event_dict, task_dict
+        from ..views import event_dict, task_dict
 
         _echo_json(
             {
@@ -178,7 +178,7 @@ def show(
             }
         )
     else:
-        from .views import render_task
+        from ..views import render_task
 
         _print(
             *render_task(
@@ -328,15 +328,15 @@ def stats(state: State, as_json: bool, prometheus: bool) -> None:
     last hour and day; mean execute time."""
     numbers = state.client(readonly=True).store.stats()
     if prometheus:
-        from .metrics import render
+        from ..metrics import render
 
         click.echo(render(numbers), nl=False)
     elif as_json:
-        from .views import stats_dict
+        from ..views import stats_dict
 
         _echo_json(stats_dict(numbers))
     else:
-        from .views import render_stats
+        from ..views import render_stats
 
         _print(*render_stats(numbers))
 
@@ -360,7 +360,7 @@ def check(state: State) -> None:
     """Health check for monitoring (Nagios style): the database answers, its schema is
     current, no task is stuck. One line; exit 0 when all is well, 1 otherwise. Creates
     and migrates nothing: a database without the schema yet is OK, and says so."""
-    from .lock import describe_holder, lock_state
+    from ..run.file_lock import describe_holder, lock_state
 
     settings = state.settings()  # a bad setting is a usage error (exit 2), not a health issue
     problems: list[str] = []
@@ -375,7 +375,7 @@ def check(state: State) -> None:
             problems.append(
                 f"{stuck} task(s) stuck, untouched for over {settings.stuck_after:g}s (ids {shown})"
             )
-        from .models import TaskFilter
+        from ..models import TaskFilter
 
         unimportable = _waiting_on_unimportable(store, state.client(readonly=True).registry)
         if unimportable:
@@ -398,9 +398,9 @@ def check(state: State) -> None:
 def _waiting_on_unimportable(store: Store, registry: Registry) -> str | None:
     """The `check` problem of tasks that wait for a module a run cannot import (not
     declared, or not on the path), or None. Nothing is imported here."""
-    from .exceptions import InvalidRef
-    from .preflight import HOW_TO_DECLARE, findable
-    from .registry import parse_ref
+    from ..exceptions import InvalidRef
+    from ..registry import parse_ref
+    from ..run.preflight import HOW_TO_DECLARE, findable
 
     why: dict[str, str | None] = {}  # module: why it cannot be imported, None if it can
     stuck: list[str] = []
@@ -426,7 +426,7 @@ def _waiting_on_unimportable(store: Store, registry: Registry) -> str | None:
 
 
 def _active() -> frozenset[str]:
-    from .models import ACTIVE_STATUSES
+    from ..models import ACTIVE_STATUSES
 
     return frozenset(s.value for s in ACTIVE_STATUSES)
 
@@ -444,7 +444,7 @@ Examples:
 @pass_state
 def processes(state: State, as_json: bool) -> None:
     """The scheduled processes of the config, with their next occurrence."""
-    from .views import process_dict, render_processes
+    from ..views import process_dict, render_processes
 
     now = datetime.now().astimezone()
     rows = [process_dict(p, p.next_occurrence(now)) for p in state.settings().scheduled]
@@ -468,11 +468,11 @@ def daemon(state: State) -> None:
     SIGHUP reloads the config between runs. Under systemd (Type=notify) it reports
     readiness, status and watchdog pings.
     """
-    from .client import Client, connect
-    from .daemon import Daemon
+    from ..client import Client, connect
+    from ..daemon import Daemon
 
     def load() -> tuple[Any, Client]:
-        from .preflight import check_runnable, import_declared
+        from ..run.preflight import check_runnable, import_declared
 
         state.reload()
         settings = state.settings()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from .urls import sqlite_path
+from ..urls import sqlite_path
 
 #: The Alembic revision this release's code expects (tests check it is the script head).
 HEAD_REVISION = "0002"

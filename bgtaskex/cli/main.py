@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .config import Settings, load_settings
-from .exceptions import BgtaskexError, LockBusy, OutsideWindow, TasksLeftWaiting, UsageError
-from .urls import mask_secrets
+from ..config import Settings, load_settings
+from ..exceptions import BgtaskexError, LockBusy, OutsideWindow, TasksLeftWaiting, UsageError
+from ..urls import mask_secrets
 
 if TYPE_CHECKING:
-    from .client import Client
+    from ..client import Client
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -111,7 +111,7 @@ class State:
         """The client of the settings; `readonly` for the commands that only read: they
         create and migrate nothing, and see a database without the schema as empty."""
         if self._client is None:
-            from .client import connect
+            from ..client import connect
 
             self._client = connect(settings=self.settings(), trust_refs=False, readonly=readonly)
         return self._client
@@ -207,7 +207,7 @@ pass_state = click.make_pass_decorator(State, ensure=True)
 
 
 def _echo_json(value: Any) -> None:
-    from .views import dumps
+    from ..views import dumps
 
     click.echo(dumps(value))
 
@@ -313,7 +313,7 @@ def enqueue(
     if quiet:
         click.echo(task_id)
     elif as_json:
-        from .views import task_dict
+        from ..views import task_dict
 
         _echo_json(task_dict(client.get(task_id)))
     else:
@@ -389,8 +389,8 @@ def run_once(
     settings = state.settings()
     process = settings.process(process_name) if process_name else None
     began = time.monotonic()
-    from .preflight import check_runnable
-    from .probe import sqlite_idle
+    from ..run.preflight import check_runnable
+    from ..store.probe import sqlite_idle
 
     check_runnable(settings)  # a deploy slip is exit 2 even when nothing is due
 
@@ -407,17 +407,17 @@ def run_once(
         return
     import signal
 
-    from .runner import StopRequest, stop_on_signals
+    from ..run.runner import StopRequest, stop_on_signals
 
     live = sys.stdout.isatty() if progress is None else progress
     observer = None
     stop = StopRequest()
     try:
         if not wait and settings.concurrency.lock == "file":
-            from .lock import raise_if_held
+            from ..run.file_lock import raise_if_held
 
             raise_if_held(settings.lock_path)  # before SQLAlchemy is even imported
-        from .preflight import import_declared
+        from ..run.preflight import import_declared
 
         import_declared(settings)
         client = state.client()
@@ -441,7 +441,7 @@ def run_once(
         if observer is not None:
             observer.close()
     if as_json:
-        from .views import summary_dict
+        from ..views import summary_dict
 
         click.echo(json.dumps(summary_dict(summary)))
     elif not quiet:
@@ -470,8 +470,8 @@ Examples:
 @pass_state
 def db_upgrade(state: State) -> None:
     """Create or upgrade the schema to this release (also done on first use)."""
-    from .probe import VERSION_TABLE
-    from .store import Store
+    from ..store.core import Store
+    from ..store.probe import VERSION_TABLE
 
     settings = state.settings()
     store = Store(settings.url, create_dirs=settings.uses_default_url)
@@ -509,7 +509,7 @@ Examples:
 @pass_state
 def demo(state: State, budget: float, max_runs: int) -> None:
     """Queue an example task of chunked actions and run it to the end in short runs."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     run_demo(state.client(), budget=budget, max_runs=max_runs, echo=click.echo)
 
@@ -517,7 +517,7 @@ def demo(state: State, budget: float, max_runs: int) -> None:
 # -- entry point ---------------------------------------------------------------------
 
 
-from . import cli_ops, cli_rules  # noqa: E402, F401 - register list, show, rules, ...
+from . import ops, rules  # noqa: E402, F401 - register list, show, rules, ...
 
 
 def main(argv: list[str] | None = None) -> None:

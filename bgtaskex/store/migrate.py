@@ -16,9 +16,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, Engine, MetaData, PrimaryKeyConstraint, String, Table
 from sqlalchemy import text as sql
 
-from .exceptions import StorageError
+from ..exceptions import StorageError
+from .core import Store
 from .probe import LEGACY_VERSION_TABLE, VERSION_TABLE
-from .store import Store
 
 
 def alembic_config() -> Config:

@@ -33,11 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
-from . import tables as t
-from .engine import make_engine, mysql_lock_name, retrying_deadlocks
-from .engine import now as _now
-from .engine import translated as _translated
-from .exceptions import (
+from .. import tables as t
+from ..exceptions import (
     ClaimLost,
     ConfigError,
     LockBusy,
@@ -45,8 +42,8 @@ from .exceptions import (
     TaskInterrupted,
     TaskNotFound,
 )
-from .files import file_error, private_dir
-from .models import (
+from ..files import file_error, private_dir
+from ..models import (
     ACTIVE_STATUSES,
     TERMINAL,
     ActionChange,
@@ -63,13 +60,16 @@ from .models import (
     TaskType,
     run_order,
 )
-from .owner import holder_is_gone
+from ..owner import holder_is_gone
+from ..urls import mask_secrets, sqlite_path
+from .admin import AdminQueries, check_id, event_record
+from .admin import conditions as _conditions
+from .engine import make_engine, mysql_lock_name, retrying_deadlocks
+from .engine import now as _now
+from .engine import translated as _translated
 from .probe import HEAD_REVISION, LEGACY_REVISIONS, LEGACY_VERSION_TABLE, VERSION_TABLE
-from .store_admin import AdminQueries, check_id, event_record
-from .store_admin import conditions as _conditions
-from .urls import mask_secrets, sqlite_path
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bgtaskex.store")  # a stable name, for log filters
 
 
 _TASK_TYPES = frozenset(t.value for t in TaskType)

@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from .exceptions import BgtaskexError, ConfigError, LockBusy, StorageError
-from .files import FILE_MODE, file_error, private_dir
+from ..exceptions import BgtaskexError, ConfigError, LockBusy, StorageError
+from ..files import FILE_MODE, file_error, private_dir
 
 _FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # a planted FIFO must not hang us
 

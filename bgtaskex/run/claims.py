@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .exceptions import StorageError
-from .store import Store
+from ..exceptions import StorageError
+from ..store.core import Store
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bgtaskex.claims")  # a stable name, for log filters
 
 #: The exit code of a process that ended itself because it could not keep its lease.
 FENCED_EXIT = 4

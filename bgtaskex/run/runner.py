@@ -24,10 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .action import Action, Cancelled
-from .claims import Claims, Heartbeat
-from .config import Settings
-from .exceptions import (
+from ..action import Action, Cancelled
+from ..config import Settings
+from ..exceptions import (
     ClaimLost,
     ConfigError,
     DatabaseUnavailable,
@@ -36,8 +35,7 @@ from .exceptions import (
     StorageError,
     TaskInterrupted,
 )
-from .lock import RunLock
-from .models import (
+from ..models import (
     ActionChange,
     ActionRecord,
     ActionStatus,
@@ -48,11 +46,13 @@ from .models import (
     Task,
     TaskStatus,
 )
-from .owner import process_name, running
-from .registry import Registry
-from .store import Store
+from ..owner import process_name, running
+from ..registry import Registry
+from ..store.core import Store
+from .claims import Claims, Heartbeat
+from .file_lock import RunLock
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("bgtaskex.runner")  # a stable name, for log filters
 
 
 class Outcome(enum.Enum):

@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from .cli import State, _echo_json, _print, cli, pass_state
-from .exceptions import UsageError
-from .rules import RETENTION_PROCESS, RETENTION_QUEUE
+from ..exceptions import UsageError
+from ..rules import RETENTION_PROCESS, RETENTION_QUEUE
+from .main import State, _echo_json, _print, cli, pass_state
 
 
 @cli.group()
@@ -37,9 +37,9 @@ Examples:
 @pass_state
 def rules_list(state: State, as_json: bool) -> None:
     """Each rule, what it deletes, and its last walk (status, rows deleted, when)."""
-    from .builtin.retention import rule_statuses
-    from .urls import mask_secrets
-    from .views import render_rules, rule_dict
+    from ..builtin.retention import rule_statuses
+    from ..urls import mask_secrets
+    from ..views import render_rules, rule_dict
 
     client = state.client(readonly=True)
     rows = [
@@ -77,9 +77,9 @@ def rules_preview(state: State, name: str, sample: int, as_json: bool) -> None:
     Checks the rule against its database (table, key, columns, condition); deletes
     nothing.
     """
-    from .builtin.retention import preview
-    from .urls import mask_secrets
-    from .views import preview_dict
+    from ..builtin.retention import preview
+    from ..urls import mask_secrets
+    from ..views import preview_dict
 
     client = state.client()
     rule = client.settings.retention_rule(name)
@@ -149,7 +149,7 @@ def rules_run(
     The rule is checked against its database first. The task runs when its queue's
     process does: by default the 'retention' process, inside its window.
     """
-    from .builtin.retention import check_rule, queue_rule
+    from ..builtin.retention import check_rule, queue_rule
 
     if all_ == bool(names):
         raise UsageError("give rule names or --all (see 'bgtaskex rules list')")

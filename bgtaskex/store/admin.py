@@ -16,11 +16,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, delete, func, insert, select, update
 
-from . import tables as t
-from .engine import now as _now
-from .engine import retrying_deadlocks
-from .exceptions import InvalidState, TaskNotFound
-from .models import (
+from .. import tables as t
+from ..exceptions import InvalidState, TaskNotFound
+from ..models import (
     ACTIVE_STATUSES,
     TERMINAL,
     ActionStatus,
@@ -31,7 +29,9 @@ from .models import (
     TaskType,
     run_order,
 )
-from .owner import holder_is_gone
+from ..owner import holder_is_gone
+from .engine import now as _now
+from .engine import retrying_deadlocks
 
 _ACTIVE_VALUES = sorted(s.value for s in ACTIVE_STATUSES)
 _EXECUTING = (TaskStatus.STARTING, TaskStatus.RUNNING, TaskStatus.RECOVERING)

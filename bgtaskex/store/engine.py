@@ -20,9 +20,9 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
-from .exceptions import DatabaseUnavailable, Deadlock, StorageError, UsageError
-from .files import create_private_file
-from .urls import mask_secrets
+from ..exceptions import DatabaseUnavailable, Deadlock, StorageError, UsageError
+from ..files import create_private_file
+from ..urls import mask_secrets
 
 T = TypeVar("T")
 

@@ -14,8 +14,8 @@ import importlib.util
 import sys
 from collections.abc import Iterable
 
-from .config import Settings
-from .exceptions import ConfigError
+from ..config import Settings
+from ..exceptions import ConfigError
 
 HOW_TO_DECLARE = (
     "--import MODULE, the config's 'imports' or BGTASKEX_IMPORTS; under cron or systemd, "
