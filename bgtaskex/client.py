@@ -249,7 +249,7 @@ class Client:
             max_attempts=self.settings.max_attempts,
             lock_path=self.settings.lock_path,
             wait=wait,
-            retention=self.settings.retention,
+            retention=self.settings.keep_ended,
             observer=observer,
             queues=queues,
             exclude_queues=exclude_queues,

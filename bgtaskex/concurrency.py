@@ -13,30 +13,44 @@ From the environment or an option, the same as one line:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-LOCKS = ("file", "database", "none")
 MAX_WORKERS = 64
+
+
+class LockMode(enum.StrEnum):
+    """How runs share the work; each has its strategy in `bgtaskex.run.locks`."""
+
+    FILE = "file"  # one run at a time on this host
+    DATABASE = "database"  # one run at a time in the cluster
+    NONE = "none"  # no run lock: workers claim tasks under leases
+
+
+LOCKS = tuple(mode.value for mode in LockMode)
 
 
 @dataclass(frozen=True, slots=True)
 class Concurrency:
-    lock: str = "file"
+    lock: LockMode = LockMode.FILE
     workers: int = 1
     lease: float = 60.0
     poll: float = 1.0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lock", LockMode(self.lock))  # also from "file", "none"...
+
     @property
     def claims(self) -> bool:
         """Whether workers claim tasks under leases (runs do not exclude each other)."""
-        return self.lock == "none"
+        return self.lock is LockMode.NONE
 
     def describe(self) -> str:
-        if self.lock == "file":
+        if self.lock is LockMode.FILE:
             return "one run at a time on this host (file lock)"
-        if self.lock == "database":
+        if self.lock is LockMode.DATABASE:
             return "one run at a time in the cluster (database lock)"
         return f"{self.workers} worker(s) per run claiming tasks, lease {self.lease:g}s (no lock)"
 
@@ -61,7 +75,7 @@ def parse_concurrency(value: object, parse_duration: Callable[[object], float]) 
         lock = str(value["lock"]).strip().lower()
         if lock not in LOCKS:
             raise ValueError(f"lock must be one of {', '.join(LOCKS)}, got {value['lock']!r}")
-        found = replace(found, lock=lock)
+        found = replace(found, lock=LockMode(lock))
     if "workers" in value:
         raw = value["workers"]
         try:
@@ -81,6 +95,6 @@ def parse_concurrency(value: object, parse_duration: Callable[[object], float]) 
         if not 0.05 <= poll <= 3600:
             raise ValueError(f"poll must be between 50ms and 1h, got {value['poll']!r}")
         found = replace(found, poll=poll)
-    if found.workers > 1 and found.lock != "none":
+    if found.workers > 1 and found.lock is not LockMode.NONE:
         raise ValueError('workers > 1 needs lock = "none" (workers claiming tasks)')
     return found

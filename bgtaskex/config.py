@@ -187,8 +187,9 @@ class Settings:
         raise ConfigError(f"no retention rule named {name!r} (configured: {known})")
 
     @property
-    def retention(self) -> dict[str, float]:
-        """Seconds to keep ended tasks, by status (statuses kept forever are absent).
+    def keep_ended(self) -> dict[str, float]:
+        """Seconds to keep bgtaskex's own ended tasks, by status (statuses kept forever
+        are absent): their expiry, not the retention rules of an application's rows.
 
         Status names rather than `TaskStatus` members: the idle `run-once` reads this
         without importing the models."""

@@ -398,7 +398,7 @@ def run_once(
     planned = process is not None and (process.callable or process.window) is not None
     queues = process.queues if process else None
     excluded = process.exclude_queues if process else settings.claimed_queues
-    if not planned and sqlite_idle(settings.url, settings.retention, queues, excluded):
+    if not planned and sqlite_idle(settings.url, settings.keep_ended, queues, excluded):
         elapsed = time.monotonic() - began
         if as_json:
             click.echo(json.dumps({"run_id": None, "idle": True, "elapsed": elapsed}))

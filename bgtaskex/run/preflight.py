@@ -14,6 +14,7 @@ import importlib.util
 import sys
 from collections.abc import Iterable
 
+from ..concurrency import LockMode
 from ..config import Settings
 from ..exceptions import ConfigError
 
@@ -66,7 +67,7 @@ def check_runnable(settings: Settings) -> None:
     cannot give, or a declared module (`imports`) that cannot be found. Cheap: nothing
     is imported."""
     lock = settings.concurrency.lock
-    if lock != "file" and _is_sqlite(settings.url):
+    if lock is not LockMode.FILE and _is_sqlite(settings.url):
         raise ConfigError(
             f'lock = "{lock}" needs PostgreSQL or MariaDB/MySQL: on SQLite the file lock '
             'keeps one runner (use lock = "file")'
