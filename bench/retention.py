@@ -1,6 +1,6 @@
 """Retention rules: rows purged per second by a rule, against one plain DELETE of the same rows.
 
-The application database is the one of tests/appdb.py (tickets, ticket_comments,
+The application database is the one of tests/support/appdb.py (tickets, ticket_comments,
 ticket_links, real foreign keys), filled once per backend with `fill(n, seed=0)` into a
 template: a SQLite file (switched to WAL) or a PostgreSQL database (VACUUM ANALYZE). Each
 measurement runs on its own fresh copy of that template (a file copy; `CREATE DATABASE ...
@@ -109,7 +109,7 @@ class Backend:
 def _count_rows(url: str) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from tests.appdb import TABLES, app_engine
+    from tests.support.appdb import TABLES, app_engine
 
     engine = app_engine(url)
     try:
@@ -127,7 +127,7 @@ def _expected(url: str) -> Expected:
     the middle 10% of the tickets) and count what it selects."""
     from sqlalchemy import func, select
 
-    from tests.appdb import app_engine, ticket_comments, ticket_links, tickets
+    from tests.support.appdb import app_engine, ticket_comments, ticket_links, tickets
 
     engine = app_engine(url)
     try:
@@ -171,7 +171,7 @@ def _fsync(path: Path) -> None:
 
 
 def build_sqlite(backend: Backend, workdir: Path, n: int) -> None:
-    from tests.appdb import create_app_schema, fill
+    from tests.support.appdb import create_app_schema, fill
 
     path = workdir / "template-app.db"
     url = f"sqlite:///{path}"
@@ -197,7 +197,7 @@ def build_postgres(backend: Backend, pg_url: str, n: int) -> None:
     import psycopg
     from sqlalchemy.engine import make_url
 
-    from tests.appdb import create_app_schema, fill
+    from tests.support.appdb import create_app_schema, fill
 
     name = f"bgtaskex_bench_rtpl_{secrets.token_hex(5)}"
     with psycopg.connect(pg_conninfo(pg_url), autocommit=True) as admin:

@@ -6,7 +6,7 @@ machines). Each test gets its own schema, dropped afterwards. MariaDB:
 afterwards. When no server answers, the variants of that server skip with the reason,
 except under CI=true, where they fail.
 
-`app_url`: the application database of tests/appdb.py, a fresh and empty one per test, on
+`app_url`: the application database of tests/support/appdb.py, a fresh and empty one per test, on
 SQLite, PostgreSQL (a new database) and MariaDB (`BGTASKEX_TEST_MARIADB_URL`, same rules).
 """
 
@@ -25,6 +25,7 @@ import pytest
 from bgtaskex.client import Client, connect
 from bgtaskex.config import Settings
 from bgtaskex.store import Store
+from tests.support.cli import Bgx, isolate
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get(
@@ -163,10 +164,27 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return isolated_env(tmp_path / "home")
 
 
-# --- The application database of tests/appdb.py: a fresh, empty database per test, on SQLite,
-# PostgreSQL (a new DATABASE on the server of BGTASKEX_TEST_POSTGRES_URL) and MariaDB (a new
-# database on the server of BGTASKEX_TEST_MARIADB_URL). Skips when a server does not answer,
-# with the reason, except under CI=true, where it fails.
+@pytest.fixture
+def bgx(cli_env: dict[str, str]) -> Iterator[Bgx]:
+    """The real `bgtaskex` command in subprocesses, in the private HOME of `cli_env`;
+    what is still running at the end of the test is killed."""
+    runner = Bgx(cli_env)
+    try:
+        yield runner
+    finally:
+        runner.cleanup()
+
+
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No BGTASKEX_* variable or user config leaks into the in-process CLI."""
+    isolate(monkeypatch, tmp_path)
+
+
+# --- The application database of tests/support/appdb.py: a fresh, empty database per test,
+# on SQLite, PostgreSQL (a new DATABASE on the server of BGTASKEX_TEST_POSTGRES_URL) and
+# MariaDB (a new database on the server of BGTASKEX_TEST_MARIADB_URL). Skips when a server
+# does not answer, with the reason, except under CI=true, where it fails.
 
 MARIADB_URL = os.environ.get(
     "BGTASKEX_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"
@@ -251,7 +269,7 @@ def mariadb_database_url() -> Iterator[str]:
     ]
 )
 def app_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty application database (see tests/appdb.py) per test, on each backend."""
+    """A fresh, empty application database (tests/support/appdb.py) per test, on each backend."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'app.db'}"
     if request.param == "postgres":

@@ -20,20 +20,18 @@ execute returns True once i reaches total, False when the deadline is near.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any
 
 from bgtaskex import Action
+from tests.scripted import log_call
 
 
 def _log(params: dict[str, Any], hook: str) -> None:
     log = params.get("log")
     if log:
-        with open(log, "a", encoding="utf-8") as handle:
-            entry = {"name": params.get("name", "A"), "hook": hook, "pid": os.getpid()}
-            handle.write(json.dumps(entry) + "\n")
+        log_call(log, params.get("name", "A"), hook)
 
 
 class Looper(Action):

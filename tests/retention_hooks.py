@@ -8,9 +8,10 @@ file named by the environment variable RETENTION_HOOK_LOG (nothing when it is un
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
+
+from tests.support import journal
 
 LOG_VARIABLE = "RETENTION_HOOK_LOG"
 
@@ -19,8 +20,7 @@ def _append(hook: str, table: str, keys: list[int]) -> None:
     path = os.environ.get(LOG_VARIABLE)
     if not path:
         return
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"hook": hook, "table": table, "keys": keys}) + "\n")
+    journal.append(path, {"hook": hook, "table": table, "keys": keys})
 
 
 def record(table: str, keys: list[int]) -> None:
@@ -37,11 +37,7 @@ def explode(table: str, keys: list[int]) -> None:
 
 def calls(path: str) -> list[dict[str, Any]]:
     """The calls logged in `path`, oldest first (none when the file does not exist)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
-    except FileNotFoundError:
-        return []
+    return journal.read(path)
 
 
 class SimulatedCrash(BaseException):

@@ -8,27 +8,19 @@ killed with SIGKILL leaves whole lines only.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
+
+from tests.support import journal
 
 LOG_ENV = "RULES_CLI_HOOK_LOG"
 
 
 def record(table: str, keys: list[int]) -> None:
-    line = json.dumps({"pid": os.getpid(), "table": table, "keys": list(keys)}) + "\n"
-    fd = os.open(os.environ[LOG_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line.encode())
-    finally:
-        os.close(fd)
+    journal.append(os.environ[LOG_ENV], {"pid": os.getpid(), "table": table, "keys": list(keys)})
 
 
 def calls(path: str | Path) -> list[dict[str, Any]]:
     """Every call recorded in `path`, oldest first."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return journal.read(path)

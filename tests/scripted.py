@@ -21,24 +21,25 @@ params were saved.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 from typing import Any
 
 from bgtaskex import Action
+from tests.support import journal
 
 HOOKS = {"init_params": "init", "change_params_on_error": "change", "execute": "execute"}
 
 
+def log_call(log: str, name: str, hook: str) -> None:
+    """Log one hook call: {"name", "hook", "pid"} (the format of every hook log here)."""
+    journal.append(log, {"name": name, "hook": hook, "pid": os.getpid()})
+
+
 def calls(log: str) -> list[tuple[str, str]]:
     """(name, hook) of every logged call, in order."""
-    try:
-        with open(log, encoding="utf-8") as handle:
-            return [(e["name"], e["hook"]) for e in map(json.loads, handle)]
-    except FileNotFoundError:
-        return []
+    return [(e["name"], e["hook"]) for e in journal.read(log)]
 
 
 class Scripted(Action):
@@ -46,8 +47,7 @@ class Scripted(Action):
         name = self.params.get("name", "A")
         log = self.params["log"]
         n = sum(1 for c in calls(log) if c == (name, hook))
-        with open(log, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"name": name, "hook": hook, "pid": os.getpid()}) + "\n")
+        log_call(log, name, hook)
         steps = self.params.get("plan", {}).get(hook) or ["true"]
         step = steps[min(n, len(steps) - 1)]
         if step == "exit":

@@ -1,29 +1,30 @@
 """Acceptance helpers: the real `bgtaskex` command in subprocesses.
 
-`bgx(*args, input=None)` runs `python -m bgtaskex ARGS` with the private environment of
-`cli_env` and returns the CompletedProcess (text mode, a timeout on every call).
-`bgx.start(*args)` starts one in the background; whatever is still running at the end of
-the test is killed (only the processes this fixture started, by pid).
+`bgx(*args, input=None)` (the fixture of tests/conftest.py; `Bgx` of tests/support/cli.py)
+runs `python -m bgtaskex ARGS` with the private environment of `cli_env` and returns the
+CompletedProcess (text mode, a timeout on every call). `bgx.start(*args)` starts one in
+the background; whatever is still running at the end of the test is killed (only the
+processes this fixture started, by pid). Here: parsing its output, the scripted action's
+log, and waiting on conditions.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-#: Seconds a single CLI call may take before the test fails (a hang is a failure).
-TIMEOUT = 60.0
+from tests.support import journal
+from tests.support.cli import TIMEOUT, Bgx, command, describe
+
+__all__ = ["TIMEOUT", "Bgx", "command", "describe"]  # the tests import them from here too
 
 SUMMARY = re.compile(
     r"^run (?P<run_id>[0-9a-f]+): (?P<finished>\d+) finished, (?P<paused>\d+) paused, "
@@ -32,76 +33,6 @@ SUMMARY = re.compile(
 )
 
 SCRIPTED = "tests.scripted:Scripted"
-
-
-def command(*args: object, python_flags: tuple[str, ...] = ()) -> list[str]:
-    return [sys.executable, *python_flags, "-m", "bgtaskex", *map(str, args)]
-
-
-class Bgx:
-    """Runs the `bgtaskex` CLI as a user would, in a private HOME."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = dict(env)
-        self.started: list[subprocess.Popen[str]] = []
-
-    def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
-        env = dict(self.env)
-        env.update(extra or {})
-        return env
-
-    def __call__(
-        self,
-        *args: object,
-        input: str | None = None,
-        env: Mapping[str, str] | None = None,
-        timeout: float = TIMEOUT,
-        python_flags: tuple[str, ...] = (),
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            command(*args, python_flags=python_flags),
-            input=input,
-            stdin=None if input is not None else subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=self._env(env),
-            timeout=timeout,
-            check=False,
-        )
-
-    def start(self, *args: object, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            command(*args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self._env(env),
-        )
-        self.started.append(proc)
-        return proc
-
-    def ok(self, *args: object, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        """Run and assert exit code 0 and no traceback."""
-        result = self(*args, **kwargs)
-        assert result.returncode == 0, describe(result)
-        assert "Traceback" not in result.stderr, describe(result)
-        return result
-
-    def json(self, *args: object, **kwargs: Any) -> Any:
-        return json.loads(self.ok(*args, **kwargs).stdout)
-
-    def show(self, url: str, task_id: int) -> dict[str, Any]:
-        task = self.json("--database-url", url, "show", task_id, "--json")
-        assert isinstance(task, dict)
-        return task
-
-    def cleanup(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
-                proc.communicate(timeout=10)
 
 
 def run_many(
@@ -120,29 +51,8 @@ def run_many(
 
 
 @pytest.fixture
-def bgx(cli_env: dict[str, str]) -> Iterator[Bgx]:
-    runner = Bgx(cli_env)
-    try:
-        yield runner
-    finally:
-        runner.cleanup()
-
-
-@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-def describe(result: subprocess.CompletedProcess[str]) -> str:
-    return (
-        f"exit {result.returncode} from {_cli_args(result.args)}\n"
-        f"--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
-    )
-
-
-def _cli_args(args: list[str]) -> list[str]:
-    """The arguments after `-m bgtaskex`."""
-    return list(args[args.index("bgtaskex") + 1 :]) if "bgtaskex" in args else list(args)
 
 
 def summary(result: subprocess.CompletedProcess[str]) -> dict[str, float]:
@@ -156,11 +66,7 @@ def summary(result: subprocess.CompletedProcess[str]) -> dict[str, float]:
 
 def entries(log: str | Path) -> list[dict[str, Any]]:
     """Every hook call the scripted action logged: {"name", "hook", "pid"}."""
-    try:
-        with open(log, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
-    except FileNotFoundError:
-        return []
+    return journal.read(log)
 
 
 def hooks(log: str | Path) -> list[str]:

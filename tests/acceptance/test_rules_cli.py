@@ -1,8 +1,8 @@
 """`bgtaskex rules` and retention walks through the real CLI, in subprocesses.
 
 bgtaskex's own database is a SQLite file of the test; the rules' application database is
-the one of tests/appdb.py (tickets with comments and links), on SQLite unless a test says
-otherwise. Results are checked against that database with the helpers of tests/appdb.py.
+the one of tests/support/appdb.py (tickets with comments and links), on SQLite unless a test says
+otherwise. Results are checked against that database with the helpers of tests/support/appdb.py.
 
 Kills are real: SIGKILL to the process group of a `bgtaskex run-once` started in its own
 session. "In the middle of a chunk" is made certain, not left to luck: on PostgreSQL and
@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 import sqlalchemy
 
-from tests import appdb
 from tests.acceptance.conftest import Bgx, command, describe, run_many, summary, wait_until
 from tests.rules_cli_hooks import LOG_ENV, calls
+from tests.support import appdb
 
 HOOK = "tests.rules_cli_hooks:record"
 PLANNER = "bgtaskex.builtin.retention:queue_due_rules"

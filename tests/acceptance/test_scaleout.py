@@ -19,7 +19,7 @@ on MariaDB too.
    another daemon takes the task over (SKIP LOCKED would pass over the row forever).
 7. `bgtaskex cancel` of a task a worker is executing waits for its checkpoint.
 
-Every action is a JournalAction (tests/reliability/journal_action.py), whose fsync'ed
+Every action is a JournalAction (tests/support/journal.py), whose fsync'ed
 append-only journal says which process entered, worked in and left each execute. The
 torture suite's exclusion check (J2 of invariants.py) assumes one execute at a time in
 the whole database, which workers side by side break by design, so the journal is
@@ -51,11 +51,11 @@ from bgtaskex.client import Client, connect
 from bgtaskex.config import Settings
 from tests.acceptance.conftest import Bgx, command
 from tests.reliability import invariants as inv
-from tests.reliability import journal_action as ja
+from tests.support import journal as ja
 
 pytestmark = [pytest.mark.timeout(120)]
 
-MODULE = "tests.reliability.journal_action"
+MODULE = "tests.support.journal"
 RUN_LINE = re.compile(
     r"process \S+: run (?P<run_id>[0-9a-f]+): (?P<finished>\d+) finished, (?P<paused>\d+) "
     r"paused, (?P<failed>\d+) failed, (?P<errors>\d+) errored"

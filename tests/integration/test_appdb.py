@@ -1,4 +1,4 @@
-"""The application-database helpers of tests/appdb.py, on SQLite, PostgreSQL and MariaDB."""
+"""The application-database helpers of tests/support/appdb.py, on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import create_engine, delete, insert, inspect, make_url, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from tests.appdb import (
+from tests.support.appdb import (
     REFERENCE,
     STATUSES,
     add_refusing_trigger,

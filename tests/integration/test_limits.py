@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import delete, insert, select, update
 
 from bgtaskex import tables as t
-from bgtaskex.cli import _main
 from bgtaskex.client import Client, connect
 from bgtaskex.config import Settings, params_size
 from bgtaskex.exceptions import ParamsTooLarge, UsageError
 from bgtaskex.models import TaskStatus
 from bgtaskex.views import render_task
+from tests.support.cli import run_cli
 
 NOOP = "tests.scripted:Noop"
 MIB = 1024 * 1024
@@ -37,12 +37,10 @@ def blob(size: int, char: str = "x") -> dict[str, Any]:
     return params
 
 
-def cli(capsys: pytest.CaptureFixture[str], settings: Settings, *args: str) -> tuple[int, str, str]:
+def cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     assert settings.database_url is not None
-    capsys.readouterr()
-    code = _main(["--database-url", settings.database_url, "--import", "tests.scripted", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
+    result = run_cli("--database-url", settings.database_url, "--import", "tests.scripted", *args)
+    return result.code, result.out, result.err
 
 
 # -- max_params_bytes ------------------------------------------------------------------
@@ -73,24 +71,23 @@ def test_non_ascii_params_count_their_escapes(settings: Settings) -> None:
 def test_cli_enqueue_of_oversized_params_is_exit_2_and_one_line(
     settings: Settings,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     task = tmp_path / "task.json"
     task.write_text(
         json.dumps({"name": "big", "actions": [{"ref": NOOP, "params": blob(2 * MIB)}]})
     )
-    code, out, err = cli(capsys, settings, "enqueue", "--file", str(task))
+    code, out, err = cli(settings, "enqueue", "--file", str(task))
     assert (code, out) == (2, "")
     assert err == (
         "bgtaskex: error: params of 'tests.scripted:Noop' are 2,097,152 bytes of JSON, "
         "over max_params_bytes (1,048,576)\n"
     )
     monkeypatch.setenv("BGTASKEX_MAX_PARAMS_BYTES", "3MiB")
-    code, out, err = cli(capsys, settings, "enqueue", "--file", str(task), "-q")
+    code, out, err = cli(settings, "enqueue", "--file", str(task), "-q")
     assert code == 0, err
     monkeypatch.setenv("BGTASKEX_MAX_PARAMS_BYTES", "16")
-    code, out, err = cli(capsys, settings, "enqueue", "small", NOOP + '={"a": "0123456789"}')
+    code, out, err = cli(settings, "enqueue", "small", NOOP + '={"a": "0123456789"}')
     assert code == 2 and "are 19 bytes of JSON, over max_params_bytes (16)" in err, err
     assert len(err.splitlines()) == 1
 
@@ -136,9 +133,7 @@ def make_long_chain(client: Client) -> tuple[int, list[int]]:
     return task_id, sorted(last)
 
 
-def test_show_of_a_task_of_100000_actions_reads_a_page(
-    client: Client, settings: Settings, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_show_of_a_task_of_100000_actions_reads_a_page(client: Client, settings: Settings) -> None:
     task_id, last_events = make_long_chain(client)
     task, count = client.store.get_task_page(task_id, 50)
     assert count == CHAIN
@@ -148,13 +143,13 @@ def test_show_of_a_task_of_100000_actions_reads_a_page(
     assert event_count == EVENTS
     assert [e.id for e in events] == last_events
 
-    code, out, err = cli(capsys, settings, "show", str(task_id), "--json", "--actions", "3")
+    code, out, err = cli(settings, "show", str(task_id), "--json", "--actions", "3")
     assert code == 0, err
     shown = json.loads(out)
     assert (shown["action_count"], shown["event_count"]) == (CHAIN, EVENTS)
     assert [a["rank"] for a in shown["actions"]] == [1, 2, 3, 60_000]
     assert len(shown["events"]) == 50
-    code, out, err = cli(capsys, settings, "show", str(task_id), "--events", "2")
+    code, out, err = cli(settings, "show", str(task_id), "--events", "2")
     assert code == 0, err
     assert "actions 1-50 of 100,000 (and the current one, 60,000); --actions N to see more" in out
     assert "the last 2 of 131,072 events; --events N to see more" in out

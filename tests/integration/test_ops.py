@@ -2,20 +2,20 @@
 progress, show, retry, cancel, purge and retention, stats, check, run-once --json, and
 the CLI's help and bad usage.
 
-Commands run in-process through `bgtaskex.cli._main` (the real argument parsing and
-exit-code mapping, output captured by capsys); the state they act on is built with the
-Python client and real runs (`client.run_once()`), and checked with the client or SQL.
-Processes, locks held by other processes and terminals are in tests/acceptance.
+Commands run in-process through `bgtaskex.cli._main` (`run_cli` of tests/support/cli.py:
+the real argument parsing and exit-code mapping, output captured); the state they act on
+is built with the Python client and real runs (`client.run_once()`), and checked with the
+client or SQL. Processes, locks held by other processes and terminals are in
+tests/acceptance.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Connection, text, update
 
 from bgtaskex import tables as t
-from bgtaskex.cli import _main, cli
+from bgtaskex.cli import cli
 from bgtaskex.client import Client, connect
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import InvalidState, TaskNotFound
@@ -36,6 +36,7 @@ from bgtaskex.store import Store
 from bgtaskex.store.probe import sqlite_idle
 from bgtaskex.views import stats_dict
 from tests.scripted import calls
+from tests.support.cli import CliResult, run_cli
 
 SCRIPTED = "tests.scripted:Scripted"
 NOOP = "tests.scripted:Noop"
@@ -92,50 +93,19 @@ SUMMARY_FIELDS = {
 # -- helpers ---------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def lines(self) -> list[str]:
-        return self.out.splitlines()
-
-    def json(self) -> Any:
-        assert self.code == 0, self
-        return json.loads(self.out)
-
-
+Result = CliResult
 Bg = Callable[..., Result]
 
 
 @pytest.fixture
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No BGTASKEX_* variable or user config leaks into the in-process CLI."""
-    for key in list(os.environ):
-        if key.startswith("BGTASKEX_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-
-
-@pytest.fixture
-def bg(
-    settings: Settings,
-    isolated: None,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Bg:
+def bg(settings: Settings, isolated: None, monkeypatch: pytest.MonkeyPatch) -> Bg:
     """`bg("list", "--json")`: the CLI on the test's database (and its lock file)."""
     assert settings.lock_file is not None and settings.database_url is not None
     monkeypatch.setenv("BGTASKEX_LOCK_FILE", settings.lock_file)
     url = settings.database_url
 
     def run(*args: object) -> Result:
-        capsys.readouterr()
-        code = _main(["--database-url", url, *IMPORTS, *map(str, args)])
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+        return run_cli("--database-url", url, *IMPORTS, *args)
 
     return run
 
@@ -826,9 +796,7 @@ def test_retention_of_failed_and_finished_is_independent(
             assert client.get(tid).status in ("finished", "failed", "cancelled")
 
 
-def test_idle_probe_does_not_skip_retention(
-    tmp_path: Path, isolated: None, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_idle_probe_does_not_skip_retention(tmp_path: Path, isolated: None) -> None:
     """SQLite only: `run-once` skips the full run when a probe finds nothing to do; an
     ended task past its retention is something to do."""
     url = f"sqlite:///{tmp_path / 'probe.db'}"
@@ -846,12 +814,11 @@ def test_idle_probe_does_not_skip_retention(
     assert sqlite_idle(url, {})
 
     def run_once(*env: tuple[str, str]) -> dict[str, Any]:
-        capsys.readouterr()
         with pytest.MonkeyPatch.context() as patch:
             for key, value in env:
                 patch.setenv(key, value)
-            code = _main(["--database-url", url, "run-once", "--lock-file", lock, "--json"])
-        out, err = capsys.readouterr()
+            result = run_cli("--database-url", url, "run-once", "--lock-file", lock, "--json")
+        code, out, err = result.code, result.out, result.err
         assert code == 0, (out, err)
         return json.loads(out)  # type: ignore[no-any-return]
 
@@ -963,9 +930,9 @@ def test_check_ok_then_warning_for_a_stuck_task(client: Client, bg: Bg) -> None:
     assert ok(bg("check")).out.startswith("BGTASKEX OK")
 
 
-def test_check_database_unreachable(isolated: None, capsys: pytest.CaptureFixture[str]) -> None:
-    code = _main(["--database-url", "postgresql+psycopg://nobody@127.0.0.1:1/none", "check"])
-    out, err = capsys.readouterr()
+def test_check_database_unreachable(isolated: None) -> None:
+    result = run_cli("--database-url", "postgresql+psycopg://nobody@127.0.0.1:1/none", "check")
+    code, out, err = result.code, result.out, result.err
     assert code == 1, (out, err)
     assert len(out.splitlines()) == 1 and out.startswith("BGTASKEX WARNING"), (out, err)
     assert "unavailable" in out and "Traceback" not in err, (out, err)
@@ -1055,11 +1022,11 @@ BAD_USAGE = [
 
 @pytest.mark.parametrize("args", BAD_USAGE, ids=lambda args: " ".join(args))
 def test_bad_usage_is_one_error_line_exit_2(
-    args: list[str], tmp_path: Path, isolated: None, capsys: pytest.CaptureFixture[str]
+    args: list[str], tmp_path: Path, isolated: None
 ) -> None:
     url = f"sqlite:///{tmp_path / 'usage.db'}"
-    code = _main(["--database-url", url, *args])
-    out, err = capsys.readouterr()
+    result = run_cli("--database-url", url, *args)
+    code, out, err = result.code, result.out, result.err
     assert code == 2, (out, err)
     assert out == "", (out, err)
     lines = err.strip().splitlines()

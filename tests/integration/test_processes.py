@@ -1,24 +1,21 @@
 """Scheduled processes run in-process against real databases (SQLite and PostgreSQL):
 `Client.run_once(process=..., now=...)` with its window (the `now` parameter is the
 clock), queues and planner callable, and `bgtaskex run-once --process NAME` through the
-in-process CLI (`bgtaskex.cli._main`, output captured by capsys)."""
+in-process CLI (`run_cli` of tests/support/cli.py)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bgtaskex.cli import _main
 from bgtaskex.client import Client
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import ConfigError, OutsideWindow
@@ -27,6 +24,7 @@ from bgtaskex.run.file_lock import lock_is_held
 from bgtaskex.schedule import WeeklyWindow
 from tests import planner
 from tests.scripted import calls
+from tests.support.cli import CliResult, run_cli
 
 SCRIPTED = "tests.scripted:Scripted"
 NOOP = "tests.scripted:Noop"
@@ -264,14 +262,7 @@ def test_planner_that_cannot_be_loaded_is_a_config_error_before_the_run(
 # -- `run-once --process NAME` -----------------------------------------------------------
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def lines(self) -> list[str]:
-        return self.out.splitlines()
+Result = CliResult
 
 
 def toml(value: str) -> str:
@@ -303,19 +294,9 @@ callable = "tests.planner:plan"
 
 
 @pytest.fixture
-def bg(
-    settings: Settings,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Callable[..., Result]:
+def bg(settings: Settings, tmp_path: Path, isolated: None) -> Callable[..., Result]:
     """`bg("run-once", "--process", "a")`: the CLI with a config file of PROCESSES on the
     test's database and lock file, no BGTASKEX_* variable or user config leaking in."""
-    for key in list(os.environ):
-        if key.startswith("BGTASKEX_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert settings.database_url is not None and settings.lock_file is not None
     config = tmp_path / "bgtaskex.toml"
     config.write_text(
@@ -326,10 +307,7 @@ def bg(
     )
 
     def run(*args: str) -> Result:
-        capsys.readouterr()
-        code = _main(["--config", str(config), *args])
-        out, err = capsys.readouterr()
-        return Result(code, out, err)
+        return run_cli("--config", config, *args)
 
     return run
 

@@ -12,22 +12,21 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from bgtaskex.cli import _main
 from bgtaskex.client import connect
 from bgtaskex.config import Settings
 from bgtaskex.exceptions import StorageError
 from bgtaskex.store import Store, migrate
 from bgtaskex.store.probe import HEAD_REVISION, VERSION_TABLE
-from tests import appdb
 from tests.acceptance.conftest import SCRIPTED
 from tests.conftest import isolated_env
 from tests.integration.test_migrations import add_task, legacy_install, versions
+from tests.support import appdb
+from tests.support.cli import CliResult, run_cli
 
 #: Every read command, with what it must say on a database without the schema.
 READ_COMMANDS: dict[str, tuple[list[str], int, str]] = {
@@ -42,18 +41,12 @@ READ_COMMANDS: dict[str, tuple[list[str], int, str]] = {
 }
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-
+Result = CliResult
 Cli = Callable[..., Result]
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Cli:
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
     """`cli("list")`: the CLI in this process (cheaper than a subprocess), in the private
     HOME of `isolated_env`: no BGTASKEX_* variable, no user config, its own data directory."""
     for key in list(os.environ):
@@ -63,11 +56,9 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureF
         monkeypatch.setenv(key, value)
 
     def run(*args: object) -> Result:
-        capsys.readouterr()
-        code = _main([str(arg) for arg in args])
-        out, err = capsys.readouterr()
-        assert "internal error" not in err, (args, code, out, err)
-        return Result(code, out, err)
+        result = run_cli(*args)
+        assert "internal error" not in result.err, (args, result.code, result.out, result.err)
+        return result
 
     return run
 

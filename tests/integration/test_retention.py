@@ -1,7 +1,7 @@
 """Retention rules (README, "Retention rules") against real application databases.
 
 The tests run on SQLite, PostgreSQL and MariaDB: the `app_url` fixture gives a fresh,
-empty application database (tests/appdb.py) per test; bgtaskex's own store is a SQLite
+empty application database (tests/support/appdb.py) per test; bgtaskex's own store is a SQLite
 file of the test's tmp_path, configured, like the rules, in a config file read by
 `load_settings`. A walk is driven by `client.run_once` in a loop bounded in runs, walks
 are queued on the "default" queue so that a plain run takes them.
@@ -58,7 +58,8 @@ from bgtaskex.exceptions import ConfigError
 from bgtaskex.models import ActionRecord, ActionStatus, Progress, Task, TaskFilter, TaskStatus
 from bgtaskex.rules import RetentionRule, parse_rules
 from bgtaskex.run.runner import RunObserver
-from tests import appdb, retention_hooks
+from tests import retention_hooks
+from tests.support import appdb
 
 CHILDREN = [
     {"table": "ticket_comments", "column": "ticket_id"},

@@ -4,7 +4,7 @@ They drive the real `bgtaskex run-once` in subprocesses (an isolated environment
 tests/acceptance), kill it with a real SIGKILL at random instants, start many of them at
 once against one database, and feed it actions that raise or kill their own process; then
 they check the database and an append-only journal written by the actions
-(`journal_action.JournalAction`) with `invariants.check`.
+(`tests.support.journal.JournalAction`) with `invariants.check`.
 
 Size. Every test runs in one of two sizes:
 

@@ -1,7 +1,7 @@
 """Fixtures and helpers of the torture suite (see __init__.py for the sizes).
 
 * `size`: "quick" or "long" (``BGTASKEX_TORTURE``).
-* `bgx`: the acceptance suite's real-CLI runner (tests/acceptance/conftest.py).
+* `bgx`: the real-CLI runner (tests/conftest.py).
 * `torture`: a `Torture` bench: an SQLite file database, a journal, a lock file, an
   isolated environment, in-process enqueueing of JournalActions, and `bgtaskex run-once`
   subprocesses (`Run`) whose exit is waited for on a pidfd, with their CPU time
@@ -24,30 +24,21 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.conftest import SUMMARY, Bgx
+from tests.acceptance.conftest import SUMMARY
 from tests.reliability import SIZE, SIZE_VARIABLE, SIZES
 from tests.reliability import invariants as inv
-from tests.reliability import journal_action as ja
+from tests.support import journal as ja
 
 if SIZE not in SIZES:
     raise pytest.UsageError(f"{SIZE_VARIABLE}={SIZE!r}: expected one of {', '.join(SIZES)}")
 
-MODULE = "tests.reliability.journal_action"
+MODULE = "tests.support.journal"
 
 
 @pytest.fixture
 def size() -> str:
     """The size of this session: "quick" (default) or "long" (BGTASKEX_TORTURE=long)."""
     return SIZE
-
-
-@pytest.fixture
-def bgx(cli_env: dict[str, str]) -> Iterator[Bgx]:
-    runner = Bgx(cli_env)
-    try:
-        yield runner
-    finally:
-        runner.cleanup()
 
 
 class Run:

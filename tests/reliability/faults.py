@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
@@ -32,6 +31,7 @@ from bgtaskex import Action
 from bgtaskex.client import Client
 from bgtaskex.models import TERMINAL as TERMINAL_TASK
 from bgtaskex.models import ActionStatus, Task, TaskStatus
+from tests.support import journal as test_journal
 
 SEED = int(os.environ.get("BGTASKEX_TORTURE_SEED", "20260517"))
 CHUNKED = "tests.reliability.faults:Chunked"
@@ -53,13 +53,7 @@ def wait_for(condition: Any, what: str, timeout: float = 30.0, poll: float = 0.0
 def journal(log: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every entry `Chunked` wrote: {"name", "hook", "pid", "phase": "call"|"return", ...}.
     A line cut short by a dying process (no newline yet) is ignored."""
-    try:
-        with open(log, encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        return []
-    lines = text.split("\n")
-    return [json.loads(line) for line in lines[:-1] if line.strip()]
+    return test_journal.read(log)
 
 
 class Chunked(Action):
@@ -76,11 +70,7 @@ class Chunked(Action):
     def _journal(self, hook: str, phase: str, **more: Any) -> None:
         entry = {"name": self.params["name"], "hook": hook, "pid": os.getpid(), "phase": phase}
         entry.update(more, t=time.time())
-        fd = os.open(self.params["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, (json.dumps(entry) + "\n").encode())  # one write: lines never mix
-        finally:
-            os.close(fd)
+        test_journal.append(self.params["log"], entry)
 
     def init_params(self) -> bool:
         self._journal("init", "call")

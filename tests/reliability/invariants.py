@@ -4,8 +4,8 @@
 (counts, for the tests to print and to put in their messages); `inspect(...)` returns the
 same Report without asserting. Any test may call them at any time when no run is writing
 (between runs, or after a kill). The database is read with plain SQL through SQLAlchemy
-(`db` is a URL, or the path of an SQLite file); the rules come from docs/semantics.md and
-bgtaskex/runner.py:
+(`db` is a URL, or the path of an SQLite file); the rules come from docs/semantics.md
+(#statuses, #write-order, #at-least-once) and the state machine (bgtaskex/run/):
 
 Tasks
   T1  the status is known; a terminal task (finished/failed/cancelled) has no run_order
@@ -30,7 +30,7 @@ Events (the history is written in the same transaction as each status)
       from where the previous ended, the last ends at the task's status.
   E2  the status events of each action chain from pending to its status (not checked for
       tasks that were retried or cancelled, which change actions without an event each).
-Journal (actions whose params name this journal; see journal_action.py)
+Journal (actions whose params name this journal; see tests/support/journal.py)
   J1  every line parses.
   J2  exclusion: between the "enter" and the "exit" of an execute, every line comes from
       that process and that action (so no two executes ever overlap, across processes

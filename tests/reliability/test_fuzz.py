@@ -1,6 +1,6 @@
 """Bad input fuzzing: random task files, params, config files and argument lists.
 
-Each case calls the CLI in-process (`bgtaskex.cli._main`, which returns the exit code)
+Each case calls the CLI in-process (`run_cli` of tests/support/cli.py: the exit code)
 against an SQLite file of the test, in a private HOME with no `BGTASKEX_*` variable, and
 checks the CLI's promise for bad input (README, *Exit codes*):
 
@@ -24,13 +24,10 @@ test_deeply_nested_json, test_newline_in_message).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
 import sqlite3
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -42,8 +39,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bgtaskex.cli import _main
 from tests.reliability import scaled
+from tests.support.cli import CliResult, run_cli
 
 pytestmark = pytest.mark.timeout(scaled(120, 1800))
 
@@ -73,16 +70,7 @@ FUZZ = settings(
 )
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-    args: list[str]
-
-    def describe(self) -> str:
-        args = [a if len(a) < 200 else a[:200] + "..." for a in self.args]
-        return f"exit {self.code} from {args!r}\n--- stdout\n{self.out}--- stderr\n{self.err}"
+Result = CliResult
 
 
 @dataclass
@@ -124,15 +112,7 @@ class Cli:
 
     def __call__(self, *args: str, stdin: str = "", database: bool = True) -> Result:
         argv = (["--database-url", self.url] if database else []) + list(args)
-        out, err = io.StringIO(), io.StringIO()
-        saved_stdin = sys.stdin
-        sys.stdin = io.StringIO(stdin)
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = _main(argv)
-        finally:
-            sys.stdin = saved_stdin
-        return Result(code, out.getvalue(), err.getvalue(), argv)
+        return run_cli(*argv, stdin=stdin)
 
     def snapshot(self) -> dict[str, Any]:
         """The state of the database file: `PRAGMA data_version` of a connection kept

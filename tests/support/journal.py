@@ -1,4 +1,13 @@
-"""`JournalAction`: a workload action that records what it does in an append-only journal.
+"""Journals of the test actions and hooks, and `JournalAction`, the workload action.
+
+A journal is a JSON-lines file that actions and hooks of several processes append to:
+`append` writes one line with a single `os.write` on a file opened with O_APPEND (lines of
+several processes never mix, and a process killed with SIGKILL leaves whole lines only);
+`read` returns the lines, oldest first. The scripted actions (tests/scripted.py), the
+operations actions (tests/ops_actions.py), `Chunked` (tests/reliability/faults.py) and
+the purge hooks log their calls through them.
+
+`JournalAction` records what it does in such a journal.
 
 params (set at enqueue; see `params()`):
     journal:  path of the journal, a JSON-lines file shared by every action of a test
@@ -40,13 +49,14 @@ import json
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from bgtaskex import Action
 
-REF = "tests.reliability.journal_action:JournalAction"
-REF_WITH_INIT = "tests.reliability.journal_action:JournalActionWithInit"
+REF = "tests.support.journal:JournalAction"
+REF_WITH_INIT = "tests.support.journal:JournalActionWithInit"
 
 
 def params(
@@ -70,20 +80,10 @@ def params(
     }
 
 
-def record(
-    journal: str | Path, event: str, label: str, *, sync: bool = False, **fields: Any
-) -> None:
-    """Append one line to the journal in a single write (fsync'ed if `sync`)."""
-    entry = {
-        "event": event,
-        "label": label,
-        "pid": os.getpid(),
-        "t": time.time(),
-        "mono": time.monotonic(),
-        **fields,
-    }
+def append(path: str | os.PathLike[str], entry: Mapping[str, Any], *, sync: bool = False) -> None:
+    """Append `entry` as one JSON line in a single write (fsync'ed if `sync`)."""
     line = (json.dumps(entry) + "\n").encode()
-    fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         written = os.write(fd, line)
         if written != len(line):  # never for a short line on a local file; say so if it does
@@ -92,6 +92,32 @@ def record(
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every line of the journal at `path`, oldest first (none if there is no file). A
+    last line cut short by a dying process (no newline yet) is left out."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
+
+
+def record(
+    journal: str | Path, event: str, label: str, *, sync: bool = False, **fields: Any
+) -> None:
+    """Append one line of `JournalAction` to the journal (fsync'ed if `sync`)."""
+    entry = {
+        "event": event,
+        "label": label,
+        "pid": os.getpid(),
+        "t": time.time(),
+        "mono": time.monotonic(),
+        **fields,
+    }
+    append(journal, entry, sync=sync)
 
 
 def _done_marker(label: str) -> bytes:

@@ -5,7 +5,6 @@ and the key), the default process, `Process.next_occurrence`, and `bgtaskex proc
 from __future__ import annotations
 
 import json
-import os
 import time as clock
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
@@ -14,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from bgtaskex.cli import _main
 from bgtaskex.config import Settings, load_settings
 from bgtaskex.exceptions import ConfigError
 from bgtaskex.processes import DEFAULT_PROCESS, Process
 from bgtaskex.schedule import WeeklyWindow
+from tests.support.cli import run_cli
 
 
 def write(tmp_path: Path, body: str) -> Path:
@@ -256,23 +255,9 @@ def test_next_occurrence_of_a_trigger_that_never_meets_its_window_is_quick() -> 
 # -- `bgtaskex processes` ----------------------------------------------------------------
 
 
-@pytest.fixture
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for key in list(os.environ):
-        if key.startswith("BGTASKEX_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-
-
-def processes_command(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, *args: str
-) -> tuple[int, str, str]:
-    path = write(tmp_path, body)
-    capsys.readouterr()
-    code = _main(["--config", str(path), "processes", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
+def processes_command(tmp_path: Path, body: str, *args: str) -> tuple[int, str, str]:
+    result = run_cli("--config", write(tmp_path, body), "processes", *args)
+    return result.code, result.out, result.err
 
 
 PROCESS_FIELDS = {
@@ -289,12 +274,11 @@ PROCESS_FIELDS = {
 
 
 def test_processes_json_lists_the_processes_with_their_next_occurrence(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], isolated: None
+    tmp_path: Path, isolated: None
 ) -> None:
     before = datetime.now().astimezone().replace(microsecond=0)
     code, out, err = processes_command(
         tmp_path,
-        capsys,
         """
         [[processes]]
         name = "sunday"
@@ -347,10 +331,8 @@ def test_processes_json_lists_the_processes_with_their_next_occurrence(
     assert before <= at <= before + timedelta(seconds=11)
 
 
-def test_processes_json_without_processes_shows_the_default(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], isolated: None
-) -> None:
-    code, out, _ = processes_command(tmp_path, capsys, 'log_level = "WARNING"\n', "--json")
+def test_processes_json_without_processes_shows_the_default(tmp_path: Path, isolated: None) -> None:
+    code, out, _ = processes_command(tmp_path, 'log_level = "WARNING"\n', "--json")
     assert code == 0
     (row,) = json.loads(out)
     expected: dict[str, Any] = {
@@ -366,12 +348,9 @@ def test_processes_json_without_processes_shows_the_default(
     assert row["next_at"] is not None
 
 
-def test_processes_table_for_people(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], isolated: None
-) -> None:
+def test_processes_table_for_people(tmp_path: Path, isolated: None) -> None:
     code, out, err = processes_command(
         tmp_path,
-        capsys,
         '[[processes]]\nname = "reports"\nqueues = ["a", "b"]\ncron = "0 3 * * *"\n'
         '[[processes]]\nname = "off"\nevery = 60\nwindow = {enabled = false}\n',
     )
@@ -384,10 +363,8 @@ def test_processes_table_for_people(
     assert "disabled" in off and "never" in off
 
 
-def test_processes_with_a_bad_config_is_one_line_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], isolated: None
-) -> None:
-    code, out, err = processes_command(tmp_path, capsys, P + 'every = "1s"\ncron = "* * * * *"\n')
+def test_processes_with_a_bad_config_is_one_line_exit_2(tmp_path: Path, isolated: None) -> None:
+    code, out, err = processes_command(tmp_path, P + 'every = "1s"\ncron = "* * * * *"\n')
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("bgtaskex: error: ")
     assert "process 'p'" in err
