@@ -1,7 +1,7 @@
 """One run: take the lock, compute the deadline, process tasks in order until the work
 or the time runs out. `bgtaskex run-once`, a daemon tick and the tests all call `run()`.
 
-The state machine is that of docs/semantics: each status is written (committed) *before*
+The state machine of docs/semantics.md#the-state-machine: each status is committed *before*
 the hook it announces is called, so whatever kills the process leaves the status that
 tells the next run what happened.
 """

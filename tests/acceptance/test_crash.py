@@ -1,6 +1,6 @@
-"""Real crashes of `bgtaskex run-once`, then recovery by the next run, as docs/semantics.md
-says: each status is written before the hook it announces, so the status found after a
-crash tells the next run what happened.
+"""Real crashes of `bgtaskex run-once`, then recovery by the next run, as
+docs/semantics.md#write-order says: each status is written before the hook it announces, so
+the status found after a crash tells the next run what happened.
 
 The scripted action dies with os._exit(3) inside a hook ("exit", "checkpoint-exit"), or
 the test kills the process with SIGKILL from outside while execute is working.

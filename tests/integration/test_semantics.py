@@ -1,4 +1,5 @@
-"""The behaviour of docs/semantics.md, case by case, against real databases.
+"""The behaviour of docs/semantics.md (#the-state-machine, #write-order), case by case,
+against real databases.
 
 Every test runs on SQLite and on PostgreSQL (the `client` fixture). Hooks are driven by
 `tests.scripted.Scripted`, whose calls are logged to a file, so each test states the

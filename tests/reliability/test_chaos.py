@@ -13,10 +13,10 @@ What must hold (printed, and in the assertion messages):
 * at the end, after clean runs: 0 lost (all 250 actions done, each with exactly one
   "done" line and all its units), 0 stuck (every task finished, `bgtaskex check` OK).
 
-By design (docs/semantics.md), a kill that lands while the task is `recovering` (in
-change_params_on_error, between two commits a millisecond apart) makes the next run fail
-that action. Such actions are counted, and retried with `bgtaskex retry` before the end;
-any other failure fails the test.
+By design (docs/semantics.md#at-least-once), a kill that lands while the task is
+`recovering` (in change_params_on_error, between two commits a millisecond apart) makes the
+next run fail that action. Such actions are counted, and retried with `bgtaskex retry` before
+the end; any other failure fails the test.
 
 Where the kills land: 20% at a random delay after the process starts (5-400 ms: mostly
 during start-up, before the lock); 80% at a random delay after the run took the lock
