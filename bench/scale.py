@@ -311,7 +311,7 @@ def _purge_batch(store: Any, where: Any) -> str:
 
     event.listen(store._engine, "before_cursor_execute", stop)
     try:
-        store.purge(where, batch=500)
+        store.admin.purge(where, batch=500)
     except _DryRun:
         return "batch of 500 selected"
     finally:

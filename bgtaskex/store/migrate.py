@@ -17,8 +17,8 @@ from sqlalchemy import Column, Connection, Engine, MetaData, PrimaryKeyConstrain
 from sqlalchemy import text as sql
 
 from ..exceptions import StorageError
-from .core import Store
 from .probe import LEGACY_VERSION_TABLE, VERSION_TABLE
+from .schema import legacy_revision
 
 
 def alembic_config() -> Config:
@@ -90,7 +90,7 @@ def adopt_legacy_version(conn: Connection) -> str | None:
     MariaDB, where DDL commits at once, the CREATE TABLE comes before that transaction
     and the DROP TABLE after it, so a crash in between leaves an empty version table (the
     move is done again next time) or an empty `alembic_version` (harmless)."""
-    revision = Store.legacy_revision(conn)
+    revision = legacy_revision(conn)
     if revision is None:
         return None
     if conn.dialect.has_table(conn, VERSION_TABLE):

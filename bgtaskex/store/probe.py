@@ -1,15 +1,24 @@
-"""A cheap look at the embedded SQLite database, with the standard library only.
+"""The storage layer's idle probe: is there work in the embedded SQLite database?
 
 Cron runs `bgtaskex run-once` every minute, mostly to find nothing to do. When this probe
-can tell for sure that no task is due, the run ends without importing SQLAlchemy.
+can tell for sure that no task is due (and no ended task has outlived `keep_ended`), the
+run ends without importing SQLAlchemy. Its queries are the store's own (the due tasks
+of `Store.next_task` for a routing, without the lease; the ended tasks of
+`Store.purge_expired`), written here as SQL text and sent with the standard library's
+sqlite3: every query bgtaskex sends still lives in the storage layer, this module being
+part of it. Also the schema revision constants, which the same check needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from ..urls import sqlite_path
+
+if TYPE_CHECKING:
+    from ..plan import Routing
 
 #: The Alembic revision this release's code expects (tests check it is the script head).
 HEAD_REVISION = "0002"
@@ -24,12 +33,12 @@ LEGACY_REVISIONS = frozenset({"0001", "0002"})
 
 def sqlite_idle(
     url: str,
-    retention: Mapping[str, float] | None = None,
-    queues: Sequence[str] | None = None,
-    exclude_queues: Sequence[str] = (),
+    keep_ended: Mapping[str, float] | None = None,
+    routing: Routing | None = None,
 ) -> bool:
     """True only when the database of `url` is an SQLite file, at this release's schema,
-    with no task due and no ended task past its `retention` (seconds, by status).
+    with no task due in the queues `routing` serves (None: any) and no ended task past
+    its `keep_ended` (seconds, by status: what `Store.purge_expired` would delete).
     False means "there is work" or "cannot tell": do the full run."""
     path = sqlite_path(url)
     if path is None:
@@ -46,16 +55,10 @@ def sqlite_idle(
         version = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
         if version is None or version[0] != HEAD_REVISION:
             return False
-        query = "SELECT 1 FROM bgtaskex_tasks WHERE run_order IS NOT NULL"
-        if queues is not None:
-            query += f" AND queue IN ({', '.join('?' * len(queues))})"
-        if exclude_queues:
-            query += f" AND queue NOT IN ({', '.join('?' * len(exclude_queues))})"
-        args = (*(queues or ()), *exclude_queues)
-        due = conn.execute(query + " LIMIT 1", args).fetchone()
-        if due is not None:
+        query, args = _due_query(routing)
+        if conn.execute(query, args).fetchone() is not None:
             return False
-        for status, seconds in (retention or {}).items():
+        for status, seconds in (keep_ended or {}).items():
             # Timestamps are stored as naive UTC text, which sorts as time does.
             cutoff = datetime.now(UTC) - timedelta(seconds=seconds)
             old = conn.execute(
@@ -69,3 +72,15 @@ def sqlite_idle(
         return False
     finally:
         conn.close()
+
+
+def _due_query(routing: Routing | None) -> tuple[str, tuple[str, ...]]:
+    """Whether a task is due in the queues `routing` serves: the SQL and its arguments."""
+    query = "SELECT 1 FROM bgtaskex_tasks WHERE run_order IS NOT NULL"
+    queues = routing.queues if routing is not None else None
+    excluded = routing.excluded if routing is not None else ()
+    if queues is not None:
+        query += f" AND queue IN ({', '.join('?' * len(queues))})"
+    if excluded:
+        query += f" AND queue NOT IN ({', '.join('?' * len(excluded))})"
+    return query + " LIMIT 1", (*(queues or ()), *excluded)

@@ -180,7 +180,7 @@ def start(store: Store, task_id: int) -> None:
 
 
 def cancel(store: Store, task_id: int) -> None:
-    assert store.cancel(task_id, executing=lambda: False) is True
+    assert store.admin.cancel(task_id, executing=lambda: False) is True
 
 
 @pytest.mark.parametrize("write", [start, cancel], ids=["apply", "cancel"])

@@ -139,7 +139,7 @@ def test_show_of_a_task_of_100000_actions_reads_a_page(client: Client, settings:
     assert count == CHAIN
     assert [a.rank for a in task.actions] == [*range(1, 51), 60_000]
     assert task.current_action is not None and task.current_action.params == {"n": 60_000}
-    events, event_count = client.store.recent_events(task_id, 50)
+    events, event_count = client.store.admin.recent_events(task_id, 50)
     assert event_count == EVENTS
     assert [e.id for e in events] == last_events
 
@@ -160,6 +160,6 @@ def test_show_of_a_small_task_lists_everything(client: Client) -> None:
     task_id = client.enqueue("short", [NOOP, NOOP])
     task, count = client.store.get_task_page(task_id, 50)
     assert (count, [a.rank for a in task.actions]) == (2, [1, 2])
-    events, event_count = client.store.recent_events(task_id, 50)
+    events, event_count = client.store.admin.recent_events(task_id, 50)
     parts = render_task(task, events, action_count=count, event_count=event_count)
     assert not any("to see more" in str(p) for p in parts)

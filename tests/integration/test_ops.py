@@ -721,7 +721,7 @@ def test_purge_in_several_batches(
         return real_write()
 
     monkeypatch.setattr(store, "_write", counting)
-    assert store.purge(batch=7) == 30
+    assert store.admin.purge(batch=7) == 30
     assert writes == math.ceil(30 / 7)  # one transaction per batch
     monkeypatch.undo()
     assert [task.id for task in store.list_tasks()] == [waiting]
@@ -847,7 +847,7 @@ def test_stats_counts_windows_and_mean(client: Client, bg: Bg, calls_log: str) -
     elapsed = [client.get(tid).actions[0].elapsed for tid in (a1, a2)]
     assert min(elapsed) > 0.03
 
-    numbers = client.store.stats()
+    numbers = client.store.admin.stats()
     assert sorted(numbers.counts) == [
         ("a", "cron", "finished", 2),
         ("b", "cron", "created", 2),
@@ -1042,7 +1042,7 @@ def test_filters_select_the_same_tasks_everywhere(client: Client, calls_log: str
     where = TaskFilter(name_glob="nightly_*", queues=frozenset({"reports"}))
     assert [task.id for task in client.list_tasks(where)] == [failed]
     assert client.count_tasks(where) == 1
-    assert client.store.purge_preview(where) == (1, [failed])
+    assert client.store.admin.purge_preview(where) == (1, [failed])
 
 
 def test_check_warns_when_the_schema_is_not_this_release(store: Store, bg: Bg) -> None:

@@ -1,4 +1,5 @@
-"""The contract of bgtaskex.store.Store, on SQLite, PostgreSQL and MariaDB."""
+"""bgtaskex.store.Store on SQLite, PostgreSQL and MariaDB: enqueue, the client's reads, and
+what `apply` writes (what the run relies on, `RunStorage`: test_store_contract.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from bgtaskex.models import (
     TaskType,
     run_order,
 )
+from bgtaskex.plan import Routing
 from bgtaskex.registry import Registry
 from bgtaskex.store import Store
 
@@ -194,33 +196,6 @@ def test_list_tasks_empty(store: Store) -> None:
     assert store.list_tasks() == []
 
 
-def test_next_task_follows_run_order_and_exclude(store: Store) -> None:
-    assert store.next_task() is None
-    cron = enqueue(store, "cron", n=2)
-    recovering = enqueue(store, "recovering")
-    inter = enqueue(store, "interactive", TaskType.INTERACTIVE)
-    done = enqueue(store, "done")
-    set_status(store, recovering, TaskStatus.RECOVERING, 1)
-    set_status(store, done, TaskStatus.FINISHED)
-
-    order = []
-    seen: set[int] = set()
-    while (task := store.next_task(exclude=seen)) is not None:
-        order.append(task.id)
-        seen.add(task.id)
-    assert order == [inter, recovering, cron]
-    first = store.next_task()
-    assert first is not None and first.id == inter
-    with_actions = store.next_task(exclude=[inter, recovering])
-    assert with_actions is not None
-    assert [a.rank for a in with_actions.actions] == [1, 2]
-    assert store.has_due_tasks()
-    for tid in (cron, recovering, inter):
-        set_status(store, tid, TaskStatus.FAILED)
-    assert store.next_task() is None
-    assert not store.has_due_tasks()
-
-
 # -- apply ----------------------------------------------------------------------------------
 
 
@@ -321,7 +296,7 @@ def test_values_come_back_exactly_on_every_backend(store: Store) -> None:
     assert store.get_task(upper).created_at == at
     assert {t.id for t in store.list_tasks(TaskFilter(queues=frozenset({"reports"})))} == {lower}
     assert {t.id for t in store.list_tasks(TaskFilter(queues=frozenset({"Reports"})))} == {upper}
-    assert store.next_task(queues=["reports"]).id == lower  # type: ignore[union-attr]
+    assert store.next_task(routing=Routing(("reports",))).id == lower  # type: ignore[union-attr]
     by_glob = store.list_tasks(TaskFilter(name_glob="REP*"))  # globs ignore case everywhere
     assert {t.id for t in by_glob} == {upper, lower}
 
