@@ -23,7 +23,8 @@ from rich.table import Table
 from bgtaskex import Action
 
 from . import BenchError, median, quartiles, rotated
-from .throughput import Backend, Counter, fresh_database, postgres_problem
+from .scratch import POSTGRES, SQLITE_FULL, SQLITE_NORMAL, Backend, postgres_problem
+from .throughput import Counter, fresh_database
 
 CHUNKS_FULL, CHUNKS_QUICK = 10_000, 2_000
 REPEATS_FULL, REPEATS_QUICK = 2, 2
@@ -107,12 +108,12 @@ def run(
     repeats = REPEATS_QUICK if quick else REPEATS_FULL
     raw_seconds = RAW_SECONDS_QUICK if quick else RAW_SECONDS_FULL
     backends = [
-        Backend("sqlite-full", "SQLite FULL", "sqlite", "FULL"),
-        Backend("sqlite-normal", "SQLite NORMAL", "sqlite", "NORMAL"),
+        SQLITE_FULL,
+        SQLITE_NORMAL,
     ]
     skipped = postgres_problem(postgres_url) if use_postgres else "disabled by --no-postgres"
     if skipped is None:
-        backends.append(Backend("postgres", "PostgreSQL", "postgres"))
+        backends.append(POSTGRES)
     else:
         console.print(f"[yellow]checkpoint: PostgreSQL skipped: {skipped}[/yellow]")
 

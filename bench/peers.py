@@ -49,8 +49,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import BenchError, masked, median, pg_conninfo, rotated
-from .throughput import NOOP_REF, Counter, postgres_problem, raw_postgres, raw_sqlite
+from . import BenchError, masked, median, rotated
+from .scratch import postgres_database, postgres_problem, sqlite_dir, with_options
+from .throughput import NOOP_REF, Counter, raw_postgres, raw_sqlite
 
 TASKS_FULL, TASKS_QUICK = 10_000, 2_000
 MULTI_FULL, MULTI_QUICK = 1_000, 200
@@ -86,28 +87,6 @@ class Side:
     concurrency: int = 1
 
 
-# -- scratch PostgreSQL databases ----------------------------------------------------------
-
-
-@contextlib.contextmanager
-def scratch_database(pg_url: str, prefix: str) -> Iterator[tuple[str, str]]:
-    """A new, empty PostgreSQL database: yields (SQLAlchemy URL, libpq conninfo); dropped
-    afterwards (WITH (FORCE): a pool left open by a peer does not keep it)."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = f"{prefix}_{secrets.token_hex(5)}"
-    admin_info = pg_conninfo(pg_url)
-    with psycopg.connect(admin_info, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        yield url, pg_conninfo(url)
-    finally:
-        with psycopg.connect(admin_info, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _raw_postgres(conninfo: str, seconds: float) -> float:
     return raw_postgres(conninfo, "public", seconds)
 
@@ -129,14 +108,6 @@ def _bgtaskex_client(url: str, lock: Path, synchronous: str = "FULL") -> Any:
     )
 
 
-def _with_option(url: str, option: str) -> str:
-    """`url` with a libpq `options=-c...` setting added (URL-encoded)."""
-    from urllib.parse import quote
-
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote('-c' + option)}"
-
-
 @dataclass
 class Target:
     """A fresh, empty bgtaskex database: its URL, the same with durability off (to fill it
@@ -153,8 +124,7 @@ class Target:
 def bgtaskex_target(kind: str, workdir: Path, pg_url: str) -> Iterator[Target]:
     """A new SQLite file in its own directory, or a scratch PostgreSQL database."""
     if kind == "sqlite":
-        where = Path(tempfile.mkdtemp(prefix="bgtaskex-", dir=workdir))
-        try:
+        with sqlite_dir(workdir, "bgtaskex") as where:
             url = f"sqlite:///{where / 'bgtaskex.db'}"
             yield Target(
                 url,
@@ -163,13 +133,11 @@ def bgtaskex_target(kind: str, workdir: Path, pg_url: str) -> Iterator[Target]:
                 where / "run.lock",
                 lambda s: raw_sqlite(where / "raw.db", "FULL", s),
             )
-        finally:
-            shutil.rmtree(where, ignore_errors=True)
         return
-    with scratch_database(pg_url, "bgtaskex_bench") as (url, conninfo):
+    with postgres_database(pg_url, "bgtaskex_bench") as (url, conninfo):
         yield Target(
             url,
-            _with_option(url, "synchronous_commit=off"),
+            with_options(url, "synchronous_commit=off"),
             "FULL",
             workdir / f"{secrets.token_hex(4)}.lock",
             lambda s: _raw_postgres(conninfo, s),
@@ -363,7 +331,7 @@ def drain_procrastinate(
     from procrastinate import sql
 
     writes = {sql.queries[name] for name in WRITE_QUERIES if name in sql.queries}
-    with scratch_database(pg_url, "procrastinate_bench") as (_url, conninfo):
+    with postgres_database(pg_url, "procrastinate_bench") as (_url, conninfo):
         connector = procrastinate.PsycopgConnector(conninfo=conninfo)
         app = procrastinate.App(connector=connector)
 

@@ -31,7 +31,7 @@ from bgtaskex import Action
 
 from . import BenchError, rotated
 from .peers import _bgtaskex_client, bgtaskex_target, fill
-from .throughput import Backend, postgres_problem
+from .scratch import POSTGRES, SQLITE_FULL, Backend, postgres_problem
 
 SIZES_FULL = (100, 1_000, 10_000)
 SIZES_QUICK = (100, 1_000)
@@ -120,10 +120,10 @@ def run(
     png_path: Path | None = None,
 ) -> dict[str, Any]:
     sizes = SIZES_QUICK if quick else SIZES_FULL
-    backends = [Backend("sqlite-full", "SQLite FULL", "sqlite", "FULL")]
+    backends = [SQLITE_FULL]
     skipped = postgres_problem(postgres_url) if use_postgres else "disabled by --no-postgres"
     if skipped is None:
-        backends.append(Backend("postgres", "PostgreSQL", "postgres"))
+        backends.append(POSTGRES)
     else:
         console.print(f"[yellow]queue size: PostgreSQL skipped: {skipped}[/yellow]")
     rows: list[dict[str, Any]] = []

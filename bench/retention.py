@@ -424,7 +424,7 @@ def run(
     tickets: int | None = None,
     repeats: int | None = None,
 ) -> dict[str, Any]:
-    from .throughput import postgres_problem
+    from .scratch import postgres_problem
 
     n = tickets or (TICKETS_QUICK if quick else TICKETS_FULL)
     repeats = repeats or (REPEATS_QUICK if quick else REPEATS_FULL)

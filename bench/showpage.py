@@ -5,15 +5,15 @@ doubling the actions and the events 17 times, the actions cut back to 100,000), 
 60,000. Measured, alternating, median of N runs after one warm-up: the wall time of
 `bgtaskex show ID` and `bgtaskex show ID --json` as subprocesses (start-up included;
 `show` of a task of one action is the floor of that start-up on the same machine), and
-in-process the page `show` reads (`Store.get_task_page` + `Store.recent_events`, 50 of
+in-process the page `show` reads (`Store.get_task_page` + `Store.admin.recent_events`, 50 of
 each with the counts) against the whole task (`Store.get_task` + `Store.events`, what
 `show` read before it had pages). Target: `show` under 1 s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import ROOT, BenchError, masked, median, rotated
+from .scratch import postgres_schema, with_options
 
 CHAIN = 100_000
 DOUBLINGS = 17  # 2**17 events
@@ -102,7 +103,7 @@ def _measure(url: str, runs: int) -> dict[str, Any]:
             "show (1 action)": _cli(url, "show", str(small)),
             "page (in-process)": lambda: (
                 store.get_task_page(task_id, 50),
-                store.recent_events(task_id, 50),
+                store.admin.recent_events(task_id, 50),
             ),
             "whole task (in-process)": lambda: (store.get_task(task_id), store.events(task_id)),
         }
@@ -158,20 +159,10 @@ def run(
 
 def _on_postgres(console: Console, url: str, runs: int) -> dict[str, Any]:
     """The same on a scratch schema of the PostgreSQL server, dropped afterwards."""
-    import sqlalchemy
-
-    schema = f"bgtaskex_bench_{secrets.token_hex(4)}"
-    try:
-        admin = sqlalchemy.create_engine(url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as err:  # no server: skip its row, say why
-        console.print(f"[yellow]show: PostgreSQL skipped ({masked(str(err))[:200]})[/yellow]")
-        return {}
-    sep = "&" if "?" in url else "?"
-    try:
-        return {"postgresql": _measure(f"{url}{sep}options=-csearch_path%3D{schema}", runs)}
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sqlalchemy.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with contextlib.ExitStack() as stack:
+        try:
+            schema = stack.enter_context(postgres_schema(url))
+        except Exception as err:  # no server: skip its row, say why
+            console.print(f"[yellow]show: PostgreSQL skipped ({masked(str(err))[:200]})[/yellow]")
+            return {}
+        return {"postgresql": _measure(with_options(url, f"search_path={schema}"), runs)}

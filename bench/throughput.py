@@ -25,8 +25,6 @@ import cProfile
 import gc
 import io
 import pstats
-import secrets
-import shutil
 import sqlite3
 import tempfile
 import time
@@ -41,6 +39,16 @@ from rich.table import Table
 from bgtaskex import Action
 
 from . import BenchError, masked, median, pg_conninfo, rotated
+from .scratch import (
+    POSTGRES,
+    SQLITE_FULL,
+    SQLITE_NORMAL,
+    Backend,
+    postgres_problem,
+    postgres_schema,
+    sqlite_dir,
+    with_options,
+)
 
 TASKS_FULL, TASKS_QUICK = 10_000, 2_000
 MULTI_FULL, MULTI_QUICK = 1_000, 200
@@ -71,14 +79,6 @@ class Workload:
     @property
     def label(self) -> str:
         return f"{self.tasks} x {self.actions}"
-
-
-@dataclass(frozen=True)
-class Backend:
-    key: str
-    label: str
-    kind: str  # "sqlite" or "postgres"
-    synchronous: str = "FULL"
 
 
 @dataclass
@@ -186,50 +186,23 @@ def raw_postgres(conninfo: str, schema: str, seconds: float) -> float:
                 return n / (now - began)
 
 
-def postgres_problem(url: str) -> str | None:
-    """None when PostgreSQL answers at `url`, else why not."""
-    try:
-        import psycopg
-    except ImportError:
-        return "psycopg is not installed"
-    try:
-        with psycopg.connect(pg_conninfo(url), connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except Exception as err:
-        return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}"
-    return None
-
-
 @contextlib.contextmanager
 def fresh_database(backend: Backend, workdir: Path, pg_url: str) -> Iterator[Target]:
     if backend.kind == "sqlite":
-        where = Path(tempfile.mkdtemp(prefix=f"{backend.key}-", dir=workdir))
-        try:
+        with sqlite_dir(workdir, backend.key) as where:
             yield Target(
                 url=f"sqlite:///{where / 'bgtaskex.db'}",
                 lock_file=where / "run.lock",
                 raw_commits_per_s=lambda s: raw_sqlite(where / "raw.db", backend.synchronous, s),
             )
-        finally:
-            shutil.rmtree(where, ignore_errors=True)
         return
-
-    import psycopg
-
     conninfo = pg_conninfo(pg_url)
-    schema = f"bgtaskex_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(conninfo, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in pg_url else "?"
-    try:
+    with postgres_schema(pg_url) as schema:
         yield Target(
-            url=f"{pg_url}{sep}options=-csearch_path%3D{schema}",
+            url=with_options(pg_url, f"search_path={schema}"),
             lock_file=workdir / f"{schema}.lock",
             raw_commits_per_s=lambda s: raw_postgres(conninfo, schema, s),
         )
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 # -- one measurement --------------------------------------------------------------------
@@ -321,14 +294,15 @@ Matcher = tuple[str, str] | tuple[str, str, int]
 def _breakdown() -> list[tuple[str, list[Matcher]]]:
     """(label, matchers): a matcher is (file or path ending, function name[, first line]),
     or ("~", name) for a C function. Indented rows are parts of the row above."""
-    from bgtaskex.run.runner import Runner
+    from bgtaskex.run.machine import Machine
+    from bgtaskex.run.worker import Worker
     from bgtaskex.store import Store
 
     return [
-        ("Runner.run: the whole drain", [_code(Runner.run)]),
+        ("Worker.work: the whole drain", [_code(Worker.work)]),
         ("  Store.next_task (read transaction)", [_code(Store.next_task)]),
         ("  Store.apply (write transaction)", [_code(Store.apply)]),
-        ("  Runner._hook (the action's execute)", [_code(Runner._hook)]),
+        ("  Machine._hook (the action's execute)", [_code(Machine._hook)]),
         (
             "Connection.execute (SQLAlchemy, all statements)",
             [("sqlalchemy/engine/base.py", "execute")],
@@ -470,14 +444,14 @@ def run(
     ]
     raw_seconds = RAW_SECONDS_QUICK if quick else RAW_SECONDS_FULL
     backends = [
-        Backend("sqlite-full", "SQLite FULL", "sqlite", "FULL"),
-        Backend("sqlite-normal", "SQLite NORMAL", "sqlite", "NORMAL"),
+        SQLITE_FULL,
+        SQLITE_NORMAL,
     ]
     skipped = None
     if use_postgres:
         skipped = postgres_problem(postgres_url)
         if skipped is None:
-            backends.append(Backend("postgres", "PostgreSQL", "postgres"))
+            backends.append(POSTGRES)
         else:
             console.print(
                 f"[yellow]PostgreSQL skipped ({masked(postgres_url)}): {skipped}[/yellow]"

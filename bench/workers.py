@@ -19,28 +19,24 @@ tasks must all end finished, each claimed once (claim_token 1), none lost.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import resource
-import secrets
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from rich.console import Console
 from rich.table import Table
 
 from bgtaskex import Action
 
-from . import ROOT, BenchError, masked, median, pg_conninfo, rotated
-from .throughput import postgres_problem
+from . import ROOT, BenchError, masked, median, rotated
+from .scratch import postgres_problem, postgres_schema, with_options
 
 WORKER_COUNTS = (1, 2, 4, 8)
 MODES = ("threads", "processes")
@@ -81,27 +77,6 @@ class Workload:
 
 def _ref(cls: type[Action]) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
-
-
-@contextlib.contextmanager
-def scratch_schema(pg_url: str) -> Iterator[tuple[str, str]]:
-    """(URL, the same URL with synchronous_commit=off) of a new schema, dropped after."""
-    import psycopg
-
-    conninfo = pg_conninfo(pg_url)
-    schema = f"bgtaskex_bench_{secrets.token_hex(6)}"
-    with psycopg.connect(conninfo, autocommit=True) as admin:
-        admin.execute(f'CREATE SCHEMA "{schema}"')
-    sep = "&" if "?" in pg_url else "?"
-    path = f"-csearch_path={schema}"
-    try:
-        yield (
-            f"{pg_url}{sep}options={quote(path)}",
-            f"{pg_url}{sep}options={quote(path + ' -csynchronous_commit=off')}",
-        )
-    finally:
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def fill(fast_url: str, workload: Workload) -> None:
@@ -161,7 +136,9 @@ def _drain_window(url: str) -> tuple[float, float, dict[str, int]]:
 
 def measure(workload: Workload, mode: str, workers: int, pg_url: str, home: Path) -> dict[str, Any]:
     processes, per_process = (1, workers) if mode == "threads" else (workers, 1)
-    with scratch_schema(pg_url) as (url, fast_url):
+    with postgres_schema(pg_url) as schema:
+        url = with_options(pg_url, f"search_path={schema}")
+        fast_url = with_options(pg_url, f"search_path={schema}", "synchronous_commit=off")
         fill(fast_url, workload)
         env = _env(home, url, per_process)
         args = [sys.executable, "-m", "bgtaskex", "--import", __name__, "run-once", "--json",

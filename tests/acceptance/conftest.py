@@ -14,7 +14,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,15 @@ from typing import Any
 import pytest
 
 from tests.support import journal
-from tests.support.cli import TIMEOUT, Bgx, command, describe
+from tests.support.cli import TIMEOUT, Bgx, command, describe, wait_until
 
-__all__ = ["TIMEOUT", "Bgx", "command", "describe"]  # the tests import them from here too
+__all__ = [
+    "TIMEOUT",
+    "Bgx",
+    "command",
+    "describe",
+    "wait_until",
+]  # the tests import them from here too
 
 SUMMARY = re.compile(
     r"^run (?P<run_id>[0-9a-f]+): (?P<finished>\d+) finished, (?P<paused>\d+) paused, "
@@ -77,26 +82,6 @@ def scripted(log: str | Path, plan: Mapping[str, list[str]], name: str = "A") ->
     """A `REF=JSON` argument for the scripted action."""
     params = {"name": name, "log": str(log), "plan": dict(plan)}
     return f"{SCRIPTED}={json.dumps(params)}"
-
-
-def wait_until(
-    condition: Callable[[], bool],
-    what: str,
-    timeout: float = 30.0,
-    proc: subprocess.Popen[str] | None = None,
-) -> None:
-    """Poll `condition` until true; fail after `timeout` s or if `proc` exits first."""
-    give_up = time.monotonic() + timeout
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(
-                f"process exited with {proc.returncode} before {what}\n"
-                f"--- stdout\n{out}--- stderr\n{err}"
-            )
-        if time.monotonic() > give_up:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def hook_started(log: str | Path, hook: str, pid: int) -> Callable[[], bool]:

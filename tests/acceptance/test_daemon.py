@@ -32,16 +32,15 @@ from bgtaskex.config import Settings
 from tests import planner
 from tests.acceptance.conftest import (
     Bgx,
-    command,
     describe,
     entries,
     hook_started,
     hooks,
     scripted,
     summary,
-    wait_until,
 )
 from tests.conftest import IN_CI, ROOT
+from tests.support import daemon as support_daemon
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -73,7 +72,7 @@ def process(name: str, every: str = "1s", **keys: str) -> str:
     return "\n".join(body) + "\n"
 
 
-class Daemon:
+class Daemon(support_daemon.Daemon):
     """A `bgtaskex --config CFG [OPTIONS] daemon` subprocess; stderr in a file.
 
     Registered with the `bgx` fixture, which kills it at teardown if still running."""
@@ -86,65 +85,13 @@ class Daemon:
         *options: str,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.err_path = directory / f"daemon-{secrets.token_hex(3)}.err"
-        with open(self.err_path, "w") as err, open(self.err_path.with_suffix(".out"), "w") as out:
-            self.proc: subprocess.Popen[str] = subprocess.Popen(
-                command("--config", config, *options, "daemon"),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                text=True,
-                env={**bgx.env, **(env or {})},
-            )
+        err_path = directory / f"daemon-{secrets.token_hex(3)}.err"
+        super().__init__(config, {**bgx.env, **(env or {})}, *options, err_path=err_path)
         bgx.started.append(self.proc)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.err_path.read_text(encoding="utf-8")
 
     def runs(self) -> list[str]:
         """The run summary lines of the log (text or JSON format)."""
         return re.findall(r"process \S+: run [0-9a-f]+: [^\n\"]*", self.log())
-
-    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 20) -> None:
-        """wait_until, failing at once (with the daemon's log) if the daemon exits."""
-
-        def check() -> bool:
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"the daemon exited with {self.proc.returncode} before {what}\n"
-                    f"--- stderr\n{self.log()}"
-                )
-            return condition()
-
-        try:
-            wait_until(check, what, timeout)
-        except pytest.fail.Exception as failed:
-            raise AssertionError(f"{failed}\n--- daemon stderr\n{self.log()}") from None
-
-    def started(self) -> Daemon:
-        self.wait_for(lambda: "daemon started" in self.log(), "the daemon to start")
-        return self
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    def exit_code(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"the daemon did not exit within {timeout}s\n--- stderr\n{self.log()}")
-
-    def stop(self, timeout: float = 15) -> None:
-        """SIGTERM; exit 0, no traceback."""
-        self.signal(signal.SIGTERM)
-        code = self.exit_code(timeout)
-        log = self.log()
-        assert code == 0, log
-        assert "Traceback" not in log, log
 
 
 class Tasks:

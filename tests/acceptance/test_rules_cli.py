@@ -23,7 +23,6 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -216,33 +215,11 @@ def closed_and_old(url: str) -> set[int]:
     )
 
 
-@dataclass(frozen=True)
-class AppState:
-    tickets: set[int]
-    children: dict[str, dict[int, int]]  # child table -> {child id: ticket id}
-
-    @classmethod
-    def of(cls, url: str) -> AppState:
-        engine = appdb.app_engine(url)
-        try:
-            with engine.connect() as conn:
-                tickets = set(conn.execute(sqlalchemy.select(appdb.tickets.c.id)).scalars())
-                children = {
-                    t.name: {
-                        i: k for i, k in conn.execute(sqlalchemy.select(t.c.id, t.c.ticket_id))
-                    }
-                    for t in (appdb.ticket_comments, appdb.ticket_links)
-                }
-        finally:
-            engine.dispose()
-        return cls(tickets, children)
-
-
-def consistent(url: str, before: AppState, matching: set[int]) -> set[int]:
+def consistent(url: str, before: appdb.Rows, matching: set[int]) -> set[int]:
     """Check the application database against `before` (rows added since are not
     looked at): only tickets of `matching` are gone, with exactly their child rows, and
     no child row is orphaned. The ids gone."""
-    now = AppState.of(url)
+    now = appdb.rows(url)
     gone = before.tickets - now.tickets
     assert gone <= matching, f"deleted rows the rule does not select: {sorted(gone - matching)[:9]}"
     assert appdb.orphans(url) == 0
@@ -362,7 +339,7 @@ def test_rules_preview_counts_and_samples_and_deletes_nothing(bgx: Bgx, tmp_path
     fill_app(app, old=1500, recent=300)
     matching = sorted(closed_and_old(app))
     assert 100 < len(matching) < 1500
-    before = AppState.of(app)
+    before = appdb.rows(app)
     cli = Cli(
         bgx,
         tmp_path,
@@ -444,7 +421,7 @@ def test_rules_preview_counts_and_samples_and_deletes_nothing(bgx: Bgx, tmp_path
     none = json.loads(found["none-json"].stdout)
     assert (none["count"], none["low"], none["high"], none["sample"]) == (0, None, None, [])
 
-    assert AppState.of(app) == before, "preview deleted something"
+    assert appdb.rows(app) == before, "preview deleted something"
     assert own_task_count(cli) == 0, "preview queued something"
 
 
@@ -581,7 +558,7 @@ def test_a_walk_queued_on_default_is_done_by_plain_run_once_in_several_runs(
     app = f"sqlite:///{tmp_path / 'app.db'}"
     fill_app(app, old=3000, recent=600, seed=5)
     matching = closed_and_old(app)
-    before = AppState.of(app)
+    before = appdb.rows(app)
     cli = Cli(
         bgx,
         tmp_path,
@@ -643,7 +620,7 @@ def test_the_retention_process_plans_and_walks_and_plain_run_once_leaves_its_que
     closed = closed_and_old(app)
     archived = appdb.ids_where(app, "status = 'archived'")
     opened = appdb.ids_where(app, "status = 'open'")
-    before = AppState.of(app)
+    before = appdb.rows(app)
     cli = Cli(
         bgx,
         tmp_path,
@@ -809,7 +786,7 @@ def test_kill_9_in_the_middle_of_a_chunk_then_the_walk_finishes(
     fill_app(app_url, old=4000, recent=400, seed=11)
     matching = closed_and_old(app_url)
     ordered = sorted(matching)
-    before = AppState.of(app_url)
+    before = appdb.rows(app_url)
     cli = Cli(bgx, tmp_path, [old_closed("old_closed", app_url, chunk_size=chunk)])
     task_id = cli.queue("old_closed", "default")
     dialect = sqlalchemy.make_url(app_url).get_backend_name()
@@ -835,11 +812,11 @@ def test_kill_9_in_the_middle_of_a_chunk_then_the_walk_finishes(
         wait_until(lambda: _sleeping_delete(app_url) is not None, "the DELETE to sleep", proc=proc)
         session = _sleeping_delete(app_url)
         assert session is not None
-        committed = before.tickets - AppState.of(app_url).tickets
+        committed = before.tickets - appdb.rows(app_url).tickets
         kill_group(proc)
         _end_of_session(app_url, session)
         assert committed == set(ordered[: 3 * chunk])
-        assert victim in AppState.of(app_url).tickets
+        assert victim in appdb.rows(app_url).tickets
 
     # The chunk in flight was rolled back: only the committed chunks' rows are gone.
     assert consistent(app_url, before, matching) == committed
@@ -873,7 +850,7 @@ def test_sqlite_kills_at_random_moments_with_hooks(bgx: Bgx, tmp_path: Path) -> 
     url = f"sqlite:///{app}"
     fill_app(url, old=16000, seed=13)
     matching = closed_and_old(url)
-    before = AppState.of(url)
+    before = appdb.rows(url)
     log = tmp_path / "hooks.jsonl"
     bgx.env[LOG_ENV] = str(log)
     cli = Cli(bgx, tmp_path, [old_closed("old_closed", url, chunk_size=16, hooks=[HOOK])])
@@ -943,7 +920,7 @@ def test_kill_9_between_a_chunk_commit_and_its_save_still_counts_it(
     url = f"sqlite:///{app}"
     fill_app(url, old=3000, seed=17)
     matching = closed_and_old(url)
-    before = AppState.of(url)
+    before = appdb.rows(url)
     log = tmp_path / "hooks.jsonl"
     bgx.env[LOG_ENV] = str(log)
     rule = old_closed("old_closed", url, chunk_size=10, **({"hooks": [HOOK]} if hooks else {}))
@@ -971,7 +948,7 @@ def test_kill_9_after_a_one_row_chunk_commits_skips_no_row(bgx: Bgx, tmp_path: P
     url = f"sqlite:///{app}"
     fill_app(url, old=400, seed=23)
     matching = closed_and_old(url)
-    before = AppState.of(url)
+    before = appdb.rows(url)
     cli = Cli(bgx, tmp_path, [old_closed("old_closed", url, chunk_size=1)])
     task_id = cli.queue("old_closed", "default")
     kill_after_a_commit(cli, app, cli.start("run-once", "--max-execution-time", "30"))

@@ -35,10 +35,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import signal
-import subprocess
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -49,74 +47,37 @@ import pytest
 
 from bgtaskex.client import Client, connect
 from bgtaskex.config import Settings
-from tests.acceptance.conftest import Bgx, command
+from tests.acceptance.conftest import Bgx
 from tests.reliability import invariants as inv
+from tests.support import daemon as support_daemon
 from tests.support import journal as ja
 
 pytestmark = [pytest.mark.timeout(120)]
 
 MODULE = "tests.support.journal"
-RUN_LINE = re.compile(
-    r"process \S+: run (?P<run_id>[0-9a-f]+): (?P<finished>\d+) finished, (?P<paused>\d+) "
-    r"paused, (?P<failed>\d+) failed, (?P<errors>\d+) errored"
-    r"(?:, (?P<cancelled>\d+) cancelled)?(?:, (?P<lost>\d+) lost)?"
-)
 
 
 # -- daemons ------------------------------------------------------------------------------
 
 
-class Daemon:
+class Daemon(support_daemon.Daemon):
     """One `bgtaskex --config CFG daemon` subprocess, its stdout and stderr in files."""
 
     def __init__(
         self, name: str, config: Path, env: dict[str, str], app: str, host: str | None = None
     ) -> None:
-        self.name = name
+        super().__init__(config, env, err_path=config.with_suffix(".err"), name=name, host=host)
         self.app = app  # the application_name of its connections
-        self.err_path = config.with_suffix(".err")
-        argv = command("--config", config, "daemon")
-        if host is not None:  # another host name (a UTS namespace): another host to it
-            argv = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', host, *argv]
-        with open(self.err_path, "w") as err, open(config.with_suffix(".out"), "w") as out:
-            self.proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                env=env,
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.err_path.read_text(encoding="utf-8", errors="replace")
 
     def runs(self) -> list[dict[str, int]]:
         """The summary of each run it logged."""
-        return [
-            {k: int(v or 0) for k, v in m.groupdict().items() if k != "run_id"}
-            for m in RUN_LINE.finditer(self.log())
-        ]
+        return self.run_counts()
 
     def total(self, key: str) -> int:
         return sum(run[key] for run in self.runs())
 
-    def describe(self) -> str:
-        return f"--- daemon {self.name} (pid {self.pid}) stderr\n{self.log()[-6000:]}"
-
     def stop(self, timeout: float = 25, *, tracebacks: bool = False) -> None:
-        """SIGTERM: it must exit 0 within `timeout`, with no traceback in its log (unless
-        `tracebacks`: a hook that raised is logged with its traceback)."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"daemon {self.name} did not exit within {timeout}s\n{self.describe()}")
-        assert code == 0, f"daemon {self.name} exited {code}\n{self.describe()}"
-        assert tracebacks or "Traceback" not in self.log(), self.describe()
+        super().stop(timeout, tracebacks=tracebacks)
 
 
 class Cluster:

@@ -60,6 +60,7 @@ from bgtaskex.rules import RetentionRule, parse_rules
 from bgtaskex.run.runner import RunObserver
 from tests import retention_hooks
 from tests.support import appdb
+from tests.support.appdb import Rows, rows
 
 CHILDREN = [
     {"table": "ticket_comments", "column": "ticket_id"},
@@ -156,15 +157,6 @@ def queue_and_walk(
     return task_id, walk(client, task_id, **kwargs)
 
 
-@contextmanager
-def app_engine(url: str) -> Iterator[Engine]:
-    engine = appdb.app_engine(url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -184,7 +176,7 @@ class Gap:
 def date_gap(url: str, near: datetime, margin: float = 300.0) -> Gap:
     """The first gap of at least 2 * `margin` seconds after `near` between the tickets'
     dates, and the `older_than` that puts a cut-off in its middle now."""
-    with app_engine(url) as engine, engine.connect() as conn:
+    with appdb.opened_engine(url) as engine, engine.connect() as conn:
         dates = conn.scalars(
             select(appdb.tickets.c.created_at)
             .where(appdb.tickets.c.created_at >= near)
@@ -203,25 +195,6 @@ def assert_cutoff_in(gap: Gap, params: Mapping[str, Any]) -> None:
     """The walk's cut-off fell in the gap, so `gap.target` selects the same rows."""
     cutoff = datetime.fromisoformat(params["cutoff"]).astimezone(UTC).replace(tzinfo=None)
     assert gap.low < cutoff < gap.high, (gap, cutoff)
-
-
-@dataclass(frozen=True)
-class Rows:
-    """The rows of the application database: ticket ids, and each child row's ticket."""
-
-    tickets: set[int]
-    children: dict[str, dict[int, int]]  # {child table: {row id: ticket_id}}
-
-
-def rows(url: str) -> Rows:
-    with app_engine(url) as engine, engine.connect() as conn:
-        return Rows(
-            set(conn.scalars(select(appdb.tickets.c.id))),
-            {
-                table.name: {row.id: row.ticket_id for row in conn.execute(select(table))}
-                for table in (appdb.ticket_comments, appdb.ticket_links)
-            },
-        )
 
 
 def assert_exactly_deleted(url: str, before: Rows, gone: set[int]) -> None:
@@ -396,7 +369,7 @@ def reset_tickets(url: str, data: Sequence[Ticket], start: datetime) -> None:
     for t in data:
         comments += [{"ticket_id": t.id, "body": f"c{k}"} for k in range(t.comments)]
         links += [{"ticket_id": t.id, "url": f"u{k}"} for k in range(t.links)]
-    with app_engine(url) as engine, engine.begin() as conn:
+    with appdb.opened_engine(url) as engine, engine.begin() as conn:
         for table in reversed(appdb.TABLES):
             conn.execute(delete(table))
         rows = [
@@ -669,7 +642,7 @@ def make_odd_tables(url: str) -> None:
         ("keyless", [Column("n", Integer), Column("created_at", DateTime)]),
     ):
         Table(name, metadata, *columns, mysql_engine="InnoDB")
-    with app_engine(url) as engine:
+    with appdb.opened_engine(url) as engine:
         metadata.create_all(engine)
 
 
@@ -1024,7 +997,7 @@ def rule_of(url: str, where: str, aged: bool = False) -> RetentionRule:
 
 def grid_tickets(url: str) -> None:
     appdb.create_app_schema(url)
-    with app_engine(url) as engine, engine.begin() as conn:
+    with appdb.opened_engine(url) as engine, engine.begin() as conn:
         conn.execute(
             insert(appdb.tickets),
             [
@@ -1111,7 +1084,7 @@ def first_chunk(client: Client, task_id: int) -> ActionRecord:
 
 def add_tickets(url: str, *tickets: tuple[int, str, datetime]) -> None:
     """Tickets (id, status, created_at), naive UTC, whole seconds."""
-    with app_engine(url) as engine, engine.begin() as conn:
+    with appdb.opened_engine(url) as engine, engine.begin() as conn:
         conn.execute(
             insert(appdb.tickets),
             [
@@ -1201,7 +1174,7 @@ def test_a_resumed_walk_keeps_its_cutoff_and_key_range(
     # 4 and 5, young at the start, become just younger than the walk's cut-off, which
     # "older than 1h" from now soon passes; 7 and 8 come above the walk's range.
     just_after = cutoff.replace(microsecond=0) + timedelta(seconds=1)
-    with app_engine(app_url) as engine, engine.begin() as conn:
+    with appdb.opened_engine(app_url) as engine, engine.begin() as conn:
         conn.execute(
             update(appdb.tickets)
             .values(created_at=just_after)

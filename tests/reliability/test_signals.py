@@ -25,7 +25,6 @@ Quick: 12 signals (run-once 4 and the daemon 2, per database); BGTASKEX_TORTURE=
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import re
@@ -40,7 +39,7 @@ import pytest
 
 from bgtaskex.client import Client, connect
 from bgtaskex.config import Settings
-from tests.acceptance.conftest import SUMMARY, command
+from tests.acceptance.conftest import SUMMARY
 from tests.reliability import LONG, scaled
 from tests.reliability.faults import (
     SEED,
@@ -51,6 +50,7 @@ from tests.reliability.faults import (
     wait_for,
 )
 from tests.scripted import calls
+from tests.support.cli import Bgx
 
 pytestmark = pytest.mark.timeout(900 if LONG else 180)
 
@@ -61,54 +61,6 @@ GRACE = 3.0
 STOP_TIMEOUT = 3.0
 BACKLOG_MS = 3000  # work waiting when a signal comes: a run never ends before it
 EARLY = 0.2  # share of signals sent early, while the process may still be starting
-
-
-class Procs:
-    """The subprocesses a test started; those still running at the end are killed (by
-    pid, only these)."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.started: list[subprocess.Popen[str]] = []
-
-    def start(self, *args: object, stderr: object = subprocess.PIPE) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            command(*args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,  # type: ignore[arg-type]
-            text=True,
-            env=self.env,
-        )
-        self.started.append(proc)
-        return proc
-
-    def run(self, *args: object, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            command(*args),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-            check=False,
-        )
-
-    def cleanup(self) -> None:
-        for proc in self.started:
-            if proc.poll() is None:
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
-                proc.communicate(timeout=10)
-
-
-@pytest.fixture
-def procs(cli_env: dict[str, str]) -> Iterator[Procs]:
-    started = Procs(cli_env)
-    try:
-        yield started
-    finally:
-        started.cleanup()
 
 
 @pytest.fixture
@@ -127,15 +79,15 @@ def client(db_url: str, lock_file: str) -> Iterator[Client]:
         yield opened
 
 
-def finish_cleanly(procs: Procs, url: str, lock_file: str, pool: WorkPool) -> int:
+def finish_cleanly(bgx: Bgx, url: str, lock_file: str, pool: WorkPool) -> int:
     """Clean `run-once`s until the pool has nothing left to do; how many it took."""
     runs = 0
     while pool.due():
         runs += 1
         assert runs <= 8, f"still work to do after {runs - 1} clean runs"
-        result = procs.run(
+        result = bgx(
             "--database-url", url, *IMPORT, "run-once", "--lock-file", lock_file,
-            "--max-execution-time", "60",
+            "--max-execution-time", "60", timeout=120,
         )  # fmt: skip
         problems = proc_problems("clean run-once", result.returncode, result.stdout, result.stderr)
         assert not problems, "\n".join(problems)
@@ -163,7 +115,7 @@ def only_what_was_decided(started: list[str]) -> bool:
 
 
 def test_sigterm_at_random_instants_to_run_once(
-    procs: Procs, client: Client, db_url: str, lock_file: str, tmp_path: Path
+    bgx: Bgx, client: Client, db_url: str, lock_file: str, tmp_path: Path
 ) -> None:
     signals = scaled(4, 35)
     backend = db_url.split(":")[0]
@@ -183,7 +135,7 @@ def test_sigterm_at_random_instants_to_run_once(
     for trial in range(signals):
         pool.top_up(BACKLOG_MS)
         early = rng.random() < EARLY
-        proc = procs.start(
+        proc = bgx.start(
             "--database-url", db_url, *IMPORT, "run-once", "--lock-file", lock_file,
             "--max-execution-time", "60",
         )  # fmt: skip
@@ -229,7 +181,7 @@ def test_sigterm_at_random_instants_to_run_once(
         outcomes[f"{len(started)} hook(s) started after the signal"] += 1
         problems += [f"{what}: {p}" for p in pool.consistency_problems()]
     trials_took = time.monotonic() - began
-    clean_runs = finish_cleanly(procs, db_url, lock_file, pool)
+    clean_runs = finish_cleanly(bgx, db_url, lock_file, pool)
     problems += pool.final_problems()
     actions = len(pool.work)
     print(
@@ -267,13 +219,13 @@ def daemon_up(err_path: Path) -> bool:
     return "daemon started" in err_path.read_text(encoding="utf-8")
 
 
-def start_daemon(procs: Procs, config: Path, err_path: Path) -> subprocess.Popen[str]:
+def start_daemon(bgx: Bgx, config: Path, err_path: Path) -> subprocess.Popen[str]:
     with open(err_path, "w", encoding="utf-8") as err:
-        return procs.start("--config", config, "daemon", stderr=err)
+        return bgx.start("--config", config, "daemon", stderr=err)
 
 
 def test_sigterm_at_random_instants_to_the_daemon(
-    procs: Procs, client: Client, db_url: str, lock_file: str, tmp_path: Path
+    bgx: Bgx, client: Client, db_url: str, lock_file: str, tmp_path: Path
 ) -> None:
     signals = scaled(2, 15)
     backend = db_url.split(":")[0]
@@ -295,7 +247,7 @@ def test_sigterm_at_random_instants_to_the_daemon(
     for trial in range(signals):
         pool.top_up(BACKLOG_MS)
         err_path = tmp_path / f"daemon-{trial}.err"
-        proc = start_daemon(procs, config, err_path)
+        proc = start_daemon(bgx, config, err_path)
         early = rng.random() < EARLY
         if early:
             delay = rng.uniform(0.0, 1.0)
@@ -342,7 +294,7 @@ def test_sigterm_at_random_instants_to_the_daemon(
             problems.append(f"{what}: hooks started after the signal: {started}")
         problems += [f"{what}: {p}" for p in pool.consistency_problems()]
     trials_took = time.monotonic() - began
-    clean_runs = finish_cleanly(procs, db_url, lock_file, pool)
+    clean_runs = finish_cleanly(bgx, db_url, lock_file, pool)
     problems += pool.final_problems()
     print(
         f"[signals/daemon] {signals} signals in {trials_took:.1f}s: {dict(outcomes)}; "
@@ -370,7 +322,7 @@ STOP_BETWEEN_HOOKS = (  # fixed; kept as the story of the regression test
 
 @pytest.mark.parametrize("hook", ["init", "change"])
 def test_sigterm_in_a_hook_before_execute_starts_no_execute(
-    procs: Procs, lock_file: str, tmp_path: Path, hook: str
+    bgx: Bgx, lock_file: str, tmp_path: Path, hook: str
 ) -> None:
     """SIGTERM while init_params (or change_params_on_error, after a crash) sleeps 0.5 s;
     execute would sleep 3 s. README: 'lets the current hook finish ... nothing new
@@ -384,12 +336,12 @@ def test_sigterm_in_a_hook_before_execute_starts_no_execute(
     )
     params = f"{SCRIPTED}={json.dumps({'log': log, 'plan': plan})}"
     base = ("--database-url", f"sqlite:///{tmp_path / 'bgtaskex.db'}", *IMPORT)
-    added = procs.run(*base, "enqueue", "t", params, "-q")
+    added = bgx(*base, "enqueue", "t", params, "-q")
     assert added.returncode == 0, added.stderr
     if hook == "change":  # a first run whose execute dies: the next one recovers it
-        crashed = procs.run(*base, "run-once", "--lock-file", lock_file)
+        crashed = bgx(*base, "run-once", "--lock-file", lock_file)
         assert crashed.returncode == 3, crashed.stderr
-    run = procs.start(*base, "run-once", "--lock-file", lock_file, "--max-execution-time", "60")
+    run = bgx.start(*base, "run-once", "--lock-file", lock_file, "--max-execution-time", "60")
     wait_for(lambda: ("A", hook) in calls(log) or run.poll() is not None, f"{hook} to start")
     sent = time.monotonic()
     run.send_signal(signal.SIGTERM)
@@ -403,12 +355,12 @@ def test_sigterm_in_a_hook_before_execute_starts_no_execute(
     assert run.returncode == 0, err
     assert after[-1] == ("A", hook), f"execute started after the SIGTERM: {after}"
     assert took < 0.5 + 1.5, f"run-once took {took:.2f}s to stop (execute ran after SIGTERM)"
-    status = json.loads(procs.run(*base, "show", added.stdout.strip(), "--json").stdout)["status"]
+    status = json.loads(bgx(*base, "show", added.stdout.strip(), "--json").stdout)["status"]
     assert status in ("paused", "created"), status
 
 
 def test_daemon_sigterm_in_init_params_stops_within_stop_timeout(
-    procs: Procs, lock_file: str, tmp_path: Path
+    bgx: Bgx, lock_file: str, tmp_path: Path
 ) -> None:
     """The daemon with stop_timeout 1 s: SIGTERM while init_params sleeps 0.3 s, execute
     would sleep 3 s. Expected: exit 0 within stop_timeout, execute not called, the task
@@ -417,18 +369,18 @@ def test_daemon_sigterm_in_init_params_stops_within_stop_timeout(
     url = f"sqlite:///{tmp_path / 'bgtaskex.db'}"
     plan = {"init": ["sleep:0.3"], "execute": ["sleep:3"]}
     params = f"{SCRIPTED}={json.dumps({'log': log, 'plan': plan})}"
-    added = procs.run("--database-url", url, *IMPORT, "enqueue", "t", params, "-q")
+    added = bgx("--database-url", url, *IMPORT, "enqueue", "t", params, "-q")
     assert added.returncode == 0, added.stderr
     task_id = int(added.stdout)
     config = daemon_config(tmp_path / "bgtaskex.toml", url, lock_file, stop_timeout=1.0)
     err_path = tmp_path / "daemon.err"
-    proc = start_daemon(procs, config, err_path)
+    proc = start_daemon(bgx, config, err_path)
     wait_for(lambda: ("A", "init") in calls(log) or proc.poll() is not None, "init to start")
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=30)
     took = time.monotonic() - sent
-    shown = procs.run("--database-url", url, "show", task_id, "--json")
+    shown = bgx("--database-url", url, "show", task_id, "--json")
     status = json.loads(shown.stdout)["status"]
     print(
         f"\n[signals/daemon-init] SIGTERM in init_params: exit {code} after {took:.2f}s, task "

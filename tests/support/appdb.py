@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -123,7 +124,8 @@ def app_engine(url: str) -> Engine:
 
 
 @contextmanager
-def _engine(url: str) -> Iterator[Engine]:
+def opened_engine(url: str) -> Iterator[Engine]:
+    """`app_engine(url)`, disposed of when the block ends."""
     engine = app_engine(url)
     try:
         yield engine
@@ -133,7 +135,7 @@ def _engine(url: str) -> Iterator[Engine]:
 
 def create_app_schema(url: str) -> None:
     """Create the three tables and their indexes in the (empty) database at `url`."""
-    with _engine(url) as engine:
+    with opened_engine(url) as engine:
         metadata.create_all(engine)
 
 
@@ -204,7 +206,7 @@ def fill(
     rng = random.Random(seed)
     span = days * 86_400
     base = start.replace(microsecond=0) - timedelta(seconds=span)
-    with _engine(url) as engine, engine.begin() as conn:
+    with opened_engine(url) as engine, engine.begin() as conn:
         ticket_id = _next_id(conn, tickets)
         comment_id = _next_id(conn, ticket_comments)
         link_id = _next_id(conn, ticket_links)
@@ -250,7 +252,7 @@ def add_refusing_trigger(url: str, ids: Sequence[int]) -> None:
         raise ValueError("add_refusing_trigger needs at least one id")
     id_list = ", ".join(str(int(i)) for i in ids)
     message = "ticket is protected: refusing to delete it"
-    with _engine(url) as engine, engine.begin() as conn:
+    with opened_engine(url) as engine, engine.begin() as conn:
         dialect = conn.dialect.name
         if dialect == "sqlite":
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {TRIGGER}")
@@ -281,16 +283,36 @@ def add_refusing_trigger(url: str, ids: Sequence[int]) -> None:
             raise NotImplementedError(f"no refusing trigger for {dialect}")
 
 
+@dataclass(frozen=True)
+class Rows:
+    """The rows of the application database: ticket ids, and each child row's ticket."""
+
+    tickets: set[int]
+    children: dict[str, dict[int, int]]  # {child table: {row id: ticket_id}}
+
+
+def rows(url: str) -> Rows:
+    """The tickets and child rows of the database at `url` now."""
+    with opened_engine(url) as engine, engine.connect() as conn:
+        return Rows(
+            set(conn.scalars(select(tickets.c.id))),
+            {
+                table.name: {row.id: row.ticket_id for row in conn.execute(select(table))}
+                for table in (ticket_comments, ticket_links)
+            },
+        )
+
+
 def snapshot(url: str) -> dict[str, set[int]]:
     """The ids present in each of the three tables, by table name."""
-    with _engine(url) as engine, engine.connect() as conn:
+    with opened_engine(url) as engine, engine.connect() as conn:
         return {t.name: set(conn.execute(select(t.c.id)).scalars()) for t in TABLES}
 
 
 def orphans(url: str) -> int:
     """How many child rows (comments and links) name a ticket that does not exist."""
     total = 0
-    with _engine(url) as engine, engine.connect() as conn:
+    with opened_engine(url) as engine, engine.connect() as conn:
         for child in (ticket_comments, ticket_links):
             missing = ~select(tickets.c.id).where(tickets.c.id == child.c.ticket_id).exists()
             total += int(
@@ -312,5 +334,5 @@ def ids_where(url: str, sql_condition: str, params: Mapping[str, Any] | None = N
     ]
     if typed:
         stmt = stmt.bindparams(*typed)
-    with _engine(url) as engine, engine.connect() as conn:
+    with opened_engine(url) as engine, engine.connect() as conn:
         return set(conn.execute(stmt, params).scalars())

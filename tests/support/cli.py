@@ -15,7 +15,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,12 +109,15 @@ class Bgx:
             check=False,
         )
 
-    def start(self, *args: object, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    def start(
+        self, *args: object, env: Mapping[str, str] | None = None, stderr: Any = subprocess.PIPE
+    ) -> subprocess.Popen[str]:
+        """Start `bgtaskex ARGS` in the background (stderr: a pipe, unless a file is given)."""
         proc = subprocess.Popen(
             command(*args),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             text=True,
             env=self._env(env),
         )
@@ -153,3 +157,23 @@ def describe(result: subprocess.CompletedProcess[str]) -> str:
 def _cli_args(args: list[str]) -> list[str]:
     """The arguments after `-m bgtaskex`."""
     return list(args[args.index("bgtaskex") + 1 :]) if "bgtaskex" in args else list(args)
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float = 30.0,
+    proc: subprocess.Popen[str] | None = None,
+) -> None:
+    """Poll `condition` until true; fail after `timeout` s or if `proc` exits first."""
+    give_up = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(
+                f"process exited with {proc.returncode} before {what}\n"
+                f"--- stdout\n{out}--- stderr\n{err}"
+            )
+        if time.monotonic() > give_up:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
