@@ -28,7 +28,7 @@ from .registry import Registry, load_callable
 from .store.core import Store
 
 if TYPE_CHECKING:
-    from .run.runner import RunObserver
+    from .run.observer import RunObserver
 
 ActionSpec = str | tuple[str, Mapping[str, Any]] | NewAction | Mapping[str, Any]
 

@@ -26,8 +26,9 @@ from .client import Client
 from .config import Settings
 from .exceptions import BgtaskexError, LockBusy, OutsideWindow
 from .notify import Notifier
+from .plan import Routing
 from .processes import Process
-from .run.runner import StopRequest
+from .run.signals import StopRequest, stop_or_exit
 from .wakeup import WakeUps
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,7 @@ class Daemon:
             return  # the run going on takes interactive tasks first anyway
         now = datetime.now().astimezone()
         for process in self.settings.scheduled:
-            serves = (
-                queue in process.queues
-                if process.queues
-                else queue not in (process.exclude_queues or ())
-            )
-            if not serves:
+            if not Routing.of(self.settings, process).serves(queue):
                 continue
             if process.window is not None and process.window.window_end(now) is None:
                 return
@@ -146,12 +142,7 @@ class Daemon:
     # -- signals and the watchdog ------------------------------------------------------
 
     def _on_stop(self, signum: int, _frame: object) -> None:
-        if self.stop.is_set():
-            log.warning("signal %s again: exiting now", signum)
-            os._exit(128 + signum)
-        log.warning("signal %s: stopping after the current hook (again to exit now)", signum)
-        self.stop.signum = signum
-        self.stop.set()
+        stop_or_exit(self.stop, signum, log)  # a second signal exits here
         self.notifier.stopping()
         self._off_signal(self.scheduler.shutdown, wait=False)
 

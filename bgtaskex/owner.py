@@ -73,13 +73,13 @@ def _mark_of_self() -> str:
     return f"{_boot_id()}.{_pid_namespace()}.{_start_time()}"
 
 
-def process_name() -> str:
+def holder_name() -> str:
     """This process's claim name: `host:pid:mark` (see the module docstring)."""
     return f"{socket.gethostname()}:{os.getpid()}:{_mark_of_self()}"
 
 
 def holder_is_gone(claimed_by: str | None) -> bool:
-    """Whether the process named by `claimed_by` (a `process_name()`, maybe with a
+    """Whether the process named by `claimed_by` (a `holder_name()`, maybe with a
     `/run.worker` suffix) is certainly dead: it ran on this host, in this boot, and its
     pid no longer names it (or it is this process, and its run is over). False whenever
     that cannot be told."""

@@ -12,12 +12,21 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from .exceptions import BgtaskexError
-from .store.core import Store
 
 log = logging.getLogger(__name__)
+
+
+class WakeUpSource(Protocol):
+    """What the wake-ups read (the client's store): notifications, and the queues of
+    interactive tasks waiting."""
+
+    def wake_ups(self, timeout: float) -> Iterator[str | None]: ...
+
+    def waiting_interactive_queues(self) -> list[str]: ...
 
 
 class WakeUps:
@@ -25,7 +34,7 @@ class WakeUps:
 
     def __init__(
         self,
-        store: Callable[[], Store],
+        store: Callable[[], WakeUpSource],
         wake: Callable[[str], object],
         poll: float,
         stop: threading.Event,
@@ -47,7 +56,7 @@ class WakeUps:
                 log.warning("wake-ups: %s: %s; trying again", type(err).__name__, err)
                 self.stop.wait(self.poll)
 
-    def _listen(self, store: Store) -> None:
+    def _listen(self, store: WakeUpSource) -> None:
         for queue in store.wake_ups(self.poll):
             if self.stop.is_set() or store is not self.store():  # stopping, or reloaded
                 return

@@ -7,9 +7,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..client import Outcome, RunObserver
 from ..models import Progress as ActionProgress
 from ..models import Task
-from ..run.runner import Outcome, RunObserver
 
 
 class LiveProgress(RunObserver):

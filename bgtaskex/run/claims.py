@@ -18,9 +18,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..exceptions import StorageError
+from ..action import Cancelled
+from ..exceptions import ClaimLost, StorageError
 from ..store.core import Store
 
 log = logging.getLogger("bgtaskex.claims")  # a stable name, for log filters
@@ -38,6 +39,35 @@ class Claims:
     worker: str
     lease: float = 60.0
     shared: bool = False
+
+
+@dataclass
+class Hold:
+    """The claim on the task a worker works on now.
+
+    With `shared` claims the task comes claimed (`token` set, `claimed`); otherwise the
+    claim goes with the task's first write: `claim_from` is the token read with the
+    task until that write is staged, `claimed` once it is committed (`sent` is when)."""
+
+    task_id: int | None = None
+    token: int | None = None  # the fencing token every write of the task carries
+    claim_from: int | None = None  # token read with the task, claim not staged yet
+    claimed: bool = False  # the claim is committed
+    sent: float = 0.0  # time.monotonic() before the claim went to the database
+    lost: threading.Event = field(default_factory=threading.Event)  # taken over
+
+    def take(self, task_id: int, token: int | None, *, claimed: bool) -> None:
+        self.lost.clear()
+        self.task_id, self.claimed = task_id, claimed
+        self.token, self.claim_from = (token, None) if claimed else (None, token)
+
+    def end(self) -> None:
+        self.token, self.claim_from, self.claimed, self.task_id = None, None, False, None
+
+    def lose(self, lost: ClaimLost) -> Cancelled:
+        """Note that another run took the claim over; the Cancelled to raise in a hook."""
+        self.lost.set()
+        return Cancelled(str(lost))
 
 
 class Heartbeat:

@@ -35,6 +35,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, event, inspect, text
 
+from bgtaskex.concurrency import LockMode
+from bgtaskex.config import Settings
 from bgtaskex.models import (
     ActionChange,
     ActionStatus,
@@ -44,6 +46,7 @@ from bgtaskex.models import (
     TaskStatus,
     run_order,
 )
+from bgtaskex.plan import Routing, RunPlan
 from bgtaskex.registry import Registry
 from bgtaskex.run import runner
 from bgtaskex.store import Store, probe
@@ -268,9 +271,12 @@ def _capture_all(tmp: Path, analyzed: bool) -> Capture:
         summary = runner.run(
             store,
             Registry(()),
-            max_execution_time=60.0,
-            lock_path=tmp / f"{path.name}.lock",
-            retention={TaskStatus.FINISHED: 89 * DAY, TaskStatus.FAILED: 89 * DAY},
+            RunPlan(Routing(), 60.0, LockMode.FILE),
+            Settings(
+                lock_file=str(tmp / f"{path.name}.lock"),
+                keep_finished=89 * DAY,
+                keep_failed=89 * DAY,
+            ),
         )
         assert summary.finished + summary.paused >= len(waiting) - 2, summary.line()
         assert summary.purged > 0, summary.line()

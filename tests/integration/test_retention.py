@@ -57,7 +57,7 @@ from bgtaskex.config import load_settings, parse_duration
 from bgtaskex.exceptions import ConfigError
 from bgtaskex.models import ActionRecord, ActionStatus, Progress, Task, TaskFilter, TaskStatus
 from bgtaskex.rules import RetentionRule, parse_rules
-from bgtaskex.run.runner import RunObserver
+from bgtaskex.run.observer import RunObserver
 from tests import retention_hooks
 from tests.support import appdb
 from tests.support.appdb import Rows, rows

@@ -25,7 +25,7 @@ from bgtaskex import Action
 from bgtaskex.client import Client
 from bgtaskex.models import ActionStatus, TaskStatus, TaskType, run_order
 from bgtaskex.registry import Registry
-from bgtaskex.run.runner import Runner
+from bgtaskex.run.worker import Worker
 from bgtaskex.store import Store
 from tests.scripted import calls
 
@@ -861,7 +861,7 @@ def test_chain_whose_second_module_is_missing_keeps_the_first_action_done(
 def _prepare(store: Store, registry: Registry, task_id: int, times: int = 1) -> None:
     """Process one task alone with the real state machine, to bring it to a status."""
     for _ in range(times):
-        Runner(store, registry, deadline=time.time() + 30).process(store.get_task(task_id))
+        Worker(store, registry, deadline=time.time() + 30).work_on(store.get_task(task_id))
 
 
 def test_run_order_types_then_statuses_then_oldest(

@@ -30,7 +30,7 @@ from bgtaskex.daemon import Daemon
 from bgtaskex.models import RunSummary
 from bgtaskex.notify import Notifier
 from bgtaskex.processes import Process
-from bgtaskex.run.runner import StopRequest
+from bgtaskex.run.signals import StopRequest
 
 # -- helpers ---------------------------------------------------------------------------
 

@@ -10,13 +10,13 @@ import sys
 
 import pytest
 
-from bgtaskex.owner import holder_is_gone, process_name, running
+from bgtaskex.owner import holder_is_gone, holder_name, running
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/proc/sys/kernel/random/boot_id"), reason="needs Linux's /proc"
 )
 
-NAME = "from bgtaskex.owner import process_name; print(process_name(), flush=True)"
+NAME = "from bgtaskex.owner import holder_name; print(holder_name(), flush=True)"
 
 
 def _child(*then: str) -> subprocess.Popen[str]:
@@ -51,7 +51,7 @@ def test_another_boot_id_or_host_is_never_presumed_dead() -> None:
 
 
 def test_this_process_is_gone_only_for_runs_it_no_longer_has() -> None:
-    claim = f"{process_name()}/feedc0de.0"
+    claim = f"{holder_name()}/feedc0de.0"
     assert holder_is_gone(claim)
     with running("feedc0de"):
         assert not holder_is_gone(claim)

@@ -1,0 +1,335 @@
+"""The state machine of one task (docs/semantics.md, the README's tables).
+
+Each status is staged, and written (committed), *before* the hook it announces is
+called, so whatever kills the process leaves the status that tells the next run what
+happened. A task is taken from the status it was found in (`Machine.advance`):
+
+| found        | meaning                        | the run                                       |
+|--------------|--------------------------------|-----------------------------------------------|
+| `created`    | between actions                | the next pending action, or the task's end    |
+| `starting`   | `init_params` died             | the action fails; the next action             |
+| `running`    | `execute` died                 | a death: `change_params_on_error`, `execute`  |
+| `recovering` | `change_params_on_error` died  | the action fails; the next action             |
+| `paused`     | `execute` returned False       | `execute` again                               |
+| anything else| corrupt                        | logged, the task fails                        |
+
+then action after action in a loop (a chain of any length runs in constant stack) until
+the task ends, pauses, a hook raises, or the deadline or a stop comes between actions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+
+from ..action import Action
+from ..config import Settings
+from ..exceptions import InvalidRef, ModuleUnavailable
+from ..models import ActionRecord, ActionStatus, NewEvent, Task, TaskStatus
+from ..registry import Registry
+from ..store.core import Store
+from .batch import TaskWrites, WriteBatch
+from .claims import Heartbeat, Hold
+from .context import RunContext, jsonable
+from .observer import Outcome, RunObserver
+
+log = logging.getLogger("bgtaskex.runner")  # a stable name, for log filters
+
+#: What a step returns: how the task was left, or None when the next action is due.
+Step = Outcome | None
+
+
+class _HookDied(Exception):
+    """A hook raised; its error event is already staged."""
+
+
+class Machine:
+    """Takes tasks through their statuses for one worker, staging every write in `batch`
+    and writing it before each hook."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        settings: Settings,
+        *,
+        run_id: str,
+        deadline: float,
+        batch: WriteBatch,
+        hold: Hold,
+        heartbeat: Heartbeat | None,
+        observer: RunObserver,
+        stop_requested: Callable[[], bool],
+    ) -> None:
+        self.store, self.registry, self.settings = store, registry, settings
+        self.run_id, self.deadline = run_id, deadline
+        self.batch, self.hold, self.heartbeat = batch, hold, heartbeat
+        self.observer, self.stop_requested = observer, stop_requested
+        self.actions_run = 0
+        self.missing_modules: set[str] = set()
+        self.max_overrun = 0.0
+
+    def advance(self, task: Task) -> Outcome:
+        """Take `task` from the status it was found in as far as this run allows."""
+        work = TaskWrites.of(task)
+        log.debug("run %s: task %s (%s): found %s", self.run_id, task.id, task.name, task.status)
+        if task.cancel_requested_at is not None:  # asked while a run held the lock
+            self.batch.flush()
+            self.store.end_cancelled(task.id, self.run_id, None, None)
+            return Outcome.CANCELLED
+        outcome = self._resume(work)
+        while outcome is None:
+            outcome = self._start_next(work)
+        return outcome
+
+    def _resume(self, work: TaskWrites) -> Step:
+        """The step of the status the task was found in."""
+        task, current = work.task, work.task.current_action
+        match task.status:
+            case TaskStatus.CREATED:
+                return None  # between actions: the next one is due
+            case TaskStatus.STARTING if current is not None:
+                message = "init_params died in an earlier run"
+                work.stage(current.rank, ActionStatus.FAILED, message=message)
+                return None
+            case TaskStatus.RUNNING if current is not None:
+                return self._after_death(work, current)
+            case TaskStatus.RECOVERING if current is not None:
+                message = "change_params_on_error died in an earlier run"
+                work.stage(current.rank, ActionStatus.FAILED, message=message)
+                return None
+            case TaskStatus.PAUSED if current is not None:
+                instance = self._instantiate(work, current)
+                if not isinstance(instance, Action):
+                    return instance
+                return self._execute(work, current.rank, instance)
+            case status:
+                return self._corrupt(
+                    work, f"status {status!r} with current action {task.current_rank}"
+                )
+
+    def _after_death(self, work: TaskWrites, current: ActionRecord) -> Step:
+        """`running` found: execute died in an earlier run. Count the death; past
+        max_attempts the action fails, else change_params_on_error (if overridden) and
+        execute again."""
+        instance = self._instantiate(work, current)
+        if not isinstance(instance, Action):
+            return instance
+        rank = current.rank
+        attempts = current.attempts + 1
+        limit = type(instance).max_attempts or self.settings.max_attempts
+        if attempts >= limit:
+            message = f"execute died {attempts} times (max_attempts={limit})"
+            work.stage(rank, ActionStatus.FAILED, attempts=attempts, message=message)
+            return None
+        work.stage(rank, attempts=attempts)
+        died = f"execute died in an earlier run (death {attempts})"
+        if not type(instance).overrides_change_params_on_error():
+            # Nothing can die in the default hook (retry as is): straight to execute.
+            work.events.append(NewEvent(rank, None, None, f"{died}; retrying it as is"))
+            return self._execute(work, rank, instance)
+        self.batch.stage_status(
+            work, TaskStatus.RECOVERING, f"{died}; calling change_params_on_error"
+        )
+        try:
+            retry = self._hook(
+                work, rank, instance, "change_params_on_error", instance.change_params_on_error
+            )
+        except _HookDied:
+            return Outcome.ERROR
+        if not retry:
+            message = "change_params_on_error gave up (returned False)"
+            work.stage(rank, ActionStatus.FAILED, message=message)
+            return None
+        return self._execute(work, rank, instance)
+
+    def _start_next(self, work: TaskWrites) -> Step:
+        """Between actions: end the task when no action is left; stop here when the
+        deadline has come or a stop is asked; else start the next pending action."""
+        rank = work.next_pending()
+        if rank is None:
+            final = TaskStatus.FAILED if work.any_failed() else TaskStatus.FINISHED
+            self.batch.stage_status(work, final, f"no action left: task {final}")
+            log.info("run %s: task %s (%s) %s", self.run_id, work.task.id, work.task.name, final)
+            return Outcome.FAILED if final is TaskStatus.FAILED else Outcome.FINISHED
+        if time.time() >= self.deadline or self.stop_requested():
+            why = "stop requested" if self.stop_requested() else "deadline reached"
+            self.batch.stage_status(work, TaskStatus.CREATED, f"{why} before action {rank}")
+            return Outcome.DEFERRED
+        instance = self._instantiate(work, work.actions[rank])
+        if not isinstance(instance, Action):
+            return instance
+        if type(instance).overrides_init_params():
+            work.stage(rank, ActionStatus.ACTIVE)
+            self.batch.stage_status(
+                work, TaskStatus.STARTING, f"calling init_params of action {rank}", rank
+            )
+            try:
+                wanted = self._hook(work, rank, instance, "init_params", instance.init_params)
+            except _HookDied:
+                return Outcome.ERROR
+            if not wanted:
+                message = "init_params returned False: nothing to do"
+                work.stage(rank, ActionStatus.SKIPPED, message=message)
+                return None
+        return self._execute(work, rank, instance)
+
+    def _execute(self, work: TaskWrites, rank: int, instance: Action) -> Step:
+        """`running`, then execute: None when it returned True (the action is done)."""
+        if self.stop_requested() and work.status in (TaskStatus.STARTING, TaskStatus.RECOVERING):
+            # Asked to stop while init_params or change_params_on_error ran: what they
+            # left is saved, and `paused` sends the next run straight to execute.
+            message = f"stop requested before execute of {rank}"
+            self.batch.stage_status(work, TaskStatus.PAUSED, message)
+            return Outcome.PAUSED
+        work.stage(rank, ActionStatus.ACTIVE)
+        self.batch.stage_status(work, TaskStatus.RUNNING, f"calling execute of action {rank}", rank)
+        self.actions_run += 1
+        deadline = self.deadline
+        try:
+            done = self._hook(work, rank, instance, "execute", lambda: instance.execute(deadline))
+        except _HookDied:
+            return Outcome.ERROR
+        if done:
+            work.stage(rank, ActionStatus.DONE, message="execute returned True")
+            return None
+        self.batch.stage_status(work, TaskStatus.PAUSED, f"execute of action {rank} returned False")
+        return Outcome.PAUSED
+
+    def _corrupt(self, work: TaskWrites, what: str) -> Outcome:
+        task = work.task
+        log.error(
+            "run %s: task %s (%s): corrupt state: %s; failing it",
+            self.run_id,
+            task.id,
+            task.name,
+            what,
+        )
+        self.batch.stage_status(work, TaskStatus.FAILED, f"corrupt state: {what}")
+        return Outcome.FAILED
+
+    # -- an action and its hooks ----------------------------------------------------
+
+    def _instantiate(self, work: TaskWrites, record: ActionRecord) -> Action | Step:
+        """The action object; None after staging the action as failed (a ref that can
+        never work); Outcome.LEFT when its module cannot be imported here, which is a
+        deploy slip, not the task's fault: the task is left as it was."""
+        if not self.registry.resolved(record.ref):
+            self.batch.flush(work.task.id)  # importing the module runs user code
+        try:
+            cls = self.registry.resolve(record.ref)
+            if not isinstance(record.params, dict):
+                raise InvalidRef(f"stored params of action {record.rank} are not a JSON object")
+        except ModuleUnavailable as err:
+            return self._leave(work, record, err)
+        except InvalidRef as err:
+            log.error(
+                "run %s: task %s: action %s (%s) failed: %s",
+                self.run_id,
+                work.task.id,
+                record.rank,
+                record.ref,
+                err,
+            )
+            work.stage(record.rank, ActionStatus.FAILED, message=str(err))
+            return None
+        return cls(dict(record.params), context=RunContext(self, work.task, record.rank))
+
+    def _leave(self, work: TaskWrites, record: ActionRecord, err: ModuleUnavailable) -> Outcome:
+        """Leave a task whose action's module cannot be imported as it was (status and
+        attempts), keeping what this run already did (earlier actions of the chain)."""
+        if err.module not in self.missing_modules:
+            self.missing_modules.add(err.module)
+            log.error(
+                "run %s: %s; tasks that need it are left waiting (declare it with "
+                "--import %s, the config's imports or BGTASKEX_IMPORTS, and check "
+                "PYTHONPATH under cron or systemd)",
+                self.run_id,
+                err,
+                err.module,
+            )
+        log.info(
+            "run %s: task %s (%s) left waiting: action %s needs module %s",
+            self.run_id,
+            work.task.id,
+            work.task.name,
+            record.rank,
+            err.module,
+        )
+        if work.staged or work.events:  # earlier actions of the chain ended in this run
+            message = f"action {record.rank} waits for its module"
+            self.batch.stage_status(work, TaskStatus.CREATED, message)
+        return Outcome.LEFT
+
+    def _hook(
+        self, work: TaskWrites, rank: int, instance: Action, name: str, call: Callable[[], object]
+    ) -> bool:
+        """Write what announces the hook, call it; on a normal return, stage the params
+        (and progress, and execute time) it left, and return its result.
+
+        If it raises, returns a non-bool or leaves params that are not JSON, stage the
+        error and raise _HookDied: the task stays in its status for the next run to
+        recover.
+        """
+        self.batch.flush(work.task.id)  # what announces this hook is durable before it runs
+        hold = self.hold
+        if self.heartbeat is not None and hold.claimed and hold.token is not None:
+            self.heartbeat.hold(work.task.id, hold.token, hold.sent)
+        context = instance._context
+        if isinstance(context, RunContext):
+            context.busy_since_save()
+        try:
+            try:
+                result = call()
+            finally:
+                self._note_overrun(work, rank, name)
+            if not isinstance(result, bool):
+                raise TypeError(f"{name} must return True or False, not {result!r}")
+            params = jsonable(instance.params, name, self.settings.max_params_bytes)
+        except (Exception, SystemExit) as err:  # sys.exit() in a hook is a hook's error
+            self._hook_died(work, rank, name, err)
+            raise _HookDied from err
+        elapsed = (
+            context.busy_since_save()
+            if name == "execute" and isinstance(context, RunContext)
+            else 0.0
+        )
+        work.stage(rank, params=params, progress=instance._progress, elapsed=elapsed)
+        return result
+
+    def _note_overrun(self, work: TaskWrites, rank: int, name: str) -> None:
+        overrun = time.time() - self.deadline
+        if overrun <= 0.5:  # the end of a slice, not an overrun
+            return
+        self.max_overrun = max(self.max_overrun, overrun)
+        log.warning(
+            "run %s: task %s (%s): %s of action %s (%s) overran the deadline by %.1fs",
+            self.run_id,
+            work.task.id,
+            work.task.name,
+            name,
+            rank,
+            work.actions[rank].ref,
+            overrun,
+        )
+
+    def _hook_died(
+        self, work: TaskWrites, rank: int, name: str, err: Exception | SystemExit
+    ) -> None:
+        log.warning(
+            "run %s: task %s (%s): %s of action %s (%s) raised %s: %s",
+            self.run_id,
+            work.task.id,
+            work.task.name,
+            name,
+            rank,
+            work.actions[rank].ref,
+            type(err).__name__,
+            err,
+            exc_info=True,
+        )
+        message = f"{name} raised {type(err).__name__}: {err}"
+        event = NewEvent(rank, work.status, work.status, message, traceback.format_exc())
+        self.batch.stage_event(work.task.id, event)
