@@ -340,7 +340,7 @@ def queries() -> list[Query]:
     def preview(days: int | None) -> Callable[[Any, datetime], Any]:
         def call(s: Any, at: datetime) -> str:
             where = TaskFilter(ended_before=at - timedelta(days=days)) if days else None
-            count, ids = s.purge_preview(where)
+            count, ids = s.admin.purge_preview(where)
             return f"{count:,} ({len(ids)} ids)"
 
         return call
@@ -360,11 +360,11 @@ def queries() -> list[Query]:
             "next_task (as the run calls it)",
             lambda s, _at: "a task" if s.next_task(skip_run="0" * 32, exclude=()) else "none",
         ),
-        Query("stats", "stats()", lambda s, _at: f"{len(s.stats().counts)} groups"),
+        Query("stats", "stats()", lambda s, _at: f"{len(s.admin.stats().counts)} groups"),
         Query(
             "stuck",
             "stuck_tasks (healthy: none stuck)",
-            lambda s, at: f"{s.stuck_tasks(at - SPAN - timedelta(days=1))[0]:,} stuck",
+            lambda s, at: f"{s.admin.stuck_tasks(at - SPAN - timedelta(days=1))[0]:,} stuck",
         ),
         Query("purge_preview", "purge_preview()", preview(None)),
         Query("purge_preview_30d", "purge_preview --older-than 30d", preview(30)),

@@ -293,12 +293,12 @@ def test_a_heartbeating_worker_keeps_its_task(server_url: str, tmp_path: Path) -
 def test_the_database_lock_admits_one_run(server_url: str) -> None:
     first, second = Store(server_url), Store(server_url)
     try:
-        assert not second.cluster_lock_held()
+        assert not second.admin.cluster_lock_held()
         with first.cluster_lock():
-            assert second.cluster_lock_held()
+            assert second.admin.cluster_lock_held()
             with pytest.raises(LockBusy, match="database lock"), second.cluster_lock():
                 pass
-        assert not second.cluster_lock_held()
+        assert not second.admin.cluster_lock_held()
         with second.cluster_lock():
             pass
     finally:
