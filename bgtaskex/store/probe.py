@@ -6,7 +6,9 @@ run ends without importing SQLAlchemy. Its queries are the store's own (the due 
 of `Store.next_task` for a routing, without the lease; the ended tasks of
 `Store.purge_expired`), written here as SQL text and sent with the standard library's
 sqlite3: every query bgtaskex sends still lives in the storage layer, this module being
-part of it. Also the schema revision constants, which the same check needs.
+part of it. `sqlite_may_hold_schema` is the same kind of look (does a file hold
+bgtaskex's tables at all?); the schema revision constants live here because the idle
+check needs them.
 """
 
 from __future__ import annotations
@@ -84,3 +86,28 @@ def _due_query(routing: Routing | None) -> tuple[str, tuple[str, ...]]:
     if excluded:
         query += f" AND queue NOT IN ({', '.join('?' * len(excluded))})"
     return query + " LIMIT 1", (*(queues or ()), *excluded)
+
+
+def sqlite_may_hold_schema(url: str) -> bool:
+    """False when `url` is an SQLite file that surely has no bgtaskex schema: missing (a
+    connection would create it), or without bgtaskex's tables (an application's file,
+    which a connection would switch to WAL). Looked at read-only; anything unclear is
+    True (the store then says what is wrong)."""
+    path = sqlite_path(url)
+    if path is None:
+        return True
+    if not path.exists():
+        return False
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return True
+    try:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'bgtaskex_tasks'"
+        return conn.execute(query).fetchone() is not None
+    except sqlite3.Error:
+        return True
+    finally:
+        conn.close()
