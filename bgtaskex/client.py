@@ -9,26 +9,31 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .config import Settings, load_settings, params_size
-from .exceptions import OutsideWindow, ParamsTooLarge, UsageError
+from .database import SchemaUpgrade, open_store, upgrade_schema
+from .exceptions import ParamsTooLarge, UsageError
+from .health import Health, check_health
 from .models import (
     ACTIVE_STATUSES,
     TERMINAL,
     Event,
     NewAction,
     RunSummary,
+    Stats,
     Task,
     TaskFilter,
     TaskType,
 )
+from .plan import RunPlan
 from .processes import Process
 from .registry import Registry, load_callable
+from .run.locks import lock_for
+from .run.observer import Outcome, RunObserver
 from .store.core import Store
 
-if TYPE_CHECKING:
-    from .run.observer import RunObserver
+__all__ = ["Client", "Outcome", "RunObserver", "SchemaUpgrade", "connect", "upgrade_schema"]
 
 ActionSpec = str | tuple[str, Mapping[str, Any]] | NewAction | Mapping[str, Any]
 
@@ -174,30 +179,46 @@ class Client:
     def count_tasks(self, where: TaskFilter | None = None, *, up_to: int | None = None) -> int:
         return self.store.count_tasks(where, up_to=up_to)
 
+    def task_page(self, task_id: int, max_actions: int) -> tuple[Task, int]:
+        """The task with its first `max_actions` actions (and the current one), and how
+        many it has; raises TaskNotFound."""
+        return self.store.get_task_page(task_id, max_actions)
+
+    def recent_events(self, task_id: int, limit: int) -> tuple[list[Event], int]:
+        """The latest `limit` events of a task's history, oldest first, and how many it has."""
+        return self.store.admin.recent_events(task_id, limit)
+
     def cancel(self, task_id: int) -> bool:
         """Cancel a task: True when it is cancelled now; False when a run is executing it
         and will cancel it at its next checkpoint or hook return. A task a worker holds a
         live claim on is being executed, whatever this process's own `lock` says."""
-        lock = self.settings.concurrency.lock
-
-        def executing() -> bool:
-            if lock == "database":  # some run holds the cluster lock
-                return self.store.cluster_lock_held()
-            if lock == "file":
-                from .run.file_lock import lock_is_held
-
-                return lock_is_held(self.settings.lock_path)
-            return False  # lock = "none": no live claim, so no worker is executing it
-
-        return self.store.cancel(task_id, executing=executing)
+        lock = lock_for(self.settings.concurrency.lock)
+        return self.store.admin.cancel(
+            task_id, executing=lambda: lock.run_in_progress(self.store, self.settings)
+        )
 
     def retry(self, task_id: int, *, from_start: bool = False) -> None:
-        """Put a failed task back in the queue (see `Store.retry`)."""
-        self.store.retry(task_id, from_start=from_start)
+        """Put a failed task back in the queue (see `store.admin.Admin.retry`)."""
+        self.store.admin.retry(task_id, from_start=from_start)
 
     def purge(self, where: TaskFilter | None = None) -> int:
         """Delete ended tasks (with their actions and events) that `where` selects."""
-        return self.store.purge(where)
+        return self.store.admin.purge(where)
+
+    def purge_preview(self, where: TaskFilter | None = None) -> tuple[int, list[int]]:
+        """How many tasks `purge(where)` would delete now, and a few of their ids."""
+        return self.store.admin.purge_preview(where)
+
+    def stats(self) -> Stats:
+        """Counts per queue, type and status, the oldest waiting task, actions ended in
+        the last hour and day, mean execute time (`bgtaskex stats`)."""
+        return self.store.admin.stats()
+
+    def health(self) -> Health:
+        """What `bgtaskex check` reports: tasks stuck past `settings.stuck_after`, tasks
+        waiting for a module that cannot be imported, the queue's size, the run lock.
+        An error of the database is reported in `Health.error`, not raised."""
+        return check_health(self.store, self.registry, self.settings)
 
     def events(self, task_id: int) -> list[Event]:
         """The history of a task, oldest first."""
@@ -212,51 +233,34 @@ class Client:
         stop: threading.Event | None = None,
         observer: RunObserver | None = None,
         now: datetime | None = None,
+        plan: RunPlan | None = None,
     ) -> RunSummary:
         """One run, exactly as `bgtaskex run-once` does it (same lock, same order).
 
         Without a `process`: every queue that no scheduled process names. With one: only
         its queues, its budget, its callable first, and only inside its window
         (OutsideWindow otherwise), the deadline capped at the window's end. `now` (aware)
-        stands in for the clock in the window check.
+        stands in for the clock in the window check. `plan`: one built already
+        (`RunPlan.of`), instead of `max_execution_time`, `wait`, `process` and `now`.
         """
-        from .run.runner import run
+        from .run import run
 
-        budget = max_execution_time or self.settings.max_execution_time
-        queues = not_after = planner = None
-        exclude_queues = self.settings.claimed_queues
-        if process is not None:
-            budget = max_execution_time or process.max_execution_time or budget
-            queues, exclude_queues = process.queues, process.exclude_queues
-            if process.window is not None:
-                now = now or datetime.now().astimezone()
-                end = process.window.window_end(now)
-                if end is None:
-                    opens = process.window.next_occurrence(now)
-                    when = f"opens {opens:%a %Y-%m-%d %H:%M}" if opens else "disabled"
-                    raise OutsideWindow(
-                        f"process {process.name}: outside its window {process.window} "
-                        f"({when}); nothing done"
-                    )
-                not_after = end.timestamp()
-            if process.callable is not None:
-                target = load_callable(process.callable, f"process {process.name}: callable")
-                planner = functools.partial(target, self)
+        if plan is None:
+            plan = RunPlan.of(self.settings, process, budget=max_execution_time, wait=wait, now=now)
+        elif process is not None or max_execution_time is not None or wait or now is not None:
+            raise UsageError("give run_once a plan, or what to build it from, not both")
+        planner = None
+        if plan.planner is not None:
+            target = load_callable(plan.planner, f"process {plan.process}: callable")
+            planner = functools.partial(target, self)
         return run(
             self.store,
             self.registry,
-            max_execution_time=budget,
-            max_attempts=self.settings.max_attempts,
-            lock_path=self.settings.lock_path,
-            wait=wait,
-            retention=self.settings.keep_ended,
-            observer=observer,
-            queues=queues,
-            exclude_queues=exclude_queues,
-            not_after=not_after,
+            plan,
+            self.settings,
             planner=planner,
+            observer=observer,
             stop=stop,
-            settings=self.settings,
         )
 
     def close(self) -> None:
@@ -272,64 +276,6 @@ class Client:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def open_store(settings: Settings, *, readonly: bool = False) -> Store:
-    """The store of `settings`, its schema created or upgraded on first use.
-
-    `readonly` (the commands that only read): nothing is created or migrated, not even
-    the SQLite file or its directory. A database without bgtaskex's schema reads as an
-    empty queue (`Store.empty`, `Store.no_schema`); a schema of another release raises
-    SchemaOutdated."""
-    if readonly and not _may_hold_schema(settings.url):
-        return Store.empty()
-    store = Store(
-        settings.url,
-        sqlite_synchronous=settings.sqlite_synchronous,
-        create_dirs=settings.uses_default_url and not readonly,
-        # workers claiming tasks: a session frozen in a transaction must not keep its
-        # task's row locked past the lease (see engine._idle_in_transaction)
-        idle_in_transaction=settings.concurrency.lease if settings.concurrency.claims else None,
-    )
-    try:
-        if readonly and store.schema_revision() is None:
-            store.close()
-            return Store.empty()
-        store.ensure_schema(upgrade=not readonly)
-    except BaseException:
-        store.close()
-        raise
-    return store
-
-
-def _may_hold_schema(url: str) -> bool:
-    """False when `url` is an SQLite file that surely has no bgtaskex schema: missing (a
-    connection would create it), or without bgtaskex's tables (an application's file,
-    which a connection would switch to WAL). Looked at read-only, with the standard
-    library; anything unclear is True, and the store then says what is wrong."""
-    from .tables import tasks
-    from .urls import sqlite_path
-
-    path = sqlite_path(url)
-    if path is None:
-        return True
-    if not path.exists():
-        return False
-    import sqlite3
-
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
-    except sqlite3.Error:
-        return True
-    try:
-        found = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (tasks.name,)
-        ).fetchone()
-        return found is not None
-    except sqlite3.Error:
-        return True
-    finally:
-        conn.close()
 
 
 def connect(

@@ -1,0 +1,47 @@
+"""What a caller checks before a run opens its store: the cheap start of `run-once`.
+
+Cron calls `bgtaskex run-once` every minute, mostly to find nothing to do. These checks
+answer that case, and refuse early what no run can do, without SQLAlchemy, the models or
+user code: standard library only, like the modules they call (`run.preflight`,
+`run.locks` and its file lock, `store.probe`, `run.signals`). They sit in the client
+layer so that the CLI talks to nothing below it; `Client.run_once` does the rest.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .run.locks import lock_for
+from .run.preflight import check_runnable, import_declared
+from .run.signals import StopRequest, stop_on_signals
+from .store.probe import sqlite_idle
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .plan import RunPlan
+
+__all__ = [
+    "StopRequest",
+    "check_runnable",
+    "import_declared",
+    "nothing_due",
+    "refuse_if_busy",
+    "stop_on_signals",
+]
+
+
+def nothing_due(settings: Settings, plan: RunPlan) -> bool:
+    """True only when a run of `plan` surely has nothing to do: it is not a planned run
+    (a process's callable or window starts it anyway), and the embedded SQLite database
+    has no task due on the plan's queues and no ended task kept past
+    `settings.keep_ended`. False means "start the run" (there is work, or no telling)."""
+    if plan.planned:
+        return False
+    return sqlite_idle(settings.url, settings.keep_ended, routing=plan.routing)
+
+
+def refuse_if_busy(settings: Settings, wait: float) -> None:
+    """LockBusy now, before anything heavy is imported, when the run lock surely has
+    another holder (the file lock); nothing when the run is to wait for the lock."""
+    if not wait:
+        lock_for(settings.concurrency.lock).busy_before_start(settings)
