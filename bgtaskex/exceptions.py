@@ -143,3 +143,30 @@ class TasksLeftWaiting(BgtaskexError):
         )
         self.count = count
         self.modules = modules
+
+
+class Interrupted(BgtaskexError):
+    """The user interrupted the command (Ctrl-C, SIGINT); a run stopped cleanly first."""
+
+    exit_code = 130
+
+    def __init__(self) -> None:
+        super().__init__("interrupted")
+
+
+class Unhealthy(BgtaskexError):
+    """`bgtaskex check` found a problem (a stuck task, an unreachable database...); it has
+    printed its one line already."""
+
+    exit_code = 1
+
+
+class SomeRefused(BgtaskexError):
+    """A command on several tasks had some of them refused (not found, not in a status it
+    applies to); it said which, one line each, and went on with the others. The exit
+    code is that of the last refusal."""
+
+    def __init__(self, last: BgtaskexError) -> None:
+        super().__init__(str(last))
+        self.exit_code = last.exit_code
+        self.last = last

@@ -1,6 +1,6 @@
 """`bgtaskex rules`: list, preview and run the config's retention rules.
 
-Registered on the `bgtaskex` group by cli.py; each command parses, calls one function of
+Added to the `bgtaskex` group by cli/main.py; each command parses, calls one function of
 `bgtaskex.builtin.retention` and prints.
 """
 
@@ -14,10 +14,10 @@ import click
 
 from ..exceptions import UsageError
 from ..rules import RETENTION_PROCESS, RETENTION_QUEUE
-from .main import State, _echo_json, _print, cli, pass_state
+from .common import State, echo_json, pass_state, print_rich
 
 
-@cli.group()
+@click.group()
 def rules() -> None:
     """Retention rules: delete old rows of a table in resumable chunks.
 
@@ -47,11 +47,11 @@ def rules_list(state: State, as_json: bool) -> None:
         for status in rule_statuses(client)
     ]
     if as_json:
-        _echo_json(rows)
+        echo_json(rows)
     elif not rows:
         click.echo("no retention rules configured (add [[retention_rules]] to the config)")
     else:
-        _print(render_rules(rows))
+        print_rich(render_rules(rows))
 
 
 @rules.command(
@@ -88,7 +88,7 @@ def rules_preview(state: State, name: str, sample: int, as_json: bool) -> None:
     row["sql"] = [{"statement": what, "sql": sql} for what, sql in found.sql]
     row["values"] = {key: _shown(value) for key, value in found.values}
     if as_json:
-        _echo_json(row)
+        echo_json(row)
         return
     click.echo(f"rule {name}: {row['deletes']}")
     click.echo(f"  database: {row['database']}")

@@ -1,0 +1,227 @@
+"""What the command modules share: the `State` of the global options, the options every
+command (or every task filter) takes, and the output helpers.
+
+The group (cli/main.py) and each command module import this module; none imports the
+group. Heavy modules (SQLAlchemy, rich, the models) are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from ..config import Settings, load_settings, parse_duration, parse_when
+from .logs import setup_logging
+
+if TYPE_CHECKING:
+    from ..client import Client
+    from ..models import TaskFilter
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class State:
+    """What the global options gave; settings are loaded on first use."""
+
+    config_file: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    _settings: Settings | None = None
+    _client: Client | None = None
+
+    def settings(self, **more: Any) -> Settings:
+        if more:
+            self.overrides.update({k: v for k, v in more.items() if v is not None})
+            self._settings = None
+        if self._settings is None:
+            self._settings = load_settings(self.config_file, self.overrides, sources=self.sources)
+            setup_logging(self._settings.log_level, self._settings.log_format)
+        return self._settings
+
+    def client(self, *, readonly: bool = False) -> Client:
+        """The client of the settings; `readonly` for the commands that only read: they
+        create and migrate nothing, and see a database without the schema as empty."""
+        if self._client is None:
+            from ..client import connect
+
+            self._client = connect(settings=self.settings(), trust_refs=False, readonly=readonly)
+        return self._client
+
+    def reload(self) -> None:
+        """Forget the loaded settings (the daemon's SIGHUP): the next use reads them anew."""
+        self._settings = None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+
+pass_state = click.make_pass_decorator(State, ensure=True)
+
+
+def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Record an option's value, and whether it came from the command line or the
+    environment, for the settings and their error messages."""
+    state = ctx.ensure_object(State)
+    if value is None or value == ():
+        return value
+    assert param.name is not None
+    source = ctx.get_parameter_source(param.name)
+    if param.name == "config":
+        state.config_file = value
+        return value
+    key = "imports" if param.name == "import_" else param.name
+    state.overrides[key] = list(value) if isinstance(value, tuple) else value
+    if source is click.core.ParameterSource.ENVIRONMENT and param.envvar:
+        state.sources[key] = str(param.envvar)
+    return value
+
+
+def _decorated(func: F, options: list[Callable[[F], F]]) -> F:
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def global_options(func: F) -> F:
+    """The options every command shares, each with its environment variable."""
+    return _decorated(
+        func,
+        [
+            click.option(
+                "--config",
+                metavar="FILE",
+                envvar="BGTASKEX_CONFIG",
+                callback=remember,
+                expose_value=False,
+                help="TOML config file (default: ~/.config/bgtaskex/bgtaskex.toml if present).",
+            ),
+            click.option(
+                "--database-url",
+                metavar="URL",
+                envvar="BGTASKEX_DATABASE_URL",
+                callback=remember,
+                expose_value=False,
+                help="SQLAlchemy URL (default: SQLite file in ~/.local/share/bgtaskex).",
+            ),
+            click.option(
+                "--import",
+                "import_",
+                metavar="MODULE",
+                multiple=True,
+                callback=remember,
+                expose_value=False,
+                help="Module whose Action classes may be run (repeatable; adds to config/env).",
+            ),
+            click.option(
+                "--log-format",
+                type=click.Choice(["text", "json"], case_sensitive=False),
+                envvar="BGTASKEX_LOG_FORMAT",
+                callback=remember,
+                expose_value=False,
+                help="Log lines as plain text (default) or one JSON object each.",
+            ),
+            click.option(
+                "--log-level",
+                type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+                envvar="BGTASKEX_LOG_LEVEL",
+                callback=remember,
+                expose_value=False,
+                help="Logging level on stderr (default WARNING).",
+            ),
+        ],
+    )
+
+
+def when(_ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """An option's `2h`, `7d` or `2026-11-28` as an aware datetime."""
+    if value is None:
+        return None
+    try:
+        return parse_when(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param=param) from None
+
+
+def duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """An option's `45s`, `7d` or `12h` in seconds."""
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param=param) from None
+
+
+def filter_options(func: F) -> F:
+    """The task filters shared by list, purge and retry --all-failed."""
+    return _decorated(
+        func,
+        [
+            click.option(
+                "--status",
+                "statuses",
+                multiple=True,
+                metavar="STATUS",
+                help="Only this status (repeatable); 'active' = every status not ended.",
+            ),
+            click.option(
+                "--type", "types", multiple=True, type=click.Choice(["interactive", "cron"])
+            ),
+            click.option("--queue", "queues", multiple=True, metavar="QUEUE", help="Repeatable."),
+            click.option(
+                "--name", "name_glob", metavar="GLOB", help="Task name, * and ? (any case)."
+            ),
+            click.option(
+                "--since", callback=when, metavar="WHEN", help="Created since: 2h, 7d, 2026-11-28."
+            ),
+            click.option("--until", callback=when, metavar="WHEN", help="Created before WHEN."),
+        ],
+    )
+
+
+def task_filter(
+    statuses: tuple[str, ...] = (),
+    types: tuple[str, ...] = (),
+    queues: tuple[str, ...] = (),
+    name_glob: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    ended_before: datetime | None = None,
+) -> TaskFilter:
+    """The `TaskFilter` of the `filter_options` a command was given."""
+    from ..client import expand_statuses
+    from ..models import TaskFilter
+
+    return TaskFilter(
+        statuses=expand_statuses(statuses) if statuses else None,
+        types=frozenset(types) or None,
+        queues=frozenset(queues) or None,
+        name_glob=name_glob,
+        since=since,
+        until=until,
+        ended_before=ended_before,
+    )
+
+
+def echo_json(value: Any) -> None:
+    """`value` as JSON on stdout (the encoding of bgtaskex.views: datetimes, enums)."""
+    from ..views import dumps
+
+    click.echo(dumps(value))
+
+
+def print_rich(*renderables: Any) -> None:
+    """Print rich tables and texts on stdout."""
+    from rich.console import Console
+
+    # Piped output keeps whole lines for grep; a terminal gets its own width.
+    console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+    for renderable in renderables:
+        console.print(renderable)
