@@ -1,7 +1,7 @@
 """One run: the lock, the plan's tasks through the state machine, then retention.
 
-Loaded lazily (PEP 562), so that `run.file_lock` serves the idle `run-once` without
-SQLAlchemy.
+Loaded lazily (PEP 562), so that `run.locks`, `run.file_lock`, `run.signals` and
+`run.preflight` serve the idle `run-once` without SQLAlchemy.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from ..models import (
     Task,
     TaskStatus,
 )
-from ..store.core import Store
+from ..store.contract import RunStorage
 from .claims import Claims, Hold
 from .observer import Outcome
 
@@ -103,7 +103,7 @@ class WriteBatch:
     """The changes a worker has staged and not yet written, and the count of its tasks'
     outcomes (fixed when a task's last writes are refused)."""
 
-    def __init__(self, store: Store, run_id: str, claims: Claims | None, hold: Hold) -> None:
+    def __init__(self, store: RunStorage, run_id: str, claims: Claims | None, hold: Hold) -> None:
         self.store, self.run_id, self.claims, self.hold = store, run_id, claims, hold
         self.unwritten: list[Change] = []
         self.counts = dict.fromkeys(Outcome, 0)

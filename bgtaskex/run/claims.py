@@ -2,7 +2,7 @@
 
 A run takes a task by writing its name, a fencing token one higher than the task's last,
 and the end of its lease. With `lock = "none"` a worker claims before reading the task
-(`Store.claim`, SKIP LOCKED); with the file or database lock the claim goes with the
+(`RunStorage.claim`, SKIP LOCKED); with the file or database lock the claim goes with the
 task's first write (`Change.claim_as`), so it costs no commit of its own. While it holds
 the task, a `Heartbeat` extends the lease; every write carries the token. So a second
 run, even one let in by a lost lock, passes over a task whose lease is alive, and once
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from ..action import Cancelled
 from ..exceptions import ClaimLost, StorageError
-from ..store.core import Store
+from ..store.contract import RunStorage
 
 log = logging.getLogger("bgtaskex.claims")  # a stable name, for log filters
 
@@ -85,7 +85,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        store: Store,
+        store: RunStorage,
         lease: float,
         *,
         lock_alive: Callable[[], bool] | None = None,

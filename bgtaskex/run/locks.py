@@ -20,6 +20,7 @@ from .file_lock import RunLock, lock_is_held, raise_if_held
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..store.contract import RunStorage
     from ..store.core import Store
 
 #: Tells whether the lock a run holds still guards it (None: nothing to watch).
@@ -30,7 +31,7 @@ class LockStrategy(Protocol):
     """One lock mode."""
 
     def hold(
-        self, store: Store, settings: Settings, wait: float
+        self, store: RunStorage, settings: Settings, wait: float
     ) -> AbstractContextManager[StillHeld]:
         """Hold the run lock for the block (LockBusy when another run holds it after
         `wait` seconds); the block gets a function telling whether it is still held."""
@@ -50,7 +51,7 @@ class FileLock:
     """One run at a time on this host: an OS lock on `settings.lock_path`."""
 
     @contextmanager
-    def hold(self, store: Store, settings: Settings, wait: float) -> Iterator[StillHeld]:
+    def hold(self, store: RunStorage, settings: Settings, wait: float) -> Iterator[StillHeld]:
         with RunLock(settings.lock_path, wait=wait) as held:
             yield held.still_held
 
@@ -65,7 +66,7 @@ class DatabaseLock:
     """One run at a time in the cluster: a lock the database server holds."""
 
     @contextmanager
-    def hold(self, store: Store, settings: Settings, wait: float) -> Iterator[StillHeld]:
+    def hold(self, store: RunStorage, settings: Settings, wait: float) -> Iterator[StillHeld]:
         with store.cluster_lock(wait=wait) as still_held:
             yield still_held
 
@@ -80,7 +81,7 @@ class NoLock:
     """No run lock: every worker claims the task it takes under a lease."""
 
     @contextmanager
-    def hold(self, store: Store, settings: Settings, wait: float) -> Iterator[StillHeld]:
+    def hold(self, store: RunStorage, settings: Settings, wait: float) -> Iterator[StillHeld]:
         if store.dialect == "sqlite":
             raise ConfigError(
                 'lock = "none" needs PostgreSQL or MariaDB/MySQL: on SQLite the file lock '

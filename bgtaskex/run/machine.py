@@ -29,7 +29,7 @@ from ..config import Settings
 from ..exceptions import InvalidRef, ModuleUnavailable
 from ..models import ActionRecord, ActionStatus, NewEvent, Task, TaskStatus
 from ..registry import Registry
-from ..store.core import Store
+from ..store.contract import RunStorage
 from .batch import TaskWrites, WriteBatch
 from .claims import Heartbeat, Hold
 from .context import RunContext, jsonable
@@ -51,7 +51,7 @@ class Machine:
 
     def __init__(
         self,
-        store: Store,
+        store: RunStorage,
         registry: Registry,
         settings: Settings,
         *,
@@ -86,7 +86,8 @@ class Machine:
 
     def _resume(self, work: TaskWrites) -> Step:
         """The step of the status the task was found in."""
-        task, current = work.task, work.task.current_action
+        task = work.task
+        current = None if task.status == TaskStatus.CREATED else task.current_action
         match task.status:
             case TaskStatus.CREATED:
                 return None  # between actions: the next one is due

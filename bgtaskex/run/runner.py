@@ -22,7 +22,7 @@ from ..models import RunSummary
 from ..owner import holder_name, running
 from ..plan import RunPlan
 from ..registry import Registry
-from ..store.core import Store
+from ..store.contract import RunStorage
 from .claims import Claims
 from .locks import lock_for
 from .observer import RunObserver
@@ -32,7 +32,7 @@ log = logging.getLogger("bgtaskex.runner")  # a stable name, for log filters
 
 
 def run(
-    store: Store,
+    store: RunStorage,
     registry: Registry,
     plan: RunPlan,
     settings: Settings,
@@ -88,7 +88,7 @@ def run(
 
 
 def _workers(
-    store: Store,
+    store: RunStorage,
     registry: Registry,
     plan: RunPlan,
     settings: Settings,
@@ -121,7 +121,7 @@ def _workers(
     ]
 
 
-def _work_in_threads(store: Store, workers: Sequence[Worker]) -> RunSummary:
+def _work_in_threads(store: RunStorage, workers: Sequence[Worker]) -> RunSummary:
     """Each worker in a thread of its own (each on a connection of its own), and what
     they did added up; the first error of one, if any, is raised once all are done."""
     results: list[RunSummary | BaseException | None] = [None] * len(workers)

@@ -21,7 +21,7 @@ from ..exceptions import ClaimLost, StorageError, TaskInterrupted
 from ..models import RunSummary, Task
 from ..plan import Routing
 from ..registry import Registry
-from ..store.core import Store
+from ..store.contract import RunStorage
 from .batch import WriteBatch
 from .claims import Claims, Heartbeat, Hold
 from .machine import Machine
@@ -39,7 +39,7 @@ class Worker:
 
     def __init__(
         self,
-        store: Store,
+        store: RunStorage,
         registry: Registry,
         *,
         deadline: float,
