@@ -30,6 +30,11 @@ StillHeld = Callable[[], bool] | None
 class LockStrategy(Protocol):
     """One lock mode."""
 
+    @property
+    def works_on_sqlite(self) -> bool:
+        """Whether an embedded SQLite database can serve this mode (else a server)."""
+        ...
+
     def hold(
         self, store: RunStorage, settings: Settings, wait: float
     ) -> AbstractContextManager[StillHeld]:
@@ -50,6 +55,8 @@ class LockStrategy(Protocol):
 class FileLock:
     """One run at a time on this host: an OS lock on `settings.lock_path`."""
 
+    works_on_sqlite = True
+
     @contextmanager
     def hold(self, store: RunStorage, settings: Settings, wait: float) -> Iterator[StillHeld]:
         with RunLock(settings.lock_path, wait=wait) as held:
@@ -65,6 +72,8 @@ class FileLock:
 class DatabaseLock:
     """One run at a time in the cluster: a lock the database server holds."""
 
+    works_on_sqlite = False
+
     @contextmanager
     def hold(self, store: RunStorage, settings: Settings, wait: float) -> Iterator[StillHeld]:
         with store.cluster_lock(wait=wait) as still_held:
@@ -79,6 +88,8 @@ class DatabaseLock:
 
 class NoLock:
     """No run lock: every worker claims the task it takes under a lease."""
+
+    works_on_sqlite = False
 
     @contextmanager
     def hold(self, store: RunStorage, settings: Settings, wait: float) -> Iterator[StillHeld]:

@@ -14,9 +14,9 @@ import importlib.util
 import sys
 from collections.abc import Iterable
 
-from ..concurrency import LockMode
 from ..config import Settings
 from ..exceptions import ConfigError
+from .locks import lock_for
 
 HOW_TO_DECLARE = (
     "--import MODULE, the config's 'imports' or BGTASKEX_IMPORTS; under cron or systemd, "
@@ -67,7 +67,7 @@ def check_runnable(settings: Settings) -> None:
     cannot give, or a declared module (`imports`) that cannot be found. Cheap: nothing
     is imported."""
     lock = settings.concurrency.lock
-    if lock is not LockMode.FILE and _is_sqlite(settings.url):
+    if not lock_for(lock).works_on_sqlite and _is_sqlite(settings.url):
         raise ConfigError(
             f'lock = "{lock}" needs PostgreSQL or MariaDB/MySQL: on SQLite the file lock '
             'keeps one runner (use lock = "file")'
