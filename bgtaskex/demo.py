@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from .client import Client
 from .models import Task
-from .views import percent
+from .render import percent
 
 
 def _progress(task: Task) -> str:

@@ -35,7 +35,7 @@ def stats(state: State, as_json: bool, prometheus: bool) -> None:
 
         echo_json(stats_dict(numbers))
     else:
-        from ..views import render_stats
+        from ..render import render_stats
 
         print_rich(*render_stats(numbers))
 

@@ -38,8 +38,9 @@ Examples:
 def rules_list(state: State, as_json: bool) -> None:
     """Each rule, what it deletes, and its last walk (status, rows deleted, when)."""
     from ..builtin.retention import rule_statuses
+    from ..render import render_rules
     from ..urls import mask_secrets
-    from ..views import render_rules, rule_dict
+    from ..views import rule_dict
 
     client = state.client(readonly=True)
     rows = [

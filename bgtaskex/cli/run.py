@@ -178,7 +178,8 @@ Examples:
 @pass_state
 def processes(state: State, as_json: bool) -> None:
     """The scheduled processes of the config, with their next occurrence."""
-    from ..views import process_dict, render_processes
+    from ..render import render_processes
+    from ..views import process_dict
 
     now = datetime.now().astimezone()
     rows = [process_dict(p, p.next_occurrence(now)) for p in state.settings().scheduled]

@@ -155,7 +155,7 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
 
         click.echo("no tasks match these filters" if where != TaskFilter() else "no tasks yet")
         return
-    from ..views import render_tasks
+    from ..render import render_tasks
 
     print_rich(render_tasks(tasks))
     if more > 0:
@@ -211,7 +211,7 @@ def show(
             }
         )
     else:
-        from ..views import render_task
+        from ..render import render_task
 
         print_rich(
             *render_task(

@@ -19,7 +19,7 @@ from bgtaskex.client import Client, connect
 from bgtaskex.config import Settings, params_size
 from bgtaskex.exceptions import ParamsTooLarge, UsageError
 from bgtaskex.models import TaskStatus
-from bgtaskex.views import render_task
+from bgtaskex.render import render_task
 from tests.support.cli import run_cli
 
 NOOP = "tests.scripted:Noop"
