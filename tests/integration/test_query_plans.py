@@ -252,21 +252,21 @@ def _capture_all(tmp: Path, analyzed: bool) -> Capture:
         capture.phase = "list_tasks"
         store.list_tasks(limit=50)
         capture.phase = "purge_preview"
-        store.purge_preview()
+        store.admin.purge_preview()
         capture.phase = "purge_preview --older-than"
-        store.purge_preview(TaskFilter(ended_before=now - timedelta(days=30)))
+        store.admin.purge_preview(TaskFilter(ended_before=now - timedelta(days=30)))
         capture.phase = "cancel"
-        store.cancel(waiting[1], executing=lambda: False)
+        store.admin.cancel(waiting[1], executing=lambda: False)
         capture.phase = "check (stuck_tasks)"
-        store.stuck_tasks(now - timedelta(days=365))  # the healthy case: nothing is stuck
+        store.admin.stuck_tasks(now - timedelta(days=365))  # the healthy case: nothing is stuck
         capture.phase = "check (waiting_refs)"
-        refs = store.waiting_refs()
-        store.count_tasks_waiting_on(refs)
+        refs = store.admin.waiting_refs()
+        store.admin.count_tasks_waiting_on(refs)
         capture.phase = "show (a page)"
         store.get_task_page(waiting[0], 50)
-        store.recent_events(waiting[0], 50)
+        store.admin.recent_events(waiting[0], 50)
         capture.phase = "stats"
-        store.stats()
+        store.admin.stats()
         capture.phase = "run-once"
         summary = runner.run(
             store,
