@@ -49,7 +49,7 @@ def _positive_duration(value: object) -> float:
     return seconds
 
 
-def _retention(value: object) -> float | None:
+def _keep_for(value: object) -> float | None:
     if isinstance(value, str) and value.strip().lower() in ("never", "forever"):
         return None
     return parse_duration(value)
@@ -234,8 +234,8 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "lock_file": _text,
     "sqlite_synchronous": _choice("OFF", "NORMAL", "FULL", "EXTRA"),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
-    "keep_finished": _retention,
-    "keep_failed": _retention,
+    "keep_finished": _keep_for,
+    "keep_failed": _keep_for,
     "stuck_after": _positive_duration,
     "stop_timeout": _positive_duration,
     "log_format": _choice("TEXT", "JSON"),

@@ -9,7 +9,7 @@ from typing import Any
 
 
 class TaskType(StrEnum):
-    INTERACTIVE = "interactive"  # a user is waiting: processed first
+    INTERACTIVE = "interactive"  # a user is waiting: taken first
     CRON = "cron"
 
 

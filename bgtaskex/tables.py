@@ -167,7 +167,8 @@ Index(
 )
 # `stats` (counts per queue, type and status) and `list --queue` counts: covering.
 Index("ix_bgtaskex_tasks_queue_type_status", tasks.c.queue, tasks.c.type, tasks.c.status)
-# `purge` and retention: terminal tasks of a status ended before a cutoff.
+# `purge` and the expiry of ended tasks (keep_finished, keep_failed): terminal tasks of
+# a status ended before a cutoff.
 Index("ix_bgtaskex_tasks_status_ended_at", tasks.c.status, tasks.c.ended_at)
 
 actions = Table(

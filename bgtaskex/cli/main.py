@@ -83,7 +83,9 @@ def _main(argv: list[str] | None) -> int:
         # Said already: the run logged one line per module; check printed its line;
         # retry and cancel one line per task refused.
         return err.exit_code
-    except (Interrupted, click.exceptions.Abort, KeyboardInterrupt):
+    except (Interrupted, click.exceptions.Abort, KeyboardInterrupt) as err:
+        if isinstance(err, Interrupted):
+            click.echo(err=True)  # after the terminal's ^C echo, as click does
         click.echo("bgtaskex: interrupted", err=True)
         return Interrupted.exit_code
     except BgtaskexError as err:

@@ -101,7 +101,7 @@ def run_once(
         return
     live = sys.stdout.isatty() if progress is None else progress
     try:
-        summary, stop = _run(state, plan, wait, live=live and not as_json)
+        summary, stop = _run(state, process, plan, wait, live=live and not as_json)
     except LockBusy as busy:
         if not as_json:
             raise
@@ -125,7 +125,12 @@ def _plan(settings: Settings, process: Process | None, wait: float) -> RunPlan |
 
 
 def _run(
-    state: State, plan: RunPlan | OutsideWindow, wait: float, *, live: bool
+    state: State,
+    process: Process | None,
+    plan: RunPlan | OutsideWindow,
+    wait: float,
+    *,
+    live: bool,
 ) -> tuple[RunSummary, StopRequest]:
     """The lock's quick look, the declared modules, the database, then the run itself,
     stopping cleanly on SIGTERM or SIGINT."""
@@ -144,8 +149,10 @@ def _run(
         observer = LiveProgress()
     stop = StopRequest()
     try:
-        if isinstance(plan, OutsideWindow):
-            raise plan
+        if isinstance(plan, OutsideWindow) or plan.not_after is not None:
+            # The window as it is now, after the imports and the database: it may
+            # have closed (or opened) meanwhile.
+            plan = RunPlan.of(settings, process, wait=wait)
         with stop_on_signals(stop, (signal.SIGTERM, signal.SIGINT)):
             return client.run_once(plan=plan, stop=stop, observer=observer), stop
     finally:

@@ -19,7 +19,7 @@ from bgtaskex.tables import MYSQL, metadata
 connection = context.config.attributes["connection"]
 dialect = connection.dialect.name
 if dialect == "postgresql":
-    # Two processes creating a fresh schema at once: the second waits, then finds it done.
+    # Two programs creating a fresh schema at once: the second waits, then finds it done.
     connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('bgtaskex-migrate'))"))
 elif dialect in MYSQL:
     # The same, but MySQL commits every DDL statement at once, so no transaction lock

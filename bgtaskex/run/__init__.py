@@ -1,4 +1,5 @@
-"""One run: the lock, the plan's tasks through the state machine, then retention.
+"""One run: the lock, the plan's tasks through the state machine, then the expiry of
+ended tasks.
 
 Loaded lazily (PEP 562), so that `run.locks`, `run.file_lock`, `run.signals` and
 `run.preflight` serve the idle `run-once` without SQLAlchemy.

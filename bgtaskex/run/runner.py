@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from ..config import Settings
+from ..exceptions import ConfigError
 from ..models import RunSummary
 from ..owner import holder_name, running
 from ..plan import RunPlan
@@ -54,6 +55,10 @@ def run(
     lock passes over it; the run that lost its lock notices within a second or two,
     starts nothing more, and asks the current action to stop.
     """
+    if plan.lock is not settings.concurrency.lock:
+        raise ConfigError(
+            f"the run's plan says lock = {plan.lock!r}, its settings {settings.concurrency.lock!r}"
+        )
     asked = time.monotonic()
     with lock_for(plan.lock).hold(store, settings, plan.wait) as lock_alive:
         began = time.monotonic()

@@ -1,4 +1,6 @@
-"""The storage layer: every query bgtaskex sends to its database lives in this package.
+"""The storage layer: every query bgtaskex sends to its own database lives in this
+package. (The retention rules' statements on an *application's* tables are the
+`PurgeRows` action's, in `bgtaskex/builtin/purge.py`.)
 
 `Store` (loaded on first use, so that `store.probe` stays free of SQLAlchemy for the
 idle `run-once`) is the one object the layers above talk to; `RunStorage` is what the

@@ -199,8 +199,9 @@ class Store:
 
     def enqueue(self, name: str, type: TaskType, queue: str, actions: Sequence[NewAction]) -> int:
         """Persist a new task with its actions, in the `created` status; returns its id."""
+        now = _now()  # when it was asked, not when the write lock came
         with self._write() as conn:
-            task_id = insert_task(conn, name, type, queue, actions, _now())
+            task_id = insert_task(conn, name, type, queue, actions, now)
             if type is TaskType.INTERACTIVE and self.dialect == "postgresql":
                 # Delivered at commit to the daemons listening (see `wake_ups`).
                 conn.execute(sql.NOTIFY, {"v_queue": queue})
@@ -321,7 +322,7 @@ class Store:
             conn.execute(sql.RELEASE, {"v_task_id": task_id, "v_token": token})
 
     def reap_dead_claims(self) -> list[int]:
-        """End the live claims held by processes of this host that are certainly dead
+        """End the live claims held by programs on this host that are certainly dead
         (killed with SIGKILL, say: see `owner.holder_is_gone`), so that their tasks are
         recovered at once instead of when the lease runs out; returns their ids. A read,
         and a write only when there is a claim to end."""

@@ -135,7 +135,7 @@ def mysql_lock_name(purpose: str) -> str:
 
 def _enable_wal(cur: Any, busy_timeout: float) -> None:
     """Switch a database file to WAL once. Switching needs an exclusive lock and SQLite
-    does not wait for it on the busy handler, so two processes creating a fresh
+    does not wait for it on the busy handler, so two programs creating a fresh
     database at once retry here instead of failing with "database is locked"."""
     import sqlite3
     import time

@@ -85,7 +85,7 @@ def adopt_legacy_version(conn: Connection) -> str | None:
     tables. `alembic_version` is dropped when that leaves it empty; one that holds an
     application's revision is never touched. Returns the revision moved, if any.
 
-    Runs inside the migration (env.py), so under its lock: of two processes upgrading at
+    Runs inside the migration (env.py), so under its lock: of two programs upgrading at
     once, the second finds the row moved. The row moves in one transaction; on MySQL /
     MariaDB, where DDL commits at once, the CREATE TABLE comes before that transaction
     and the DROP TABLE after it, so a crash in between leaves an empty version table (the
