@@ -104,6 +104,7 @@ class ActionRecord:
     ended_at: datetime | None = None
     progress: Progress | None = None
     elapsed: float = 0.0  # seconds spent in execute, over every run
+    last_failure: str | None = None  # why the last execute died (crash, overrun, exception)
 
     def eta(self) -> float | None:
         """Seconds of execute time still needed, from this action's own rate so far."""
@@ -132,6 +133,8 @@ class Task:
     claimed_by: str | None = None  # the worker that last claimed it (lock = "none")
     claim_token: int = 0  # grows with every claim: fences off the writes of older ones
     lease_until: datetime | None = None  # a claim older than this may be taken over
+    not_before: datetime | None = None  # not due before then (delayed, snoozed, backoff)
+    unique_key: str | None = None  # its unique key, while it has not ended
 
     @property
     def current_action(self) -> ActionRecord | None:

@@ -144,11 +144,19 @@ tasks = Table(
     Column("claimed_by", Str(100), nullable=True),
     Column("claim_token", BigInteger, nullable=False, server_default="0"),
     Column("lease_until", UTCDateTime, nullable=True),
+    # Not due before then: a delayed task (enqueue not_before), a snoozed one, a retry's
+    # backoff. NULL: due now.
+    Column("not_before", UTCDateTime, nullable=True),
+    # The key of a unique task while it has not ended (unique index below): set to NULL
+    # by every write that ends the task, so the key is free again.
+    Column("unique_key", Str(200), nullable=True),
 )
+# The due-task query: the waiting tasks in run order, not_before filtered in the index.
 Index(
     "ix_bgtaskex_tasks_due",
     tasks.c.run_order,
     tasks.c.id,
+    tasks.c.not_before,
     sqlite_where=tasks.c.run_order.isnot(None),
 )
 # `list`: the ended tasks, newest first, without walking the waiting ones.
@@ -163,8 +171,11 @@ Index(
     tasks.c.queue,
     tasks.c.run_order,
     tasks.c.id,
+    tasks.c.not_before,
     sqlite_where=tasks.c.run_order.isnot(None),
 )
+# One waiting task per key: NULLs never collide (SQLite, PostgreSQL, MySQL / MariaDB).
+Index("ix_bgtaskex_tasks_unique_key", tasks.c.unique_key, unique=True)
 # `stats` (counts per queue, type and status) and `list --queue` counts: covering.
 Index("ix_bgtaskex_tasks_queue_type_status", tasks.c.queue, tasks.c.type, tasks.c.status)
 # `purge` and the expiry of ended tasks (keep_finished, keep_failed): terminal tasks of
@@ -188,6 +199,8 @@ actions = Table(
     Column("progress_total", Real, nullable=True),
     Column("progress_message", Str(200), nullable=True),
     Column("elapsed", Real, nullable=False, default=0.0),  # seconds in execute, all runs
+    # Why the last execute died: "crash", "overrun: ..." or "<ExceptionType>: <message>".
+    Column("last_failure", Str(2000), nullable=True),
     UniqueConstraint("task_id", "rank"),
 )
 # `stats`: actions ended in the last hour / day.

@@ -46,6 +46,8 @@ def task_record(row: Any, actions: Sequence[ActionRecord] = ()) -> Task:
         claimed_by=row.claimed_by,
         claim_token=row.claim_token or 0,
         lease_until=row.lease_until,
+        not_before=row.not_before,
+        unique_key=row.unique_key,
     )
 
 
@@ -70,6 +72,7 @@ def action_record(row: Any) -> ActionRecord:
             else Progress(row.progress_done, row.progress_total, row.progress_message)
         ),
         elapsed=row.elapsed or 0.0,
+        last_failure=row.last_failure,
     )
 
 
