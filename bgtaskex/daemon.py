@@ -19,10 +19,11 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from .client import Client
+from .clockstep import ClockWatch
 from .config import Settings
 from .exceptions import BgtaskexError, LockBusy, OutsideWindow
 from .notify import Notifier
@@ -30,6 +31,7 @@ from .plan import Routing
 from .processes import Process
 from .run.signals import StopRequest, stop_or_exit
 from .wakeup import WakeUps
+from .walltime import local_now, local_zone
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,13 @@ class Daemon:
         self.idle = threading.Event()
         self.idle.set()
         self.runs = 0
+        self.processes: dict[str, Process] = {}  # the process of each job
+        from apscheduler.events import EVENT_JOB_MISSED
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.blocking import BlockingScheduler
 
         self.scheduler = BlockingScheduler(
+            timezone=local_zone(),
             executors={"default": ThreadPoolExecutor(1)},
             job_defaults={
                 "coalesce": True,
@@ -64,17 +69,30 @@ class Daemon:
                 "misfire_grace_time": MISFIRE_GRACE,
             },
         )
+        self.scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
 
     # -- the jobs ------------------------------------------------------------------------
 
     def schedule(self) -> None:
-        """(Re)create one job per process, from the current settings."""
-        for job in self.scheduler.get_jobs():
-            job.remove()
-        for process in self.settings.scheduled:
+        """One job per process, from the current settings. A process whose trigger
+        (`every` or `cron`) did not change keeps its job, and so its phase (a reload
+        neither runs it at once nor restarts its interval); the others are (re)created."""
+        wanted = {process.name: process for process in self.settings.scheduled}
+        for name in set(self.processes) - set(wanted):
+            if self.scheduler.get_job(name) is not None:
+                self.scheduler.remove_job(name)
+        for process in wanted.values():
+            old = self.processes.get(process.name)
+            job = self.scheduler.get_job(process.name)
+            if job is not None and old is not None and _same_trigger(old, process):
+                job.modify(args=[process])
+                log.info("process %s: %s (phase kept)", process.name, process.describe_trigger())
+                continue
+            if job is not None:
+                job.remove()
             first: dict[str, Any] = {}
             if process.every is not None:  # an interval starts with a run, like cron's first tick
-                first["next_run_time"] = datetime.now().astimezone()
+                first["next_run_time"] = local_now()
             self.scheduler.add_job(
                 self.tick,
                 process.trigger(),
@@ -84,6 +102,28 @@ class Daemon:
                 **first,
             )
             log.info("process %s: %s", process.name, process.describe_trigger())
+        self.processes = wanted
+
+    def _missed(self, event: Any) -> None:
+        """A trigger skipped because it came later than the misfire grace (the daemon
+        was busy, stopped, or the clock stepped forward)."""
+        log.warning(
+            "process %s: the trigger of %s was missed by more than %ss; skipped",
+            event.job_id,
+            event.scheduled_run_time.astimezone(local_zone()).isoformat(timespec="seconds"),
+            MISFIRE_GRACE,
+        )
+
+    def clock_stepped_back(self, seconds: float) -> None:
+        """The wall clock went back `seconds`: move each job's next run time back as much,
+        so each process keeps its place in real time (APScheduler waits for wall-clock
+        times, and would otherwise wait as long as the step)."""
+        log.warning("the clock stepped back %.1fs: rescheduling the processes", seconds)
+        step = timedelta(seconds=seconds)
+        for job in self.scheduler.get_jobs():
+            when = getattr(job, "next_run_time", None)  # unset on a job not yet started
+            if when is not None:
+                job.modify(next_run_time=when - step)
 
     def tick(self, process: Process) -> None:
         """One trigger of a process: the same run as `run-once --process NAME`."""
@@ -113,14 +153,16 @@ class Daemon:
         that serves the queue now instead of at its next trigger (inside its window)."""
         if self.stop.is_set() or not self.idle.is_set():
             return  # the run going on takes interactive tasks first anyway
-        now = datetime.now().astimezone()
+        now = local_now()
         for process in self.settings.scheduled:
             if not Routing.of(self.settings, process).serves(queue):
                 continue
             if process.window is not None and process.window.window_end(now) is None:
                 return
             job = self.scheduler.get_job(process.name)
-            if job is not None and (job.next_run_time is None or job.next_run_time > now):
+            if job is not None and (
+                job.next_run_time is None or job.next_run_time.timestamp() > now.timestamp()
+            ):
                 log.info("process %s: woken by an interactive task in %s", process.name, queue)
                 job.modify(next_run_time=now)
             return
@@ -187,6 +229,7 @@ class Daemon:
             WakeUps(
                 lambda: self.client.store, self.wake, self.settings.concurrency.poll, self.stop
             ).start()
+            ClockWatch(self.clock_stepped_back).start(self.stop)
             names = ", ".join(p.name for p in self.settings.scheduled)
             self.notifier.ready(f"serving {names}")
             log.info("daemon started (pid %s): %s", os.getpid(), names)
@@ -205,3 +248,7 @@ class Daemon:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.client.close()
+
+
+def _same_trigger(old: Process, new: Process) -> bool:
+    return (old.every, old.cron) == (new.every, new.cron)

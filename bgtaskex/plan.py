@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from .concurrency import LockMode
 from .exceptions import OutsideWindow
+from .walltime import local_now
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -84,8 +85,9 @@ class RunPlan:
     ) -> RunPlan:
         """The plan of a run now: every queue no process names, with the settings' budget;
         or as `process`, with its queues, budget and callable, and only inside its
-        window (OutsideWindow otherwise), which caps the deadline. `now` (aware) stands
-        in for the clock in the window check."""
+        window (OutsideWindow otherwise), which caps the deadline. `now` (aware, in the
+        local zone as `walltime.local_now()` gives it) stands in for the clock in the
+        window check."""
         lock = settings.concurrency.lock
         if process is None:
             chosen = budget or settings.max_execution_time
@@ -110,7 +112,7 @@ class RunPlan:
 def _window_end(process: Process, now: datetime | None) -> float | None:
     if process.window is None:
         return None
-    now = now or datetime.now().astimezone()
+    now = now or local_now()  # the local zone with its DST rules, not a fixed offset
     end = process.window.window_end(now)
     if end is None:
         opens = process.window.next_occurrence(now)

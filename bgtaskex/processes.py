@@ -14,12 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from .schedule import WeeklyWindow
+from .walltime import local_zone
 
 DEFAULT_EVERY = 60.0
+HORIZON = timedelta(days=9 * 366)  # how far `next_occurrence` looks: past 2100's lost Feb 29
 _NAME = re.compile(r"^[A-Za-z0-9][\w.-]{0,63}$")
 _CALLABLE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 _KEYS = {"name", "queues", "max_execution_time", "every", "cron", "window", "callable"}
@@ -45,32 +47,36 @@ class Process:
         trigger = f"cron {self.cron!r}" if self.cron else f"every {self.every:g}s"
         return trigger + (f" within {self.window}" if self.window else "")
 
-    def trigger(self) -> Any:
-        """The APScheduler 3 trigger of this process (imports APScheduler)."""
+    def trigger(self, zone: tzinfo | None = None) -> Any:
+        """The APScheduler 3 trigger of this process in `zone` (default: the local zone);
+        imports APScheduler. A cron follows crontab's rules (`crontab.CrontabTrigger`)."""
+        zone = zone or local_zone()
         if self.cron:
-            from apscheduler.triggers.cron import CronTrigger
+            from .crontab import CrontabTrigger
 
-            minute, hour, day, month, day_of_week = cron_fields(self.cron)
-            return CronTrigger(
-                minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week
-            )
+            return CrontabTrigger(self.cron, cron_fields(self.cron), zone)
         from apscheduler.triggers.interval import IntervalTrigger
 
-        return IntervalTrigger(seconds=self.every or DEFAULT_EVERY)
+        return IntervalTrigger(seconds=self.every or DEFAULT_EVERY, timezone=zone)
 
-    def next_occurrence(self, now: datetime) -> datetime | None:
-        """When the process will next do work: its next trigger time inside its window
-        (None: disabled, or no trigger time falls in the window within a year)."""
-        trigger = self.trigger()
-        horizon = now + timedelta(days=366)
+    def next_occurrence(self, now: datetime, zone: tzinfo | None = None) -> datetime | None:
+        """When the process will next do work after `now` (aware): its next trigger time
+        inside its window, in `zone` (default: the local zone). None: the window is
+        disabled, or no trigger time falls in it within `HORIZON` of the first trigger
+        time (a Feb 29 cron is found across a century's skipped leap day)."""
+        trigger = self.trigger(zone)
         fire = trigger.get_next_fire_time(None, now)
+        if fire is None or self.window is None:
+            return fire  # type: ignore[no-any-return]
+        horizon = fire + HORIZON
         while fire is not None and fire <= horizon:
-            if self.window is None or self.window.contains(fire):
-                return fire  # type: ignore[no-any-return]
-            opens = self.window.next_occurrence(fire + timedelta(seconds=1))
+            opens = self.window.next_occurrence(fire)
             if opens is None:
                 return None
-            # The first trigger time at or after the window opens (next window if none).
+            if opens is fire:  # inside: returned unchanged
+                return fire
+            # Outside: the first trigger time at or after the window opens (opens > fire,
+            # so each pass moves forward).
             fire = trigger.get_next_fire_time(None, opens)
         return None
 
@@ -129,7 +135,33 @@ def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
                 item = "-".join(map(str, values)) + (f"/{match['step']}" if match["step"] else "")
             items.append(item)
         out.append(",".join(dict.fromkeys(items)))
+    if not fields[4].startswith("*") or fields[2].startswith("*"):
+        return out[0], out[1], out[2], out[3], out[4]  # some day of each month matches
+    days, months = _numbers(out[2], 1, 31), _numbers(out[3], 1, 12)
+    if not any(day <= _MONTH_DAYS[month - 1] for day in days for month in months):
+        raise ValueError(
+            f"{expression!r} never fires: no such date (day {fields[2]} of month {fields[3]})"
+        )
     return out[0], out[1], out[2], out[3], out[4]
+
+
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # Feb 29 does come
+
+
+def _numbers(text: str, low: int, high: int) -> set[int]:
+    """The values of a checked numeric field in APScheduler's syntax ("1-15/2,31")."""
+    values: set[int] = set()
+    for item in text.split(","):
+        span, _, step = item.partition("/")
+        if span == "*":
+            first, last = low, high
+        elif "-" in span:
+            first, last = (int(v) for v in span.split("-"))
+        else:
+            first = int(span)
+            last = high if step else first
+        values.update(range(first, last + 1, int(step or 1)))
+    return values
 
 
 def _cron_value(token: str, what: str, low: int, high: int, expression: str) -> int:

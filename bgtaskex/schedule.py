@@ -18,20 +18,26 @@ The windows, for each allowed day D:
 
 `end` is an instant: "05:30" is 05:30:00.000000, so 05:30:01 is already outside.
 
-Times are wall-clock times. A naive `now` is local wall-clock time and results are naive;
-an aware `now` is read on its own wall clock and results carry the same `tzinfo`. No
-daylight-saving correction is made beyond that: a start in a skipped hour is returned as
-that wall-clock time (what it means is up to the tzinfo), and a result on the same day as
-a `now` in a repeated hour keeps `now.fold`, so it never falls in the past.
+Times are wall-clock times. A naive `now` is a wall-clock time without DST changes and
+results are naive; an aware `now` is read on the wall clock of its `tzinfo` (give a
+`ZoneInfo`, such as `walltime.local_now()`, for DST to count) and results carry the same
+`tzinfo`. Every computation is done on instants (UTC). Across a DST change a window is
+the stretch of real time between its start and its end, each read by `walltime`'s rule:
+a time the clock skips moves forward to the moment the clock jumps to, a time it shows
+twice counts once (its first occurrence); a window wholly inside a skipped hour does not
+open that day. `contains`, `next_occurrence`, `window_start` and `window_end` all follow
+it, and `next_occurrence` never returns a time before `now`.
 
-This module uses the standard library only and imports nothing else from bgtaskex.
+This module uses the standard library and `bgtaskex.walltime` only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+
+from .walltime import instant
 
 __all__ = ["DAY_NAMES", "WeeklyWindow", "parse_days", "parse_hhmm"]
 
@@ -184,39 +190,17 @@ class WeeklyWindow:
         """The first moment at or after `now` when the window is open.
 
         `now` itself (unchanged, seconds and microseconds included) when it is inside a
-        window; otherwise the next `start` on an allowed day (seconds 0); `None` when the
-        window is disabled. Naive in, naive out; aware in, same `tzinfo` out.
-
-        Same-day window (`start < end`): today allowed and `start <= now <= end` -> now;
-        today allowed and before `start` -> today at `start`; else the next allowed day
-        at `start`. Midnight-crossing window (`start >= end`): at or before `end`, now if
-        yesterday was allowed (inside yesterday's window), else the first allowed day from
-        today on at `start`; after `end`, now if today is allowed and `now >= start`,
-        today at `start` if today is allowed and `now < start`, else the next allowed day
-        at `start`.
+        window; otherwise the start of the next window (seconds 0); `None` when the
+        window is disabled. Naive in, naive out; aware in, same `tzinfo` out. Never
+        before `now`.
         """
         if not self.enabled:
             return None
-        wall = _wall(now)
-        today = wall.date()
-        at_start = datetime.combine(today, self._start)
-        at_end = datetime.combine(today, self._end)
-        if not self.crosses_midnight:
-            if self._allowed(today):
-                if at_start <= wall <= at_end:
-                    return now
-                if wall < at_start:
-                    return self._at(today, self._start, now)
-            return self._at(self._next_allowed(today + _ONE_DAY), self._start, now)
-        if wall <= at_end:
-            if self._allowed(today - _ONE_DAY):
-                return now
-            if self._allowed(today) and wall == at_start:  # start == end, at that instant
-                return now
-            return self._at(self._next_allowed(today), self._start, now)
-        if self._allowed(today):
-            return now if wall >= at_start else self._at(today, self._start, now)
-        return self._at(self._next_allowed(today + _ONE_DAY), self._start, now)
+        moment, zone = _instant(now)
+        for start, end in self._windows(now, zone):
+            if moment <= end:
+                return now if start <= moment else _out(start, now)
+        raise AssertionError("unreachable: an enabled window opens every week")
 
     def contains(self, now: datetime) -> bool:
         """Whether the window is open at `now`: `next_occurrence(now) == now`."""
@@ -226,56 +210,63 @@ class WeeklyWindow:
         """When the window `now` is in closes (its `end`, seconds 0), or `None` when `now`
         is outside every window (or the window is disabled).
 
-        Meant to cap a run's deadline. Same-day window: today at `end`. Midnight-crossing
-        window entered yesterday: today at `end`; entered today: tomorrow at `end`. At the
-        one instant two windows share (`start == end` on consecutive allowed days, at
-        `start`), the later window's end is returned. At exactly `end`, that is `now`.
+        Meant to cap a run's deadline. At the one instant two windows share (`start ==
+        end` on consecutive allowed days, at `start`), the later window's end is
+        returned. At exactly `end`, that is `now`.
         """
-        if not self.enabled:
-            return None
-        wall = _wall(now)
-        today = wall.date()
-        at_start = datetime.combine(today, self._start)
-        at_end = datetime.combine(today, self._end)
-        if not self.crosses_midnight:
-            if self._allowed(today) and at_start <= wall <= at_end:
-                return self._at(today, self._end, now)
-            return None
-        if self._allowed(today) and wall >= at_start:
-            return self._at(today + _ONE_DAY, self._end, now)
-        if wall <= at_end and self._allowed(today - _ONE_DAY):
-            return self._at(today, self._end, now)
-        return None
+        found = self._around(now)
+        return None if found is None else _out(found[1], now)
 
     def window_start(self, now: datetime) -> datetime | None:
         """When the window `now` is in opened, or `None` outside every window."""
-        end = self.window_end(now)
-        if end is None:
+        found = self._around(now)
+        return None if found is None else _out(found[0], now)
+
+    def _around(self, now: datetime) -> tuple[datetime, datetime] | None:
+        """The (latest-starting) window that contains `now`, as UTC instants."""
+        if not self.enabled:
             return None
-        length = datetime.combine(date.min, self._end) - datetime.combine(date.min, self._start)
-        if length <= timedelta(0):
-            length += _ONE_DAY
-        return end - length
+        moment, zone = _instant(now)
+        found = None
+        for start, end in self._windows(now, zone):
+            if start > moment:
+                break
+            if moment <= end:
+                found = (start, end)
+        return found
+
+    def _windows(self, now: datetime, zone: tzinfo) -> Iterator[tuple[datetime, datetime]]:
+        """The windows, as (start, end) UTC instants in order, from the one that began
+        on the day before `now`'s date on, for two weeks. Times skipped or repeated by
+        a DST change are read by `walltime`'s rule; a window that lies wholly inside a
+        skipped hour (nothing left of it) does not open that day."""
+        today = now.replace(tzinfo=None).date()
+        for offset in range(-1, 15):
+            day = today + timedelta(days=offset)
+            if not self._allowed(day):
+                continue
+            closes = day + _ONE_DAY if self.crosses_midnight else day
+            start = instant(day, self._start, zone)
+            end = instant(closes, self._end, zone)
+            if start < end:
+                yield start, end
 
     def _allowed(self, day: date) -> bool:
         return day.isoweekday() in self.days
 
-    def _next_allowed(self, day: date) -> date:
-        """The first allowed day on or after `day` (`days` is never empty)."""
-        while day.isoweekday() not in self.days:
-            day += _ONE_DAY
-        return day
 
-    @staticmethod
-    def _at(day: date, moment: time, now: datetime) -> datetime:
-        """`day` at `moment` in `now`'s tzinfo; on `now`'s own date, with `now.fold`."""
-        result = datetime.combine(day, moment, tzinfo=now.tzinfo)
-        if now.fold and day == now.date():
-            result = result.replace(fold=1)
-        return result
-
-
-def _wall(now: datetime) -> datetime:
+def _instant(now: datetime) -> tuple[datetime, tzinfo]:
+    """`now` as a UTC instant, and the zone whose wall clock the windows are read on
+    (a naive `now` is read as a wall clock without DST changes)."""
     if not isinstance(now, datetime):
         raise TypeError(f"expected a datetime, got {type(now).__name__}: {now!r}")
-    return now.replace(tzinfo=None)
+    if now.tzinfo is None:
+        return now.replace(tzinfo=UTC), UTC
+    return now.astimezone(UTC), now.tzinfo
+
+
+def _out(moment: datetime, now: datetime) -> datetime:
+    """A UTC instant in `now`'s terms: naive wall time, or aware in `now`'s tzinfo."""
+    if now.tzinfo is None:
+        return moment.replace(tzinfo=None)
+    return moment.astimezone(now.tzinfo)

@@ -30,6 +30,7 @@ from ..rules import (
     ChildTable,
     RetentionRule,
 )
+from ..walltime import local_zone
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -355,7 +356,7 @@ def queue_due_rules(client: Client) -> list[int]:
     queue = (process.queues or (RETENTION_QUEUE,))[0]
     since = now - timedelta(days=1)
     if process.window is not None:
-        local = now.astimezone()
+        local = now.astimezone(local_zone())  # DST rules, not a fixed offset
         end = process.window.window_end(local)
         if end is not None:
             since = process.window.window_start(local) or since

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -187,8 +186,9 @@ def processes(state: State, as_json: bool) -> None:
     """The scheduled processes of the config, with their next occurrence."""
     from ..render import render_processes
     from ..views import process_dict
+    from ..walltime import local_now
 
-    now = datetime.now().astimezone()
+    now = local_now()
     rows = [process_dict(p, p.next_occurrence(now)) for p in state.settings().scheduled]
     if as_json:
         echo_json(rows)

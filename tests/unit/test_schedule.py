@@ -413,29 +413,34 @@ def _zone(name: str) -> ZoneInfo:
         pytest.skip(f"time zone {name} not available")
 
 
-def test_dst_repeated_hour_keeps_fold() -> None:
+def test_dst_repeated_hour_counts_once() -> None:
     paris = _zone("Europe/Paris")  # 2022-10-30: 03:00 CEST -> 02:00 CET (02:xx twice)
-    window = WeeklyWindow(ALL, "02:50", "04:00")
-    second_pass = datetime(2022, 10, 30, 2, 40, fold=1, tzinfo=paris)
-    result = window.next_occurrence(second_pass)
-    assert result is not None and result.fold == 1
-    assert result.astimezone(UTC) > second_pass.astimezone(UTC)
+    window = WeeklyWindow(ALL, "02:50", "04:00")  # 02:50 CEST (its first pass) to 04:00 CET
     first_pass = datetime(2022, 10, 30, 2, 40, tzinfo=paris)
     result = window.next_occurrence(first_pass)
-    assert result is not None and result.fold == 0
-    assert result.astimezone(UTC) > first_pass.astimezone(UTC)
-    # the next day's start is not ambiguous: fold 0
+    assert result is not None and result.astimezone(UTC) == datetime(
+        2022, 10, 30, 0, 50, tzinfo=UTC
+    )
+    assert result is not None and result.fold == 0 and result.tzinfo is paris
+    # 02:40 CET comes after 02:50 CEST: already inside (the window is real time)
+    second_pass = datetime(2022, 10, 30, 2, 40, fold=1, tzinfo=paris)
+    assert window.next_occurrence(second_pass) is second_pass
+    end = window.window_end(second_pass)
+    assert end is not None and end.astimezone(UTC) == datetime(2022, 10, 30, 3, 0, tzinfo=UTC)
     later = window.next_occurrence(datetime(2022, 10, 30, 4, 30, fold=1, tzinfo=paris))
     assert later == datetime(2022, 10, 31, 2, 50, tzinfo=paris)
     assert later is not None and later.fold == 0
 
 
-def test_dst_skipped_hour_is_wall_clock() -> None:
+def test_dst_skipped_hour_moves_forward() -> None:
     paris = _zone("Europe/Paris")  # 2022-03-27: 02:00 CET -> 03:00 CEST (02:xx skipped)
-    window = WeeklyWindow(ALL, "02:30", "02:45")
-    result = window.next_occurrence(datetime(2022, 3, 27, 1, 0, tzinfo=paris))
-    assert result == datetime(2022, 3, 27, 2, 30, tzinfo=paris)
-    assert window.contains(datetime(2022, 3, 27, 3, 0, tzinfo=paris)) is False
+    inside_gap = WeeklyWindow(ALL, "02:30", "02:45")  # nothing left of it that night
+    result = inside_gap.next_occurrence(datetime(2022, 3, 27, 1, 0, tzinfo=paris))
+    assert result == datetime(2022, 3, 28, 2, 30, tzinfo=paris)
+    assert inside_gap.contains(datetime(2022, 3, 27, 3, 0, tzinfo=paris)) is False
+    into_gap = WeeklyWindow(ALL, "02:30", "04:00")  # opens when the clock jumps to 03:00
+    result = into_gap.next_occurrence(datetime(2022, 3, 27, 1, 0, tzinfo=paris))
+    assert result == datetime(2022, 3, 27, 3, 0, tzinfo=paris)
 
 
 # --- properties ------------------------------------------------------------------------

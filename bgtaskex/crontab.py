@@ -1,0 +1,93 @@
+"""The APScheduler 3 trigger of a `cron` process, with crontab's rules.
+
+Imported only when a trigger is needed (the daemon, `bgtaskex processes`): it imports
+APScheduler.
+
+* **Day of month or day of week.** When both fields are restricted (neither starts with
+  `*`), crontab fires on a day that matches either; APScheduler's `CronTrigger` needs
+  both. Such an expression becomes an `OrTrigger` of two `CronTrigger`s, one per field.
+* **DST.** A fire time the clock skips moves forward to the moment the clock jumps to
+  (`walltime`'s rule; several such times fire once). A fixed-time expression (neither
+  minute nor hour starts with `*`) fires once on fall-back night, at the first of the
+  repeated wall-clock times, as crontab does; an expression with `*` in its minute or
+  hour keeps firing through the repeated hour.
+
+Fire times are returned as aware datetimes in the trigger's zone.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+
+from .walltime import wall_instant
+
+__all__ = ["CrontabTrigger"]
+
+_TICK = timedelta(microseconds=1)
+_MAX_SKIPS = 8  # fire times passed over in one call (a repeated or skipped time)
+
+
+class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
+    """A 5-field crontab expression's trigger in `zone`, by crontab's rules (see the
+    module docstring). `fields` are `processes.cron_fields`' APScheduler fields."""
+
+    def __init__(self, expression: str, fields: tuple[str, str, str, str, str], zone: tzinfo):
+        minute, hour, day, month, day_of_week = fields
+        parts = expression.split()
+        self.expression = expression
+        self.zone = zone
+        self.fixed_time = not parts[0].startswith("*") and not parts[1].startswith("*")
+
+        def cron(day: str, day_of_week: str) -> Any:
+            return CronTrigger(
+                minute=minute,
+                hour=hour,
+                day=day,
+                month=month,
+                day_of_week=day_of_week,
+                timezone=zone,
+            )
+
+        if parts[2].startswith("*") or parts[4].startswith("*"):
+            self.inner: Any = cron(day, day_of_week)
+        else:  # both restricted: either matches
+            self.inner = OrTrigger([cron(day, "*"), cron("*", day_of_week)])
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is not None and now.astimezone(UTC) < previous_fire_time.astimezone(
+            UTC
+        ):
+            now = previous_fire_time  # the next one after it, however `now` was given
+        fire = self.inner.get_next_fire_time(previous_fire_time, now)
+        after = previous_fire_time or now - _TICK
+        for _ in range(_MAX_SKIPS):
+            if fire is None:
+                return None
+            moment = self._moment(fire)
+            if moment is not None and moment > after:
+                return moment.astimezone(self.zone)
+            fire = self.inner.get_next_fire_time(fire, fire)  # pass over this one
+        return None  # pragma: no cover - a zone changing more than _MAX_SKIPS times at once
+
+    def _moment(self, fire: datetime) -> datetime | None:
+        """The instant (UTC) `fire` stands for: itself, the end of the jump for a
+        skipped wall-clock time, None for a fixed time's second pass on fall-back night."""
+        wall = fire.replace(tzinfo=None)
+        first = wall.replace(tzinfo=self.zone, fold=0).astimezone(UTC)
+        second = wall.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
+        if first > second:  # skipped
+            return wall_instant(wall, self.zone)
+        actual = fire.astimezone(UTC)
+        if first < second and actual == second and self.fixed_time:
+            return None  # crontab runs a fixed time once when the clock repeats it
+        return actual
+
+    def __str__(self) -> str:
+        return f"crontab[{self.expression}]"

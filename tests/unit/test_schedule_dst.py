@@ -1,0 +1,232 @@
+"""Schedules across DST changes (issue #14, part 7), in Europe/Paris and America/New_York,
+spring forward and fall back: one rule for window edges in a skipped or repeated hour
+(checked minute by minute against a brute-force reference), `next_occurrence` bounded and
+never in the past, a fixed-time cron once on fall-back night, the deadline cap."""
+
+from __future__ import annotations
+
+import time as clock
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import tzlocal
+
+from bgtaskex import plan as plan_module
+from bgtaskex.config import Settings
+from bgtaskex.plan import RunPlan
+from bgtaskex.processes import Process
+from bgtaskex.schedule import WeeklyWindow
+from bgtaskex.walltime import local_now, wall_instant
+
+PARIS = ZoneInfo("Europe/Paris")
+NEW_YORK = ZoneInfo("America/New_York")
+# (zone, the day of the change, the UTC instant of the change)
+TRANSITIONS = [
+    (PARIS, date(2026, 3, 29), datetime(2026, 3, 29, 1, 0, tzinfo=UTC)),  # 02:00 -> 03:00
+    (PARIS, date(2026, 10, 25), datetime(2026, 10, 25, 1, 0, tzinfo=UTC)),  # 03:00 -> 02:00
+    (NEW_YORK, date(2026, 3, 8), datetime(2026, 3, 8, 7, 0, tzinfo=UTC)),  # 02:00 -> 03:00
+    (NEW_YORK, date(2026, 11, 1), datetime(2026, 11, 1, 6, 0, tzinfo=UTC)),  # 02:00 -> 01:00
+]
+EDGES = [
+    ("01:00", "02:30"),  # ends in the spring gap
+    ("02:30", "04:00"),  # starts in the gap
+    ("02:10", "02:50"),  # wholly in the gap (and, in Paris, in the repeated hour)
+    ("01:15", "01:45"),  # wholly in New York's repeated hour
+    ("02:15", "02:45"),
+    ("01:30", "03:00"),
+    ("23:00", "02:30"),  # crosses midnight, ends in the gap
+    ("02:30", "02:30"),  # 24 hours
+    ("03:00", "01:30"),
+    ("00:00", "00:00"),
+]
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """As a UTC instant: `==` between zones is always False for a time in a repeated
+    hour (PEP 495), and within a zone it compares wall-clock readings."""
+    return None if moment is None else moment.astimezone(UTC)
+
+
+def _reference(zone: ZoneInfo, change: datetime):  # type: ignore[no-untyped-def]
+    """The rule, by brute force: a wall-clock time names the first minute at which the
+    clock shows that time or later."""
+    minutes = [change + timedelta(minutes=m) for m in range(-3 * 1440, 3 * 1440)]
+    walls = [m.astimezone(zone).replace(tzinfo=None) for m in minutes]
+
+    def named(wall: datetime) -> datetime:
+        if abs(wall - change.replace(tzinfo=None)) > timedelta(days=2):
+            return wall.replace(tzinfo=zone).astimezone(UTC)  # no change near: plain
+        return next(m for m, w in zip(minutes, walls, strict=True) if w >= wall)
+
+    return named
+
+
+def _reference_windows(window: WeeklyWindow, named, day: date) -> list[tuple[datetime, datetime]]:  # type: ignore[no-untyped-def]
+    start, end = time.fromisoformat(window.start), time.fromisoformat(window.end)
+    found = []
+    for offset in range(-2, 10):
+        d = day + timedelta(days=offset)
+        if d.isoweekday() not in window.days:
+            continue
+        closes = d + timedelta(days=1) if start >= end else d
+        s, e = named(datetime.combine(d, start)), named(datetime.combine(closes, end))
+        if s < e:
+            found.append((s, e))
+    return found
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("zone", "day", "change"), TRANSITIONS)
+def test_window_edges_around_dst_changes_follow_one_rule(
+    zone: ZoneInfo, day: date, change: datetime
+) -> None:
+    named = _reference(zone, change)
+    for days in ("mon-sun", "sun"):
+        for start, end in EDGES:
+            window = WeeklyWindow(days, start, end)
+            spans = _reference_windows(window, named, day)
+            for minute in range(-5 * 60, 5 * 60):
+                moment = change + timedelta(minutes=minute)
+                now = moment.astimezone(zone)
+                inside = [(s, e) for s, e in spans if s <= moment <= e]
+                where = (str(window), now.isoformat())
+                assert window.contains(now) is bool(inside), where
+                nxt = window.next_occurrence(now)
+                assert nxt is not None and nxt >= now, where
+                expected = now if inside else min(s for s, _ in spans if s > moment)
+                assert utc(nxt) == utc(expected), where
+                end_at = window.window_end(now)
+                assert utc(end_at) == (inside[-1][1] if inside else None), where
+                if end_at is not None:
+                    assert utc(window.window_start(now)) == inside[-1][0], where
+
+
+def test_the_rule_on_examples() -> None:
+    spring = datetime(2026, 3, 29, 1, 45, tzinfo=PARIS)
+    # 02:30 does not exist that night: it means 03:00 CEST, the moment the clock jumps to
+    assert WeeklyWindow("sun", "01:00", "02:30").window_end(spring) == datetime(
+        2026, 3, 29, 3, 0, tzinfo=PARIS
+    )
+    assert WeeklyWindow("sun", "02:30", "04:00").next_occurrence(spring) == datetime(
+        2026, 3, 29, 3, 0, tzinfo=PARIS
+    )
+    # wholly in the gap: it does not open that night (next Sunday)
+    nxt = WeeklyWindow("sun", "02:10", "02:50").next_occurrence(spring)
+    assert nxt == datetime(2026, 4, 5, 2, 10, tzinfo=PARIS)
+    # New York's 01:15-01:45 on fall-back night: once, the first time round (EDT)
+    fall = datetime(2026, 11, 1, 1, 20, tzinfo=NEW_YORK)  # fold=0: EDT
+    window = WeeklyWindow("sun", "01:15", "01:45")
+    assert window.contains(fall) and not window.contains(fall.replace(fold=1))
+
+
+PARIS_FALL = datetime(2026, 10, 25, 1, 0, tzinfo=UTC)
+
+
+@pytest.mark.timeout(60)
+def test_process_next_occurrence_is_bounded_and_never_in_the_past() -> None:
+    starts = ("02:00", "02:30", "02:45", "03:00")
+    ends = ("02:15", "02:45", "03:00", "03:30")
+    processes = [
+        Process("p", cron=cron, every=every, window=WeeklyWindow("sun", start, end))
+        for start in starts
+        for end in ends
+        for cron, every in (("30 2 * * *", None), ("*/15 * * * *", None), (None, 3600.0))
+    ]
+    for process in processes:
+        for minutes in (-90, -20, 0, 25, 70):
+            now = (PARIS_FALL + timedelta(minutes=minutes)).astimezone(PARIS)
+            began = clock.monotonic()
+            nxt = process.next_occurrence(now, PARIS)
+            assert clock.monotonic() - began < 2
+            where = (process.describe_trigger(), now.isoformat())
+            assert nxt is None or (nxt >= now and process.window.contains(nxt)), where  # type: ignore[union-attr]
+
+
+def test_sunday_window_with_a_cron_in_the_repeated_hour_does_not_spin() -> None:
+    process = Process("p", cron="30 2 * * *", window=WeeklyWindow("sun", "02:45", "03:00"))
+    now = datetime(2026, 10, 25, 2, 40, tzinfo=PARIS, fold=1)
+    nxt = process.next_occurrence(now, PARIS)
+    assert nxt is None  # 02:30 is never inside 02:45-03:00 (its second pass is not a tick)
+    hourly = Process("p", cron="30 * * * *", window=WeeklyWindow("sun", "02:45", "03:00"))
+    nxt = hourly.next_occurrence(datetime(2026, 10, 24, 12, tzinfo=PARIS), PARIS)
+    # the window is 02:45 CEST to 03:00 CET; 02:30 CET is inside it
+    assert nxt == datetime(2026, 10, 25, 2, 30, tzinfo=PARIS, fold=1)
+    assert nxt.astimezone(UTC) == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+
+
+def _fires(cron: str, zone: ZoneInfo, after: datetime, count: int) -> list[datetime]:
+    trigger = Process("p", cron=cron).trigger(zone)
+    fires, fire = [], None
+    for _ in range(count):
+        fire = trigger.get_next_fire_time(fire, after)
+        fires.append(fire.astimezone(UTC))
+    return fires
+
+
+def test_a_fixed_time_cron_runs_once_on_fall_back_night() -> None:
+    after = datetime(2026, 10, 31, 12, tzinfo=NEW_YORK)
+    assert _fires("8 1 * * *", NEW_YORK, after, 2) == [
+        datetime(2026, 11, 1, 5, 8, tzinfo=UTC),  # 01:08 EDT; 01:08 EST is not run again
+        datetime(2026, 11, 2, 6, 8, tzinfo=UTC),
+    ]
+    # a `*` in the hour or minute keeps the cadence through the repeated hour (crontab)
+    every_20 = _fires("*/20 1 * * *", NEW_YORK, after, 6)
+    assert [f - every_20[0] for f in every_20] == [
+        timedelta(minutes=m) for m in (0, 20, 40, 60, 80, 100)
+    ]
+
+
+def test_a_cron_in_the_spring_gap_runs_once_when_the_clock_jumps() -> None:
+    after = datetime(2026, 3, 28, 12, tzinfo=PARIS)
+    assert _fires("15,45 2 * * *", PARIS, after, 2) == [
+        datetime(2026, 3, 29, 1, 0, tzinfo=UTC),  # 03:00 CEST, once for both
+        datetime(2026, 3, 30, 0, 15, tzinfo=UTC),
+    ]
+
+
+def test_deadline_cap_across_dst_changes() -> None:
+    settings = Settings()
+    spring = Process("p", every=60, window=WeeklyWindow("sun", "00:00", "02:30"))
+    now = datetime(2026, 3, 29, 1, 30, tzinfo=PARIS)
+    assert (
+        RunPlan.of(settings, spring, now=now).not_after
+        == datetime(2026, 3, 29, 1, 0, tzinfo=UTC).timestamp()
+    )
+    fall = Process("p", every=60, window=WeeklyWindow("sun", "00:00", "04:00"))
+    now = datetime(2026, 10, 25, 1, 30, tzinfo=PARIS)
+    assert (
+        RunPlan.of(settings, fall, now=now).not_after
+        == datetime(2026, 10, 25, 3, 0, tzinfo=UTC).timestamp()
+    )
+
+
+def test_the_plan_reads_the_clock_in_the_local_zone_with_its_dst_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    night = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)  # 01:30 CET
+    monkeypatch.setattr(plan_module, "local_now", lambda: night.astimezone(PARIS))
+    spring = Process("p", every=60, window=WeeklyWindow("sun", "01:00", "04:00"))
+    # 04:00 CEST: 2.5 hours of wall clock, 1.5 real hours later
+    assert RunPlan.of(Settings(), spring).not_after == night.timestamp() + 1.5 * 3600
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    tzlocal.reload_localzone()
+    try:
+        zone = local_now().tzinfo
+        winter = datetime(2026, 1, 1, tzinfo=zone).utcoffset()
+        assert winter != datetime(2026, 7, 1, tzinfo=zone).utcoffset()  # not a fixed offset
+    finally:
+        monkeypatch.undo()
+        tzlocal.reload_localzone()
+
+
+def test_wall_instant_rule() -> None:
+    assert wall_instant(datetime(2026, 3, 29, 2, 30), PARIS) == datetime(
+        2026, 3, 29, 1, 0, tzinfo=UTC
+    )
+    assert wall_instant(datetime(2026, 11, 1, 1, 30), NEW_YORK) == datetime(
+        2026, 11, 1, 5, 30, tzinfo=UTC
+    )
+    assert wall_instant(datetime(2026, 7, 1, 12, 0), PARIS) == datetime(
+        2026, 7, 1, 10, 0, tzinfo=UTC
+    )
