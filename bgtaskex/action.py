@@ -81,6 +81,11 @@ class Action:
     #: means the run's `max_attempts` setting. An action whose recovery makes progress
     #: (e.g. halving a chunk) may need more.
     max_attempts: ClassVar[int | None] = None
+    #: Seconds before `execute` is tried again after it died (raised, was killed, or the
+    #: process died), doubled at each death up to `max_retry_delay`, with +-10% jitter;
+    #: None means the run's `retry_delay` / `max_retry_delay` settings, 0 the next run.
+    retry_delay: ClassVar[float | None] = None
+    max_retry_delay: ClassVar[float | None] = None
 
     def __init__(
         self, params: dict[str, Any] | None = None, *, context: ActionContext | None = None
@@ -88,6 +93,11 @@ class Action:
         self.params: dict[str, Any] = dict(params or {})
         self._context: ActionContext = context or _Detached()
         self._progress: Progress | None = None
+        #: Why the last `execute` of this action died, for `change_params_on_error`:
+        #: "crash" (the process died), "overrun: ..." (killed by `kill_after`), or
+        #: "<ExceptionType>: <message>"; None when it did not die.
+        self.last_failure: str | None = None
+        self._snooze_until: float | None = None
 
     def init_params(self) -> bool:
         """Prepare params before the first execute; False means nothing to do."""
@@ -100,6 +110,17 @@ class Action:
     def execute(self, deadline: float) -> bool:
         """Do a chunk of work; True when finished, False when paused by the deadline."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement execute()")
+
+    def snooze(self, seconds: float) -> bool:
+        """Pause the task for `seconds` without counting an attempt: `return
+        self.snooze(60)` from `execute` saves the params, and the task is `paused`, not
+        due again before then (e.g. to wait for an external system). Returns False, the
+        result of an execute that pauses; it is honoured only when execute returns it."""
+        seconds = float(seconds)
+        if not seconds >= 0:  # NaN too
+            raise ValueError(f"snooze takes seconds >= 0, not {seconds!r}")
+        self._snooze_until = time.time() + seconds
+        return False
 
     def checkpoint(self) -> None:
         """Save `self.params` (and the last progress) now, so a crash later in this

@@ -266,6 +266,11 @@ class Client:
     def close(self) -> None:
         self.store.close()
 
+    def forked(self) -> None:
+        """Call first thing in a child process forked from one using this client (the
+        daemon's run children): the child opens connections of its own."""
+        self.store.forked()
+
     def __enter__(self) -> Client:
         return self
 

@@ -55,6 +55,12 @@ def _keep_for(value: object) -> float | None:
     return parse_duration(value)
 
 
+def _duration_or_never(value: object) -> float | None:
+    if isinstance(value, str) and value.strip().lower() == "never":
+        return None
+    return parse_duration(value)
+
+
 def _positive_int(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a whole number >= 1, got {value!r}")
@@ -132,6 +138,9 @@ class Settings:
     stop_timeout: float = 20.0  # the daemon's bound on a graceful stop
     log_format: str = "TEXT"
     max_params_bytes: int = 1024 * 1024  # an action's params, as JSON (see params_size)
+    kill_after: float | None = 60.0  # a hook may run this long past the deadline; None: never
+    retry_delay: float = 30.0  # before execute is tried again after a death (doubled each)
+    max_retry_delay: float = 3600.0  # the cap of that doubling
     processes: tuple[Process, ...] = ()
     retention_rules: tuple[RetentionRule, ...] = ()
     concurrency: Concurrency = field(default_factory=Concurrency)
@@ -240,6 +249,9 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "stop_timeout": _positive_duration,
     "log_format": _choice("TEXT", "JSON"),
     "max_params_bytes": _byte_size,
+    "kill_after": _duration_or_never,
+    "retry_delay": parse_duration,
+    "max_retry_delay": parse_duration,
     "processes": lambda value: parse_processes(value, parse_duration),
     "retention_rules": lambda value: parse_rules(value, parse_duration),
     "concurrency": lambda value: parse_concurrency(value, parse_duration),

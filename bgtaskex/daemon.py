@@ -1,14 +1,17 @@
 """`bgtaskex daemon`: an APScheduler 3 loop that triggers the scheduled processes.
 
 Every trigger is `Client.run_once(process=...)`, the very run of `bgtaskex run-once`
-(same lock, budget and order). One worker thread runs the triggers one at a time; a
-trigger missed or due while a run is still going is coalesced into one run
-(`coalesce`, `max_instances=1`, a misfire grace), so a slow run never stacks up runs.
+(same lock, budget and order), in a child process forked for it (`runchild`): a hook
+overrunning the deadline by `kill_after` ends the child, never the daemon. One worker
+thread runs the triggers one at a time; a trigger missed or due while a run is still
+going is coalesced into one run (`coalesce`, `max_instances=1`, a misfire grace), so a
+slow run never stacks up runs.
 
 Signals: SIGTERM or SIGINT stop gracefully (the running action sees `should_stop()`, no
 new hook starts, exit 0 within `stop_timeout`); a second one exits at once (the next run
-recovers). SIGHUP reloads the config between runs. Under systemd (`Type=notify`) it says
-READY, pings the watchdog, and keeps a STATUS line.
+recovers). Both are forwarded to the run's child (SIGUSR1, then SIGKILL). SIGHUP
+reloads the config between runs. Under systemd (`Type=notify`) it says READY, pings the
+watchdog, and keeps a STATUS line.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from typing import Any
 from .client import Client
 from .clockstep import ClockWatch
 from .config import Settings
-from .exceptions import BgtaskexError, LockBusy, OutsideWindow
+from .exceptions import BgtaskexError
 from .notify import Notifier
 from .plan import Routing
 from .processes import Process
 from .run.signals import StopRequest, stop_or_exit
+from .runchild import GRACE, Children, InProcess
 from .wakeup import WakeUps
 from .walltime import local_now, local_zone
 
@@ -55,6 +59,7 @@ class Daemon:
         self.idle = threading.Event()
         self.idle.set()
         self.runs = 0
+        self.children: Children | InProcess = Children() if hasattr(os, "fork") else InProcess()
         self.processes: dict[str, Process] = {}  # the process of each job
         from apscheduler.events import EVENT_JOB_MISSED
         from apscheduler.executors.pool import ThreadPoolExecutor
@@ -133,20 +138,31 @@ class Daemon:
         self.busy_budget = process.max_execution_time or self.settings.max_execution_time
         self.busy_since = time.monotonic()
         try:
-            summary = self.client.run_once(process=process, stop=self.stop)
-            self.runs += 1
-            log.info("process %s: %s", process.name, summary.line())
-            self.notifier.status(f"{process.name}: {summary.line()}")
-        except (LockBusy, OutsideWindow) as skipped:
-            log.info("process %s: %s", process.name, skipped)
-        except BgtaskexError as err:
-            log.error("process %s: %s", process.name, err)
-            self.notifier.status(f"{process.name}: error: {err}")
+            self._run_in_child(process)
         except Exception:
             log.exception("process %s: unexpected error", process.name)
         finally:
             self.busy_since = None
             self.idle.set()
+
+    def _run_in_child(self, process: Process) -> None:
+        """The run in a child process (`runchild`), killed past its deadline +
+        kill_after + a grace; the child logs the run, the daemon a child that died."""
+        kill_after = self.settings.kill_after
+        limit = None if kill_after is None else self.busy_budget + kill_after + GRACE
+        ended = self.children.run(self.client, process, limit, self.stop)
+        if ended.ran:
+            self.runs += 1
+        if ended.line:
+            self.notifier.status(f"{process.name}: {ended.line}")
+        if ended.died is not None:
+            log.error(
+                "process %s: the run's process %s; the daemon goes on, and the next run "
+                "recovers its task",
+                process.name,
+                ended.died,
+            )
+            self.notifier.status(f"{process.name}: the run's process {ended.died}")
 
     def wake(self, queue: str) -> None:
         """An interactive task waits in `queue`: if the daemon is idle, run the process
@@ -184,6 +200,7 @@ class Daemon:
     # -- signals and the watchdog ------------------------------------------------------
 
     def _on_stop(self, signum: int, _frame: object) -> None:
+        self.children.forward(second=self.stop.is_set())  # the run's child stops too
         stop_or_exit(self.stop, signum, log)  # a second signal exits here
         self.notifier.stopping()
         self._off_signal(self.scheduler.shutdown, wait=False)
@@ -240,6 +257,7 @@ class Daemon:
                     "(the next run recovers it)",
                     self.settings.stop_timeout,
                 )
+                self.children.kill()
                 logging.shutdown()
                 os._exit(1)  # the worker thread is still in a hook: do not wait for it
             log.info("daemon stopped after %s run(s)", self.runs)

@@ -178,6 +178,7 @@ class ActionChange:
     attempts: int | None = None
     progress: Progress | None = None
     elapsed: float = 0.0  # seconds of execute to add to the action's total
+    last_failure: str | None = None  # why execute died; "" clears it
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +201,9 @@ class Change:
     #: was claimed since or another run's lease on it is still alive
     claim_as: str | None = None
     lease: float = 0.0
+    #: not due before then (a retry's backoff, a snooze); a change with a status and
+    #: none clears it
+    not_before: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

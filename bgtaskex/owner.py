@@ -61,16 +61,21 @@ def _pid_namespace(pid: int | str = "self") -> str:
 
 
 def _start_time(pid: int | str = "self") -> str:
-    """The process's start time in clock ticks since boot ("" where unknown)."""
+    """The process's start time in clock ticks since boot ("" where unknown, or for a
+    zombie: dead, not yet reaped, e.g. a daemon's run child killed as the daemon exits)."""
     stat = _read(f"/proc/{pid}/stat")
     # The command name (field 2) may hold spaces and parentheses: split after its end.
     fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else ""
+    return fields[19] if len(fields) > 19 and fields[0] != "Z" else ""
 
 
 @functools.cache
 def _mark_of_self() -> str:
     return f"{_boot_id()}.{_pid_namespace()}.{_start_time()}"
+
+
+# A forked child is another process: its own start time in its claims' names.
+os.register_at_fork(after_in_child=_mark_of_self.cache_clear)
 
 
 def holder_name() -> str:

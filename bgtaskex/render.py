@@ -154,6 +154,8 @@ def render_task(
                 + (f" · {duration(action.elapsed)} in execute" if action.elapsed >= 1 else "")
             )
         )
+        if action.last_failure:  # why its last execute died (the retry waits: `due`)
+            parts.append(Padding(Text(f"last failure: {action.last_failure}"), (0, 0, 0, 5)))
         bar = progress_line(action)
         if bar:
             parts.append(Padding(Text(bar), (0, 0, 0, 5), expand=False))

@@ -25,6 +25,7 @@ def action_dict(action: ActionRecord) -> dict[str, Any]:
         "ref": action.ref,
         "status": str(action.status),
         "attempts": action.attempts,
+        "last_failure": action.last_failure,
         "params": action.params,
         "started_at": _time(action.started_at),
         "ended_at": _time(action.ended_at),

@@ -31,6 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get(
     "BGTASKEX_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+#: Tests retry a dead execute at the next run, as bgtaskex did before its retry backoff
+#: (default 30 s): the tests of the backoff set their own delays.
+TEST_RETRY_DELAY = 0.0
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _pg_problem: str | bool | None = False  # False: not checked yet
 
@@ -128,6 +131,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         lock_file=str(tmp_path / "run.lock"),
         imports=("tests.scripted",),
         max_execution_time=30.0,
+        retry_delay=TEST_RETRY_DELAY,
     )
 
 
@@ -151,6 +155,7 @@ def isolated_env(home: Path) -> dict[str, str]:
     """Environment for `bgtaskex` subprocesses: no BGTASKEX_* variables, a private HOME
     and XDG directories (so no user config or database), the tests importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BGTASKEX_")}
+    env["BGTASKEX_RETRY_DELAY"] = str(TEST_RETRY_DELAY)
     env["HOME"] = str(home)
     env["XDG_CONFIG_HOME"] = str(home / ".config")
     env["XDG_DATA_HOME"] = str(home / ".local" / "share")

@@ -29,7 +29,7 @@ CALLS: list[dict[str, Any]] = []
 def plan(client: Client) -> None:
     held = lock_is_held(client.settings.lock_path)
     task_id = client.enqueue("planned", ["tests.scripted:Noop"], queue=PLANNED_QUEUE)
-    record = {"lock_held": held, "task_id": task_id, "pid": os.getpid()}
+    record = {"lock_held": held, "task_id": task_id, "pid": os.getpid(), "ppid": os.getppid()}
     CALLS.append({**record, "client": client})
     path = os.environ.get(LOG_ENV)
     if path:

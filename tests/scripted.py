@@ -34,7 +34,7 @@ HOOKS = {"init_params": "init", "change_params_on_error": "change", "execute": "
 
 def log_call(log: str, name: str, hook: str) -> None:
     """Log one hook call: {"name", "hook", "pid"} (the format of every hook log here)."""
-    journal.append(log, {"name": name, "hook": hook, "pid": os.getpid()})
+    journal.append(log, {"name": name, "hook": hook, "pid": os.getpid(), "ppid": os.getppid()})
 
 
 def calls(log: str) -> list[tuple[str, str]]:
@@ -57,6 +57,8 @@ class Scripted(Action):
         if step == "raise":
             raise RuntimeError(f"{name}.{hook} scripted failure #{n + 1}")
         self.params[f"{hook}_calls"] = n + 1
+        if hook == "change":  # why the last execute died, as the action is told
+            self.params["last_failure"] = self.last_failure
         if step == "checkpoint-exit":
             self.params["checkpointed"] = n + 1
             self.checkpoint()

@@ -79,6 +79,8 @@ class PurgeRows(Action):
     description = "Delete old rows of a table in resumable chunks (a retention rule)"
     # Each halving of a failing chunk is one death of execute: many bad rows need many.
     max_attempts: ClassVar[int | None] = 1000
+    #: No retry delay: halving the chunk after each death is its backoff.
+    retry_delay: ClassVar[float | None] = 0.0
 
     # -- hooks of the engine -----------------------------------------------------------
 

@@ -42,6 +42,15 @@ Examples:
     help="Budget of the whole run (default 30; also 45s, 2m).",
 )
 @click.option(
+    "--kill-after",
+    metavar="SECONDS",
+    envvar="BGTASKEX_KILL_AFTER",
+    callback=remember,
+    expose_value=False,
+    help="End the run (exit 7) when a hook runs this long past the deadline (default 60; "
+    "never).",
+)
+@click.option(
     "--lock-file",
     metavar="FILE",
     envvar="BGTASKEX_LOCK_FILE",

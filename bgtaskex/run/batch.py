@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from ..exceptions import ClaimLost, DatabaseUnavailable, StorageError, TaskInterrupted
@@ -52,6 +53,7 @@ class TaskWrites:
     events: list[NewEvent] = field(default_factory=list)
     order: list[int] | None = None  # the ranks, sorted (next_pending)
     cursor: int = 0
+    counted: dict[int, int] = field(default_factory=dict)  # attempts after a death counted
 
     @classmethod
     def of(cls, task: Task) -> TaskWrites:
@@ -68,8 +70,10 @@ class TaskWrites:
         error: str | None = None,
         progress: Progress | None = None,
         elapsed: float = 0.0,
+        last_failure: str | None = None,
     ) -> None:
-        """Stage a change of action `rank` (and the event of its new status, if any)."""
+        """Stage a change of action `rank` (and the event of its new status, if any);
+        `last_failure` "" clears it."""
         old = self.staged.get(rank, ActionChange(rank))
         self.staged[rank] = ActionChange(
             rank,
@@ -78,6 +82,7 @@ class TaskWrites:
             attempts=attempts if attempts is not None else old.attempts,
             progress=progress or old.progress,
             elapsed=old.elapsed + elapsed,
+            last_failure=last_failure if last_failure is not None else old.last_failure,
         )
         if status is not None and status != self.action_status[rank]:
             self.events.append(NewEvent(rank, self.action_status[rank], status, message, error))
@@ -110,10 +115,17 @@ class WriteBatch:
         self._ended: dict[int, Outcome] = {}  # tasks done with, whose last writes pend
 
     def stage_status(
-        self, work: TaskWrites, status: TaskStatus, message: str, current_rank: int | None = None
+        self,
+        work: TaskWrites,
+        status: TaskStatus,
+        message: str,
+        current_rank: int | None = None,
+        *,
+        not_before: datetime | None = None,
     ) -> None:
         """Stage the task's new status with every staged action change and event; the
-        task's first staged change also takes its claim (when it came unclaimed)."""
+        task's first staged change also takes its claim (when it came unclaimed). The
+        task is not due before `not_before` (a status change without one clears it)."""
         events = list(work.events)
         if status != work.status:
             events.append(NewEvent(None, work.status, status.value, message))
@@ -126,6 +138,7 @@ class WriteBatch:
             actions=tuple(work.staged.values()),
             events=tuple(events),
             token=hold.token,
+            not_before=not_before,
         )
         if hold.claim_from is not None and self.claims is not None:
             change = replace(
@@ -137,9 +150,25 @@ class WriteBatch:
         work.staged.clear()
         work.events.clear()
 
-    def stage_event(self, task_id: int, event: NewEvent) -> None:
-        """Stage an event alone (a hook's error: the task keeps its status)."""
-        self.unwritten.append(Change(task_id, self.run_id, events=(event,), token=self.hold.token))
+    def stage_event(
+        self,
+        task_id: int,
+        event: NewEvent,
+        action: ActionChange | None = None,
+        not_before: datetime | None = None,
+    ) -> None:
+        """Stage an event without a status (a hook's error: the task keeps its status),
+        with the `action` change (execute's `last_failure`) and the retry delay that go
+        with it."""
+        change = Change(
+            task_id,
+            self.run_id,
+            actions=() if action is None else (action,),
+            events=(event,),
+            token=self.hold.token,
+            not_before=not_before,
+        )
+        self.unwritten.append(change)
 
     def unwritten_tasks(self) -> set[int]:
         return {change.task_id for change in self.unwritten}

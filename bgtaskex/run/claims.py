@@ -98,6 +98,7 @@ class Heartbeat:
         self.margin = min(2.0, lease / 10)  # fence this long before the lease ends
         self._held: tuple[int, int] | None = None
         self._held_until = 0.0
+        self._kill: tuple[float, Callable[[], object]] | None = None  # the hard limit
         self._guard = threading.Lock()
         self._done = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -121,9 +122,17 @@ class Heartbeat:
                 for thread in self._threads:
                     thread.start()
 
+    def limit(self, kill_at: float | None, kill: Callable[[], object] | None = None) -> None:
+        """The hard limit of the hook about to run: once `time.monotonic()` passes
+        `kill_at` the watchdog calls `kill` (which logs and exits the process: see
+        `failures.Overrun`); None lifts it (the hook returned)."""
+        with self._guard:
+            self._kill = None if kill_at is None or kill is None else (kill_at, kill)
+
     def drop(self) -> None:
         with self._guard:
             self._held = None
+            self._kill = None
 
     def close(self) -> None:
         self.drop()
@@ -142,10 +151,15 @@ class Heartbeat:
                 self._extend()
 
     def _watch(self) -> None:
+        """The one watchdog: the lease (`fence`, exit 4) and the hard limit of the hook
+        running (`kill_after`, exit 7)."""
         while not self._done.wait(min(0.25, self.lease / 10)):
             with self._guard:
-                held, held_until = self._held, self._held_until
-            if held is not None and time.monotonic() >= held_until - self.margin:
+                held, held_until, kill = self._held, self._held_until, self._kill
+            now = time.monotonic()
+            if kill is not None and now >= kill[0]:
+                kill[1]()
+            if held is not None and now >= held_until - self.margin:
                 fence(held[0], "no heartbeat got through before the lease ran out")
 
     def _check_lock(self) -> None:

@@ -19,6 +19,7 @@ the task ends, pauses, a hook raises, or the deadline or a stop comes between ac
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import traceback
@@ -27,12 +28,13 @@ from collections.abc import Callable
 from ..action import Action
 from ..config import Settings
 from ..exceptions import InvalidRef, ModuleUnavailable
-from ..models import ActionRecord, ActionStatus, NewEvent, Task, TaskStatus
+from ..models import ActionChange, ActionRecord, ActionStatus, NewEvent, Task, TaskStatus
 from ..registry import Registry
 from ..store.contract import RunStorage
 from .batch import TaskWrites, WriteBatch
 from .claims import Heartbeat, Hold
 from .context import RunContext, jsonable
+from .failures import CRASH, Overrun, failure_text, not_before, retry_delay
 from .observer import Outcome, RunObserver
 
 log = logging.getLogger("bgtaskex.runner")  # a stable name, for log filters
@@ -114,23 +116,31 @@ class Machine:
     def _after_death(self, work: TaskWrites, current: ActionRecord) -> Step:
         """`running` found: execute died in an earlier run. Count the death; past
         max_attempts the action fails, else change_params_on_error (if overridden) and
-        execute again."""
+        execute again: at once when the death was recorded (an exception, an overrun:
+        its retry delay was set with it), else (a crash) after the retry delay."""
         instance = self._instantiate(work, current)
         if not isinstance(instance, Action):
             return instance
         rank = current.rank
         attempts = current.attempts + 1
-        limit = type(instance).max_attempts or self.settings.max_attempts
+        recorded = current.last_failure is not None
+        instance.last_failure = current.last_failure or CRASH
+        failure = None if recorded else CRASH
+        limit = self._max_attempts(instance)
         if attempts >= limit:
             message = f"execute died {attempts} times (max_attempts={limit})"
-            work.stage(rank, ActionStatus.FAILED, attempts=attempts, message=message)
+            work.stage(
+                rank, ActionStatus.FAILED, attempts=attempts, message=message, last_failure=failure
+            )
             return None
-        work.stage(rank, attempts=attempts)
-        died = f"execute died in an earlier run (death {attempts})"
+        work.stage(rank, attempts=attempts, last_failure=failure)
+        work.counted[rank] = attempts
+        delay = 0.0 if recorded else retry_delay(type(instance), self.settings, attempts)
+        died = f"execute died in an earlier run (death {attempts}): {instance.last_failure}"
         if not type(instance).overrides_change_params_on_error():
             # Nothing can die in the default hook (retry as is): straight to execute.
             work.events.append(NewEvent(rank, None, None, f"{died}; retrying it as is"))
-            return self._execute(work, rank, instance)
+            return self._retry(work, rank, instance, delay)
         self.batch.stage_status(
             work, TaskStatus.RECOVERING, f"{died}; calling change_params_on_error"
         )
@@ -144,7 +154,27 @@ class Machine:
             message = "change_params_on_error gave up (returned False)"
             work.stage(rank, ActionStatus.FAILED, message=message)
             return None
-        return self._execute(work, rank, instance)
+        return self._retry(work, rank, instance, delay)
+
+    def _retry(self, work: TaskWrites, rank: int, instance: Action, delay: float) -> Step:
+        """Execute again after a death: now, or `paused` until the retry delay is over
+        (the death is counted: the next run goes straight to execute)."""
+        if delay <= 0:
+            return self._execute(work, rank, instance)
+        message = f"execute of action {rank} is tried again in {delay:.1f}s (retry_delay)"
+        self.batch.stage_status(work, TaskStatus.PAUSED, message, not_before=not_before(delay))
+        return Outcome.PAUSED
+
+    def _max_attempts(self, instance: Action) -> int:
+        return type(instance).max_attempts or self.settings.max_attempts
+
+    def _next_delay(self, work: TaskWrites, rank: int, instance: Action) -> float:
+        """The retry delay if the execute about to run dies: none when that death
+        fails the action (max_attempts)."""
+        death = work.counted.get(rank, work.actions[rank].attempts) + 1
+        if death >= self._max_attempts(instance):
+            return 0.0
+        return retry_delay(type(instance), self.settings, death)
 
     def _start_next(self, work: TaskWrites) -> Step:
         """Between actions: end the task when no action is left; stop here when the
@@ -185,7 +215,10 @@ class Machine:
             message = f"stop requested before execute of {rank}"
             self.batch.stage_status(work, TaskStatus.PAUSED, message)
             return Outcome.PAUSED
-        work.stage(rank, ActionStatus.ACTIVE)
+        if rank in work.counted or work.actions[rank].last_failure is not None:
+            work.stage(rank, ActionStatus.ACTIVE, last_failure="")  # recorded anew if it dies
+        else:
+            work.stage(rank, ActionStatus.ACTIVE)
         self.batch.stage_status(work, TaskStatus.RUNNING, f"calling execute of action {rank}", rank)
         self.actions_run += 1
         deadline = self.deadline
@@ -196,6 +229,12 @@ class Machine:
         if done:
             work.stage(rank, ActionStatus.DONE, message="execute returned True")
             return None
+        snoozed, instance._snooze_until = instance._snooze_until, None
+        if snoozed is not None:  # `return self.snooze(seconds)`: no attempt counted
+            delay = max(0.0, snoozed - time.time())
+            message = f"execute of action {rank} snoozed for {delay:.1f}s"
+            self.batch.stage_status(work, TaskStatus.PAUSED, message, not_before=not_before(delay))
+            return Outcome.PAUSED
         self.batch.stage_status(work, TaskStatus.PAUSED, f"execute of action {rank} returned False")
         return Outcome.PAUSED
 
@@ -236,7 +275,9 @@ class Machine:
             )
             work.stage(record.rank, ActionStatus.FAILED, message=str(err))
             return None
-        return cls(dict(record.params), context=RunContext(self, work.task, record.rank))
+        instance = cls(dict(record.params), context=RunContext(self, work.task, record.rank))
+        instance.last_failure = record.last_failure
+        return instance
 
     def _leave(self, work: TaskWrites, record: ActionRecord, err: ModuleUnavailable) -> Outcome:
         """Leave a task whose action's module cannot be imported as it was (status and
@@ -275,9 +316,12 @@ class Machine:
         recover.
         """
         self.batch.flush(work.task.id)  # what announces this hook is durable before it runs
-        hold = self.hold
-        if self.heartbeat is not None and hold.claimed and hold.token is not None:
-            self.heartbeat.hold(work.task.id, hold.token, hold.sent)
+        hold, heartbeat = self.hold, self.heartbeat
+        if heartbeat is not None and hold.claimed and hold.token is not None:
+            heartbeat.hold(work.task.id, hold.token, hold.sent)
+            overrun = self._overrun(work, rank, instance, name)
+            if overrun is not None:
+                heartbeat.limit(overrun.kill_at(), overrun.kill)
         context = instance._context
         if isinstance(context, RunContext):
             context.busy_since_save()
@@ -285,12 +329,14 @@ class Machine:
             try:
                 result = call()
             finally:
+                if heartbeat is not None:
+                    heartbeat.limit(None)
                 self._note_overrun(work, rank, name)
             if not isinstance(result, bool):
                 raise TypeError(f"{name} must return True or False, not {result!r}")
             params = jsonable(instance.params, name, self.settings.max_params_bytes)
         except (Exception, SystemExit) as err:  # sys.exit() in a hook is a hook's error
-            self._hook_died(work, rank, name, err)
+            self._hook_died(work, rank, instance, name, err)
             raise _HookDied from err
         elapsed = (
             context.busy_since_save()
@@ -299,6 +345,28 @@ class Machine:
         )
         work.stage(rank, params=params, progress=instance._progress, elapsed=elapsed)
         return result
+
+    def _overrun(self, work: TaskWrites, rank: int, instance: Action, name: str) -> Overrun | None:
+        """The hard limit of this hook (None: `kill_after = "never"`)."""
+        kill_after = self.settings.kill_after
+        if kill_after is None:
+            return None
+        return Overrun(
+            self.store,
+            self.run_id,
+            work.task.id,
+            work.task.name,
+            work.status,
+            rank,
+            work.actions[rank].ref,
+            name,
+            self.deadline,
+            kill_after,
+            self.hold.token,
+            functools.partial(self._next_delay, work, rank, instance)
+            if name == "execute"
+            else None,
+        )
 
     def _note_overrun(self, work: TaskWrites, rank: int, name: str) -> None:
         overrun = time.time() - self.deadline
@@ -317,7 +385,7 @@ class Machine:
         )
 
     def _hook_died(
-        self, work: TaskWrites, rank: int, name: str, err: Exception | SystemExit
+        self, work: TaskWrites, rank: int, instance: Action, name: str, err: Exception | SystemExit
     ) -> None:
         log.warning(
             "run %s: task %s (%s): %s of action %s (%s) raised %s: %s",
@@ -333,4 +401,10 @@ class Machine:
         )
         message = f"{name} raised {type(err).__name__}: {err}"
         event = NewEvent(rank, work.status, work.status, message, traceback.format_exc())
-        self.batch.stage_event(work.task.id, event)
+        if name != "execute":
+            self.batch.stage_event(work.task.id, event)
+            return
+        # Why it died and when to try again go with the error event: no write of their own.
+        delay = self._next_delay(work, rank, instance)
+        failure = ActionChange(rank, last_failure=failure_text(err))
+        self.batch.stage_event(work.task.id, event, failure, not_before(delay))

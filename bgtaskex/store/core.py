@@ -90,6 +90,11 @@ class Store:
     def close(self) -> None:
         self._engine.dispose()
 
+    def forked(self) -> None:
+        """In a child process just forked: drop the parent's pooled connections without
+        closing them (they stay the parent's), so that the child opens its own."""
+        self._engine.dispose(close=False)
+
     # -- transactions --------------------------------------------------------------
 
     @contextmanager

@@ -240,6 +240,8 @@ def task_update(
     if change.claim_as is not None:
         values["v_worker"] = change.claim_as[:100]
         values.update(lease_params)
+    if status is not None or change.not_before is not None:
+        values["v_not_before"] = change.not_before  # a new status clears a delay
     statement = task_statement(
         dialect,
         status is not None,
@@ -248,6 +250,7 @@ def task_update(
         change.token is not None,
         change.release,
         change.claim_as is not None,
+        "v_not_before" in values,
     )
     return statement, values
 
@@ -261,6 +264,7 @@ def task_statement(
     fenced: bool,
     release: bool,
     claim: bool,
+    not_before: bool = False,
 ) -> Any:
     """The UPDATE of a task row by the run, for one shape of change; it matches no row
     once the task is ended or asked to cancel (or, `fenced`, claimed by another run)."""
@@ -284,6 +288,8 @@ def task_statement(
             values["ended_at"] = bindparam("v_now", type_=t.UTCDateTime())
     if has_rank:
         values["current_rank"] = bindparam("v_rank")
+    if not_before:
+        values["not_before"] = bindparam("v_not_before", type_=t.UTCDateTime())
     statement = update(t.tasks).where(
         c.id == bindparam("v_task_id"),
         c.run_order.isnot(None),
@@ -324,6 +330,8 @@ def action_update(task_id: int, change: ActionChange, now: datetime) -> tuple[An
         values["v_message"] = change.progress.message
     if change.elapsed:
         values["v_elapsed"] = change.elapsed
+    if change.last_failure is not None:  # "" clears it; no password leaves in it
+        values["v_failure"] = mask_secrets(change.last_failure)[:2000] or None
     if len(values) == 2:
         return None, values
     shape = (
@@ -332,13 +340,19 @@ def action_update(task_id: int, change: ActionChange, now: datetime) -> tuple[An
         "v_attempts" in values,
         "v_done" in values,
         "v_elapsed" in values,
+        "v_failure" in values,
     )
     return action_statement(*shape), values
 
 
 @functools.cache
 def action_statement(
-    kind: str | None, params: bool, attempts: bool, progress: bool, elapsed: bool
+    kind: str | None,
+    params: bool,
+    attempts: bool,
+    progress: bool,
+    elapsed: bool,
+    failure: bool = False,
 ) -> Any:
     c = t.actions.c
     now = bindparam("v_now", type_=t.UTCDateTime())
@@ -359,6 +373,8 @@ def action_statement(
         values["progress_message"] = bindparam("v_message")
     if elapsed:
         values["elapsed"] = c.elapsed + bindparam("v_elapsed", type_=Float())
+    if failure:
+        values["last_failure"] = bindparam("v_failure")
     return (
         update(t.actions)
         .where(c.task_id == bindparam("v_task_id"), c.rank == bindparam("v_rank"))

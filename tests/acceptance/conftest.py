@@ -85,7 +85,8 @@ def scripted(log: str | Path, plan: Mapping[str, list[str]], name: str = "A") ->
 
 
 def hook_started(log: str | Path, hook: str, pid: int) -> Callable[[], bool]:
-    return lambda: any(e["hook"] == hook and e["pid"] == pid for e in entries(log))
+    """`hook` called by process `pid`, or by a run child of it (the daemon's)."""
+    return lambda: any(e["hook"] == hook and pid in (e["pid"], e["ppid"]) for e in entries(log))
 
 
 def lock_is_free(path: str | Path) -> bool:

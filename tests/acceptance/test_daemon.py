@@ -207,7 +207,7 @@ def test_daemon_runs_tasks_enqueued_while_it_runs(
     second = enqueue(bgx, db_url, scripted(log, {}), queue="reports")
     daemon.wait_for(tasks.finished(first, second), "both tasks to finish")
     assert hooks(log) == ["init", "execute"]
-    assert {e["pid"] for e in entries(log)} == {daemon.pid}  # the daemon ran them itself
+    assert {e["ppid"] for e in entries(log)} == {daemon.pid}  # the daemon's run children ran them
 
     third = enqueue(bgx, db_url, NOOP)
     daemon.wait_for(tasks.finished(third), "a task enqueued later to finish")
@@ -235,7 +235,7 @@ def test_daemon_calls_the_planner_of_a_process_at_each_run_under_the_lock(
 
     daemon.wait_for(lambda: len(planned()) >= 2, "two runs of the planner")
     calls = planned()
-    assert all(c["lock_held"] and c["pid"] == daemon.pid for c in calls), calls
+    assert all(c["lock_held"] and c["ppid"] == daemon.pid for c in calls), calls
     daemon.wait_for(tasks.finished(*(c["task_id"] for c in calls)), "the planned tasks")
     daemon.stop()
 
@@ -323,7 +323,7 @@ def test_second_sigterm_exits_at_once_and_the_next_run_recovers(
     after = bgx.ok("--config", config, "run-once")
     assert summary(after)["finished"] == 1
     assert hooks(log) == ["init", "execute", "change", "execute"]
-    assert [e["pid"] for e in entries(log)][:2] == [daemon.pid] * 2
+    assert [e["ppid"] for e in entries(log)][:2] == [daemon.pid] * 2
     transitions = [(e.old_status, e.new_status) for e in tasks.client.events(task_id)]
     assert ("running", "recovering") in transitions, transitions
 

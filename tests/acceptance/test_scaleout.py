@@ -265,9 +265,21 @@ class Cluster:
         return str(self.row(task_id)["status"])
 
     def lines(self, label: str | None = None) -> list[dict[str, Any]]:
+        """The journal's lines; `pid` names the daemon whose run child wrote the line
+        (`run_pid`: the child itself)."""
         entries, bad = inv.read_journal(self.journal)
         assert not bad, f"journal lines that do not parse: {bad[:3]}"
+        daemons = {d.pid for d in self.daemons}
+        for e in entries:
+            e["run_pid"] = e["pid"]
+            if e.get("ppid") in daemons:
+                e["pid"] = e["ppid"]
         return entries if label is None else [e for e in entries if e["label"] == label]
+
+    def holds(self, daemon: Daemon, claimed_by: str | None) -> bool:
+        """Whether `claimed_by` names a run child of `daemon` (one that wrote a line)."""
+        children = {e["run_pid"] for e in self.lines() if e["pid"] == daemon.pid}
+        return any(f":{pid}:" in (claimed_by or "") for pid in children)
 
     def first_line(
         self, event: str, label: str, *, alive: Sequence[Daemon], n: int = 0
@@ -406,6 +418,16 @@ def invariant_problems(cluster: Cluster, *, killed: Iterable[int] = ()) -> list[
     return [v for v in report.violations if not v.startswith(("J2 ", "J6 "))]
 
 
+def fenced(daemon: Daemon) -> None:
+    """The run child of `daemon` ended itself with exit code 4 (the fence), and the
+    daemon lives on."""
+    daemon.wait_for(
+        lambda: "the run's process exited with code 4" in daemon.log(),
+        "its run's process to exit 4 (the fence)",
+        timeout=10,
+    )
+
+
 def pids_of(lines: Iterable[dict[str, Any]], event: str) -> list[int]:
     return [e["pid"] for e in lines if e["event"] == event]
 
@@ -417,12 +439,12 @@ def stop_outside_the_row(cluster: Cluster, daemon: Daemon, task_id: int) -> None
     test_worker_stopped_inside_a_transaction_...), which is not what a stop past the
     lease is about here."""
     for _attempt in range(500):
-        os.kill(daemon.pid, signal.SIGSTOP)
+        daemon.signal_all(signal.SIGSTOP)
         states = cluster.backend_states(daemon)
         busy = any(s.startswith(("active", "idle in transaction")) for s in states)
         if not busy and not cluster.row_locked(task_id):
             return
-        os.kill(daemon.pid, signal.SIGCONT)
+        daemon.signal_all(signal.SIGCONT)
     pytest.fail(f"daemon {daemon.name} never caught off the task's row\n{daemon.describe()}")
 
 
@@ -523,7 +545,7 @@ def test_kill_9_inside_execute_another_daemon_rescues_after_the_lease(
     assert (action.status, action.attempts) == ("done", 1)
     assert action.params["recoveries"] == 1 and action.params["cursor"] == 12
     assert task.claim_token == 2, task.claim_token
-    assert f":{survivor.pid}:" in (task.claimed_by or ""), task.claimed_by
+    assert cluster.holds(survivor, task.claimed_by), task.claimed_by
     assert task.lease_until is None
 
     shown = bgx.show(cluster.url, task_id)
@@ -610,7 +632,7 @@ def test_live_worker_keeps_its_claim_through_ten_leases(cluster: Cluster) -> Non
     assert held >= 10, f"the execute took {held:.1f}s, not ten leases of 1s"
     row = cluster.row(task_id)
     assert (row["claim_token"], row["lease_until"]) == (1, None), row
-    assert f":{owner.pid}:" in row["claimed_by"], row
+    assert cluster.holds(owner, row["claimed_by"]), row
     (action,) = cluster.client.get(task_id).actions
     assert action.attempts == 0
     for daemon in daemons:
@@ -650,12 +672,13 @@ def test_sigstop_past_the_lease_late_writes_refused(cluster: Cluster, bgx: Bgx) 
         )
         taken_at = time.time()
     finally:
-        os.kill(owner.pid, signal.SIGCONT)
+        owner.signal_all(signal.SIGCONT)
     resumed_at = time.time()
 
-    # Woken past its lease, the stopped daemon exits at once: its hook may not stop when
-    # asked, and another daemon has the task now.
-    assert owner.proc.wait(timeout=10) == 4, owner.describe()
+    # Woken past its lease, the stopped daemon's run exits at once (its run's child, exit
+    # 4): its hook may not stop when asked, and another daemon has the task now. The
+    # daemon goes on.
+    fenced(owner)
     exited_at = time.time()
     cluster.wait(lambda: cluster.status(task_id) == "finished", "the new owner", alive=[other])
     other.stop()
@@ -676,7 +699,7 @@ def test_sigstop_past_the_lease_late_writes_refused(cluster: Cluster, bgx: Bgx) 
     (action,) = task.actions
     assert (task.status, action.status, action.attempts) == ("finished", "done", 1)
     assert action.params["cursor"] == units
-    assert task.claim_token == 2 and f":{other.pid}:" in (task.claimed_by or "")
+    assert task.claim_token == 2 and cluster.holds(other, task.claimed_by)
     events = bgx.show(cluster.url, task_id)["events"]
     first_run = next(e["run_id"] for e in events if e["new_status"] == "running")
     rescue = next(i for i, e in enumerate(events) if "death 1" in e["message"])
@@ -755,10 +778,10 @@ def stop_holding_the_row(cluster: Cluster, daemon: Daemon, task_id: int) -> None
     """SIGSTOP `daemon` at an instant when one of its connections is inside a
     transaction that locked the task's row (a checkpoint, a heartbeat, the claim)."""
     for attempt in range(500):
-        os.kill(daemon.pid, signal.SIGSTOP)
+        daemon.signal_all(signal.SIGSTOP)
         if cluster.row_locked(task_id):
             return
-        os.kill(daemon.pid, signal.SIGCONT)
+        daemon.signal_all(signal.SIGCONT)
         # Let it run a little: stopped again at once, it would hardly move, and could stay
         # outside a transaction every time.
         time.sleep(0.001 * (attempt % 20))
@@ -788,14 +811,15 @@ def test_worker_stopped_inside_a_transaction_is_taken_over_after_the_lease(
         locked = cluster.row_locked(task_id)
         states = cluster.backend_states(owner)
     finally:
-        os.kill(owner.pid, signal.SIGCONT)
+        owner.signal_all(signal.SIGCONT)
     assert taken, (
         f"6 s after SIGSTOP (lease 1 s) the task is still claimed by the stopped worker "
         f"(claim_token {cluster.row(task_id)['claim_token']}); its row locked by the stopped "
         f"process: {locked}; its sessions: {states}"
     )
-    # Woken past its lease, the stale worker exits at once (another daemon has the task).
-    assert owner.proc.wait(timeout=10) == 4, owner.describe()
+    # Woken past its lease, the stale worker's run exits at once (another daemon has the
+    # task); the daemon goes on.
+    fenced(owner)
     assert "exiting now" in owner.log(), owner.describe()
 
 

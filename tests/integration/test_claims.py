@@ -171,6 +171,7 @@ def claims_settings(url: str, tmp_path: Path, **concurrency: object) -> Settings
         lock_file=str(tmp_path / "run.lock"),
         imports=("tests.scripted",),
         max_execution_time=30.0,
+        retry_delay=0.0,  # a dead execute is retried at the next run
         concurrency=Concurrency(**concurrency),  # type: ignore[arg-type]
     )
 

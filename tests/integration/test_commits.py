@@ -34,6 +34,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         lock_file=str(tmp_path / "run.lock"),
         imports=("tests.scripted", HERE),
         max_execution_time=60.0,
+        retry_delay=0.0,  # a dead execute is retried at the next run
     )
 
 

@@ -350,6 +350,8 @@ def _check_journal(
     entries, unparsed = read_journal(journal)
     for line in unparsed[:5]:
         bad(f"J1 journal line does not parse: {line!r}")
+    # A daemon killed takes its run's child process with it (PR_SET_PDEATHSIG).
+    killed = killed | {e["pid"] for e in entries if e.get("ppid") in killed}
 
     # The actions of this journal, by label.
     mine = str(journal.resolve())

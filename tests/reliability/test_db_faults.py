@@ -284,6 +284,7 @@ def faulty_client(db_url: str, tmp_path: Path) -> Iterator[Client]:
         database_url=url,
         lock_file=str(tmp_path / "run.lock"),
         imports=("tests.scripted",),
+        retry_delay=0.0,  # a dead execute is retried at the next run
         # No power cut here, only failed statements: NORMAL (and PostgreSQL's
         # synchronous_commit=off) spare a flush per commit over hundreds of scenarios, and
         # the process sees its commits all the same.
@@ -429,7 +430,9 @@ def test_pg_terminate_backend_of_the_runner(
     rng = random.Random(f"{SEED}-terminate")
     log = str(tmp_path / "calls.jsonl")
     lock = str(tmp_path / "run.lock")
-    settings = Settings(database_url=pg_schema_url, lock_file=lock, imports=("tests.scripted",))
+    settings = Settings(
+        database_url=pg_schema_url, lock_file=lock, imports=("tests.scripted",), retry_delay=0.0
+    )
     admin = sqlalchemy.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     client = connect(settings=settings)
     print(

@@ -74,6 +74,7 @@ def client(db_url: str, lock_file: str) -> Iterator[Client]:
         database_url=db_url,
         lock_file=lock_file,
         imports=("tests.reliability.faults", "tests.scripted"),
+        retry_delay=0.0,  # a dead execute is retried at the next run
     )
     with connect(settings=settings) as opened:
         yield opened

@@ -70,6 +70,7 @@ def isolate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in list(os.environ):
         if key.startswith("BGTASKEX_"):
             monkeypatch.delenv(key)
+    monkeypatch.setenv("BGTASKEX_RETRY_DELAY", "0")  # as tests/conftest.py's TEST_RETRY_DELAY
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
 

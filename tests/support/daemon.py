@@ -7,6 +7,8 @@ Whoever starts one kills it at the end of the test if it still runs: `Bgx.starte
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -94,6 +96,23 @@ class Daemon:
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
+
+    def signal_all(self, signum: int) -> None:
+        """`signum` to the daemon and to its run's child process, if one runs (to freeze
+        a daemon with its run: SIGSTOP, SIGCONT)."""
+        self.proc.send_signal(signum)
+        for child in self.children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    def children(self) -> list[int]:
+        """The pids of the daemon's child processes (its run's child, forked by one of
+        its threads)."""
+        pids: list[int] = []
+        for children in Path(f"/proc/{self.pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pids += [int(pid) for pid in children.read_text().split()]
+        return pids
 
     def exit_code(self, timeout: float) -> int:
         try:

@@ -113,6 +113,7 @@ def record(
         "event": event,
         "label": label,
         "pid": os.getpid(),
+        "ppid": os.getppid(),  # the daemon, for a hook in its run's child process
         "t": time.time(),
         "mono": time.monotonic(),
         **fields,

@@ -31,6 +31,7 @@ from bgtaskex.models import RunSummary
 from bgtaskex.notify import Notifier
 from bgtaskex.processes import Process
 from bgtaskex.run.signals import StopRequest
+from bgtaskex.runchild import InProcess
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -267,6 +268,7 @@ def make_daemon(settings: Settings) -> tuple[Daemon, RecordingNotifier, FakeClie
     notifier = RecordingNotifier()
     client = FakeClient()
     daemon = Daemon(lambda: (settings, client), notifier=notifier)  # type: ignore[arg-type,return-value]
+    daemon.children = InProcess()  # the stand-in client runs in this process
     return daemon, notifier, client
 
 

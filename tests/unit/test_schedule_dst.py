@@ -93,7 +93,7 @@ def test_window_edges_around_dst_changes_follow_one_rule(
                 where = (str(window), now.isoformat())
                 assert window.contains(now) is bool(inside), where
                 nxt = window.next_occurrence(now)
-                assert nxt is not None and nxt >= now, where
+                assert nxt is not None and utc(nxt) >= utc(now), where
                 expected = now if inside else min(s for s, _ in spans if s > moment)
                 assert utc(nxt) == utc(expected), where
                 end_at = window.window_end(now)
@@ -140,7 +140,26 @@ def test_process_next_occurrence_is_bounded_and_never_in_the_past() -> None:
             nxt = process.next_occurrence(now, PARIS)
             assert clock.monotonic() - began < 2
             where = (process.describe_trigger(), now.isoformat())
-            assert nxt is None or (nxt >= now and process.window.contains(nxt)), where  # type: ignore[union-attr]
+            assert nxt is None or (utc(nxt) >= utc(now) and process.window.contains(nxt)), where  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(10)
+def test_next_occurrence_moves_forward_whatever_the_trigger(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """APScheduler's own CronTrigger gives 02:30 twice on fall-back night; the second
+    (CET) is not inside 02:45-03:00 by the wall clock, and `fire + 1 s` (fold lost) led
+    back to 02:45 CEST, then to 02:30 CET again, forever."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    plain = CronTrigger(minute=30, hour=2, timezone=PARIS)
+    monkeypatch.setattr(Process, "trigger", lambda self, zone=None: plain)
+    process = Process("p", cron="30 2 * * *", window=WeeklyWindow("sun", "02:45", "03:00"))
+    now = datetime(2026, 10, 25, 2, 20, tzinfo=PARIS, fold=1)  # 02:20 CET, second pass
+    nxt = process.next_occurrence(now, PARIS)
+    # the window is 02:45 CEST to 03:00 CET, real time: 02:30 CET is inside it
+    assert nxt is not None and utc(nxt) == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+    assert utc(nxt) >= utc(now)  # type: ignore[operator]
 
 
 def test_sunday_window_with_a_cron_in_the_repeated_hour_does_not_spin() -> None:

@@ -1,0 +1,97 @@
+"""The hard limit (docs/semantics.md#the-hard-limit): a hook that ignores its deadline is
+killed `kill_after` past it, like PHP's max_execution_time ends the original: one log
+line, exit 7 under `run-once`; under the daemon the run's child process dies and the
+daemon goes on. The next run recovers the task as after a crash, and
+change_params_on_error is told why: "overrun: ...".
+
+On SQLite (the run's process is the point, not the database).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.acceptance.conftest import Bgx, describe, entries, hooks, scripted, summary
+from tests.acceptance.test_daemon import Daemon, process, write_config
+
+pytestmark = pytest.mark.timeout(90)
+
+KILLED_EXIT = 7
+OVERRUN = re.compile(
+    r"CRITICAL bgtaskex.runner: run [0-9a-f]+: task (\d+) \(t\): execute of action 1 "
+    r"\(tests.scripted:Scripted\) overran the deadline by (\d+\.\d)s \(kill_after=1s\)"
+)
+
+
+def test_run_once_kills_a_hook_overrunning_the_deadline_by_kill_after(
+    bgx: Bgx, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'bgtaskex.db'}"
+    log = tmp_path / "calls.jsonl"
+    options = ("--database-url", url, "--import", "tests.scripted")
+    plan = {"execute": ["sleep:60", "true"]}
+    task_id = int(bgx.ok(*options, "enqueue", "t", scripted(log, plan), "-q").stdout)
+    run = (*options, "run-once", "--max-execution-time", "1", "--kill-after", "1")
+
+    began = time.monotonic()
+    killed = bgx(*run)
+    took = time.monotonic() - began
+    assert killed.returncode == KILLED_EXIT, describe(killed)
+    assert took < 15, took  # 1 s budget + 1 s kill_after + start-up, not the 60 s sleep
+    lines = [line for line in killed.stderr.splitlines() if "overran" in line]
+    assert len(lines) == 1, describe(killed)
+    found = OVERRUN.search(lines[0])
+    assert found is not None, describe(killed)
+    assert int(found[1]) == task_id and 1.0 <= float(found[2]) < 3.0, lines
+    task = bgx.show(url, task_id)
+    assert task["status"] == "running"
+    assert task["actions"][0]["last_failure"].startswith("overrun: execute ran ")
+
+    recovered = bgx(*run)
+    assert recovered.returncode == 0, describe(recovered)
+    assert summary(recovered)["finished"] == 1
+    assert hooks(log) == ["init", "execute", "change", "execute"]
+    action = bgx.show(url, task_id)["actions"][0]
+    assert (action["status"], action["attempts"]) == ("done", 1)
+    assert action["params"]["last_failure"].startswith("overrun: execute ran ")
+
+
+def test_kill_after_never_lets_a_hook_overrun(bgx: Bgx, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bgtaskex.db'}"
+    log = tmp_path / "calls.jsonl"
+    options = ("--database-url", url, "--import", "tests.scripted")
+    bgx.ok(*options, "enqueue", "t", scripted(log, {"execute": ["sleep:2.5"]}), "-q")
+    done = bgx(*options, "run-once", "--max-execution-time", "1", "--kill-after", "never")
+    assert done.returncode == 0, describe(done)
+    assert ": 1 finished," in done.stdout and "overran the deadline by" in done.stdout
+
+
+def test_the_daemon_survives_a_run_killed_by_kill_after(bgx: Bgx, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'bgtaskex.db'}"
+    log = tmp_path / "calls.jsonl"
+    config = write_config(
+        tmp_path / "bgtaskex.toml",
+        url,
+        process("often", every="2s", max_execution_time='"1s"'),
+        kill_after='"1s"',
+    )
+    options = ("--database-url", url, "--import", "tests.scripted")
+    plan = {"execute": ["sleep:60", "true"]}
+    task_id = int(bgx.ok(*options, "enqueue", "t", scripted(log, plan), "-q").stdout)
+    daemon = Daemon(bgx, tmp_path, config).started()
+    daemon.wait_for(
+        lambda: "the run's process exited with code 7" in daemon.log(),
+        "the daemon to log its run's child killed",
+    )
+    assert len(OVERRUN.findall(daemon.log())) == 1, daemon.describe()
+    daemon.wait_for(
+        lambda: bgx.show(url, task_id)["status"] == "finished",
+        "the next trigger to recover the task",
+    )
+    assert hooks(log) == ["init", "execute", "change", "execute"]
+    assert daemon.pid not in {e["pid"] for e in entries(log)}, "a hook ran in the daemon"
+    daemon.stop()
