@@ -10,11 +10,14 @@ A forward step needs nothing: APScheduler sees the triggers late and runs each o
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 __all__ = ["ClockWatch"]
+
+log = logging.getLogger(__name__)
 
 STEP = 1.0  # seconds: a smaller backward jump is not worth a reschedule
 
@@ -53,7 +56,10 @@ class ClockWatch:
 
         def loop() -> None:
             while not stop.wait(period):
-                self.check()
+                try:
+                    self.check()
+                except Exception:  # a job removed meanwhile, a scheduler shutting down
+                    log.exception("clock watch: could not reschedule after a clock step")
 
         thread = threading.Thread(target=loop, name="bgtaskex-clockwatch", daemon=True)
         thread.start()

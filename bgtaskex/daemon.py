@@ -22,6 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
@@ -123,12 +124,15 @@ class Daemon:
         """The wall clock went back `seconds`: move each job's next run time back as much,
         so each process keeps its place in real time (APScheduler waits for wall-clock
         times, and would otherwise wait as long as the step)."""
+        from apscheduler.jobstores.base import JobLookupError
+
         log.warning("the clock stepped back %.1fs: rescheduling the processes", seconds)
         step = timedelta(seconds=seconds)
         for job in self.scheduler.get_jobs():
             when = getattr(job, "next_run_time", None)  # unset on a job not yet started
             if when is not None:
-                job.modify(next_run_time=when - step)
+                with suppress(JobLookupError):  # removed meanwhile (a reload, a one-off job)
+                    job.modify(next_run_time=when - step)
 
     def tick(self, process: Process) -> None:
         """One trigger of a process: the same run as `run-once --process NAME`."""
