@@ -387,6 +387,27 @@ def test_sighup_reloads_the_config_and_keeps_it_when_the_new_one_is_bad(
     daemon.stop()
 
 
+def test_sighup_keeps_each_process_phase(bgx: Bgx, sqlite_url: str, tmp_path: Path) -> None:
+    """A reload neither runs an unchanged `every` process at once nor restarts its
+    interval (it used to run each at every SIGHUP: a 24h process reloaded hourly ran
+    hourly)."""
+    path = tmp_path / "bgtaskex.toml"
+    body = process("hourly", every="1h", queues='["h"]') + process("often", queues='["o"]')
+    daemon = Daemon(bgx, tmp_path, write_config(path, sqlite_url, body)).started()
+
+    def count(name: str) -> int:
+        return sum(line.startswith(f"process {name}: run ") for line in daemon.runs())
+
+    daemon.wait_for(lambda: count("hourly") == 1 and count("often") >= 1, "the first runs")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_for(lambda: "config reloaded" in daemon.log(), "the reload")
+    after = count("often")
+    daemon.wait_for(lambda: count("often") >= after + 2, "two runs of often after the reload")
+    assert count("hourly") == 1, daemon.log()
+    assert "process hourly: every 3600s (phase kept)" in daemon.log()
+    daemon.stop()
+
+
 # -- coalescing and JSON logs -------------------------------------------------------------
 
 
