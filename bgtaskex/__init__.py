@@ -23,7 +23,16 @@ if TYPE_CHECKING:
         TaskNotFound,
         UsageError,
     )
-    from .models import ActionRecord, ActionStatus, Event, RunSummary, Task, TaskStatus, TaskType
+    from .models import (
+        ActionRecord,
+        ActionStatus,
+        Enqueued,
+        Event,
+        RunSummary,
+        Task,
+        TaskStatus,
+        TaskType,
+    )
 
 __version__ = "0.1.0.dev0"
 
@@ -46,7 +55,16 @@ _EXPORTS = {
         ".exceptions",
     ),
     **dict.fromkeys(
-        ("ActionRecord", "ActionStatus", "Event", "RunSummary", "Task", "TaskStatus", "TaskType"),
+        (
+            "ActionRecord",
+            "ActionStatus",
+            "Enqueued",
+            "Event",
+            "RunSummary",
+            "Task",
+            "TaskStatus",
+            "TaskType",
+        ),
         ".models",
     ),
 }
@@ -59,6 +77,7 @@ __all__ = [
     "Client",
     "ConfigError",
     "DatabaseUnavailable",
+    "Enqueued",
     "Event",
     "InvalidRef",
     "InvalidState",

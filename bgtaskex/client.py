@@ -7,9 +7,9 @@ import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings, load_settings, params_size
 from .database import SchemaUpgrade, open_store, upgrade_schema
@@ -18,6 +18,7 @@ from .health import Health, check_health
 from .models import (
     ACTIVE_STATUSES,
     TERMINAL,
+    Enqueued,
     Event,
     NewAction,
     RunSummary,
@@ -32,6 +33,9 @@ from .registry import Registry, load_callable
 from .run.locks import lock_for
 from .run.observer import Outcome, RunObserver
 from .store.core import Store
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 __all__ = ["Client", "Outcome", "RunObserver", "SchemaUpgrade", "connect", "upgrade_schema"]
 
@@ -112,6 +116,21 @@ def check_task_fields(name: object, type: object, queue: object) -> TaskType:
         raise UsageError(f"task type must be 'interactive' or 'cron', got {type!r}") from None
 
 
+def _not_before(value: object) -> datetime | None:
+    """An aware datetime, or now + a timedelta; UsageError for a naive datetime."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return datetime.now(UTC) + value
+    if not isinstance(value, datetime):
+        raise UsageError(f"not_before must be a datetime or a timedelta, got {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise UsageError(
+            f"not_before must be timezone-aware (a naive datetime is ambiguous), got {value!r}"
+        )
+    return value.astimezone(UTC)
+
+
 def expand_statuses(statuses: Iterable[str]) -> frozenset[str]:
     """Check status names; "active" stands for every status that is not terminal."""
     known = {s.value for s in TERMINAL | ACTIVE_STATUSES}
@@ -143,18 +162,75 @@ class Client:
         *,
         type: str = "cron",
         queue: str = "default",
+        not_before: datetime | timedelta | None = None,
+        unique_key: str | None = None,
+        connection: Connection | None = None,
     ) -> int:
         """Queue a task made of `actions`, in order; returns its id.
 
         Each ref is checked now (it must name a subclass of `bgtaskex.Action`), so a typo
         is an error here rather than a failed task later; so is the size of its params
         (`max_params_bytes`, ParamsTooLarge, a UsageError).
+
+        `not_before`: the task is not due before then, an aware datetime or a timedelta
+        from now. `unique_key`: while a task with this key has not ended, queue nothing
+        and return that task's id (`enqueue_unique` tells which happened). `connection`:
+        an application's SQLAlchemy Connection on this same database; the task is
+        written in its transaction, uncommitted (see the README, "in your transaction").
         """
+        return self.enqueue_unique(
+            name,
+            actions,
+            type=type,
+            queue=queue,
+            not_before=not_before,
+            unique_key=unique_key,
+            connection=connection,
+        ).id
+
+    def enqueue_unique(
+        self,
+        name: str,
+        actions: Sequence[ActionSpec],
+        *,
+        unique_key: str | None,
+        type: str = "cron",
+        queue: str = "default",
+        not_before: datetime | timedelta | None = None,
+        connection: Connection | None = None,
+    ) -> Enqueued:
+        """`enqueue`, telling what happened: `Enqueued(id, created)`, created False when
+        a task with `unique_key` had not ended yet (`id` is that task's). The database
+        decides, race-free across processes and hosts (a unique index)."""
         task_type = check_task_fields(name, type, queue)
+        if unique_key is not None and (
+            not isinstance(unique_key, str)
+            or not unique_key.strip()
+            or len(unique_key) > 200
+            or not _text(unique_key)
+        ):
+            raise UsageError(
+                f"unique key must be a non-empty string of at most 200 characters, "
+                f"got {unique_key!r}"
+            )
+        due = _not_before(not_before)
         new_actions = parse_actions(actions, max_params_bytes=self.settings.max_params_bytes)
         for action in new_actions:
             self.registry.resolve(action.ref)
-        return self.store.enqueue(name.strip(), task_type, queue.strip(), new_actions)
+        return self.store.enqueue_task(
+            name.strip(),
+            task_type,
+            queue.strip(),
+            new_actions,
+            not_before=due,
+            unique_key=unique_key,
+            connection=connection,
+        )
+
+    def next_due_at(self, plan: RunPlan | None = None) -> datetime | None:
+        """When the next task that waits for its `not_before` becomes due, in the queues
+        a run of `plan` serves (None: any); None when no task waits for its time."""
+        return self.store.next_due_at(plan.routing if plan is not None else None)
 
     def get(self, task_id: int) -> Task:
         """The task with its actions; raises TaskNotFound."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class TaskType(StrEnum):
@@ -72,6 +72,14 @@ class NewAction:
 
     ref: str
     params: dict[str, Any] = field(default_factory=dict)
+
+
+class Enqueued(NamedTuple):
+    """What `Client.enqueue_unique` did: the id of the task that holds the key, and
+    whether this call created it (False: a task with that key had not ended yet)."""
+
+    id: int
+    created: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,13 +53,28 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"
 
 
+def _in(value: datetime) -> str:
+    return f"in {duration((value - datetime.now(UTC)).total_seconds())}"
+
+
+def due_later(task: Task) -> datetime | None:
+    """When a waiting task becomes due, if that is still ahead (delayed, snoozed, a
+    retry's backoff); None: due now, or ended."""
+    at = task.not_before
+    if at is None or task.ended_at is not None or at <= datetime.now(UTC):
+        return None
+    return at
+
+
 def render_tasks(tasks: list[Task]) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
     columns = ("ID", "NAME", "QUEUE", "TYPE", "STATUS", "ACTION", "PROGRESS", "ATTEMPTS")
-    for column in (*columns, "AGE", "CHANGED"):
+    later = {task.id: due_later(task) for task in tasks}
+    due = ("DUE",) if any(later.values()) else ()  # only when a task waits for its time
+    for column in (*columns, *due, "AGE", "CHANGED"):
         right = column in ("ID", "ATTEMPTS", "PROGRESS")
         table.add_column(
             column,
@@ -73,6 +88,8 @@ def render_tasks(tasks: list[Task]) -> Any:
         action = "-"
         if current is not None:
             action = f"{current.rank}/{len(task.actions)} {current.ref.rsplit(':', 1)[-1]}"
+        at = later[task.id]
+        when = [_in(at) if at else "-"] if due else []
         table.add_row(
             str(task.id),
             escape(task.name),
@@ -82,6 +99,7 @@ def render_tasks(tasks: list[Task]) -> Any:
             escape(action),
             percent(current) if not task.ended_at else "-",
             str(current.attempts) if current else "0",
+            *when,
             _ago(task.created_at),
             _ago(task.updated_at),
         )
@@ -136,6 +154,11 @@ def render_task(
     if task.claimed_by:
         lease = f", lease until {_short(task.lease_until)}" if task.lease_until else ""
         claim = f"\nclaimed by {escape(task.claimed_by)} (token {task.claim_token}{lease})"
+    later = due_later(task)
+    if later is not None:
+        claim += f"\ndue {_short(later)} UTC ({_in(later)})"
+    if task.unique_key is not None:
+        claim += f"\nunique key {escape(task.unique_key)}"
     parts: list[Any] = [
         Text.from_markup(
             f"[bold]task {task.id}[/] {escape(task.name)} · {_status(task.status)} · "

@@ -14,15 +14,18 @@ from typing import TYPE_CHECKING
 from .run.locks import lock_for
 from .run.preflight import check_runnable, import_declared
 from .run.signals import StopRequest, stop_on_signals
-from .store.probe import sqlite_idle
+from .store.probe import sqlite_idle_until
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from .config import Settings
     from .plan import RunPlan
 
 __all__ = [
     "StopRequest",
     "check_runnable",
+    "idle_until",
     "import_declared",
     "nothing_due",
     "refuse_if_busy",
@@ -35,9 +38,15 @@ def nothing_due(settings: Settings, plan: RunPlan) -> bool:
     (a process's callable or window starts it anyway), and the embedded SQLite database
     has no task due on the plan's queues and no ended task kept past
     `settings.keep_ended`. False means "start the run" (there is work, or no telling)."""
+    return idle_until(settings, plan)[0]
+
+
+def idle_until(settings: Settings, plan: RunPlan) -> tuple[bool, datetime | None]:
+    """`nothing_due`, and when nothing is, when the next task of the plan's queues
+    becomes due (None: no task waits for its time)."""
     if plan.planned:
-        return False
-    return sqlite_idle(settings.url, settings.keep_ended, routing=plan.routing)
+        return False, None
+    return sqlite_idle_until(settings.url, settings.keep_ended, routing=plan.routing)
 
 
 def refuse_if_busy(settings: Settings, wait: float) -> None:

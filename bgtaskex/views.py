@@ -62,6 +62,8 @@ def task_dict(task: Task, action_count: int | None = None) -> dict[str, Any]:
         "claimed_by": task.claimed_by,
         "claim_token": task.claim_token,
         "lease_until": _time(task.lease_until),
+        "not_before": _time(task.not_before),
+        "unique_key": task.unique_key,
         "action_count": len(task.actions) if action_count is None else action_count,
         "actions": [action_dict(a) for a in task.actions],
     }

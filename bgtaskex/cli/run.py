@@ -19,6 +19,8 @@ from ..plan import RunPlan
 from .common import State, echo_json, pass_state, print_rich, remember
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from ..config import Settings
     from ..models import RunSummary
     from ..processes import Process
@@ -96,16 +98,21 @@ def run_once(
     settings = state.settings()
     process = settings.process(process_name) if process_name else None
     began = time.monotonic()
-    from ..startup import check_runnable, nothing_due
+    from ..startup import check_runnable, idle_until
 
     check_runnable(settings)  # a deploy slip is exit 2 even when nothing is due
     plan = _plan(settings, process, wait)
-    if not isinstance(plan, OutsideWindow) and nothing_due(settings, plan):
+    idle, next_due = False, None
+    if not isinstance(plan, OutsideWindow):
+        idle, next_due = idle_until(settings, plan)
+    if idle:
         elapsed = time.monotonic() - began
+        due = _iso(next_due)
         if as_json:
-            click.echo(json.dumps({"run_id": None, "idle": True, "elapsed": elapsed}))
+            report = {"run_id": None, "idle": True, "elapsed": elapsed, "next_due_at": due}
+            click.echo(json.dumps(report))
         elif not quiet:
-            click.echo(f"nothing due ({elapsed:.2f}s)")
+            click.echo(f"nothing due ({elapsed:.2f}s)" + (f"; next due at {due}" if due else ""))
         return
     live = sys.stdout.isatty() if progress is None else progress
     try:
@@ -120,7 +127,17 @@ def run_once(
             raise
         click.echo(json.dumps({"run_id": None, "outside_window": True, "message": str(outside)}))
         return
-    _report(summary, stop, as_json=as_json, quiet=quiet)
+    next_due = None
+    if as_json and not summary.actions:  # found nothing due: say when something will be
+        next_due = state.client().next_due_at(None if isinstance(plan, OutsideWindow) else plan)
+    _report(summary, stop, as_json=as_json, quiet=quiet, next_due=next_due)
+
+
+def _iso(value: datetime | None) -> str | None:
+    """An instant as ISO-8601 UTC with a Z, as the JSON reports write them."""
+    from datetime import UTC
+
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
 def _plan(settings: Settings, process: Process | None, wait: float) -> RunPlan | OutsideWindow:
@@ -168,13 +185,20 @@ def _run(
             observer.close()
 
 
-def _report(summary: RunSummary, stop: StopRequest, *, as_json: bool, quiet: bool) -> None:
+def _report(
+    summary: RunSummary,
+    stop: StopRequest,
+    *,
+    as_json: bool,
+    quiet: bool,
+    next_due: datetime | None = None,
+) -> None:
     import signal
 
     if as_json:
         from ..views import summary_dict
 
-        click.echo(json.dumps(summary_dict(summary)))
+        click.echo(json.dumps({**summary_dict(summary), "next_due_at": _iso(next_due)}))
     elif not quiet:
         click.echo(summary.line())
     if stop.signum == signal.SIGINT:

@@ -71,13 +71,29 @@ Examples:
   bgtaskex --import myapp.jobs enqueue reindex myapp.jobs:Reindex myapp.jobs:Notify
   bgtaskex --import myapp.jobs enqueue reindex 'myapp.jobs:Reindex={"batch": 500}' --type cron
   bgtaskex --import myapp.jobs enqueue --file task.json
-  echo '{"name": "x", "actions": [{"ref": "myapp.jobs:Reindex"}]}' | bgtaskex enqueue --file -""",
+  echo '{"name": "x", "actions": [{"ref": "myapp.jobs:Reindex"}]}' | bgtaskex enqueue --file -
+  bgtaskex --import myapp.jobs enqueue report myapp.jobs:Report --at 2026-12-24T06:00
+  bgtaskex --import myapp.jobs enqueue reindex myapp.jobs:Reindex --in 10m --unique-key reindex""",
 )
 @click.argument("name", required=False)
 @click.argument("refs", nargs=-1, metavar="[REF[=JSON]]...")
 @click.option("--file", "file_", metavar="FILE", help="Read the task as JSON ('-' = stdin).")
 @click.option("--type", "type_", type=click.Choice(["cron", "interactive"]), default=None)
 @click.option("--queue", default=None, help="Queue name (default 'default').")
+@click.option(
+    "--at",
+    "at",
+    metavar="WHEN",
+    help="Not due before WHEN: 2026-11-28T14:30 (local time unless an offset or Z is given).",
+)
+@click.option(
+    "--in", "delay", callback=duration, metavar="DURATION", help="Not due for DURATION: 10m, 2h."
+)
+@click.option(
+    "--unique-key",
+    metavar="KEY",
+    help="Queue nothing while a task with KEY has not ended (prints its id).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the new task as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the new task's id.")
 @pass_state
@@ -88,12 +104,17 @@ def enqueue(
     file_: str | None,
     type_: str | None,
     queue: str | None,
+    at: str | None,
+    delay: float | None,
+    unique_key: str | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
     """Queue a task NAME made of actions REF (module:Class), run in order.
 
-    Params go after '=' as a JSON object: myapp.jobs:Reindex='{"batch": 500}'.
+    Params go after '=' as a JSON object: myapp.jobs:Reindex='{"batch": 500}'. With
+    --unique-key, while a task with that key has not ended, print "already queued: task
+    N" and exit 0.
     """
     if file_ is not None:
         if name or refs:
@@ -106,20 +127,61 @@ def enqueue(
         if not name or not refs:
             raise UsageError("enqueue needs NAME and at least one REF, or --file FILE")
         actions = [_ref_arg(r) for r in refs]
+    not_before = _not_before(at, delay)
     client = state.client()
-    task_id = client.enqueue(name, actions, type=type_ or "cron", queue=queue or "default")
+    task_id, created = client.enqueue_unique(
+        name,
+        actions,
+        type=type_ or "cron",
+        queue=queue or "default",
+        not_before=not_before,
+        unique_key=unique_key,
+    )
     if quiet:
         click.echo(task_id)
     elif as_json:
         from ..views import task_dict
 
         echo_json(task_dict(client.get(task_id)))
+    elif not created:
+        click.echo(f"already queued: task {task_id}")
     else:
         task = client.get(task_id)
+        due = ""
+        if task.not_before is not None and task.not_before > datetime.now(UTC):
+            due = f", due {task.not_before.astimezone():%Y-%m-%d %H:%M:%S %Z}"
         click.echo(
             f"queued task {task.id}: {task.name} ({len(task.actions)} action(s), "
-            f"type {task.type}, queue {task.queue})"
+            f"type {task.type}, queue {task.queue}{due})"
         )
+
+
+def _not_before(at: str | None, delay: float | None) -> timedelta | datetime | None:
+    """--at WHEN (a date, as `list --since` reads one) or --in DURATION."""
+    if at is not None and delay is not None:
+        raise UsageError("give --at or --in, not both")
+    if delay is not None:
+        return timedelta(seconds=delay)
+    if at is None:
+        return None
+    from ..config import parse_when
+
+    if _is_duration(at):
+        raise UsageError(f"--at takes a date like 2026-11-28T14:30; for a delay use --in {at}")
+    try:
+        return parse_when(at)
+    except ValueError as err:
+        raise UsageError(f"--at: {err}") from None
+
+
+def _is_duration(text: str) -> bool:
+    from ..config import parse_duration
+
+    try:
+        parse_duration(text.strip())
+    except ValueError:
+        return False
+    return True
 
 
 # -- list / show ---------------------------------------------------------------------------

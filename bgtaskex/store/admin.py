@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 
 from .. import tables as t
 from ..exceptions import InvalidState
@@ -112,6 +112,7 @@ class Admin:
                     current_rank=None,
                     ended_at=None,
                     cancel_requested_at=None,
+                    not_before=None,  # retried now: no delay, no backoff
                     updated_at=now,
                 )
             )
@@ -172,8 +173,11 @@ class Admin:
                 .group_by(c.queue, c.type, c.status)
                 .order_by(c.queue, c.type, c.status)
             ).all()
+            # Waiting since it was due: since created, or since its not_before.
             first_due = conn.execute(
-                select(func.min(c.created_at)).where(c.run_order.isnot(None))
+                select(func.min(func.coalesce(c.not_before, c.created_at))).where(
+                    c.run_order.isnot(None), or_(c.not_before.is_(None), c.not_before <= now)
+                )
             ).scalar()
             ended: list[tuple[str, str, int]] = []
             for window, span in (("1h", timedelta(hours=1)), ("1d", timedelta(days=1))):
@@ -197,9 +201,11 @@ class Admin:
         )
 
     def stuck_tasks(self, untouched_since: datetime, limit: int = 10) -> tuple[int, list[int]]:
-        """Tasks not ended and not written since `untouched_since`: (count, some ids)."""
+        """Tasks not ended and not written since `untouched_since`, and due since then
+        (a task delayed to later is not stuck): (count, some ids)."""
         c = t.tasks.c
-        cond = (c.run_order.isnot(None), c.updated_at < untouched_since)
+        due = or_(c.not_before.is_(None), c.not_before < untouched_since)
+        cond = (c.run_order.isnot(None), c.updated_at < untouched_since, due)
         with self._store._read() as conn:
             count = conn.execute(
                 select(func.count()).select_from(t.tasks).where(*cond)

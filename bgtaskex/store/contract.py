@@ -105,5 +105,6 @@ class RunStorage(Protocol):
         ...
 
     def has_due_tasks(self) -> bool:
-        """Whether any task is due (not ended), whoever holds it. Reads only."""
+        """Whether any task is due (not ended, its not_before not ahead), whoever holds
+        it. Reads only."""
         ...

@@ -9,12 +9,13 @@ needs of it is written down in `contract.RunStorage`; the operators' queries are
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, update
@@ -24,6 +25,7 @@ from ..files import file_error, private_dir
 from ..models import (
     TERMINAL,
     Change,
+    Enqueued,
     Event,
     NewAction,
     Task,
@@ -39,12 +41,12 @@ from . import reads, schema
 from . import statements as sql
 from .admin import Admin
 from .cluster_lock import hold_cluster_lock
-from .engine import make_engine, retrying_deadlocks
+from .engine import check_same_database, make_engine, retrying_deadlocks
 from .engine import now as _now
 from .engine import translated as _translated
 from .rows import task_of_joined
 from .wake_ups import listen
-from .writes import end_as_cancelled, insert_task, locked_task, refused
+from .writes import add_task, end_as_cancelled, locked_task, refused
 
 log = logging.getLogger("bgtaskex.store")  # a stable name, for log filters
 
@@ -204,20 +206,46 @@ class Store:
 
     def enqueue(self, name: str, type: TaskType, queue: str, actions: Sequence[NewAction]) -> int:
         """Persist a new task with its actions, in the `created` status; returns its id."""
+        return self.enqueue_task(name, type, queue, actions).id
+
+    def enqueue_task(
+        self,
+        name: str,
+        type: TaskType,
+        queue: str,
+        actions: Sequence[NewAction],
+        *,
+        not_before: datetime | None = None,
+        unique_key: str | None = None,
+        connection: Connection | None = None,
+    ) -> Enqueued:
+        """`enqueue`, not due before `not_before`; with a `unique_key` a task not ended
+        holds, nothing is inserted and the result names that task (see `add_task`).
+        `connection`: an application's, on this database, inside its transaction: the
+        rows are written there, uncommitted. Otherwise one transaction of our own."""
         now = _now()  # when it was asked, not when the write lock came
-        with self._write() as conn:
-            task_id = insert_task(conn, name, type, queue, actions, now)
-            if type is TaskType.INTERACTIVE and self.dialect == "postgresql":
-                # Delivered at commit to the daemons listening (see `wake_ups`).
-                conn.execute(sql.NOTIFY, {"v_queue": queue})
-        return task_id
+        new = (name, type, queue, actions)
+        add = functools.partial(
+            add_task, new=new, now=now, not_before=not_before, unique_key=unique_key
+        )
+        if connection is not None:
+            check_same_database(self._engine, connection)
+            with _translated():
+                return add(connection)
+
+        def own() -> Enqueued:
+            with self._write() as conn:
+                return add(conn)
+
+        return retrying_deadlocks(own)
 
     def waiting_interactive_queues(self) -> list[str]:
         """The queues of interactive tasks queued and not yet started (an index range):
         the daemon's cheap poll for work that should not wait for the next tick."""
         new = run_order(TaskType.INTERACTIVE, TaskStatus.CREATED)
         with self._read(single=True) as conn:
-            return list(conn.execute(sql.WAITING_INTERACTIVE, {"v_order": new}).scalars())
+            params = {"v_order": new, **self._lease_params(0.0)}
+            return list(conn.execute(sql.waiting_interactive(self.dialect), params).scalars())
 
     def wake_ups(self, timeout: float) -> Iterator[str | None]:
         """On PostgreSQL, the queues named by `enqueue` of interactive tasks, as they come
@@ -345,9 +373,17 @@ class Store:
         return sql.lease_params(self.dialect, lease, _now())
 
     def has_due_tasks(self) -> bool:
-        """Whether any task is due (not ended), whoever holds it."""
+        """Whether any task is due (not ended, and not delayed to later), whoever holds it."""
         with self._read() as conn:
-            return conn.execute(sql.HAS_DUE).first() is not None
+            due = conn.execute(sql.has_due(self.dialect), self._lease_params(0.0))
+            return due.first() is not None
+
+    def next_due_at(self, routing: Routing | None = None) -> datetime | None:
+        """When the next task that waits for its not_before becomes due, in the queues
+        `routing` serves (None: any); None when no task waits for its time."""
+        query = sql.narrowed(sql.next_due_at(self.dialect), (), routing)
+        with self._read(single=True) as conn:
+            return conn.execute(query, self._lease_params(0.0)).scalar()
 
     def apply(self, *changes: Change) -> None:
         """Write state changes of tasks (status, actions, events) in one transaction.

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
@@ -22,7 +23,7 @@ from sqlalchemy.engine import URL, make_url
 
 from ..exceptions import DatabaseUnavailable, Deadlock, StorageError, UsageError
 from ..files import create_private_file
-from ..urls import mask_secrets
+from ..urls import mask_secrets, sqlite_path
 
 T = TypeVar("T")
 
@@ -61,6 +62,41 @@ def translated(unavailable: bool = False, where: str = "database") -> Iterator[N
         raise StorageError(f"database error: {first_line(err)}") from err
     except sa_exc.SQLAlchemyError as err:
         raise StorageError(f"database error: {first_line(err)}") from err
+
+
+def check_same_database(engine: Engine, connection: Connection) -> None:
+    """UsageError unless `connection` (an application's) is on the database of `engine`,
+    as far as the URLs tell: the same backend and database name (on SQLite, the same
+    file). Its host may be named otherwise, and its schema (PostgreSQL's search_path) is
+    the application's to get right."""
+    if not isinstance(connection, Connection):
+        raise UsageError(f"connection must be a SQLAlchemy Connection, got {connection!r}")
+    if connection.closed:
+        raise UsageError("connection is closed")
+    ours, theirs = engine.url, connection.engine.url
+    mysql = ("mysql", "mariadb")
+
+    def backend(url: URL) -> str:
+        name = url.get_backend_name()
+        return "mysql" if name in mysql else name
+
+    same = backend(ours) == backend(theirs)
+    if same and ours.get_backend_name() == "sqlite":
+        mine, other = sqlite_file(ours), sqlite_file(theirs)
+        same = mine is not None and other is not None and mine == other
+    elif same:
+        same = ours.database == theirs.database
+    if not same:
+        raise UsageError(
+            f"connection is on {display_url(theirs)}, not on bgtaskex's database "
+            f"{display_url(ours)}: enqueue in a transaction needs the same database"
+        )
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The resolved path of an SQLite file URL; None for an in-memory database."""
+    path = sqlite_path(url.render_as_string(hide_password=False))
+    return None if path is None else path.resolve()
 
 
 def retrying_deadlocks(write: Callable[[], T], attempts: int = 3) -> T:

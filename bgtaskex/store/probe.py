@@ -42,50 +42,75 @@ def sqlite_idle(
     with no task due in the queues `routing` serves (None: any) and no ended task past
     its `keep_ended` (seconds, by status: what `Store.purge_expired` would delete).
     False means "there is work" or "cannot tell": do the full run."""
+    return sqlite_idle_until(url, keep_ended, routing)[0]
+
+
+def sqlite_idle_until(
+    url: str,
+    keep_ended: Mapping[str, float] | None = None,
+    routing: Routing | None = None,
+) -> tuple[bool, datetime | None]:
+    """`sqlite_idle`, and when idle, when the next task of those queues becomes due (its
+    not_before: delayed, snoozed, backed off), None when no task waits."""
     path = sqlite_path(url)
     if path is None:
-        return False
+        return False, None
     if not path.exists():
-        return True  # no database yet, so no task either
+        return True, None  # no database yet, so no task either
     import sqlite3
 
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
     except sqlite3.Error:
-        return False
+        return False, None
     try:
         version = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
         if version is None or version[0] != HEAD_REVISION:
-            return False
-        query, args = _due_query(routing)
-        if conn.execute(query, args).fetchone() is not None:
-            return False
+            return False, None
+        now = datetime.now(UTC)
+        query, args = _waiting_query("1", routing)
+        # Timestamps are stored as naive UTC text, which sorts as time does.
+        query += " AND (not_before IS NULL OR not_before <= ?) LIMIT 1"
+        if conn.execute(query, (*args, _stamp(now))).fetchone() is not None:
+            return False, None
         for status, seconds in (keep_ended or {}).items():
-            # Timestamps are stored as naive UTC text, which sorts as time does.
-            cutoff = datetime.now(UTC) - timedelta(seconds=seconds)
+            cutoff = now - timedelta(seconds=seconds)
             old = conn.execute(
                 "SELECT 1 FROM bgtaskex_tasks WHERE status = ? AND ended_at < ? LIMIT 1",
-                (str(status), cutoff.strftime("%Y-%m-%d %H:%M:%S.%f")),
+                (str(status), _stamp(cutoff)),
             ).fetchone()
             if old is not None:
-                return False
-        return True
+                return False, None
+        # Nothing is due: every waiting task has a not_before ahead (the due index's).
+        query, args = _waiting_query("min(not_before)", routing)
+        later = conn.execute(query, args).fetchone()[0]
+        return True, _parse_stamp(later) if later is not None else None
     except sqlite3.Error:
-        return False
+        return False, None
     finally:
         conn.close()
 
 
-def _due_query(routing: Routing | None) -> tuple[str, tuple[str, ...]]:
-    """Whether a task is due in the queues `routing` serves: the SQL and its arguments."""
-    query = "SELECT 1 FROM bgtaskex_tasks WHERE run_order IS NOT NULL"
+def _stamp(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _parse_stamp(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _waiting_query(what: str, routing: Routing | None) -> tuple[str, tuple[str, ...]]:
+    """SELECT `what` of the waiting tasks in the queues `routing` serves (as the due
+    query of `Store.next_task` narrows them): the SQL, open to more conditions, and its
+    arguments."""
+    query = f"SELECT {what} FROM bgtaskex_tasks WHERE run_order IS NOT NULL"
     queues = routing.queues if routing is not None else None
     excluded = routing.excluded if routing is not None else ()
     if queues is not None:
         query += f" AND queue IN ({', '.join('?' * len(queues))})"
     if excluded:
         query += f" AND queue NOT IN ({', '.join('?' * len(excluded))})"
-    return query + " LIMIT 1", (*(queues or ()), *excluded)
+    return query, (*(queues or ()), *excluded)
 
 
 def sqlite_may_hold_schema(url: str) -> bool:

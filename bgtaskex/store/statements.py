@@ -79,7 +79,6 @@ _NEXT_TASK_ID = (
     .order_by(t.tasks.c.run_order, t.tasks.c.id)
     .limit(1)
 )
-HAS_DUE = select(t.tasks.c.id).where(t.tasks.c.run_order.isnot(None)).limit(1)
 
 
 def narrowed(due: Any, exclude: Collection[int], routing: Routing | None) -> Any:
@@ -151,10 +150,32 @@ def lease_free(dialect: str) -> Any:
     return or_(c.lease_until.is_(None), c.lease_until < lease_clock(dialect)[0])
 
 
+def due_now(dialect: str) -> Any:
+    """A waiting task is due unless its not_before (delayed, snoozed, a retry's backoff)
+    is still ahead, on the clock of `lease_clock`. not_before is the last column of the
+    due indexes: the filter is read from the index range, no row is needed for it."""
+    c = t.tasks.c
+    return or_(c.not_before.is_(None), c.not_before <= lease_clock(dialect)[0])
+
+
 @functools.cache
 def next_task_id(dialect: str) -> Any:
     """The id of the next due task that no live lease holds."""
-    return _NEXT_TASK_ID.where(lease_free(dialect))
+    return _NEXT_TASK_ID.where(due_now(dialect), lease_free(dialect))
+
+
+@functools.cache
+def has_due(dialect: str) -> Any:
+    """Whether a task is due now, whoever holds it."""
+    return select(t.tasks.c.id).where(t.tasks.c.run_order.isnot(None), due_now(dialect)).limit(1)
+
+
+@functools.cache
+def next_due_at(dialect: str) -> Any:
+    """When the next waiting task that is not due yet becomes due (None: none waits)."""
+    c = t.tasks.c
+    later = c.not_before > lease_clock(dialect)[0]
+    return select(func.min(c.not_before)).where(c.run_order.isnot(None), later)
 
 
 @functools.cache
@@ -182,6 +203,7 @@ def claim_statements(dialect: str) -> tuple[Any, Any, Any]:
         .where(
             c.run_order.isnot(None),
             or_(c.last_run_id.is_(None), c.last_run_id != bindparam("v_skip_run")),
+            due_now(dialect),
             lease_free(dialect),
         )
         .order_by(c.run_order, c.id)
@@ -286,6 +308,7 @@ def task_statement(
         )
         if terminal:
             values["ended_at"] = bindparam("v_now", type_=t.UTCDateTime())
+            values["unique_key"] = None  # an ended task frees its key
     if has_rank:
         values["current_rank"] = bindparam("v_rank")
     if not_before:
@@ -388,9 +411,14 @@ def action_statement(
 # only their own daemons.
 CHANNEL = "SELECT 'bgtaskex_' || current_schema()"
 NOTIFY = text("SELECT pg_notify('bgtaskex_' || current_schema(), :v_queue)")
-WAITING_INTERACTIVE = (
-    select(t.tasks.c.queue).where(t.tasks.c.run_order == bindparam("v_order")).distinct()
-)
+
+
+@functools.cache
+def waiting_interactive(dialect: str) -> Any:
+    """The queues of interactive tasks queued, not yet started, and due now."""
+    c = t.tasks.c
+    return select(c.queue).where(c.run_order == bindparam("v_order"), due_now(dialect)).distinct()
+
 
 # -- the cluster lock ------------------------------------------------------------------
 

@@ -5,23 +5,91 @@ side of a cancel share it), and telling why a write of the run matched no row.""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from .. import tables as t
-from ..exceptions import ClaimLost, TaskInterrupted, TaskNotFound
+from ..exceptions import ClaimLost, StorageError, TaskInterrupted, TaskNotFound
 from ..models import (
     ActionStatus,
     Change,
+    Enqueued,
     NewAction,
     NewEvent,
     TaskStatus,
     TaskType,
     run_order,
 )
-from .statements import CLAIM_OF, INSERT_EVENT, UNFINISHED_ACTIONS, event_row
+from .statements import CLAIM_OF, INSERT_EVENT, NOTIFY, UNFINISHED_ACTIONS, event_row
+
+
+def add_task(
+    conn: Connection,
+    new: tuple[str, TaskType, str, Sequence[NewAction]],
+    now: datetime,
+    *,
+    not_before: datetime | None = None,
+    unique_key: str | None = None,
+) -> Enqueued:
+    """Insert the task `new` (name, type, queue, actions) as `insert_task` does, and on
+    PostgreSQL tell the daemons about an interactive one due now (a NOTIFY, delivered
+    at commit: see `Store.wake_ups`). With a `unique_key` that a task not ended holds
+    already, insert nothing and return that task's id (created False).
+
+    The unique index decides between concurrent enqueues: the loser's INSERT fails (on
+    PostgreSQL and MySQL / MariaDB once the winner has committed) and it reads the
+    winner's id. The INSERTs run in a savepoint, so that a failure leaves neither half a
+    task nor (PostgreSQL) an aborted transaction, also inside a caller's transaction.
+    Not on SQLite, where a caller's connection may have no BEGIN yet (the savepoint
+    would then commit at its release); there a failed statement is undone alone, and
+    the task's row, which holds the key, is the first one inserted."""
+    added = _insert_unique(conn, new, now, not_before, unique_key)
+    _name, type_, queue, _actions = new
+    due = not_before is None or not_before <= now
+    interactive = type_ is TaskType.INTERACTIVE and conn.dialect.name == "postgresql"
+    if added.created and due and interactive:
+        conn.execute(NOTIFY, {"v_queue": queue})
+    return added
+
+
+def _insert_unique(
+    conn: Connection,
+    new: tuple[str, TaskType, str, Sequence[NewAction]],
+    now: datetime,
+    not_before: datetime | None,
+    unique_key: str | None,
+) -> Enqueued:
+    if unique_key is None:
+        return Enqueued(insert_task(conn, *new, now, not_before), True)
+    for attempt in range(5):
+        holder = _key_holder(conn, unique_key, latest=attempt > 0)
+        if holder is not None:
+            return Enqueued(holder, False)
+        savepoint = conn.begin_nested() if conn.dialect.name != "sqlite" else None
+        try:
+            task_id = insert_task(conn, *new, now, not_before, unique_key)
+        except IntegrityError:
+            if savepoint is not None:
+                savepoint.rollback()
+            continue  # another transaction holds the key now: read its task
+        if savepoint is not None:
+            savepoint.commit()
+        return Enqueued(task_id, True)
+    raise StorageError(f"cannot enqueue with unique key {unique_key!r}: it keeps changing hands")
+
+
+def _key_holder(conn: Connection, key: str, *, latest: bool) -> int | None:
+    """The task that holds `key`, if any. `latest`: after a unique violation, where
+    InnoDB's repeatable read would still show the snapshot without the winner's row, a
+    locking read sees it (that row only: no gap lock, which would deadlock inserts)."""
+    query = select(t.tasks.c.id).where(t.tasks.c.unique_key == key)
+    if latest and conn.dialect.name in t.MYSQL:
+        query = query.with_for_update(read=True)
+    found = conn.execute(query).scalar()
+    return None if found is None else int(found)
 
 
 def insert_task(
@@ -31,6 +99,8 @@ def insert_task(
     queue: str,
     actions: Sequence[NewAction],
     now: datetime,
+    not_before: datetime | None = None,
+    unique_key: str | None = None,
 ) -> int:
     """Insert a task with its actions, in the `created` status; returns its id."""
     created = TaskStatus.CREATED
@@ -43,6 +113,8 @@ def insert_task(
             run_order=run_order(type_, created),
             created_at=now,
             updated_at=now,
+            not_before=not_before,
+            unique_key=unique_key,
         )
     )
     key = result.inserted_primary_key
@@ -64,7 +136,12 @@ def insert_task(
             for rank, action in enumerate(actions, start=1)
         ],
     )
-    event = NewEvent(None, None, created.value, f"enqueued with {len(actions)} action(s)")
+    message = f"enqueued with {len(actions)} action(s)"
+    if not_before is not None:
+        message += f", not due before {not_before.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    if unique_key is not None:
+        message += f", unique key {unique_key!r}"
+    event = NewEvent(None, None, created.value, message)
     conn.execute(INSERT_EVENT, event_row(task_id, now, None, event))
     return task_id
 
@@ -98,6 +175,7 @@ def end_as_cancelled(
             ended_at=now,
             updated_at=now,
             cancel_requested_at=func.coalesce(t.tasks.c.cancel_requested_at, now),
+            unique_key=None,  # an ended task frees its key
             last_run_id=run_id if run_id else t.tasks.c.last_run_id,
         )
     )

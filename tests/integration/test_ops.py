@@ -87,6 +87,7 @@ SUMMARY_FIELDS = {
     "missing_modules",
     "max_overrun",
     "idle",
+    "next_due_at",
 }
 
 

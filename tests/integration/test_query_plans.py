@@ -200,6 +200,20 @@ def _probe(url: str, capture: Capture) -> None:
         assert probe.sqlite_idle(url, keep) is False  # old ended tasks: retention has work
 
 
+def _probe_idle(url: str, capture: Capture) -> None:
+    """The probe on queues where nothing is due: its due query, then its query of when
+    the next task becomes due (the min of not_before)."""
+    real_connect = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> Any:
+        return _RecordingConnection(real_connect(*args, **kwargs), capture.record)
+
+    capture.phase = "probe (idle: next due)"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sqlite3, "connect", connect)
+        assert probe.sqlite_idle_until(url, routing=Routing(queues=("none",)))[0]
+
+
 def _explain(path: Path, statements: list[Statement]) -> None:
     conn = sqlite3.connect(path)
     try:
@@ -267,6 +281,10 @@ def _capture_all(tmp: Path, analyzed: bool) -> Capture:
         store.admin.recent_events(waiting[0], 50)
         capture.phase = "stats"
         store.admin.stats()
+        capture.phase = "next_due_at"
+        store.next_due_at()
+        store.next_due_at(Routing(queues=("reports",)))
+        _probe_idle(url, capture)
         capture.phase = "run-once"
         summary = runner.run(
             store,
@@ -312,6 +330,8 @@ PHASES = (
     "check (waiting_refs)",
     "show (a page)",
     "stats",
+    "next_due_at",
+    "probe (idle: next due)",
 )
 
 
@@ -343,6 +363,22 @@ def test_run_path_uses_its_indexes(captured: dict[str, Capture]) -> None:
     assert re.search(r"USING INTEGER PRIMARY KEY \(rowid=\?\)", plans("get_task"))
     assert "sqlite_autoindex_bgtaskex_actions_1" in plans("get_task")  # uq(task_id, rank)
     assert re.search(r"USING INTEGER PRIMARY KEY \(rowid=\?\)", plans("apply"))
+
+
+def test_not_before_is_read_from_the_due_indexes(captured: dict[str, Capture]) -> None:
+    """The due query of the probe filters on not_before (delayed tasks) and stays
+    index-only: not_before is the last column of the due indexes, so neither it nor the
+    min of not_before (when the next task is due) reads a table row."""
+    plain = captured["plain"]
+    due = [s for s in plain.of("probe") if "not_before" in s.sql]
+    assert due, "the probe's due query does not filter on not_before"
+    later = [s for s in plain.of("probe (idle: next due)") if "min(not_before)" in s.sql]
+    assert later, "the probe does not ask when the next task is due"
+    for statement in (*due, *later, *plain.of("next_due_at")):
+        assert any("USING COVERING INDEX ix_bgtaskex_tasks_" in p for p in statement.plan), str(
+            statement
+        )
+    assert all("not_before" in s.sql for s in plain.of("next_task")), "next_task ignores it"
 
 
 def test_run_path_limits_stop_early(captured: dict[str, Capture]) -> None:

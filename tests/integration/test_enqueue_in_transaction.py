@@ -1,0 +1,96 @@
+"""Enqueue inside the caller's transaction (#14, part 5): `enqueue(..., connection=conn)`
+writes the task with the application's connection, uncommitted: no task for a
+rolled-back order, no order without its task. On SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, insert, select
+
+from bgtaskex.client import Client, connect
+from bgtaskex.exceptions import TaskNotFound, UsageError
+from bgtaskex.models import TaskStatus
+from bgtaskex.store import writes
+from tests.support.appdb import create_app_schema, opened_engine, tickets
+
+NOOP = "tests.scripted:Noop"
+
+
+class Refused(Exception):
+    """The application's reason to roll back."""
+
+
+def order(conn: object, title: str) -> None:
+    conn.execute(  # type: ignore[attr-defined]
+        insert(tickets).values(created_at=datetime(2026, 1, 1), status="open", title=title)
+    )
+
+
+def orders(db_url: str) -> list[str]:
+    with opened_engine(db_url) as engine, engine.connect() as conn:
+        return sorted(conn.execute(select(tickets.c.title)).scalars())
+
+
+def test_the_task_exists_only_if_the_caller_commits(client: Client, db_url: str) -> None:
+    create_app_schema(db_url)
+    with opened_engine(db_url) as engine:
+        with engine.begin() as conn:
+            order(conn, "kept")
+            task_id = client.enqueue("ship kept", [NOOP], type="interactive", connection=conn)
+            with pytest.raises(TaskNotFound):
+                client.get(task_id)  # bgtaskex's own connection: not committed yet
+        assert client.get(task_id).status is TaskStatus.CREATED  # committed with the order
+        with pytest.raises(Refused), engine.begin() as conn:
+            order(conn, "rolled back")
+            client.enqueue("ship rolled back", [NOOP], connection=conn)
+            raise Refused
+    assert orders(db_url) == ["kept"]
+    assert [task.name for task in client.list_tasks()] == ["ship kept"]
+    assert client.run_once().finished == 1
+
+
+def test_a_unique_key_inside_the_callers_transaction(
+    client: Client, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key already held: the existing id comes back and the caller's transaction goes
+    on, also when the key was taken between the look-up and the insert (the insert
+    fails; on PostgreSQL only its savepoint is rolled back)."""
+    create_app_schema(db_url)
+    held = client.enqueue("held", [NOOP], unique_key="k")
+    real_holder = writes._key_holder
+    looked: list[bool] = []
+
+    def late_holder(conn: Connection, key: str, *, latest: bool) -> int | None:
+        looked.append(latest)  # the first look misses the holder: the race, made certain
+        return real_holder(conn, key, latest=latest) if latest else None
+
+    with opened_engine(db_url) as engine, engine.begin() as conn:
+        order(conn, "before")
+        monkeypatch.setattr(writes, "_key_holder", late_holder)
+        again = client.enqueue_unique("again", [NOOP], unique_key="k", connection=conn)
+        monkeypatch.undo()
+        assert again == (held, False) and looked == [False, True]
+        created = client.enqueue_unique("new", [NOOP], unique_key="k2", connection=conn)
+        order(conn, "after")
+    assert created.created
+    assert orders(db_url) == ["after", "before"]
+    assert client.get(created.id).unique_key == "k2"
+    assert len(client.list_tasks()) == 2
+
+
+def test_a_connection_to_another_database_is_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'mine.db'}"
+    with connect(url) as client:
+        for other in (f"sqlite:///{tmp_path / 'other.db'}", "sqlite://"):
+            with (
+                opened_engine(other) as engine,
+                engine.begin() as conn,
+                pytest.raises(UsageError, match="same database"),
+            ):
+                client.enqueue("x", [NOOP], connection=conn)
+        with pytest.raises(UsageError, match="Connection"):
+            client.enqueue("x", [NOOP], connection="conn")  # type: ignore[arg-type]
+        assert client.list_tasks() == []
