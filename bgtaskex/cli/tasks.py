@@ -55,7 +55,7 @@ def _read_task_file(path: str) -> dict[str, Any]:
         raise UsageError(f"{where} is not valid JSON: {why}") from None
     if not isinstance(data, dict):
         raise UsageError("a task file must hold a JSON object with 'name' and 'actions'")
-    unknown = set(data) - {"name", "type", "queue", "actions"}
+    unknown = set(data) - {"name", "type", "queue", "actions", "not_before", "unique_key"}
     if unknown:
         raise UsageError(f"unknown key {sorted(unknown)[0]!r} in task file")
     if "name" not in data or "actions" not in data:
@@ -123,6 +123,9 @@ def enqueue(
         name, actions = data["name"], data["actions"]
         type_ = type_ or data.get("type", "cron")
         queue = queue or data.get("queue", "default")
+        unique_key = unique_key or data.get("unique_key")
+        if at is None and delay is None and data.get("not_before") is not None:
+            at = str(data["not_before"])
     else:
         if not name or not refs:
             raise UsageError("enqueue needs NAME and at least one REF, or --file FILE")

@@ -94,3 +94,21 @@ def test_a_connection_to_another_database_is_refused(tmp_path: Path) -> None:
         with pytest.raises(UsageError, match="Connection"):
             client.enqueue("x", [NOOP], connection="conn")  # type: ignore[arg-type]
         assert client.list_tasks() == []
+
+
+def test_the_wake_up_goes_out_at_commit(pg_schema_url: str) -> None:
+    """PostgreSQL: the NOTIFY of an interactive task, sent in the caller's transaction,
+    reaches a listening daemon at the commit, not before (and never on a rollback)."""
+    with connect(pg_schema_url) as client, opened_engine(pg_schema_url) as engine:
+        wake = client.store.wake_ups(0.2)
+        try:
+            assert next(wake) is None  # listening, nothing yet
+            with pytest.raises(Refused), engine.begin() as conn:
+                client.enqueue("x", [NOOP], type="interactive", queue="gone", connection=conn)
+                raise Refused
+            with engine.begin() as conn:
+                client.enqueue("x", [NOOP], type="interactive", queue="q", connection=conn)
+                assert next(wake) is None  # not before the commit
+            assert next(wake) == "q"
+        finally:
+            wake.close()  # type: ignore[attr-defined]

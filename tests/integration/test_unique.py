@@ -80,7 +80,13 @@ def test_cli_says_already_queued(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     shown = run_cli(*cli, "enqueue", "x", NOOP, "--unique-key", "k", "--json").json()
     assert (shown["id"], shown["unique_key"]) == (1, "k")
     assert "unique key k" in run_cli(*cli, "show", "1").out
+    file = {"name": "f", "actions": [{"ref": NOOP}], "unique_key": "k", "not_before": "2999-01-01Z"}
+    again = run_cli(*cli, "enqueue", "--file", "-", stdin=json.dumps(file))
+    assert again.out == "already queued: task 1\n", again.describe()
     assert len(run_cli(*cli, "list", "--json").json()) == 1
+    file["unique_key"] = "other"
+    new = run_cli(*cli, "enqueue", "--file", "-", "--json", stdin=json.dumps(file)).json()
+    assert (new["unique_key"], new["not_before"]) == ("other", "2999-01-01T00:00:00Z")
 
 
 # -- the race ------------------------------------------------------------------------------
