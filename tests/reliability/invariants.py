@@ -9,8 +9,8 @@ same Report without asserting. Any test may call them at any time when no run is
 
 Tasks
   T1  the status is known; a terminal task (finished/failed/cancelled) has no run_order
-      and an ended_at; any other has both run_order = models.run_order(type, status)
-      (the run will take it) and no ended_at.
+      and an ended_at, and holds no unique key; any other has both run_order =
+      models.run_order(type, status) (the run will take it) and no ended_at.
   T2  finished: every action is done or skipped.
   T3  failed: at least one action failed, none pending or active, and no "corrupt state"
       event (the runner's last resort, never expected in these workloads).
@@ -245,6 +245,8 @@ def _check_task(
     if status in TERMINAL:
         if task["run_order"] is not None or task["ended_at"] is None:
             bad(f"T1 {where}: run_order {task['run_order']}, ended_at {task['ended_at']}")
+        if task.get("unique_key") is not None:
+            bad(f"T1 {where}: still holds unique key {task['unique_key']!r}")
     else:
         expected = run_order(task["type"], status)
         if task["run_order"] != expected or task["ended_at"] is not None:

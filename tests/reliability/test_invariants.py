@@ -67,6 +67,7 @@ def forgeries(a: int, type_: str, t0: float, later: float) -> dict[str, Forged]:
     action2_active = (action2.format("status = 'active', ended_at = NULL"), drop_action2_done)
     return {
         "an ended task still runnable": Forged("T1", (task.format("run_order = 5"),)),
+        "an ended task holding its unique key": Forged("T1", (task.format("unique_key = 'k'"),)),
         "finished with a cancelled action": Forged(
             "T2", (action2.format("status = 'cancelled'"), action2_done.format("cancelled"))
         ),
