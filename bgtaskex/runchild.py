@@ -20,11 +20,12 @@ import logging
 import os
 import select
 import signal
+import sys
 import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .client import Client
 from .exceptions import BgtaskexError, LockBusy, OutsideWindow
@@ -172,17 +173,26 @@ def _child(client: Client, process: Process, report: int, parent: int) -> NoRetu
         os._exit(code)
 
 
+def _libc() -> Any:
+    """The C library, loaded once by the daemon (a child then pays nothing for it)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+
+_LIBC = _libc() if sys.platform.startswith("linux") else None
+
+
 def _die_with(parent: int) -> None:
     """Linux: SIGKILL this child when the daemon dies (kill -9 included), as a run in
     the daemon's own process died with it (the forking thread waits for the child, so
     it outlives it). Elsewhere the child ends with its run."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+    if _LIBC is None:
         return
+    _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the daemon died before prctl
         os._exit(1)
 
