@@ -6,7 +6,8 @@ A planner is called with the `Client` when its process is due, with the run lock
 queue "planned". In-process its calls are appended to `CALLS`; in a subprocess, when
 the environment variable `LOG_ENV` names a file, one JSON line per call goes there.
 
-`explode` raises an error whose message holds a database password (masking tests).
+`hang` never returns. `explode` raises an error whose message holds a database password
+(masking tests).
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ def plan(client: Client) -> None:
     if path:
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def hang(client: Client) -> None:
+    """Never returns (no hook: only the daemon's own limit on its run's child ends it)."""
+    import time
+
+    while True:
+        time.sleep(60)
 
 
 def explode(client: Client) -> None:

@@ -95,3 +95,25 @@ def test_the_daemon_survives_a_run_killed_by_kill_after(bgx: Bgx, tmp_path: Path
     assert hooks(log) == ["init", "execute", "change", "execute"]
     assert daemon.pid not in {e["pid"] for e in entries(log)}, "a hook ran in the daemon"
     daemon.stop()
+
+
+def test_the_daemon_kills_a_run_child_its_own_watchdog_cannot_end(bgx: Bgx, tmp_path: Path) -> None:
+    """A planner that never returns is no hook: the child's watchdog does not end it. The
+    daemon kills the child at the deadline + kill_after + its grace (5 s), logs it, and
+    goes on: its next trigger runs again."""
+    url = f"sqlite:///{tmp_path / 'bgtaskex.db'}"
+    config = write_config(
+        tmp_path / "bgtaskex.toml",
+        url,
+        process("stuck", every="1s", max_execution_time='"1s"', callable='"tests.planner:hang"'),
+        kill_after='"1s"',
+    )
+    daemon = Daemon(bgx, tmp_path, config).started()
+    began = time.monotonic()
+    killed = "the run's process killed after 7s (the deadline + kill_after + 5s)"
+    daemon.wait_for(lambda: killed in daemon.log(), "the daemon to kill its run's child")
+    took = time.monotonic() - began
+    assert 6.5 <= took < 15, took
+    time.sleep(0.5)  # a bounded look: the daemon goes on (its next run hangs again)
+    assert daemon.proc.poll() is None, daemon.describe()
+    # (the bgx fixture kills the daemon; its run's child dies with it: PR_SET_PDEATHSIG)
