@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..action import Cancelled
-from ..exceptions import ClaimLost, TaskInterrupted
+from ..exceptions import ClaimLost, DatabaseUnavailable, StorageError, TaskInterrupted
 from ..models import ActionChange, Change, NewEvent, Progress, Task
 
 if TYPE_CHECKING:
@@ -42,6 +42,9 @@ class RunContext:
         self.task = task
         self.rank = rank
         self.saved_at = time.monotonic()  # the execute time not yet added to `elapsed`
+        #: the run's own write that failed inside the hook (a checkpoint, a note): a
+        #: storage outage, not the action's fault
+        self.storage_failed: StorageError | None = None
 
     def busy_since_save(self) -> float:
         now = time.monotonic()
@@ -58,6 +61,9 @@ class RunContext:
             machine.store.apply(
                 Change(self.task.id, machine.run_id, actions=(change,), token=hold.token)
             )
+        except DatabaseUnavailable as err:
+            self.storage_failed = err
+            raise
         except TaskInterrupted:
             machine.store.end_cancelled(self.task.id, machine.run_id, self.rank, saved)
             raise Cancelled(f"task {self.task.id} was cancelled") from None

@@ -35,10 +35,16 @@ KILLED_EXIT = 7
 #: How long the killed run may take to record the overrun before it exits anyway.
 RECORD_WITHIN = 2.0
 CRASH = "crash"
+#: The last_failure of an execute ended by the run's own storage failing under it (a
+#: checkpoint that could not reach the database): no death is counted for it.
+STORAGE = "storage: "
 
 
-def failure_text(err: BaseException) -> str:
-    """The `last_failure` of an execute that raised `err`."""
+def failure_text(err: BaseException, storage: BaseException | None = None) -> str:
+    """The `last_failure` of an execute that raised `err` (`storage`: the run's own write
+    that failed under it)."""
+    if storage is not None:
+        return f"{STORAGE}{type(storage).__name__}: {storage}"[:2000]
     return f"{type(err).__name__}: {err}"[:2000]
 
 

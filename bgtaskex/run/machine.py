@@ -34,7 +34,7 @@ from ..store.contract import RunStorage
 from .batch import TaskWrites, WriteBatch
 from .claims import Heartbeat, Hold
 from .context import RunContext, jsonable
-from .failures import CRASH, Overrun, failure_text, not_before, retry_delay
+from .failures import CRASH, STORAGE, Overrun, failure_text, not_before, retry_delay
 from .observer import Outcome, RunObserver
 
 log = logging.getLogger("bgtaskex.runner")  # a stable name, for log filters
@@ -122,6 +122,10 @@ class Machine:
         if not isinstance(instance, Action):
             return instance
         rank = current.rank
+        if (current.last_failure or "").startswith(STORAGE):  # not the action's fault
+            died = f"execute was ended by a storage outage ({current.last_failure}): no death"
+            work.events.append(NewEvent(rank, None, None, died))
+            return self._execute(work, rank, instance)
         attempts = current.attempts + 1
         recorded = current.last_failure is not None
         instance.last_failure = current.last_failure or CRASH
@@ -405,6 +409,8 @@ class Machine:
             self.batch.stage_event(work.task.id, event)
             return
         # Why it died and when to try again go with the error event: no write of their own.
-        delay = self._next_delay(work, rank, instance)
-        failure = ActionChange(rank, last_failure=failure_text(err))
+        context = instance._context
+        storage = context.storage_failed if isinstance(context, RunContext) else None
+        delay = 0.0 if storage is not None else self._next_delay(work, rank, instance)
+        failure = ActionChange(rank, last_failure=failure_text(err, storage))
         self.batch.stage_event(work.task.id, event, failure, not_before(delay))

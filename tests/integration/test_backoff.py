@@ -22,6 +22,7 @@ import pytest
 from bgtaskex import Action
 from bgtaskex.builtin.retention import PurgeRows
 from bgtaskex.client import Client
+from bgtaskex.exceptions import DatabaseUnavailable
 from tests.scripted import calls
 
 SCRIPTED = "tests.scripted:Scripted"
@@ -180,3 +181,40 @@ def test_snooze_pauses_the_task_until_then_without_counting_an_attempt(
         0,
         2,
     )
+
+
+class CheckpointsOnce(Action):
+    def execute(self, deadline: float) -> bool:
+        self.params["calls"] = self.params.get("calls", 0) + 1
+        self.checkpoint()  # the first one finds the database gone
+        return True
+
+
+def test_a_storage_outage_under_a_checkpoint_counts_no_death(
+    backoff: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run's own write failed inside execute (a checkpoint could not reach the
+    database): not the action's fault. The error is recorded as "storage: ..." and the
+    next run calls execute again at once, counting no death and no delay."""
+    store = backoff.store
+    real_apply = store.apply
+    failures = []
+
+    def apply(*changes: Any) -> None:
+        checkpoint = len(changes) == 1 and changes[0].status is None and changes[0].actions
+        if checkpoint and changes[0].actions[0].params is not None and not failures:
+            failures.append(changes)
+            raise DatabaseUnavailable("the database went away")
+        real_apply(*changes)
+
+    monkeypatch.setattr(store, "apply", apply)
+    task_id = backoff.enqueue("t", [(f"{HERE}:CheckpointsOnce", {})])
+    assert backoff.run_once().errors == 1
+    task = backoff.get(task_id)
+    action = task.actions[0]
+    assert task.status == "running" and task.not_before is None
+    assert action.last_failure == "storage: DatabaseUnavailable: the database went away"
+    assert backoff.run_once().finished == 1
+    action = backoff.get(task_id).actions[0]
+    # (the params of the execute that died were not saved: `calls` starts again)
+    assert (action.attempts, action.params["calls"], action.last_failure) == (0, 1, None)
