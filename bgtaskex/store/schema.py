@@ -32,7 +32,15 @@ def schema_state(engine: Engine, where: str) -> tuple[str | None, bool]:
                 revision = None
             if revision is not None:
                 return revision, False
-            legacy = legacy_revision(conn)
+            try:
+                legacy = legacy_revision(conn)
+            except sa_exc.DBAPIError:
+                # Another process moved the legacy revision (its DROP of that table
+                # committed between our look and our read): read our table again.
+                conn.rollback()
+                if attempt == 2:
+                    raise
+                continue
             return legacy, legacy is not None
         raise AssertionError("unreachable")
 
