@@ -214,21 +214,25 @@ def test_read_commands_migrate_nothing_on_an_older_schema(cli: Cli, db_url: str)
 
 
 def test_db_upgrade_moves_an_earlier_install_and_says_so(cli: Cli, db_url: str) -> None:
-    """An install of the release before (revision 0002 in `alembic_version`): the read
-    commands work on it as it is; `db upgrade` moves the revision and says so."""
+    """An install of an earlier release (revision 0002 in `alembic_version`, older than
+    this release's since 0003): the read commands say to upgrade and leave it as it is;
+    `db upgrade` moves the revision, upgrades and says so; then they work."""
     store = Store(db_url)
     try:
         legacy_install(store._engine, "0002")
         add_task(store._engine, 1)
-        listed = cli("--database-url", db_url, "list")
-        assert listed.code == 0 and "task 1" in listed.out, listed
+        refused = cli("--database-url", db_url, "list")
+        assert refused.code == 4, refused
+        assert refused.err.startswith("bgtaskex: error: the database schema is at revision 0002")
         assert versions(store._engine, "alembic_version") == ["0002"]
         upgraded = cli("--database-url", db_url, "db", "upgrade")
         assert upgraded.code == 0, upgraded
         assert upgraded.out.endswith(
-            f"schema at {HEAD_REVISION} (already current; "
+            f"schema at {HEAD_REVISION} (was 0002; "
             f"its revision moved from alembic_version to {VERSION_TABLE})\n"
         ), upgraded
+        listed = cli("--database-url", db_url, "list")
+        assert listed.code == 0 and "task 1" in listed.out, listed
         assert versions(store._engine, "alembic_version") is None
         again = cli("--database-url", db_url, "db", "upgrade")
         assert again.out.endswith("(already current)\n"), again
