@@ -49,8 +49,7 @@ Examples:
     envvar="BGTASKEX_KILL_AFTER",
     callback=remember,
     expose_value=False,
-    help="End the run (exit 7) when a hook runs this long past the deadline (default 60; "
-    "never).",
+    help="End the run (exit 7) when a hook runs this long past the deadline (default 60; never).",
 )
 @click.option(
     "--lock-file",
