@@ -112,7 +112,8 @@ class Children:
         while True:
             left = None if limit is None else limit - (time.monotonic() - began)
             if left is not None and left <= 0:
-                os.kill(pid, signal.SIGKILL)
+                with suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
                 killed = True
                 break
             ready, _, _ = select.select([read_end], [], [], left)
@@ -121,7 +122,10 @@ class Children:
                 if not chunk:
                     break
                 report += chunk
-        _, status = os.waitpid(pid, 0)
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:  # reaped by `kill`: the daemon is stopping at once
+            return ChildRun(None, False, "killed: the daemon is stopping")
         kind, _, line = report.decode(errors="replace").partition(" ")
         died = None
         if killed:
