@@ -168,12 +168,16 @@ def _child(client: Client, process: Process, report: int, parent: int) -> NoRetu
         client.forked()
         kind, line = _run(client, process, stop)
         os.write(report, f"{kind} {line}".encode())
-        client.close()
         code = 0
     except BaseException:  # the child never returns into the daemon's code
         log.exception("process %s: the run's process failed", process.name)
     finally:
-        logging.shutdown()
+        # No clean-up that may wait on a lock another thread of the daemon held at the
+        # fork (the connection pool's, a handler's): the run's writes are committed
+        # and the report written; the exit closes the rest.
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(Exception):
+                stream.flush()
         os._exit(code)
 
 
