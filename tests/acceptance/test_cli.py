@@ -557,3 +557,86 @@ def test_demo_on_default_database(bgx: Bgx, cli_env: dict[str, str]) -> None:
     task = bgx.json("show", "1", "--json")
     assert task["status"] == "finished"
     assert [a["status"] for a in task["actions"]] == ["done", "skipped", "done"]
+
+
+# -- a window that closes while the run starts up ------------------------------------------
+
+#: A declared module that holds the start-up (its import) until BGX_TEST_HOLD_UNTIL (a
+#: time.time() stamp), and writes the time its import began to BGX_TEST_HOLD_LOG.
+SLOW_IMPORT = """\
+import os, time
+with open(os.environ["BGX_TEST_HOLD_LOG"], "w", encoding="utf-8") as log:
+    log.write(repr(time.time()))
+time.sleep(max(0.0, float(os.environ["BGX_TEST_HOLD_UNTIL"]) - time.time()))
+"""
+
+
+def _fixed_zone_file(path: Path, offset: int) -> Path:
+    """A TZif file of one fixed UTC offset in seconds (any whole number of seconds), for
+    the TZ variable: tzlocal and zoneinfo read it as the local zone."""
+    import struct
+
+    abbr = b"SKW\0"
+    head = b"TZif2" + b"\0" * 15 + struct.pack(">6l", 0, 0, 0, 0, 1, len(abbr))
+    body = struct.pack(">lBB", offset, 0, 0) + abbr
+    sign = "-" if offset >= 0 else "+"  # POSIX: east of UTC is negative
+    hours, rest = divmod(abs(offset), 3600)
+    footer = f"\n<SKW>{sign}{hours}:{rest // 60:02d}:{rest % 60:02d}\n".encode()
+    path.write_bytes(head + body + head + body + footer)
+    return path
+
+
+def test_run_once_process_whose_window_closes_during_start_up(bgx: Bgx, tmp_path: Path) -> None:
+    """The window is read again once the run can start (af32d5f): a weekly window that
+    closes while the declared modules are imported leaves the run outside it ("outside
+    its window", the process's callable not called, the due task untouched), not a run
+    past the window's end. The local zone is a fixed offset whose next whole minute (a
+    window ends on one) comes about 4 s after the start."""
+    import time
+    from datetime import UTC, timedelta, timezone
+
+    real = datetime.now(UTC)
+    hours = 12 - real.hour  # local noon-ish: the window never crosses midnight
+    seconds = (59 - 4 - real.second) % 60
+    offset = hours * 3600 + seconds
+    local = real.astimezone(timezone(timedelta(seconds=offset)))
+    closes = (local + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    assert 2 < (closes - local).total_seconds() < 8, (local, closes)
+    zone = _fixed_zone_file(tmp_path / "skewed.tzif", offset)
+    (tmp_path / "slowstart.py").write_text(SLOW_IMPORT, encoding="utf-8")
+    planner_log, hold_log = tmp_path / "planner.jsonl", tmp_path / "hold.log"
+    url = f"sqlite:///{tmp_path / 'window.db'}"
+    config = tmp_path / "window.toml"
+    config.write_text(
+        f'database_url = "{url}"\n'
+        f'lock_file = "{tmp_path / "run.lock"}"\n'
+        'imports = ["slowstart", "tests.scripted"]\n'
+        "[[processes]]\n"
+        'name = "closing"\n'
+        'queues = ["closing"]\n'
+        'every = "1s"\n'
+        'callable = "tests.planner:plan"\n'
+        f'window = {{days = [{local.isoweekday()}], start = "00:00", '
+        f'end = "{closes:%H:%M}"}}\n',
+        encoding="utf-8",
+    )
+    bgx.ok("--config", config, "db", "upgrade")
+    task = bgx.json(
+        "--config", config, "enqueue", "t", "tests.scripted:Noop", "--queue", "closing", "--json"
+    )
+    env = {
+        "TZ": f":{zone}",
+        "PYTHONPATH": f"{tmp_path}:{bgx.env['PYTHONPATH']}",
+        "BGX_TEST_HOLD_UNTIL": repr(closes.timestamp() + 0.5),
+        "BGX_TEST_HOLD_LOG": str(hold_log),
+        "BGX_TEST_PLANNER_LOG": str(planner_log),
+    }
+    result = bgx("--config", config, "run-once", "--process", "closing", env=env)
+    began = float(hold_log.read_text(encoding="utf-8"))
+    assert began < closes.timestamp(), "start-up too slow: the plan came after the close"
+    assert time.time() > closes.timestamp()
+    assert result.returncode == 0, describe(result)
+    assert "outside its window" in result.stdout, describe(result)
+    assert not planner_log.exists(), planner_log.read_text(encoding="utf-8")
+    shown = bgx.json("--config", config, "show", str(task["id"]), "--json")
+    assert shown["status"] == "created", shown
