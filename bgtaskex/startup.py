@@ -5,15 +5,16 @@ answer that case, and refuse early what no run can do, without SQLAlchemy, the m
 user code: standard library only, like the modules they call (`run.preflight`,
 `run.locks` and its file lock, `store.probe`, `run.signals`). They sit in the client
 layer so that the CLI talks to nothing below it; `Client.run_once` does the rest.
+
+What only a run with work needs (the lock's quick look, the signal handlers) is imported
+when first asked for, not by the idle path.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .run.locks import lock_for
 from .run.preflight import check_runnable, import_declared
-from .run.signals import StopRequest, stop_on_signals
 from .store.probe import sqlite_idle_until
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
     from .config import Settings
     from .plan import RunPlan
+    from .run.signals import StopRequest, stop_on_signals
 
 __all__ = [
     "StopRequest",
@@ -31,6 +33,15 @@ __all__ = [
     "refuse_if_busy",
     "stop_on_signals",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`StopRequest` and `stop_on_signals`, from `run.signals` when first asked for."""
+    if name in ("StopRequest", "stop_on_signals"):
+        from .run import signals
+
+        return getattr(signals, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def nothing_due(settings: Settings, plan: RunPlan) -> bool:
@@ -53,4 +64,6 @@ def refuse_if_busy(settings: Settings, wait: float) -> None:
     """LockBusy now, before anything heavy is imported, when the run lock surely has
     another holder (the file lock); nothing when the run is to wait for the lock."""
     if not wait:
+        from .run.locks import lock_for
+
         lock_for(settings.concurrency.lock).busy_before_start(settings)

@@ -504,6 +504,10 @@ def _idle_run(bgx: Bgx, *args: object) -> str:
     assert result.returncode == 0, describe(result)
     assert "import time:" in result.stderr  # the flag took effect
     assert "sqlalchemy" not in result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    # Nor the run's machinery: the client, the models, the signal handlers of a run.
+    for heavy in ("bgtaskex.client", "bgtaskex.models", "bgtaskex.run.signals", "signal"):
+        assert heavy not in imported, heavy
     assert result.stdout.startswith("nothing due"), describe(result)
     assert len(result.stdout.splitlines()) == 1
     return result.stdout
