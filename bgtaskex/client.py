@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -231,6 +231,17 @@ class Client:
         """When the next task that waits for its `not_before` becomes due, in the queues
         a run of `plan` serves (None: any); None when no task waits for its time."""
         return self.store.next_due_at(plan.routing if plan is not None else None)
+
+    def waiting_interactive_queues(self) -> list[str]:
+        """The queues holding interactive tasks queued and not yet started: the daemon's
+        cheap poll for work that should not wait for the next tick (see `wake_ups`)."""
+        return self.store.waiting_interactive_queues()
+
+    def wake_ups(self, timeout: float) -> Iterator[str | None]:
+        """On PostgreSQL, the queue named by each `enqueue` of an interactive task, as it
+        comes; None every `timeout` seconds without one (elsewhere, only None): then ask
+        `waiting_interactive_queues`. What the daemon's wake-up thread listens to."""
+        return self.store.wake_ups(timeout)
 
     def get(self, task_id: int) -> Task:
         """The task with its actions; raises TaskNotFound."""

@@ -248,7 +248,7 @@ class Daemon:
                     daemon=True,
                 ).start()
             WakeUps(
-                lambda: self.client.store, self.wake, self.settings.concurrency.poll, self.stop
+                lambda: self.client, self.wake, self.settings.concurrency.poll, self.stop
             ).start()
             ClockWatch(self.clock_stepped_back).start(self.stop)
             names = ", ".join(p.name for p in self.settings.scheduled)
