@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,8 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from bgtaskex import tables as t
-from bgtaskex.client import Client, connect
-from bgtaskex.config import Settings
+from bgtaskex.client import Client
 from bgtaskex.exceptions import UsageError
 from bgtaskex.models import TaskStatus
 from bgtaskex.plan import Routing
@@ -23,18 +21,6 @@ from bgtaskex.store.probe import sqlite_idle, sqlite_idle_until
 from tests.support.cli import isolate, run_cli
 
 NOOP = "tests.scripted:Noop"
-
-
-@pytest.fixture
-def lite(tmp_path: Path) -> Iterator[Client]:
-    """A client on an SQLite file: for what does not depend on the backend."""
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'delayed.db'}",
-        lock_file=str(tmp_path / "run.lock"),
-        imports=("tests.scripted",),
-    )
-    with connect(settings=settings) as client:
-        yield client
 
 
 def test_a_delayed_task_waits_for_its_time(client: Client) -> None:

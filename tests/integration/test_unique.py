@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,6 @@ from sqlalchemy import func, select
 
 from bgtaskex import tables as t
 from bgtaskex.client import Client, connect
-from bgtaskex.config import Settings
 from bgtaskex.exceptions import UsageError
 from bgtaskex.models import Enqueued, TaskStatus
 from tests.support.cli import isolate, run_cli
@@ -24,17 +22,6 @@ from tests.support.cli import isolate, run_cli
 NOOP = "tests.scripted:Noop"
 ROOT = Path(__file__).resolve().parents[2]
 RACERS = 8
-
-
-@pytest.fixture
-def lite(tmp_path: Path) -> Iterator[Client]:
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'unique.db'}",
-        lock_file=str(tmp_path / "run.lock"),
-        imports=("tests.scripted",),
-    )
-    with connect(settings=settings) as client:
-        yield client
 
 
 def test_a_key_is_held_until_its_task_ends(lite: Client) -> None:
