@@ -65,7 +65,7 @@ class Children:
         read_end, write_end = os.pipe()
         parent = os.getpid()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
-        handlers = logging.getLogger().handlers
+        handlers = _all_handlers()
         for handler in handlers:  # no other thread is half-way through writing a log line
             handler.acquire()
         try:
@@ -135,6 +135,22 @@ class Children:
         elif os.WEXITSTATUS(status) != 0:
             died = f"exited with code {os.WEXITSTATUS(status)}"
         return ChildRun(line or None, kind == "ran", died)
+
+
+def _all_handlers() -> list[logging.Handler]:
+    """Every handler of every logger (the daemon's are on "bgtaskex" and "apscheduler",
+    not the root) and the last resort. A thread writing a log line holds its handler's
+    lock, and under it the stream's buffer lock, which a child forked then would
+    inherit held (logging renews the handler locks in a child, not the stream's): the
+    child's first line, or its flush at exit, would wait for ever."""
+    loggers: list[Any] = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    found: dict[int, logging.Handler] = {}
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):  # a PlaceHolder has none
+            found.setdefault(id(handler), handler)
+    if logging.lastResort is not None:
+        found.setdefault(id(logging.lastResort), logging.lastResort)
+    return list(found.values())
 
 
 class InProcess:
