@@ -151,6 +151,8 @@ class Torture:
         self.lock = tmp_path / "run.lock"
         self.env = dict(env)
         self.runs: list[Run] = []
+        #: The runs' retry_delay when a test turns backoff on (timed.backoff), for J8.
+        self.retry_delay: float | None = None
 
     # -- the workload -------------------------------------------------------------------
 
@@ -226,7 +228,13 @@ class Torture:
     # -- reading the state ----------------------------------------------------------------
 
     def check(self, *, killed_pids: Iterable[int] = (), final: bool = False) -> inv.Report:
-        return inv.check(self.db, self.journal, killed_pids=set(killed_pids), final=final)
+        return inv.check(
+            self.db,
+            self.journal,
+            killed_pids=set(killed_pids),
+            final=final,
+            retry_delay=self.retry_delay,
+        )
 
     def tasks(self) -> list[dict[str, Any]]:
         return inv.read_db(self.db)[0]

@@ -30,6 +30,8 @@ Events (the history is written in the same transaction as each status)
       from where the previous ended, the last ends at the task's status.
   E2  the status events of each action chain from pending to its status (not checked for
       tasks that were retried or cancelled, which change actions without an event each).
+Keys
+  K1  no two tasks that have not ended hold the same unique key.
 Journal (actions whose params name this journal; see tests/support/journal.py)
   J1  every line parses.
   J2  exclusion: between the "enter" and the "exit" of an execute, every line comes from
@@ -47,6 +49,13 @@ Journal (actions whose params name this journal; see tests/support/journal.py)
   J6  a "redo" line (execute ran again after its "done" line) or a unit done twice only
       after the process that wrote the earlier line was killed (`killed_pids`).
   J7  every label of the journal names an action of the database, once.
+  J8  no execute is entered before its action is due: not before the enqueue's delay
+      (params "not_before", epoch seconds, written by the workload), nor before the end
+      of a snooze or of a crash's retry delay (the events "snoozed for Xs" and "tried
+      again in Xs": the event's time + X), nor, when `retry_delay` is given, sooner than
+      0.9 x retry_delay after the "execute raised" event of a poison action (mode
+      "raise"). Event times are those of the write, a little after the delay was set:
+      DELAY_SLACK is allowed.
 final=True (the work is over) adds
   F1  every task has ended, no action is active, and J4 allows nothing.
 
@@ -56,6 +65,7 @@ test_invariants.py forges, for each rule above, a state that it alone reports.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,6 +81,10 @@ ACTION_STATUSES = {"pending", "active", "done", "skipped", "failed", "cancelled"
 ENDED_ACTIONS = {"done", "skipped", "failed", "cancelled"}
 #: Seconds of clock rounding allowed when comparing journal times with event times.
 CLOCK_SLACK = 0.001
+#: Seconds allowed between setting a delay and writing its event (J8).
+DELAY_SLACK = 0.1
+#: The events that delay their action: "snoozed for 1.5s", "tried again in 0.3s".
+DELAYED = re.compile(r"^execute of action \d+ (?:snoozed for|is tried again in) (\d+\.\d)s")
 
 
 @dataclass
@@ -91,6 +105,8 @@ class Report:
     attempts_total: int = 0
     attempts_max: int = 0
     done_line_not_committed: int = 0  # J4 cases seen (killed between line and commit)
+    #: per label, the times of its "enter" lines
+    enters: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     violations: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -180,8 +196,10 @@ def inspect(
     *,
     killed_pids: set[int] | frozenset[int] = frozenset(),
     final: bool = False,
+    retry_delay: float | None = None,
 ) -> Report:
-    """Check every invariant of the module docstring; never raises on a violation."""
+    """Check every invariant of the module docstring; never raises on a violation.
+    `retry_delay`: the runs' retry_delay setting, when the workload has one (J8)."""
     report = Report()
     bad = report.violations.append
     tasks, actions, events = read_db(db)
@@ -207,11 +225,19 @@ def inspect(
     for task in tasks:
         report.tasks[task["status"]] += 1
         _check_task(task, actions_of[task["id"]], events_of[task["id"]], final, bad)
+    holders: dict[str, list[int]] = defaultdict(list)
+    for task in tasks:
+        if task["status"] not in TERMINAL and task.get("unique_key") is not None:
+            holders[task["unique_key"]].append(task["id"])
+    for key, ids in holders.items():
+        if len(ids) > 1:
+            bad(f"K1 unique key {key!r} held by the unended tasks {ids}")
 
     if journal is not None:
         _check_journal(
             Path(journal), actions_of, events_of, task_by_id, set(killed_pids), final, report
         )
+        _check_delays(report, events_of, retry_delay)
     return report
 
 
@@ -221,9 +247,10 @@ def check(
     *,
     killed_pids: set[int] | frozenset[int] = frozenset(),
     final: bool = False,
+    retry_delay: float | None = None,
 ) -> Report:
     """`inspect`, and assert that no invariant is violated (the message lists them)."""
-    report = inspect(db, journal, killed_pids=killed_pids, final=final)
+    report = inspect(db, journal, killed_pids=killed_pids, final=final, retry_delay=retry_delay)
     assert not report.violations, f"invariants violated ({'final' if final else 'mid-way'}): " + (
         report.message()
     )
@@ -376,6 +403,8 @@ def _check_journal(
         pid, label, event = e.get("pid"), e["label"], e["event"]
         report.journal[event] += 1
         report.by_label[label][event] += 1
+        if event == "enter":
+            report.enters[label].append(float(e["t"]))
         where = f"journal line {i + 1} ({event} {label} pid {pid})"
         if pid in dead:
             bad(f"J2 {where}: written by a process that died inside an earlier execute")
@@ -494,4 +523,42 @@ def _check_journal(
                     f"J4 {what}: has a 'done' line (pid {done_lines[-1]['pid']}"
                     f"{', killed' if done_lines[-1]['pid'] in killed else ''}) but is not done"
                     + (" at the end" if final else "")
+                )
+
+
+def _check_delays(
+    report: Report, events_of: dict[int, list[dict[str, Any]]], retry_delay: float | None
+) -> None:
+    """J8: every "enter" of an action at or after the time it became due."""
+    bad = report.violations.append
+    enters = report.enters
+    for label, a in report.rows.items():
+        times = enters.get(label, [])
+        if not times:
+            continue
+        params = a["params"]
+        dues: list[tuple[float, float, str]] = []  # (from, due, why): enters after `from`
+        if params.get("not_before") is not None:
+            dues.append((float("-inf"), float(params["not_before"]) - CLOCK_SLACK, "enqueued"))
+        for e in events_of[a["task_id"]]:
+            if e["rank"] != a["rank"]:
+                continue
+            at = _stamp(e["at"])
+            assert at is not None
+            message = e["message"] or ""
+            delayed = DELAYED.match(message)
+            if delayed:
+                dues.append((at, at + float(delayed[1]) - 0.05 - DELAY_SLACK, message))
+            elif (
+                retry_delay
+                and params.get("mode") == "raise"
+                and message.startswith("execute raised")
+            ):
+                dues.append((at, at + 0.9 * retry_delay - DELAY_SLACK, message))
+        for since, due, why in dues:
+            early = [t for t in times if since < t < due]
+            if early:
+                bad(
+                    f"J8 action {label}: execute entered {due - min(early):.3f}s before it "
+                    f"was due ({why})"
                 )
