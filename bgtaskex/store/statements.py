@@ -2,14 +2,15 @@
 
 The run's statements are built once per shape and reused (`functools.cache`):
 SQLAlchemy then finds their compiled form by a cache key it computed once, instead of
-rebuilding both on every write. Parameters are named `v_*`.
+rebuilding both on every write. Parameters are named `v_*`. The clock of leases, the
+"due now" and "lease free" filters and the claim's statements are in `lease_statements`.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Collection
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -18,7 +19,6 @@ from sqlalchemy import (
     case,
     func,
     insert,
-    literal_column,
     or_,
     select,
     text,
@@ -37,6 +37,8 @@ from ..models import (
 from ..plan import Routing
 from ..urls import mask_secrets
 from .engine import mysql_lock_name
+from .lease_statements import CLAIM_OF as CLAIM_OF  # writes.py reads the claim from here
+from .lease_statements import due_now, lease_clock, lease_free
 
 # -- rows ------------------------------------------------------------------------------
 
@@ -114,50 +116,6 @@ def next_task(due: Any) -> Any:
 TASK_BY_ID = joined(t.tasks.c.id == bindparam("v_task_id"))
 
 
-# -- leases and claims -----------------------------------------------------------------
-
-
-@functools.cache
-def lease_clock(dialect: str) -> tuple[Any, Any]:
-    """The SQL for "now" and "now + the lease", as leases are read and written.
-
-    On PostgreSQL and MySQL / MariaDB that is the server's clock, so the clocks of the
-    workers' hosts need not agree; on SQLite (one host) the run's (v_now, v_until)."""
-    if dialect == "postgresql":
-        now: Any = func.clock_timestamp()
-        return now, now + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("v_lease"))
-    if dialect in t.MYSQL:
-        # Naive UTC with microseconds, as bgtaskex stores timestamps there.
-        now = func.utc_timestamp(literal_column("6"), type_=t.UTCDateTime())
-        until = func.timestampadd(
-            literal_column("MICROSECOND"), bindparam("v_lease_us"), now, type_=t.UTCDateTime()
-        )
-        return now, until
-    return bindparam("v_now", type_=t.UTCDateTime()), bindparam("v_until", type_=t.UTCDateTime())
-
-
-def lease_params(dialect: str, lease: float, now: datetime) -> dict[str, Any]:
-    """The parameters of `lease_clock` for a lease of `lease` seconds."""
-    if dialect == "postgresql":
-        return {"v_lease": float(lease)}
-    if dialect in t.MYSQL:
-        return {"v_lease_us": round(lease * 1_000_000)}
-    return {"v_now": now, "v_until": now + timedelta(seconds=lease)}
-
-
-def lease_free(dialect: str) -> Any:
-    c = t.tasks.c
-    return or_(c.lease_until.is_(None), c.lease_until < lease_clock(dialect)[0])
-
-
-def due_now(dialect: str) -> Any:
-    """A waiting task is due unless its not_before (delayed, snoozed, a retry's backoff)
-    is still ahead, on the clock of `lease_clock`. not_before is the last column of the
-    due indexes: the filter is read from the index range, no row is needed for it."""
-    c = t.tasks.c
-    return or_(c.not_before.is_(None), c.not_before <= lease_clock(dialect)[0])
-
-
 @functools.cache
 def next_task_id(dialect: str) -> Any:
     """The id of the next due task that no live lease holds."""
@@ -182,64 +140,6 @@ def next_due_at(dialect: str) -> Any:
 def next_task_of(dialect: str) -> Any:
     return next_task(next_task_id(dialect))
 
-
-@functools.cache
-def leases_held(dialect: str) -> Any:
-    c = t.tasks.c
-    return select(c.id, c.claimed_by, c.claim_token).where(
-        c.run_order.isnot(None), c.lease_until >= lease_clock(dialect)[0]
-    )
-
-
-@functools.cache
-def claim_statements(dialect: str) -> tuple[Any, Any, Any]:
-    """The claim's SELECT (the next due task whose lease is free, skipping rows another
-    worker is claiming right now), its UPDATE, and the heartbeat's UPDATE (which never
-    revives a released claim)."""
-    c = t.tasks.c
-    until = lease_clock(dialect)[1]
-    due = (
-        select(c.id)
-        .where(
-            c.run_order.isnot(None),
-            or_(c.last_run_id.is_(None), c.last_run_id != bindparam("v_skip_run")),
-            due_now(dialect),
-            lease_free(dialect),
-        )
-        .order_by(c.run_order, c.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    claim = (
-        update(t.tasks)
-        .where(c.id == bindparam("v_task_id"))
-        .values(
-            claimed_by=bindparam("v_worker"),
-            claim_token=c.claim_token + 1,
-            lease_until=until,
-            last_run_id=bindparam("v_skip_run"),
-        )
-    )
-    beat = (
-        update(t.tasks)
-        .where(
-            c.id == bindparam("v_task_id"),
-            c.claim_token == bindparam("v_token"),
-            c.lease_until.isnot(None),
-        )
-        .values(lease_until=until)
-    )
-    return due, claim, beat
-
-
-RELEASE = (
-    update(t.tasks)
-    .where(t.tasks.c.id == bindparam("v_task_id"), t.tasks.c.claim_token == bindparam("v_token"))
-    .values(lease_until=None)
-)
-CLAIM_OF = select(t.tasks.c.claim_token, t.tasks.c.run_order, t.tasks.c.cancel_requested_at).where(
-    t.tasks.c.id == bindparam("v_task_id")
-)
 
 # -- the run's writes ------------------------------------------------------------------
 

@@ -1,0 +1,198 @@
+"""The run's side of `Store`: what `contract.RunStorage` asks of it beyond its
+transactions. The next due task, claims and their leases, the state changes a run
+writes, the run's side of a cancel, and the expiry of ended tasks.
+
+`RunQueries` is mixed into `Store` and runs on the store's transactions (`_read`,
+`_write`); its statements are in `statements` and `lease_statements`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, update
+
+from .. import tables as t
+from ..models import TERMINAL, Change, Task, TaskFilter
+from ..owner import holder_is_gone
+from ..plan import Routing
+from . import lease_statements as leases
+from . import statements as sql
+from .engine import now as _now
+from .engine import retrying_deadlocks
+from .rows import task_of_joined
+from .writes import end_as_cancelled, locked_task, refused
+
+if TYPE_CHECKING:
+    from .admin import Admin
+
+
+class RunQueries:
+    """The run's queries and writes, each one transaction (a mixin of `Store`)."""
+
+    if TYPE_CHECKING:  # given by Store
+        admin: Admin
+
+        @property
+        def dialect(self) -> str: ...
+
+        def _read(self, *, single: bool = False) -> AbstractContextManager[Connection]: ...
+
+        def _write(self) -> AbstractContextManager[Connection]: ...
+
+    def next_task(
+        self,
+        *,
+        skip_run: str | None = None,
+        skip_task: int | None = None,
+        exclude: Collection[int] = (),
+        routing: Routing | None = None,
+    ) -> Task | None:
+        """The task the run should process next (see `models.run_order`), with its
+        actions, from the queues `routing` serves (None: any). Tasks last written by run
+        `skip_run` (already handled by it), `skip_task` (handled, not yet written) and
+        those in `exclude` are passed over, and so are tasks that another run holds
+        under a live lease (it is executing them)."""
+        first = sql.next_task_id(self.dialect)
+        due = sql.narrowed(first, exclude, routing)
+        params = self._lease_params(0.0)
+        params.update(v_skip_run=skip_run or "", v_skip_task=-1 if skip_task is None else skip_task)
+        query = sql.next_task(due) if due is not first else sql.next_task_of(self.dialect)
+        with self._read(single=True) as conn:
+            return task_of_joined(conn.execute(query, params).all())
+
+    def claim(
+        self,
+        worker: str,
+        run_id: str,
+        lease: float,
+        *,
+        exclude: Collection[int] = (),
+        routing: Routing | None = None,
+    ) -> Task | None:
+        """Claim the next due task for `worker`, in one short transaction, and return it
+        with its new `claim_token`; None when no task is free.
+
+        A task is free when no lease holds it: never claimed, released, or its lease
+        (`lease` seconds from the claim, extended by `heartbeat`) has run out, which is
+        how a dead worker's task is taken over. Rows that another worker is claiming at
+        the same instant are skipped (SKIP LOCKED), not waited for. The order and the
+        routing are the run's (`next_task`), and run `run_id` does not take a task twice.
+        """
+        due, claim, _beat = leases.claim_statements(self.dialect)
+        due = sql.narrowed(due, exclude, routing)
+        params = self._lease_params(lease)
+        params.update(v_skip_run=run_id, v_worker=worker[:100])
+        with self._write() as conn:
+            task_id = conn.execute(due, params).scalar()
+            if task_id is None:
+                return None
+            conn.execute(claim, {**params, "v_task_id": task_id})
+            return task_of_joined(conn.execute(sql.TASK_BY_ID, {"v_task_id": task_id}).all())
+
+    def heartbeat(self, task_id: int, token: int, lease: float) -> bool:
+        """Extend the lease of a claimed task to `lease` seconds from now; False when the
+        claim is lost (another worker claimed the task since: nothing was written)."""
+        beat = leases.claim_statements(self.dialect)[2]
+        params = self._lease_params(lease)
+        params.update(v_task_id=task_id, v_token=token)
+        with self._write() as conn:
+            return bool(conn.execute(beat, params).rowcount == 1)
+
+    def release(self, task_id: int, token: int) -> None:
+        """End a claim without any other write (the task may be claimed again at once);
+        nothing happens if another worker claimed the task since."""
+        with self._write() as conn:
+            conn.execute(leases.RELEASE, {"v_task_id": task_id, "v_token": token})
+
+    def reap_dead_claims(self) -> list[int]:
+        """End the live claims held by programs on this host that are certainly dead
+        (killed with SIGKILL, say: see `owner.holder_is_gone`), so that their tasks are
+        recovered at once instead of when the lease runs out; returns their ids. A read,
+        and a write only when there is a claim to end."""
+        params = self._lease_params(0.0)
+        with self._read(single=True) as conn:
+            held = conn.execute(leases.leases_held(self.dialect), params).all()
+        dead = [row for row in held if holder_is_gone(row.claimed_by)]
+        if dead:
+            with self._write() as conn:
+                for row in dead:
+                    conn.execute(leases.RELEASE, {"v_task_id": row.id, "v_token": row.claim_token})
+        return [row.id for row in dead]
+
+    def _lease_params(self, lease: float) -> dict[str, Any]:
+        return leases.lease_params(self.dialect, lease, _now())
+
+    def has_due_tasks(self) -> bool:
+        """Whether any task is due (not ended, and not delayed to later), whoever holds it."""
+        with self._read() as conn:
+            due = conn.execute(sql.has_due(self.dialect), self._lease_params(0.0))
+            return due.first() is not None
+
+    def next_due_at(self, routing: Routing | None = None) -> datetime | None:
+        """When the next task that waits for its not_before becomes due, in the queues
+        `routing` serves (None: any); None when no task waits for its time."""
+        query = sql.narrowed(sql.next_due_at(self.dialect), (), routing)
+        with self._read(single=True) as conn:
+            return conn.execute(query, self._lease_params(0.0)).scalar()
+
+    def apply(self, *changes: Change) -> None:
+        """Write state changes of tasks (status, actions, events) in one transaction.
+
+        Each write only happens while its task is neither ended nor asked to cancel;
+        otherwise nothing at all is written and TaskInterrupted names the first such
+        task, so a run never overwrites a `bgtaskex cancel`. A transaction lost to a
+        deadlock (e.g. with a `cancel`) is tried again.
+        """
+        retrying_deadlocks(lambda: self._apply(changes))
+
+    def _apply(self, changes: Sequence[Change]) -> None:
+        now = _now()
+        with self._write() as conn:
+            events: list[dict[str, Any]] = []
+            for change in changes:
+                lease = self._lease_params(change.lease) if change.claim_as else {}
+                statement, values = sql.task_update(change, now, self.dialect, lease)
+                if conn.execute(statement, values).rowcount != 1:
+                    raise refused(conn, change)
+                for action in change.actions:
+                    statement, values = sql.action_update(change.task_id, action, now)
+                    if statement is not None:
+                        conn.execute(statement, values)
+                events.extend(
+                    sql.event_row(change.task_id, now, change.run_id, e) for e in change.events
+                )
+            if events:
+                conn.execute(sql.INSERT_EVENT, events)
+
+    def end_cancelled(self, task_id: int, run_id: str, rank: int | None, params: Any) -> None:
+        """The run's side of a cancel: end the task, saving the current action's params
+        (`rank`, `params`); nothing happens if it has ended already."""
+        now = _now()
+        with self._write() as conn:
+            row = locked_task(conn, task_id)
+            if row.status in TERMINAL:
+                return
+            if rank is not None and params is not None:
+                conn.execute(
+                    update(t.actions)
+                    .where(t.actions.c.task_id == task_id, t.actions.c.rank == rank)
+                    .values(params=params)
+                )
+            end_as_cancelled(conn, task_id, row.status, run_id, now, "cancelled by request")
+
+    def purge_expired(self, keep: Mapping[str, float], *, deadline: float) -> int:
+        """Delete bgtaskex's own ended tasks older than `keep` gives for their status
+        (seconds; 0: all of them), until `deadline` (a time.time() stamp); returns how
+        many went. Not an application's retention rules: those are `builtin.retention`."""
+        purged = 0
+        for status, seconds in keep.items():
+            where = TaskFilter(statuses=frozenset({str(status)}))
+            if seconds != 0:
+                where = replace(where, ended_before=_now() - timedelta(seconds=seconds))
+            purged += self.admin.purge(where, deadline=deadline)
+        return purged
