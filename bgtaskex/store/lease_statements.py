@@ -1,9 +1,10 @@
 """The clock of leases and the claim's statements: what "now" and "now + the lease" are
-on each backend, when a task is due and its lease free, and the claim, heartbeat and
-release of a task by a worker (`lock = "none"`, and the fence of every run).
+on each backend, when a task is due and its lease free, the claim a worker of
+`lock = "none"` makes before reading a task, its heartbeat, and the release.
 
-Part of `statements` (the due-task queries and the run's writes use these filters);
-cached per dialect like them. Parameters are named `v_*`.
+The due-task queries and the run's writes in `statements` build on these filters (a
+run's first write of a task takes its claim there, `Change.claim_as`). Cached per
+dialect like them; parameters are named `v_*`.
 """
 
 from __future__ import annotations
