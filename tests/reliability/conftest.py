@@ -151,6 +151,8 @@ class Torture:
         self.lock = tmp_path / "run.lock"
         self.env = dict(env)
         self.runs: list[Run] = []
+        #: The modules the runs declare (--import).
+        self.imports = [MODULE]
         #: The runs' retry_delay when a test turns backoff on (timed.backoff), for J8.
         self.retry_delay: float | None = None
 
@@ -189,8 +191,7 @@ class Torture:
             "bgtaskex",
             "--database-url",
             self.url,
-            "--import",
-            MODULE,
+            *[arg for module in self.imports for arg in ("--import", module)],
             *map(str, args),
         ]
 

@@ -18,11 +18,14 @@ journal, where each execute writes "enter" and each recovery "change"):
 
 from __future__ import annotations
 
+import itertools
+import random
 import time
 from typing import Any
 
 import pytest
 
+from tests.reliability import timed
 from tests.reliability.conftest import Run, Torture
 from tests.reliability.invariants import Report
 
@@ -163,3 +166,34 @@ def _pids(torture: Torture, label: str) -> set[int]:
     from tests.reliability.invariants import read_journal
 
     return {e["pid"] for e in read_journal(torture.journal)[0] if e["label"] == label}
+
+
+@pytest.mark.parametrize("mode", ["raise", "kill"])
+def test_poison_with_backoff_waits_longer_each_time(torture: Torture, mode: str) -> None:
+    """With the retry backoff on (timed.RETRY_DELAY doubled up to MAX_RETRY_DELAY) and
+    delayed, snoozing and unique-keyed tasks queued around it, the poison is still tried
+    exactly max_attempts times, each execute no sooner than its delay after the death
+    before (0.9 x retry_delay x 2^(death - 1), capped: the jitter's low end), and every
+    invariant holds, J8 (nothing entered before it is due) and K1 included. A killing
+    poison's next execute comes a run after the one that counted its death (under a
+    second): its delays are longer, so that one taken too early would be seen."""
+    delay, cap = (timed.RETRY_DELAY, timed.MAX_RETRY_DELAY) if mode == "raise" else (1.0, 2.0)
+    timed.backoff(torture, delay, cap)
+    layout = workload(torture, mode)
+    mixed = timed.mixed(torture, 6, random.Random(mode), most=1.0)
+    began = time.monotonic()
+    runs = timed.drain(torture, "--max-execution-time", 30, within=90)
+    report = torture.check(killed_pids=killed(runs), final=True)
+    enters = report.enters["poison.a1"]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(enters)]
+    least = [0.9 * min(delay * 2**death, cap) - 0.1 for death in range(len(gaps))]
+    counts = describe(
+        report, runs, began, f"gaps between the poison's executes {[round(g, 2) for g in gaps]}; "
+    )
+    print(f"\npoison ({mode}) with backoff invariant: each retry after its delay; {counts}")
+    assert all(r.returncode in (0, -9) for r in runs), "\n".join(r.describe() for r in runs)
+    assert all(gap >= low for gap, low in zip(gaps, least, strict=True)), f"{least}: {counts}"
+    common_checks(torture, layout, report, counts)
+    labels = [lbl for kind in mixed.values() for lbl in kind]
+    assert all(report.rows[lbl]["status"] == "done" for lbl in labels), counts
+    assert report.by_label[mixed["snoozing"][0]]["enter"] >= 2, counts  # snoozed, then ran
