@@ -36,13 +36,15 @@ from collections import Counter
 
 import pytest
 
-from tests.reliability import scaled
+from tests.reliability import scaled, timed
 from tests.reliability.conftest import Run, Torture
 from tests.reliability.invariants import Report, read_db, read_journal
 
 TASKS, ACTIONS = 50, 5
 UNITS, UNIT_MS = scaled((8, 4.0), (40, 8.0))  # ~11 s (quick) or ~90 s (long) of work
 KILLS = scaled(50, 500)
+#: With time on (backoff, delayed, snoozing and unique-keyed tasks): fewer kills.
+TIMED_KILLS, TIMED_TASKS = scaled(20, 200), scaled(9, 30)
 SEED = int(os.environ.get("BGTASKEX_TORTURE_SEED", "20240917"))
 IN_HOOK = {"starting", "running", "recovering"}
 
@@ -82,7 +84,11 @@ def wait_for_lock(bench: Torture, run: Run, timeout: float = 30.0) -> bool:
     return True
 
 
-def test_kill9_chaos(torture: Torture, size: str) -> None:
+@pytest.mark.parametrize("time_on", [False, True], ids=["plain", "backoff"])
+def test_kill9_chaos(torture: Torture, size: str, time_on: bool) -> None:
+    """With `time_on`: the retry backoff on (a killed execute waits its delay), and
+    delayed, snoozing and unique-keyed tasks among the others (timed.py), fewer kills;
+    J8 (nothing entered before it is due) and K1 are checked after every kill too."""
     rng = random.Random(SEED)
     torture.env["BGTASKEX_MAX_ATTEMPTS"] = "100000"  # this test is about kills, not limits
     torture.enqueue(
@@ -91,6 +97,12 @@ def test_kill9_chaos(torture: Torture, size: str) -> None:
             for t in range(TASKS)
         ]
     )
+    kills, total_tasks, total_actions = KILLS, TASKS, TASKS * ACTIONS
+    if time_on:
+        timed.backoff(torture)
+        mixed = timed.mixed(torture, TIMED_TASKS, rng, units=UNITS, unit_ms=UNIT_MS)
+        kills, total_tasks = TIMED_KILLS, TASKS + TIMED_TASKS
+        total_actions += sum(len(labels) for labels in mixed.values())
     began = time.monotonic()
     killed: set[int] = set()
     landed: Counter[str] = Counter()  # where the kills landed
@@ -99,8 +111,8 @@ def test_kill9_chaos(torture: Torture, size: str) -> None:
     max_in_hook = 0
     deaths_seen = 0
 
-    while len(killed) < KILLS:
-        if report.tasks.get("finished", 0) + report.tasks.get("failed", 0) == TASKS:
+    while len(killed) < kills:
+        if report.tasks.get("finished", 0) + report.tasks.get("failed", 0) == total_tasks:
             break  # the work ran out before the kills did (asserted below)
         before = report
         victim_before = in_hook(before)
@@ -121,7 +133,8 @@ def test_kill9_chaos(torture: Torture, size: str) -> None:
             assert run.returncode == -signal.SIGKILL, run.describe()
         else:
             exits += 1
-            assert run.returncode == 0 and run.summary() is not None, run.describe()
+            idle = time_on and timed.next_due(run) is not None  # all left waits its delay
+            assert run.returncode == 0 and (idle or run.summary()), run.describe()
         assert "Traceback" not in run.stderr and "error" not in run.stderr.lower(), run.describe()
 
         report = torture.check(killed_pids=killed)
@@ -142,8 +155,8 @@ def test_kill9_chaos(torture: Torture, size: str) -> None:
         )
 
     kill_phase = time.monotonic() - began
-    assert len(killed) == KILLS, (
-        f"the work ran out after {len(killed)} of {KILLS} kills ({runs} runs): "
+    assert len(killed) == kills, (
+        f"the work ran out after {len(killed)} of {kills} kills ({runs} runs): "
         "make the workload bigger"
     )
 
@@ -179,8 +192,8 @@ def test_kill9_chaos(torture: Torture, size: str) -> None:
     )
     print(f"\nchaos invariant: 0 lost, 0 stuck, every kill re-runs at most its action; {counts}")
     done = final.actions.get("done", 0)
-    assert done == TASKS * ACTIONS and final.tasks.get("finished") == TASKS, counts
-    assert final.journal.get("done") == TASKS * ACTIONS, counts
+    assert done == total_actions and final.tasks.get("finished") == total_tasks, counts
+    assert final.journal.get("done") == total_actions, counts
     assert final.units_redone <= len(killed), counts
     assert final.journal.get("redo", 0) <= len(killed), counts
     assert checked.returncode == 0 and "OK" in checked.stdout, checked.describe()
@@ -205,14 +218,18 @@ def where_killed(torture: Torture, report: Report, pid: int) -> str:
 
 
 def finish(torture: Torture, killed: set[int], limit: int = 20) -> int:
-    """Clean runs (a 30 s budget each) until nothing is left to run; how many it took."""
+    """Clean runs (a 30 s budget each) until nothing is left to run; how many it took.
+    A run that finds nothing due (all that is left waits for a delay) waits until then."""
     for n in range(limit):
         report = torture.check(killed_pids=killed)
         if not any(s in report.tasks for s in ("created", *IN_HOOK, "paused")):
             return n
         run = torture.run_once("--max-execution-time", 30)
-        assert run.returncode == 0 and run.summary() is not None, run.describe()
+        due = timed.next_due(run)
+        assert run.returncode == 0 and (due or run.summary()), run.describe()
         assert "Traceback" not in run.stderr, run.describe()
+        if due is not None:
+            time.sleep(max(0.0, min(due - time.time(), 5.0)))  # the time it becomes due
     pytest.fail(f"still work left after {limit} clean runs: stuck? {report.summary()}")
 
 
