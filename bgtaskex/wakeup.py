@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 class WakeUpSource(Protocol):
-    """What the wake-ups read (the client's store): notifications, and the queues of
+    """What the wake-ups read (the daemon's client): notifications, and the queues of
     interactive tasks waiting."""
 
     def wake_ups(self, timeout: float) -> Iterator[str | None]: ...
@@ -34,12 +34,12 @@ class WakeUps:
 
     def __init__(
         self,
-        store: Callable[[], WakeUpSource],
+        source: Callable[[], WakeUpSource],
         wake: Callable[[str], object],
         poll: float,
         stop: threading.Event,
     ) -> None:
-        self.store, self.wake, self.poll, self.stop = store, wake, poll, stop
+        self.source, self.wake, self.poll, self.stop = source, wake, poll, stop
         self._thread = threading.Thread(target=self._serve, name="bgtaskex-wakeups", daemon=True)
 
     def start(self) -> None:
@@ -48,7 +48,7 @@ class WakeUps:
     def _serve(self) -> None:
         while not self.stop.is_set():
             try:
-                self._listen(self.store())
+                self._listen(self.source())
             except BgtaskexError as err:
                 log.warning("wake-ups: %s; trying again in %ss", err, self.poll)
                 self.stop.wait(self.poll)
@@ -56,10 +56,10 @@ class WakeUps:
                 log.warning("wake-ups: %s: %s; trying again", type(err).__name__, err)
                 self.stop.wait(self.poll)
 
-    def _listen(self, store: WakeUpSource) -> None:
-        for queue in store.wake_ups(self.poll):
-            if self.stop.is_set() or store is not self.store():  # stopping, or reloaded
+    def _listen(self, source: WakeUpSource) -> None:
+        for queue in source.wake_ups(self.poll):
+            if self.stop.is_set() or source is not self.source():  # stopping, or reloaded
                 return
-            queues = [queue] if queue is not None else store.waiting_interactive_queues()
+            queues = [queue] if queue is not None else source.waiting_interactive_queues()
             for name in dict.fromkeys(queues):
                 self.wake(name)

@@ -11,7 +11,6 @@ statements are in `statements` and `lease_statements`.
 from __future__ import annotations
 
 import functools
-import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -41,8 +40,6 @@ from .engine import translated as _translated
 from .run_queries import RunQueries
 from .wake_ups import listen
 from .writes import add_task
-
-log = logging.getLogger("bgtaskex.store")  # a stable name, for log filters
 
 
 class Store(RunQueries):

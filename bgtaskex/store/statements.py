@@ -37,7 +37,6 @@ from ..models import (
 from ..plan import Routing
 from ..urls import mask_secrets
 from .engine import mysql_lock_name
-from .lease_statements import CLAIM_OF as CLAIM_OF  # writes.py reads the claim from here
 from .lease_statements import due_now, lease_clock, lease_free
 
 # -- rows ------------------------------------------------------------------------------

@@ -23,7 +23,8 @@ from ..models import (
     TaskType,
     run_order,
 )
-from .statements import CLAIM_OF, INSERT_EVENT, NOTIFY, UNFINISHED_ACTIONS, event_row
+from .lease_statements import CLAIM_OF
+from .statements import INSERT_EVENT, NOTIFY, UNFINISHED_ACTIONS, event_row
 
 
 def add_task(
