@@ -26,6 +26,7 @@ BENCHMARKS = [
     "workers",
     "showpage",
     "chain",
+    "daemon",
 ]
 
 
@@ -204,6 +205,15 @@ def main(argv: list[str] | None = None) -> int:
             from . import chain
 
             result["chain"] = chain.run(console, quick=args.quick)
+        if args.only in (None, "daemon"):
+            from . import daemon
+
+            result["daemon"] = daemon.run(
+                console,
+                quick=args.quick,
+                postgres_url=args.postgres_url,
+                use_postgres=not args.no_postgres,
+            )
         if args.only in (None, "workers"):
             from . import workers
 
