@@ -101,6 +101,25 @@ def _text(value: str) -> bool:
     return True
 
 
+def check_unique_key(key: object) -> None:
+    """Refuse a unique key that the backends would not all compare exactly: empty,
+    longer than 200 characters, with leading or trailing whitespace (MariaDB's and MySQL
+    5.7's utf8mb4_bin ignores trailing spaces: 'k' and 'k ' would be one key there) or a
+    control character."""
+    if (
+        not isinstance(key, str)
+        or not key
+        or len(key) > 200
+        or key != key.strip()
+        or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in key)
+        or not _text(key)
+    ):
+        raise UsageError(
+            "unique key must be a non-empty string of at most 200 characters, without "
+            f"leading or trailing whitespace or control characters, got {key!r}"
+        )
+
+
 def check_task_fields(name: object, type: object, queue: object) -> TaskType:
     if not isinstance(name, str) or not name.strip() or len(name) > 200 or not _text(name):
         raise UsageError(
@@ -203,16 +222,8 @@ class Client:
         a task with `unique_key` had not ended yet (`id` is that task's). The database
         decides, race-free across processes and hosts (a unique index)."""
         task_type = check_task_fields(name, type, queue)
-        if unique_key is not None and (
-            not isinstance(unique_key, str)
-            or not unique_key.strip()
-            or len(unique_key) > 200
-            or not _text(unique_key)
-        ):
-            raise UsageError(
-                f"unique key must be a non-empty string of at most 200 characters, "
-                f"got {unique_key!r}"
-            )
+        if unique_key is not None:
+            check_unique_key(unique_key)
         due = _not_before(not_before)
         new_actions = parse_actions(actions, max_params_bytes=self.settings.max_params_bytes)
         for action in new_actions:

@@ -56,6 +56,30 @@ def test_a_bad_key_is_refused(lite: Client, key: object) -> None:
     assert lite.list_tasks() == []
 
 
+@pytest.mark.parametrize("key", ["k1 ", " k1", "k1\t", "k1\u3000", "k\n1", "k\x001", "k\x7f"])
+def test_keys_only_compared_exactly_everywhere_are_taken(client: Client, key: str) -> None:
+    """MariaDB's utf8mb4_bin pads with spaces ('k1' = 'k1 ' for its unique index): a key
+    with leading or trailing whitespace, or a control character, is refused on every
+    backend, so that what is accepted is compared exactly on all of them."""
+    held = client.enqueue_unique("x", [NOOP], unique_key="k1")
+    with pytest.raises(UsageError, match="leading or trailing whitespace"):
+        client.enqueue_unique("x", [NOOP], unique_key=key)
+    exact = [client.enqueue_unique("x", [NOOP], unique_key=k) for k in ("K1", "k 1", "k1.")]
+    assert all(e.created for e in exact) and held.id not in {e.id for e in exact}
+    assert [task.unique_key for task in client.list_tasks()] == ["k1", "K1", "k 1", "k1."]
+
+
+def test_cli_refuses_a_key_with_a_trailing_space(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    isolate(monkeypatch, tmp_path)
+    cli = ["--database-url", f"sqlite:///{tmp_path / 'cli.db'}", "--import", "tests.scripted"]
+    refused = run_cli(*cli, "enqueue", "x", NOOP, "--unique-key", "k1 ")
+    assert refused.code == 2 and refused.out == "", refused.describe()
+    assert len(refused.err.splitlines()) == 1 and "'k1 '" in refused.err, refused.describe()
+    assert run_cli(*cli, "list", "--json").json() == []
+
+
 def test_cli_says_already_queued(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     isolate(monkeypatch, tmp_path)
     cli = ["--database-url", f"sqlite:///{tmp_path / 'cli.db'}", "--import", "tests.scripted"]
@@ -67,13 +91,13 @@ def test_cli_says_already_queued(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     shown = run_cli(*cli, "enqueue", "x", NOOP, "--unique-key", "k", "--json").json()
     assert (shown["id"], shown["unique_key"]) == (1, "k")
     assert "unique key k" in run_cli(*cli, "show", "1").out
-    file = {"name": "f", "actions": [{"ref": NOOP}], "unique_key": "k", "not_before": "2999-01-01Z"}
+    file = {"name": "f", "actions": [{"ref": NOOP}], "unique_key": "k", "not_before": "2100-01-01Z"}
     again = run_cli(*cli, "enqueue", "--file", "-", stdin=json.dumps(file))
     assert again.out == "already queued: task 1\n", again.describe()
     assert len(run_cli(*cli, "list", "--json").json()) == 1
     file["unique_key"] = "other"
     new = run_cli(*cli, "enqueue", "--file", "-", "--json", stdin=json.dumps(file)).json()
-    assert (new["unique_key"], new["not_before"]) == ("other", "2999-01-01T00:00:00Z")
+    assert (new["unique_key"], new["not_before"]) == ("other", "2100-01-01T00:00:00Z")
 
 
 # -- the race ------------------------------------------------------------------------------
