@@ -9,8 +9,9 @@ APScheduler.
 * **DST.** A fire time the clock skips moves forward to the moment the clock jumps to
   (`walltime`'s rule; several such times fire once). A fixed-time expression (neither
   minute nor hour starts with `*`) fires once on fall-back night, at the first of the
-  repeated wall-clock times, as crontab does; an expression with `*` in its minute or
-  hour keeps firing through the repeated hour.
+  repeated wall-clock times, as crontab does (the second pass of the repeated period is
+  passed over at once, however many fire times it holds); an expression with `*` in its
+  minute or hour keeps firing through the repeated hour.
 
 Fire times are returned as aware datetimes in the trigger's zone.
 """
@@ -24,12 +25,12 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from .walltime import wall_instant
+from .walltime import repeat_end, wall_instant
 
 __all__ = ["CrontabTrigger"]
 
 _TICK = timedelta(microseconds=1)
-_MAX_SKIPS = 8  # fire times passed over in one call (a repeated or skipped time)
+_MAX_PASSES = 8  # passes over in one call: a fire time, or a repeated period's second pass
 
 
 class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
@@ -67,14 +68,20 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
             now = previous_fire_time  # the next one after it, however `now` was given
         fire = self.inner.get_next_fire_time(previous_fire_time, now)
         after = previous_fire_time or now - _TICK
-        for _ in range(_MAX_SKIPS):
+        for _ in range(_MAX_PASSES):
             if fire is None:
                 return None
             moment = self._moment(fire)
             if moment is not None and moment > after:
                 return moment.astimezone(self.zone)
-            fire = self.inner.get_next_fire_time(fire, fire)  # pass over this one
-        return None  # pragma: no cover - a zone changing more than _MAX_SKIPS times at once
+            if moment is None:  # a second pass: jump past it, however many times it holds
+                end = repeat_end(fire.replace(tzinfo=None), self.zone) or fire
+                fire = self.inner.get_next_fire_time(None, end.astimezone(self.zone))
+            else:
+                fire = self.inner.get_next_fire_time(fire, fire)  # pass over this one
+        # Only a zone going back more than _MAX_PASSES times in a row gets here: rather the
+        # trigger's own time (a repeated one may run twice) than None, which drops the job.
+        return None if fire is None else fire.astimezone(self.zone)  # pragma: no cover
 
     def _moment(self, fire: datetime) -> datetime | None:
         """The instant (UTC) `fire` stands for: itself, the end of the jump for a

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
-__all__ = ["instant", "local_now", "local_zone", "wall_instant"]
+__all__ = ["instant", "local_now", "local_zone", "repeat_end", "wall_instant"]
 
 _SECOND = timedelta(seconds=1)
 
@@ -62,3 +62,26 @@ def wall_instant(wall: datetime, zone: tzinfo) -> datetime:
         else:
             high = middle
     return low.replace(microsecond=0) + _SECOND  # zones change offset on whole seconds
+
+
+def repeat_end(wall: datetime, zone: tzinfo) -> datetime | None:
+    """For a naive wall-clock time `wall` that the clock of `zone` shows twice (fall
+    back): the instant (in UTC) its second pass ends, when the clock again shows a time it
+    had not shown before (in New York on 2026-11-01, 01:00-02:00 repeats: 02:00 EST, 07:00
+    UTC). None for a time shown once or never."""
+    first = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    second = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if first >= second:
+        return None
+    # The clock went back (second - first) at an instant between the two passes; the
+    # second pass lasts that long from there.
+    after = second.astimezone(zone).utcoffset()
+    low, high = first, second
+    while high - low > _SECOND:
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).utcoffset() == after:
+            high = middle
+        else:
+            low = middle
+    change = low.replace(microsecond=0) + _SECOND  # zones change offset on whole seconds
+    return change + (second - first)

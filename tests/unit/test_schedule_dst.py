@@ -249,3 +249,79 @@ def test_wall_instant_rule() -> None:
     assert wall_instant(datetime(2026, 7, 1, 12, 0), PARIS) == datetime(
         2026, 7, 1, 10, 0, tzinfo=UTC
     )
+
+
+LORD_HOWE = ZoneInfo("Australia/Lord_Howe")  # goes back 30 minutes on fall-back night
+FALL_BACKS = [
+    (PARIS, datetime(2026, 10, 25, 1, 0, tzinfo=UTC)),  # 03:00 -> 02:00
+    (NEW_YORK, datetime(2026, 11, 1, 6, 0, tzinfo=UTC)),  # 02:00 -> 01:00
+    (LORD_HOWE, datetime(2026, 4, 4, 15, 0, tzinfo=UTC)),  # 02:00 -> 01:30
+]
+CRONS = [
+    "0-11 2 * * *",  # fixed: 12 times in Paris's repeated hour (issue #14, attack 08)
+    "0-59/5 1 * * *",
+    "0-59 0-23 * * *",  # every minute, written without `*`: fixed by crontab's rule
+    "15,45 1,2 * * *",
+    "*/7 1,2 * * *",  # `*`: keeps its cadence through the repeated hour
+    "0-59 */1 * * *",
+]
+
+
+def _values(text: str, high: int) -> set[int]:
+    values: set[int] = set()
+    for item in text.split(","):
+        span, _, step = item.partition("/")
+        first, last = (0, high) if span == "*" else map(int, (span + "-" + span).split("-")[:2])
+        values.update(range(first, last + 1, int(step or 1)))
+    return values
+
+
+def _crontab_fires(cron: str, zone: ZoneInfo, start: datetime, end: datetime) -> list[datetime]:
+    """Crontab's times, minute by minute of real time: a skipped wall-clock time fires
+    when the clock jumps, a repeated one fires again only if minute or hour has a `*`."""
+    minute, hour = cron.split()[:2]
+    minutes, hours = _values(minute, 59), _values(hour, 23)
+    fixed = not minute.startswith("*") and not hour.startswith("*")
+
+    def matches(wall: datetime) -> bool:
+        return wall.minute in minutes and wall.hour in hours
+
+    fires, seen, last = [], set(), None
+    moment = start
+    while moment < end:
+        wall = moment.astimezone(zone).replace(tzinfo=None)
+        skipped = []
+        if last is not None:
+            skipped = [last + timedelta(minutes=m) for m in range(1, (wall - last) // MINUTE)]
+        if any(map(matches, skipped)) or (matches(wall) and not (fixed and wall in seen)):
+            fires.append(moment)
+        seen.add(wall)
+        last, moment = wall, moment + MINUTE
+    return fires
+
+
+MINUTE = timedelta(minutes=1)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("zone", "change"), FALL_BACKS)
+def test_cron_fire_times_on_fall_back_night_match_crontab_minute_by_minute(
+    zone: ZoneInfo, change: datetime
+) -> None:
+    """Never None (a dropped job) however many fixed times the repeated period holds."""
+    start, end = change - timedelta(hours=26), change + timedelta(hours=26)
+    for cron in CRONS:
+        trigger = Process("p", cron=cron).trigger(zone)
+        got: list[datetime] = []
+        fire = trigger.get_next_fire_time(None, start.astimezone(zone))
+        while fire is not None and fire.astimezone(UTC) < end:
+            got.append(fire.astimezone(UTC))
+            fire = trigger.get_next_fire_time(fire, fire)
+        assert fire is not None, (cron, str(zone), got[-1:])
+        assert got == _crontab_fires(cron, zone, start, end), (cron, str(zone))
+        # from any minute of the repeated period, the next time is found (not "never")
+        for minutes in range(0, 60, 7):
+            now = (change + timedelta(minutes=minutes)).astimezone(zone)
+            nxt = Process("p", cron=cron).next_occurrence(now, zone)
+            assert nxt is not None and utc(nxt) >= utc(now), (cron, now.isoformat())
+
