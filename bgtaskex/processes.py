@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from .schedule import WeeklyWindow
@@ -49,25 +49,32 @@ class Process:
 
     def trigger(self, zone: tzinfo | None = None) -> Any:
         """The APScheduler 3 trigger of this process in `zone` (default: the local zone);
-        imports APScheduler. A cron follows crontab's rules (`crontab.CrontabTrigger`)."""
-        zone = zone or local_zone()
+        imports APScheduler. A cron follows crontab's rules (`crontab.CrontabTrigger`).
+        An interval is counted on UTC instants (its times are in UTC): in a local zone,
+        APScheduler would lose the fold of a time in a repeated hour."""
         if self.cron:
             from .crontab import CrontabTrigger
 
-            return CrontabTrigger(self.cron, cron_fields(self.cron), zone)
+            return CrontabTrigger(self.cron, cron_fields(self.cron), zone or local_zone())
         from apscheduler.triggers.interval import IntervalTrigger
 
-        return IntervalTrigger(seconds=self.every or DEFAULT_EVERY, timezone=zone)
+        return IntervalTrigger(seconds=self.every or DEFAULT_EVERY, timezone=UTC)
 
     def next_occurrence(self, now: datetime, zone: tzinfo | None = None) -> datetime | None:
         """When the process will next do work after `now` (aware): its next trigger time
         inside its window, in `zone` (default: the local zone). None: the window is
         disabled, or no trigger time falls in it within `HORIZON` of the first trigger
         time (a Feb 29 cron is found across a century's skipped leap day)."""
+        zone = zone or local_zone()
         trigger = self.trigger(zone)
-        fire = trigger.get_next_fire_time(None, now)
+
+        def first_after(moment: datetime) -> datetime | None:  # read in `zone`
+            fire = trigger.get_next_fire_time(None, moment)
+            return None if fire is None else fire.astimezone(zone)
+
+        fire = first_after(now)
         if fire is None or self.window is None:
-            return fire  # type: ignore[no-any-return]
+            return fire
         horizon = fire + HORIZON
         while fire is not None and fire <= horizon:
             opens = self.window.next_occurrence(fire)
@@ -77,7 +84,7 @@ class Process:
                 return fire
             # Outside: the first trigger time at or after the window opens (opens > fire,
             # so each pass moves forward).
-            fire = trigger.get_next_fire_time(None, opens)
+            fire = first_after(opens)
         return None
 
 

@@ -5,6 +5,8 @@ never in the past, a fixed-time cron once on fall-back night, the deadline cap."
 
 from __future__ import annotations
 
+import io
+import struct
 import time as clock
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -325,3 +327,39 @@ def test_cron_fire_times_on_fall_back_night_match_crontab_minute_by_minute(
             nxt = Process("p", cron=cron).next_occurrence(now, zone)
             assert nxt is not None and utc(nxt) >= utc(now), (cron, now.isoformat())
 
+
+def zone_going_back(at: datetime, before: int = 7200, after: int = 3600) -> ZoneInfo:
+    """A zone (in-memory TZif) whose clock goes back from UTC+`before` to UTC+`after`
+    seconds at `at`: a repeated period at the real time of the test."""
+    names = b"FDT\0FST\0"
+
+    def block(time_format: str) -> bytes:
+        head = b"TZif2" + b"\0" * 15 + struct.pack(">6l", 0, 0, 0, 1, 2, len(names))
+        return (
+            head
+            + struct.pack(time_format, int(at.timestamp()))
+            + b"\1"  # the transition's type: the second
+            + struct.pack(">lBB", before, 0, 0)  # not DST: zoneinfo uses it before `at`
+            + struct.pack(">lBB", after, 0, 4)
+            + names
+        )
+
+    hours, minutes = divmod(after // 60, 60)
+    footer = f"\n<FST>-{hours}:{minutes:02d}\n".encode()
+    return ZoneInfo.from_file(io.BytesIO(block(">l") + block(">q") + footer), key="Fake/Back")
+
+
+def test_an_interval_next_time_in_the_repeated_hour_is_not_in_the_past() -> None:
+    """`bgtaskex processes` during a repeated hour (attack 09 of #14): the time an `every`
+    process next runs kept its wall-clock reading but lost its fold, an hour early."""
+    zone = zone_going_back(datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5))
+    now = datetime.now(zone)
+    assert now.fold == 1  # the second pass
+    for process in (
+        Process("p", every=300.0),
+        Process("p", every=300.0, window=WeeklyWindow("mon-sun", "00:00", "00:00")),
+        Process("p", cron="*/5 * * * *"),
+    ):
+        nxt = process.next_occurrence(now, zone)
+        assert nxt is not None and nxt.tzinfo is zone, process
+        assert now <= nxt.astimezone(UTC) <= now.astimezone(UTC) + timedelta(seconds=301), process
