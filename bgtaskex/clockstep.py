@@ -3,7 +3,8 @@
 APScheduler 3 waits for wall-clock times: after the clock steps back 600 s, every
 process would wait 600 s more. `ClockWatch` compares the wall clock's progress with the
 monotonic clock's, once a second, and reports a backward step; the daemon then moves
-each job's next run time back by the step, so each process keeps its place in real time.
+each job's next run time back by the step (a cron job's to its first trigger time at or
+after that), so each process keeps its place in real time (`Daemon.clock_stepped_back`).
 A forward step needs nothing: APScheduler sees the triggers late and runs each once
 (coalesced, within the misfire grace) or logs it as missed.
 """

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from .client import Client
@@ -121,18 +121,30 @@ class Daemon:
         )
 
     def clock_stepped_back(self, seconds: float) -> None:
-        """The wall clock went back `seconds`: move each job's next run time back as much,
-        so each process keeps its place in real time (APScheduler waits for wall-clock
-        times, and would otherwise wait as long as the step)."""
+        """The wall clock went back `seconds` (APScheduler waits for wall-clock times, and
+        would wait as long as the step). An `every` job's next run time moves back as
+        much: it keeps its place in real time. A `cron` job's becomes its first trigger
+        time at or after that moved time: not sooner in real time than planned (a time it
+        just ran, shown again by the clock, does not run twice, as in crontab), and no
+        later than its next wall-clock time. A job already due stays due."""
         from apscheduler.jobstores.base import JobLookupError
+
+        from .crontab import CrontabTrigger
 
         log.warning("the clock stepped back %.1fs: rescheduling the processes", seconds)
         step = timedelta(seconds=seconds)
+        now = local_now()
         for job in self.scheduler.get_jobs():
             when = getattr(job, "next_run_time", None)  # unset on a job not yet started
-            if when is not None:
-                with suppress(JobLookupError):  # removed meanwhile (a reload, a one-off job)
-                    job.modify(next_run_time=when - step)
+            if when is None:
+                continue
+            moved = when.astimezone(UTC) - step
+            if isinstance(job.trigger, CrontabTrigger) and moved > now:
+                moved = job.trigger.get_next_fire_time(None, moved.astimezone(job.trigger.zone))
+                if moved is None:  # pragma: no cover - a cron always fires again
+                    continue
+            with suppress(JobLookupError):  # removed meanwhile (a reload, a one-off job)
+                job.modify(next_run_time=moved)
 
     def tick(self, process: Process) -> None:
         """One trigger of a process: the same run as `run-once --process NAME`."""

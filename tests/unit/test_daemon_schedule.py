@@ -21,10 +21,12 @@ import apscheduler.schedulers.base
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bgtaskex import daemon as daemon_module
 from bgtaskex.clockstep import ClockWatch
 from bgtaskex.config import Settings, load_settings
 from bgtaskex.daemon import Daemon
-from bgtaskex.walltime import local_now
+from bgtaskex.processes import Process
+from bgtaskex.walltime import local_now, local_zone
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -164,3 +166,40 @@ def test_a_backward_clock_step_costs_at_most_one_tick(
     assert wait_for(lambda: ticks[-1] > stepped + 0.5, 5), "stalled after the step"
     gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert max(gaps) < 2.5, gaps  # at most one tick missed
+
+
+def test_a_backward_clock_step_never_runs_a_fixed_time_cron_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running: Callable[[Daemon], None]
+) -> None:
+    """Attack 10 of #14: a step back just before a daily cron's time moved its next run
+    back by the step; it ran then, and again when the clock showed its time. The test's
+    wall clock starts a second before a whole minute F, the cron's time; it steps back
+    1.5 s just before F, and again just after the run."""
+    real = time.time()
+    minute = (int(real) // 60 + 2) * 60  # F, a whole minute (in UTC: in any zone's)
+    back = [real + 1.0 - minute]  # the test's wall clock reads F - 1 s
+
+    def wall() -> float:
+        return time.time() - back[0]
+
+    class SteppedClock(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:  # type: ignore[override]
+            return datetime.now(tz) - timedelta(seconds=back[0])
+
+    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", SteppedClock)
+    monkeypatch.setattr(apscheduler.executors.base, "datetime", SteppedClock)
+    monkeypatch.setattr(daemon_module, "local_now", lambda: SteppedClock.now(local_zone()))
+    daemon = daemon_of(tmp_path, 'log_level = "WARNING"\n')
+    at = datetime.fromtimestamp(minute, local_zone())
+    nightly = Process("nightly", cron=f"{at.minute} {at.hour} * * *")
+    ticks: list[float] = []
+    daemon.scheduler.add_job(lambda: ticks.append(wall()), nightly.trigger(), id="nightly")
+    ClockWatch(daemon.clock_stepped_back, wall=wall).start(daemon.stop, period=0.1)
+    running(daemon)
+    assert wait_for(lambda: wall() > minute - 0.5, 3)
+    back[0] += 1.5  # `date -s` 1.5 s back, half a second before F
+    assert wait_for(lambda: bool(ticks), 5), "the cron did not run"
+    assert ticks[0] >= minute  # at its wall-clock time, not 1.5 s before
+    back[0] += 1.5  # and back again, just after it ran
+    assert not wait_for(lambda: len(ticks) > 1, 2.5), ticks  # F is not run again
