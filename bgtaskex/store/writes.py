@@ -69,6 +69,8 @@ def _insert_unique(
         holder = _key_holder(conn, unique_key, latest=attempt > 0)
         if holder is not None:
             return Enqueued(holder, False)
+        if attempt > 0:
+            _check_snapshot_sees_holder(conn, unique_key)
         savepoint = conn.begin_nested() if conn.dialect.name != "sqlite" else None
         try:
             task_id = insert_task(conn, *new, now, not_before, unique_key)
@@ -91,6 +93,21 @@ def _key_holder(conn: Connection, key: str, *, latest: bool) -> int | None:
         query = query.with_for_update(read=True)
     found = conn.execute(query).scalar()
     return None if found is None else int(found)
+
+
+def _check_snapshot_sees_holder(conn: Connection, key: str) -> None:
+    """After a unique violation the holder's row is committed, yet the re-read found none:
+    on PostgreSQL a caller's transaction at REPEATABLE READ (or SERIALIZABLE) reads its
+    snapshot, older than that commit, and would see no holder however often it tried.
+    Only retrying the whole transaction (a new snapshot) can: say so, at once."""
+    if conn.dialect.name != "postgresql":
+        return
+    level = str(conn.exec_driver_sql("SHOW transaction_isolation").scalar())
+    if level in ("repeatable read", "serializable"):
+        raise StorageError(
+            f"unique key {key!r} is held by a task committed after this transaction's "
+            f"snapshot ({level.upper()}): retry the transaction"
+        )
 
 
 def insert_task(

@@ -4,6 +4,8 @@ rolled-back order, no order without its task. On SQLite, PostgreSQL and MariaDB.
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 from sqlalchemy import Connection, insert, select
 
 from bgtaskex.client import Client, connect
-from bgtaskex.exceptions import TaskNotFound, UsageError
+from bgtaskex.exceptions import StorageError, TaskNotFound, UsageError
 from bgtaskex.models import TaskStatus
 from bgtaskex.store import writes
 from tests.support.appdb import create_app_schema, opened_engine, tickets
@@ -112,3 +114,67 @@ def test_the_wake_up_goes_out_at_commit(pg_schema_url: str) -> None:
             assert next(wake) == "q"
         finally:
             wake.close()  # type: ignore[attr-defined]
+
+
+def _waits_on_a_lock(conn: Connection, pid: int) -> bool:
+    query = "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %(pid)s"
+    return conn.exec_driver_sql(query, {"pid": pid}).scalar() == "Lock"
+
+
+@pytest.mark.parametrize("level", ["READ COMMITTED", "REPEATABLE READ"])
+def test_a_key_committed_while_waiting_on_it(
+    pg_schema_url: str, level: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL, two application transactions: the second's enqueue waits on the key
+    the first holds, until the first commits. At READ COMMITTED it gets the first's
+    task; at REPEATABLE READ its snapshot, older than that commit, can never see it:
+    a clear error at once (one insert, no loop), and a retried transaction gets it."""
+    inserts: list[int] = []
+    real_insert = writes.insert_task
+
+    def counted(*args: object, **kwargs: object) -> int:
+        inserts.append(1)
+        return real_insert(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writes, "insert_task", counted)
+    with connect(pg_schema_url) as client, opened_engine(pg_schema_url) as engine:
+        app = engine.execution_options(isolation_level=level)
+        with app.connect() as first, app.connect() as second, engine.connect() as watch:
+            first.begin()
+            second.begin()
+            pid = second.exec_driver_sql("SELECT pg_backend_pid()").scalar()  # the snapshot
+            held = client.enqueue_unique("a", [NOOP], unique_key="k", connection=first)
+            got: list[object] = []
+
+            def enqueue() -> None:
+                try:
+                    got.append(
+                        client.enqueue_unique("b", [NOOP], unique_key="k", connection=second)
+                    )
+                except StorageError as err:
+                    got.append(err)
+
+            waiter = threading.Thread(target=enqueue)
+            waiter.start()
+            deadline = time.monotonic() + 10
+            while not _waits_on_a_lock(watch, int(pid or 0)) and waiter.is_alive():
+                assert time.monotonic() < deadline, "the second enqueue never waited"
+                time.sleep(0.01)
+            first.commit()
+            waiter.join(10)
+            assert not waiter.is_alive()
+            assert second.exec_driver_sql("SELECT 1").scalar() == 1  # its transaction goes on
+            second.rollback()
+            if level == "READ COMMITTED":
+                assert got == [(held.id, False)]
+            else:
+                assert isinstance(got[0], StorageError), got
+                assert str(got[0]) == (
+                    "unique key 'k' is held by a task committed after this transaction's "
+                    "snapshot (REPEATABLE READ): retry the transaction"
+                )
+            assert len(inserts) == 2  # the holder's, and the one that found it taken
+            with second.begin():
+                retried = client.enqueue_unique("b", [NOOP], unique_key="k", connection=second)
+            assert retried == (held.id, False)
+        assert [task.name for task in client.list_tasks()] == ["a"]
