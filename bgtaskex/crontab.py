@@ -18,18 +18,20 @@ Fire times are returned as aware datetimes in the trigger's zone.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from .walltime import repeat_end, wall_instant
+from .walltime import forward_jump, repeat_end, wall_instant
 
 __all__ = ["CrontabTrigger"]
 
 _TICK = timedelta(microseconds=1)
+_SECOND = timedelta(seconds=1)
+_DAY = timedelta(days=1)  # how far a skipped time is looked for (one jump a day at most)
 _MAX_PASSES = 8  # passes over in one call: a fire time, or a repeated period's second pass
 
 
@@ -38,11 +40,18 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
     module docstring). `fields` are `processes.cron_fields`' APScheduler fields."""
 
     def __init__(self, expression: str, fields: tuple[str, str, str, str, str], zone: tzinfo):
-        minute, hour, day, month, day_of_week = fields
         parts = expression.split()
         self.expression = expression
         self.zone = zone
         self.fixed_time = not parts[0].startswith("*") and not parts[1].startswith("*")
+        self._fields = fields
+        self._either = not parts[2].startswith("*") and not parts[4].startswith("*")
+        self.inner: Any = self._cron(zone)
+
+    def _cron(self, zone: tzinfo) -> Any:
+        """APScheduler's trigger of the fields in `zone`; when both days are restricted,
+        an `OrTrigger` of one `CronTrigger` per day field (either matches)."""
+        minute, hour, day, month, day_of_week = self._fields
 
         def cron(day: str, day_of_week: str) -> Any:
             return CronTrigger(
@@ -54,10 +63,9 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
                 timezone=zone,
             )
 
-        if parts[2].startswith("*") or parts[4].startswith("*"):
-            self.inner: Any = cron(day, day_of_week)
-        else:  # both restricted: either matches
-            self.inner = OrTrigger([cron(day, "*"), cron("*", day_of_week)])
+        if not self._either:
+            return cron(day, day_of_week)
+        return OrTrigger([cron(day, "*"), cron("*", day_of_week)])
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
@@ -73,7 +81,7 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
                 return None
             moment = self._moment(fire)
             if moment is not None and moment > after:
-                return moment.astimezone(self.zone)
+                return self._skipped_before(after, moment).astimezone(self.zone)
             if moment is None:  # a second pass: jump past it, however many times it holds
                 end = repeat_end(fire.replace(tzinfo=None), self.zone) or fire
                 fire = self.inner.get_next_fire_time(None, end.astimezone(self.zone))
@@ -82,6 +90,24 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
         # Only a zone going back more than _MAX_PASSES times in a row gets here: rather the
         # trigger's own time (a repeated one may run twice) than None, which drops the job.
         return None if fire is None else fire.astimezone(self.zone)  # pragma: no cover
+
+    def _skipped_before(self, after: datetime, moment: datetime) -> datetime:
+        """`moment`, or the instant the clock jumps forward between `after` and it when a
+        wall-clock time the jump skips matches: walking from a time before the jump,
+        APScheduler reads a skipped time as one after the jump, and passes over it."""
+        jump = forward_jump(after, min(moment, after + _DAY), self.zone)
+        if jump is None or jump >= moment:
+            return moment
+        before = (jump - _SECOND).astimezone(self.zone).utcoffset()
+        later = jump.astimezone(self.zone).utcoffset()
+        if before is None or later is None:  # pragma: no cover - a zone has offsets
+            return moment
+        # The skipped times, read on the clock as if it had not jumped: [jump, jump + size).
+        unjumped = timezone(before)
+        skipped = self._cron(unjumped).get_next_fire_time(None, jump.astimezone(unjumped))
+        if skipped is not None and skipped.astimezone(UTC) < jump + (later - before):
+            return jump
+        return moment
 
     def _moment(self, fire: datetime) -> datetime | None:
         """The instant (UTC) `fire` stands for: itself, the end of the jump for a
