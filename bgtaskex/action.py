@@ -115,10 +115,13 @@ class Action:
         """Pause the task for `seconds` without counting an attempt: `return
         self.snooze(60)` from `execute` saves the params, and the task is `paused`, not
         due again before then (e.g. to wait for an external system). Returns False, the
-        result of an execute that pauses; it is honoured only when execute returns it."""
+        result of an execute that pauses; it is honoured only when execute returns it.
+        ValueError for a negative, infinite or NaN `seconds` or one over 100 years."""
+        from .config import MAX_DURATION  # not at import: an action module stays light
+
         seconds = float(seconds)
-        if not seconds >= 0:  # NaN too
-            raise ValueError(f"snooze takes seconds >= 0, not {seconds!r}")
+        if not 0 <= seconds <= MAX_DURATION:  # NaN and infinity too
+            raise ValueError(f"snooze takes seconds from 0 to 100 years, not {seconds!r}")
         self._snooze_until = time.time() + seconds
         return False
 

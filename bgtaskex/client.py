@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
@@ -11,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings, load_settings, params_size
+from .config import MAX_DURATION, Settings, load_settings, params_size
 from .database import SchemaUpgrade, open_store, upgrade_schema
 from .exceptions import ParamsTooLarge, UsageError
 from .health import Health, check_health
@@ -135,19 +136,34 @@ def check_task_fields(name: object, type: object, queue: object) -> TaskType:
         raise UsageError(f"task type must be 'interactive' or 'cron', got {type!r}") from None
 
 
+#: A not_before from then on is refused: a year short of datetime.max leaves room to show
+#: it in any zone and to add to it.
+_LAST_YEAR = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 def _not_before(value: object) -> datetime | None:
-    """An aware datetime, or now + a timedelta; UsageError for a naive datetime."""
+    """An aware datetime before year 9999, or now + a timedelta of at most 100 years
+    (MAX_DURATION); UsageError for a naive datetime or one out of range."""
     if value is None:
         return None
-    if isinstance(value, timedelta):
-        return datetime.now(UTC) + value
-    if not isinstance(value, datetime):
+    if not isinstance(value, datetime | timedelta):
         raise UsageError(f"not_before must be a datetime or a timedelta, got {value!r}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    if isinstance(value, datetime) and (value.tzinfo is None or value.utcoffset() is None):
         raise UsageError(
             f"not_before must be timezone-aware (a naive datetime is ambiguous), got {value!r}"
         )
-    return value.astimezone(UTC)
+    moment: datetime | None = None
+    with contextlib.suppress(OverflowError):
+        if isinstance(value, datetime):
+            moment = value.astimezone(UTC)
+        elif value <= timedelta(seconds=MAX_DURATION):
+            moment = datetime.now(UTC) + value
+    if moment is None or moment >= _LAST_YEAR:
+        shown = value.isoformat() if isinstance(value, datetime) else repr(value)
+        raise UsageError(
+            f"not_before out of range (a date before 9999, a delay of at most 100 years): {shown}"
+        )
+    return moment
 
 
 def expand_statuses(statuses: Iterable[str]) -> frozenset[str]:

@@ -7,6 +7,7 @@ from.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -20,25 +21,35 @@ from .exceptions import ConfigError
 from .processes import DEFAULT_PROCESS, Process, parse_processes
 from .rules import DEFAULT_RETENTION_PROCESS, PLANNER, RETENTION_PROCESS, RetentionRule, parse_rules
 from .urls import default_database_url, sqlite_path
+from .walltime import local_zone, wall_instant
 
 ENV_PREFIX = "BGTASKEX_"
 _DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+#: The longest duration that any setting, option or delay takes: 100 years (36500d).
+#: A moment that far from now is still a datetime (years 1..9999), whatever is added.
+MAX_DURATION = 36500 * 86400.0
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from a number or a string like `30`, `30s`, `5m`, `2h`, `7d`."""
+    """Seconds from a number or a string like `30`, `30s`, `5m`, `2h`, `7d`: finite,
+    >= 0 and at most `MAX_DURATION` (100 years)."""
     if isinstance(value, bool):
         raise ValueError(f"expected a duration, got {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
     else:
         match = _DURATION.match(str(value))
         if match is None:
             raise ValueError(f"expected a duration like 30s, 5m, 2h or 7d, got {value!r}")
         seconds = float(match["n"]) * _UNITS[match["unit"] or "s"]
-    if seconds < 0:
+    if not seconds >= 0:  # NaN too
         raise ValueError(f"expected a duration >= 0, got {value!r}")
+    if seconds > MAX_DURATION:  # inf too
+        raise ValueError(f"expected a duration of at most 36500d (100 years), got {value!r}")
     return seconds
 
 
@@ -338,7 +349,8 @@ def load_settings(
 
 def parse_when(value: str, *, now: datetime | None = None) -> datetime:
     """A moment from `2h` (that long ago), `2026-11-28` or `2026-11-28T14:30` (local time
-    unless an offset or Z is given). Raises ValueError naming the value."""
+    unless an offset or Z is given; a local time the clock skips or repeats is read by
+    the DST rule of `walltime`). Raises ValueError naming the value."""
     now = now or datetime.now(UTC)
     text = value.strip()
     if _DURATION.match(text):
@@ -349,6 +361,9 @@ def parse_when(value: str, *, now: datetime | None = None) -> datetime:
         raise ValueError(
             f"expected a duration ago (2h, 7d) or a date (2026-11-28[T14:30]), got {value!r}"
         ) from None
-    if moment.tzinfo is None:
-        moment = moment.astimezone()  # the machine's local time
-    return moment.astimezone(UTC)
+    try:
+        if moment.tzinfo is None:  # the machine's local wall clock
+            return wall_instant(moment, local_zone())
+        return moment.astimezone(UTC)
+    except OverflowError:  # within a day of year 1 or 9999
+        raise ValueError(f"date out of range: {value!r}") from None

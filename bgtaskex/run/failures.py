@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import NoReturn
 
 from ..action import Action
-from ..config import Settings
+from ..config import MAX_DURATION, Settings
 from ..models import ActionChange, Change, NewEvent
 from ..store.contract import RunStorage
 
@@ -60,8 +60,12 @@ def retry_delay(action: type[Action], settings: Settings, death: int) -> float:
 
 
 def not_before(delay: float) -> datetime | None:
-    """The `not_before` of a delay (None for none)."""
-    return datetime.now(UTC) + timedelta(seconds=delay) if delay > 0 else None
+    """The `not_before` of a delay in seconds (None for none or NaN), at most
+    `MAX_DURATION` (100 years) ahead: an action's own `retry_delay`, the doubling after
+    many deaths or a snooze cannot leave what a datetime holds."""
+    if not delay > 0:
+        return None
+    return datetime.now(UTC) + timedelta(seconds=min(delay, MAX_DURATION))
 
 
 @dataclass(frozen=True, slots=True)

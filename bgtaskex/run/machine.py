@@ -119,7 +119,7 @@ class Machine(Hooks):
         rank = current.rank
         if (current.last_failure or "").startswith(STORAGE):  # not the action's fault
             died = f"execute was ended by a storage outage ({current.last_failure}): no death"
-            work.events.append(NewEvent(rank, None, None, died))
+            work.events.append(NewEvent(rank, work.status, work.status, died))
             return self._execute(work, rank, instance)
         attempts = current.attempts + 1
         recorded = current.last_failure is not None
@@ -138,7 +138,9 @@ class Machine(Hooks):
         died = f"execute died in an earlier run (death {attempts}): {instance.last_failure}"
         if not type(instance).overrides_change_params_on_error():
             # Nothing can die in the default hook (retry as is): straight to execute.
-            work.events.append(NewEvent(rank, None, None, f"{died}; retrying it as is"))
+            # The task stays `running`: a row of that status (None, None is a note's).
+            event = NewEvent(rank, work.status, work.status, f"{died}; retrying it as is")
+            work.events.append(event)
             return self._retry(work, rank, instance, delay)
         self.batch.stage_status(
             work, TaskStatus.RECOVERING, f"{died}; calling change_params_on_error"
