@@ -167,16 +167,16 @@ class Daemon:
         kill_after = self.settings.kill_after
         limit = None if kill_after is None else self.busy_budget + kill_after + GRACE
         ended = self.children.run(self.client, process, limit, self.stop)
-        if ended.ran:
+        if ended.ran or ended.died is not None:
             self.runs += 1
         if ended.line:
             self.notifier.status(f"{process.name}: {ended.line}")
         if ended.died is not None:
             log.error(
-                "process %s: the run's process %s; the daemon goes on, and the next run "
-                "recovers its task",
+                "process %s: the run's process %s; %s, and the next run recovers its task",
                 process.name,
                 ended.died,
+                "the daemon is stopping" if self.stop.is_set() else "the daemon goes on",
             )
             self.notifier.status(f"{process.name}: the run's process {ended.died}")
 
@@ -268,14 +268,16 @@ class Daemon:
             log.info("daemon started (pid %s): %s", os.getpid(), names)
             self.scheduler.start()  # returns once a signal shut it down
             if not self.idle.wait(self.settings.stop_timeout):
+                code = 128 + (self.stop.signum or signal.SIGTERM)  # as a second signal
                 log.error(
-                    "the current run did not stop within stop_timeout=%ss; exiting anyway "
-                    "(the next run recovers it)",
+                    "the current run did not stop within stop_timeout=%ss; killing it and "
+                    "exiting (%s; the next run recovers it)",
                     self.settings.stop_timeout,
+                    code,
                 )
                 self.children.kill()
                 logging.shutdown()
-                os._exit(1)  # the worker thread is still in a hook: do not wait for it
+                os._exit(code)  # a thread still waits on the run: do not wait for it
             log.info("daemon stopped after %s run(s)", self.runs)
             return 0
         finally:

@@ -125,13 +125,13 @@ class Children:
         try:
             _, status = os.waitpid(pid, 0)
         except ChildProcessError:  # reaped by `kill`: the daemon is stopping at once
-            return ChildRun(None, False, "killed: the daemon is stopping")
+            return ChildRun(None, False, "was killed: the daemon is stopping")
         kind, _, line = report.decode(errors="replace").partition(" ")
         died = None
         if killed:
-            died = f"killed after {limit:.0f}s (the deadline + kill_after + {GRACE:g}s)"
+            died = f"was killed after {limit:.0f}s (the deadline + kill_after + {GRACE:g}s)"
         elif os.WIFSIGNALED(status):
-            died = f"killed by signal {os.WTERMSIG(status)}"
+            died = f"was killed by signal {os.WTERMSIG(status)}"
         elif os.WEXITSTATUS(status) != 0:
             died = f"exited with code {os.WEXITSTATUS(status)}"
         return ChildRun(line or None, kind == "ran", died)

@@ -9,6 +9,7 @@ On SQLite (the run's process is the point, not the database).
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -97,20 +98,69 @@ def test_the_daemon_survives_a_run_killed_by_kill_after(bgx: Bgx, tmp_path: Path
     daemon.stop()
 
 
-def test_the_daemon_kills_a_run_child_its_own_watchdog_cannot_end(bgx: Bgx, tmp_path: Path) -> None:
-    """A planner that never returns is no hook: the child's watchdog does not end it. The
-    daemon kills the child at the deadline + kill_after + its grace (5 s), logs it, and
-    goes on: its next trigger runs again."""
+def test_run_once_kills_a_planner_overrunning_the_deadline_by_kill_after(
+    bgx: Bgx, tmp_path: Path
+) -> None:
+    """A process's planner (`callable`) that never returns is bounded as a hook is: under
+    cron it would otherwise hold the run lock for ever, and every later run would find
+    it held. One CRITICAL line naming the process and its callable, exit 7; the next run
+    gets the lock and runs the task queued before."""
     url = f"sqlite:///{tmp_path / 'bgtaskex.db'}"
     config = write_config(
         tmp_path / "bgtaskex.toml",
         url,
-        process("stuck", every="1s", max_execution_time='"1s"', callable='"tests.planner:hang"'),
+        process("stuck", every="60s", max_execution_time='"1s"', callable='"tests.planner:hang"'),
+    )
+    options = ("--database-url", url, "--import", "tests.scripted")
+    task_id = int(bgx.ok(*options, "enqueue", "t", "tests.scripted:Noop", "-q").stdout)
+
+    began = time.monotonic()
+    killed = bgx("--config", config, "run-once", "--process", "stuck", "--kill-after", "1")
+    took = time.monotonic() - began
+    assert killed.returncode == KILLED_EXIT, describe(killed)
+    assert took < 15, took  # 1 s budget + 1 s kill_after + start-up, not for ever
+    lines = [line for line in killed.stderr.splitlines() if "overran" in line]
+    assert len(lines) == 1, describe(killed)
+    found = re.search(
+        r"CRITICAL bgtaskex.runner: run [0-9a-f]+: process stuck: its callable "
+        r"\(tests.planner:hang\) overran the deadline by (\d+\.\d)s \(kill_after=1s\): "
+        r"killing the run \(exit 7\)",
+        lines[0],
+    )
+    assert found is not None and 1.0 <= float(found[1]) < 3.0, describe(killed)
+    assert bgx.show(url, task_id)["status"] == "created"  # the planner comes first
+
+    after = bgx(*options, "run-once")  # the lock is free again
+    assert after.returncode == 0, describe(after)
+    assert summary(after)["finished"] == 1
+
+
+FROZEN = """
+import os, signal
+
+
+def freeze(client):
+    os.kill(os.getpid(), signal.SIGSTOP)  # the whole process, its watchdog too
+"""
+
+
+def test_the_daemon_kills_a_run_child_its_own_watchdog_cannot_end(bgx: Bgx, tmp_path: Path) -> None:
+    """A run's child stopped whole (here its planner sends itself SIGSTOP; a call into C
+    that holds the interpreter is alike): its own watchdog cannot end it. The daemon kills
+    the child at the deadline + kill_after + its grace (5 s), logs it, and goes on: its
+    next trigger runs again."""
+    url = f"sqlite:///{tmp_path / 'bgtaskex.db'}"
+    (tmp_path / "frozen_planner.py").write_text(FROZEN, encoding="utf-8")
+    config = write_config(
+        tmp_path / "bgtaskex.toml",
+        url,
+        process("stuck", every="1s", max_execution_time='"1s"', callable='"frozen_planner:freeze"'),
         kill_after='"1s"',
     )
-    daemon = Daemon(bgx, tmp_path, config).started()
+    path = f"{tmp_path}{os.pathsep}{bgx.env.get('PYTHONPATH', '')}"
+    daemon = Daemon(bgx, tmp_path, config, env={"PYTHONPATH": path}).started()
     began = time.monotonic()
-    killed = "the run's process killed after 7s (the deadline + kill_after + 5s)"
+    killed = "the run's process was killed after 7s (the deadline + kill_after + 5s)"
     daemon.wait_for(lambda: killed in daemon.log(), "the daemon to kill its run's child")
     took = time.monotonic() - began
     assert 6.5 <= took < 15, took
