@@ -157,6 +157,20 @@ class Hooks:
         # Why it died and when to try again go with the error event: no write of their own.
         context = instance._context
         storage = context.storage_failed if isinstance(context, RunContext) else None
+        if storage is not None and not _caused_by(err, storage):
+            storage = None  # caught by the action, which then failed of its own error
         delay = 0.0 if storage is not None else self._next_delay(work, rank, instance)
         failure = ActionChange(rank, last_failure=failure_text(err, storage))
         self.batch.stage_event(work.task.id, event, failure, not_before(delay))
+
+
+def _caused_by(err: BaseException, cause: BaseException) -> bool:
+    """Whether `cause` is `err` or in its chain (raised from it, or while handling it)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if current is cause:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -7,6 +7,7 @@ death however long the task then waits; a snoozed task counts none.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -190,6 +191,13 @@ class CheckpointsOnce(Action):
         return True
 
 
+class CatchesTheOutageThenFails(Action):
+    def execute(self, deadline: float) -> bool:
+        with contextlib.suppress(DatabaseUnavailable):
+            self.checkpoint()  # finds the database gone; the action goes on without it
+        raise ValueError("its own bug")
+
+
 def test_a_storage_outage_under_a_checkpoint_counts_no_death(
     backoff: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,3 +226,28 @@ def test_a_storage_outage_under_a_checkpoint_counts_no_death(
     action = backoff.get(task_id).actions[0]
     # (the params of the execute that died were not saved: `calls` starts again)
     assert (action.attempts, action.params["calls"], action.last_failure) == (0, 1, None)
+
+
+def test_an_execute_that_survived_an_outage_and_then_raised_its_own_error_counts_a_death(
+    backoff: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outage is only the cause when the error comes from it: an action that caught
+    its failed checkpoint and later raised an error of its own dies of that error (a
+    death, a delay), not of "storage" (retried for ever without counting)."""
+    store = backoff.store
+    real_apply = store.apply
+
+    def apply(*changes: Any) -> None:
+        checkpoint = len(changes) == 1 and changes[0].status is None and changes[0].actions
+        if checkpoint and changes[0].actions[0].params is not None:
+            raise DatabaseUnavailable("the database went away")
+        real_apply(*changes)
+
+    monkeypatch.setattr(store, "apply", apply)
+    task_id = backoff.enqueue("t", [(f"{HERE}:CatchesTheOutageThenFails", {})])
+    assert backoff.run_once().errors == 1
+    task = backoff.get(task_id)
+    assert task.actions[0].last_failure == "ValueError: its own bug"
+    assert task.not_before is not None  # the retry delay of a death
+    wait_taken(backoff, task_id)
+    assert backoff.get(task_id).actions[0].attempts == 1
