@@ -11,11 +11,13 @@ lease of the task held).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import NoReturn
 
 from ..config import Settings
 from ..exceptions import ConfigError
@@ -25,6 +27,7 @@ from ..plan import RunPlan
 from ..registry import Registry
 from ..store.contract import RunStorage
 from .claims import Claims
+from .failures import KILLED_EXIT
 from .locks import lock_for
 from .observer import RunObserver
 from .worker import Worker, new_run_id
@@ -73,11 +76,9 @@ def run(
             store, registry, plan, settings, deadline, run_id, lock_alive, observer, stop
         )
         with store.bound(), running(run_id):
+            overran = 0.0
             if planner is not None:
-                try:
-                    planner()
-                except Exception:  # a planner's bug must not stop the tasks already queued
-                    log.exception("run %s: the process's callable raised", run_id)
+                overran = _plan(planner, plan, settings, run_id, deadline)
             summary = workers[0].work() if len(workers) == 1 else _work_in_threads(store, workers)
             keep, purged = settings.keep_ended, 0
             if keep and time.time() < deadline:
@@ -89,7 +90,54 @@ def run(
             started_at=started_at,
             purged=purged,
             elapsed=time.monotonic() - began,
+            max_overrun=max(summary.max_overrun, overran),
         )
+
+
+def _plan(
+    planner: Callable[[], object], plan: RunPlan, settings: Settings, run_id: str, deadline: float
+) -> float:
+    """Call the process's planner under the hard limit of a hook: a planner that hangs
+    must not hold the run lock for ever (under cron no later run could start). Once it
+    runs `kill_after` past the deadline, one CRITICAL line and exit 7 (`KILLED_EXIT`); no
+    task is held yet, so nothing is left to recover. Returns how long it ran past the
+    deadline (0 when it did not)."""
+    kill_after = settings.kill_after
+    returned = threading.Event()
+    named = f"run {run_id}: process {plan.process}: its callable ({plan.planner})"
+
+    def watch(kill_after: float) -> None:
+        if not returned.wait(max(0.0, deadline + kill_after - time.time())):
+            _kill(named, deadline, kill_after)
+
+    if kill_after is not None:
+        watchdog = threading.Thread(
+            target=watch, args=(kill_after,), name="bgtaskex-planner-watchdog", daemon=True
+        )
+        watchdog.start()
+    try:
+        planner()
+    except Exception:  # a planner's bug must not stop the tasks already queued
+        log.exception("run %s: the process's callable raised", run_id)
+    finally:
+        returned.set()
+    overrun = time.time() - deadline
+    if overrun <= 0.5:  # the end of a slice, not an overrun
+        return 0.0
+    log.warning("%s overran the deadline by %.1fs", named, overrun)
+    return overrun
+
+
+def _kill(named: str, deadline: float, kill_after: float) -> NoReturn:
+    log.critical(
+        "%s overran the deadline by %.1fs (kill_after=%gs): killing the run (exit %s)",
+        named,
+        time.time() - deadline,
+        kill_after,
+        KILLED_EXIT,
+    )
+    logging.shutdown()
+    os._exit(KILLED_EXIT)
 
 
 def _workers(

@@ -9,6 +9,7 @@ On SQLite (the run's process is the point, not the database).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -134,6 +135,34 @@ def test_run_once_kills_a_planner_overrunning_the_deadline_by_kill_after(
     assert after.returncode == 0, describe(after)
     assert summary(after)["finished"] == 1
 
+
+def test_a_planner_returning_past_the_deadline_is_reported(bgx: Bgx, tmp_path: Path) -> None:
+    """Within kill_after a late planner is let finish, and its overrun is reported as a
+    hook's is: a WARNING line and the run's max_overrun."""
+    url = f"sqlite:///{tmp_path / 'bgtaskex.db'}"
+    (tmp_path / "slow_planner.py").write_text(SLOW, encoding="utf-8")
+    config = write_config(
+        tmp_path / "bgtaskex.toml",
+        url,
+        process("slow", every="60s", max_execution_time='"1s"', callable='"slow_planner:plan"'),
+    )
+    path = f"{tmp_path}{os.pathsep}{bgx.env.get('PYTHONPATH', '')}"
+    done = bgx(
+        "--config", config, "run-once", "--process", "slow", "--json", env={"PYTHONPATH": path}
+    )
+    assert done.returncode == 0, describe(done)
+    assert 1.0 <= json.loads(done.stdout)["max_overrun"] < 5.0, describe(done)
+    late = "process slow: its callable (slow_planner:plan) overran the deadline by"
+    assert late in done.stderr and "WARNING" in done.stderr, describe(done)
+
+
+SLOW = """
+import time
+
+
+def plan(client):
+    time.sleep(2.5)
+"""
 
 FROZEN = """
 import os, signal
