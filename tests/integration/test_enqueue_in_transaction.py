@@ -4,18 +4,22 @@ rolled-back order, no order without its task. On SQLite, PostgreSQL and MariaDB.
 
 from __future__ import annotations
 
+import contextlib
+import secrets
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Engine, create_engine, event, insert, make_url, select
 
 from bgtaskex.client import Client, connect
 from bgtaskex.exceptions import StorageError, TaskNotFound, UsageError
 from bgtaskex.models import TaskStatus
 from bgtaskex.store import writes
+from tests.conftest import MARIADB_URL, _fresh_database_url
 from tests.support.appdb import create_app_schema, opened_engine, tickets
 
 NOOP = "tests.scripted:Noop"
@@ -96,6 +100,148 @@ def test_a_connection_to_another_database_is_refused(tmp_path: Path) -> None:
         with pytest.raises(UsageError, match="Connection"):
             client.enqueue("x", [NOOP], connection="conn")  # type: ignore[arg-type]
         assert client.list_tasks() == []
+
+
+#: connect_args that put each backend's driver in autocommit mode by itself
+DRIVER_AUTOCOMMIT: dict[str, dict[str, object]] = {
+    "sqlite": {"isolation_level": None},
+    "postgresql": {"autocommit": True},
+    "mysql": {"autocommit": True},
+}
+
+
+def _driver_autocommit_engine(url: str) -> Engine:
+    backend = make_url(url).get_backend_name()
+    return create_engine(url, connect_args=DRIVER_AUTOCOMMIT[backend.replace("mariadb", "mysql")])
+
+
+def test_an_autocommit_connection_is_refused(client: Client, db_url: str) -> None:
+    """Attack #14 finding 17: in autocommit mode each row commits alone, so a run could
+    end the task before its actions exist, and a rollback undoes nothing: refused, with
+    nothing written. SQLAlchemy's AUTOCOMMIT (engine, connection) and the driver's own."""
+    per_connection = create_engine(db_url)
+    engines = [create_engine(db_url, isolation_level="AUTOCOMMIT"), per_connection]
+    engines.append(_driver_autocommit_engine(db_url))
+    try:
+        for engine in engines:
+            with engine.connect() as conn:
+                if engine is per_connection:
+                    conn.execution_options(isolation_level="AUTOCOMMIT")
+                with pytest.raises(UsageError, match="connection is in autocommit mode"):
+                    client.enqueue("x", [NOOP], connection=conn)
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert client.list_tasks() == []
+
+
+def test_an_autocommit_driver_in_a_transaction_begun_by_hand(client: Client, db_url: str) -> None:
+    """A driver in autocommit mode inside a transaction its owner began (SQLAlchemy's
+    recipe for SQLite: BEGIN in the `begin` event) is a transaction: accepted, and the
+    task exists only if it commits."""
+    engine = _driver_autocommit_engine(db_url)
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+    try:
+        with pytest.raises(Refused), engine.begin() as conn:
+            client.enqueue("rolled back", [NOOP], connection=conn)
+            raise Refused
+        with engine.connect() as conn:  # not in a transaction: the enqueue begins one
+            task_id = client.enqueue("kept", [NOOP], connection=conn)
+            with pytest.raises(TaskNotFound):
+                client.get(task_id)
+            conn.commit()
+    finally:
+        engine.dispose()
+    assert [task.name for task in client.list_tasks()] == ["kept"]
+
+
+def test_a_connection_not_in_a_transaction(client: Client, db_url: str) -> None:
+    """SQLAlchemy 2 autobegins: the enqueue begins the connection's transaction and leaves
+    it open; its owner commits or rolls back it (bgtaskex never commits it)."""
+    create_app_schema(db_url)
+    with opened_engine(db_url) as engine, engine.connect() as conn:
+        assert not conn.in_transaction()
+        gone = client.enqueue("gone", [NOOP], connection=conn)
+        assert conn.in_transaction()
+        order(conn, "gone")
+        conn.rollback()
+        with pytest.raises(TaskNotFound):
+            client.get(gone)
+        kept = client.enqueue("kept", [NOOP], connection=conn)
+        order(conn, "kept")
+        with pytest.raises(TaskNotFound):
+            client.get(kept)
+        conn.commit()
+    assert orders(db_url) == ["kept"]
+    assert [task.name for task in client.list_tasks()] == ["kept"]
+
+
+@contextlib.contextmanager
+def _pg_schemas(base: str, count: int) -> Iterator[list[str]]:
+    names = [f"bgtaskex_t_{secrets.token_hex(6)}" for _ in range(count)]
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            for name in names:
+                conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
+        yield names
+    finally:
+        with admin.connect() as conn:
+            for name in names:
+                conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        admin.dispose()
+
+
+def test_a_search_path_to_another_schema_is_refused(pg_schema_url: str) -> None:
+    """Attack #14 finding 12: PostgreSQL, the same database, but the connection's
+    search_path leads to another install, to no bgtaskex tables, or to bgtaskex's tables
+    from another current schema (the wake-up channel's name): refused, nothing written."""
+    url = make_url(pg_schema_url)
+    mine = str(url.query["options"]).split("=", 1)[1]
+    base = url.difference_update_query(["options"])
+
+    def on(path: str) -> str:
+        with_path = base.update_query_dict({"options": f"-csearch_path={path}"})
+        return with_path.render_as_string(hide_password=False)
+
+    with (
+        _pg_schemas(base.render_as_string(hide_password=False), 2) as (other, empty),
+        connect(pg_schema_url) as client,
+        connect(on(other)) as theirs,
+    ):
+        refused = {
+            other: f"tables are in '{other}', not bgtaskex's in '{mine}'",
+            empty: f"tables are nowhere \\(no bgtaskex tables from schema '{empty}'\\)",
+            f"{empty},{mine}": f"in '{mine}' \\(current schema '{empty}'\\), not",
+        }
+        for path, message in refused.items():
+            with (
+                opened_engine(on(path)) as engine,
+                engine.begin() as conn,
+                pytest.raises(UsageError, match=message),
+            ):
+                client.enqueue("x", [NOOP], connection=conn)
+        assert client.list_tasks() == [] and theirs.list_tasks() == []
+        with opened_engine(on(f"{mine},{other}")) as engine, engine.begin() as conn:
+            task_id = client.enqueue("mine", [NOOP], connection=conn)
+        assert client.get(task_id).name == "mine" and theirs.list_tasks() == []
+
+
+def test_a_mariadb_session_on_another_database_is_refused(mariadb_database_url: str) -> None:
+    """MariaDB: the URL names bgtaskex's database, but the session switched (USE) to
+    another install's: refused, nothing written."""
+    other_url = contextlib.contextmanager(_fresh_database_url)(MARIADB_URL, "")
+    with (
+        other_url as other,
+        connect(mariadb_database_url) as client,
+        connect(other) as theirs,
+        opened_engine(mariadb_database_url) as engine,
+        engine.begin() as conn,
+    ):
+        conn.exec_driver_sql(f"USE {make_url(other).database}")
+        with pytest.raises(UsageError, match="tables are in 'app_"):
+            client.enqueue("x", [NOOP], connection=conn)
+        assert client.list_tasks() == [] and theirs.list_tasks() == []
 
 
 def test_the_wake_up_goes_out_at_commit(pg_schema_url: str) -> None:
