@@ -3,7 +3,8 @@ hook overrunning the deadline (docs/semantics.md#retry-backoff, #the-hard-limit)
 
 - `failure_text`: the `last_failure` of an exception ("<Type>: <message>").
 - `retry_delay`: the backoff before the next execute after a death: the class's (or the
-  settings') `retry_delay`, doubled at each death, capped by `max_retry_delay`, +-10%.
+  settings') `retry_delay`, doubled at each death, capped by `max_retry_delay`, +-10%
+  (at the cap: -10%, the cap is a maximum).
 - `Overrun`: what the watchdog thread (`claims.Heartbeat`) calls once a hook has run
   `kill_after` past the deadline: one log line, the overrun recorded if the database
   answers within `RECORD_WITHIN` seconds, then `os._exit(KILLED_EXIT)`, like PHP's
@@ -55,8 +56,12 @@ def retry_delay(action: type[Action], settings: Settings, death: int) -> float:
     if base <= 0:
         return 0.0
     cap = action.max_retry_delay if action.max_retry_delay is not None else settings.max_retry_delay
-    delay = base * 2.0 ** min(max(death - 1, 0), 62)
-    return min(cap, delay * random.uniform(0.9, 1.1))
+    delay = min(cap, base * 2.0 ** min(max(death - 1, 0), 62))
+    if delay <= 0:
+        return 0.0
+    # +-10% jitter after the cap, never above it (between 90% and 100% of the cap there):
+    # tasks that died together must not retry together for ever once they reach it.
+    return delay * random.uniform(0.9, min(1.1, cap / delay))
 
 
 def not_before(delay: float) -> datetime | None:
