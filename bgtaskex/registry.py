@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib
 import re
+import reprlib
 from collections.abc import Callable, Iterable
 
 from .action import Action
+from .config import MAX_DURATION
 from .exceptions import InvalidRef, ModuleUnavailable
 
 _REF = re.compile(
@@ -107,8 +109,34 @@ class Registry:
             raise InvalidRef(f"action ref {ref!r} is not a subclass of bgtaskex.Action")
         if obj is Action:
             raise InvalidRef(f"action ref {ref!r} names the abstract base bgtaskex.Action")
+        check_class_attributes(ref, obj)
         self._cache[ref] = obj
         return obj
+
+
+def check_class_attributes(ref: str, cls: type[Action]) -> None:
+    """InvalidRef when the class sets `retry_delay` / `max_retry_delay` to anything but
+    None or seconds (finite, >= 0, at most 100 years), or `max_attempts` to anything but
+    None or a whole number >= 1: the run reads them after each death, and a bad value
+    (`retry_delay = "30s"`) would otherwise fail there at every run, the task never ending."""
+    for name in ("retry_delay", "max_retry_delay"):
+        value = getattr(cls, name, None)
+        if value is None:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and 0 <= value <= MAX_DURATION):  # NaN, inf, too large an int too
+            raise InvalidRef(
+                f"action ref {ref!r}: {cls.__qualname__}.{name} = {reprlib.repr(value)}: "
+                "expected a number of seconds >= 0 and at most 100 years (3153600000), or None"
+            )
+    attempts = getattr(cls, "max_attempts", None)
+    if attempts is not None and (
+        isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
+    ):
+        raise InvalidRef(
+            f"action ref {ref!r}: {cls.__qualname__}.max_attempts = {reprlib.repr(attempts)}: "
+            "expected a whole number >= 1, or None"
+        )
 
 
 def load_callable(ref: str, what: str = "callable") -> Callable[..., object]:

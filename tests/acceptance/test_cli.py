@@ -644,3 +644,30 @@ def test_run_once_process_whose_window_closes_during_start_up(bgx: Bgx, tmp_path
     assert not planner_log.exists(), planner_log.read_text(encoding="utf-8")
     shown = bgx.json("--config", config, "show", str(task["id"]), "--json")
     assert shown["status"] == "created", shown
+
+
+SLIPPED = """
+from bgtaskex import Action
+
+
+class BadDelay(Action):
+    retry_delay = "30s"  # the config's syntax: the class attribute is seconds
+
+    def execute(self, deadline):
+        return True
+"""
+
+
+def test_enqueue_refuses_a_class_with_a_bad_retry_delay(
+    bgx: Bgx, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Attack #14 finding 13: such a class failed at every run, the task stuck for ever;
+    the ref is refused at enqueue as invalid (exit 2), one line naming the attribute."""
+    (tmp_path / "slipped.py").write_text(SLIPPED, encoding="utf-8")
+    env = {"PYTHONPATH": f"{tmp_path}:{bgx.env['PYTHONPATH']}"}
+    url = ("--database-url", sqlite_url, "--import", "slipped")
+    result = bgx(*url, "enqueue", "t", "slipped:BadDelay", env=env)
+    assert result.returncode == 2, describe(result)
+    line = _one_error_line(result)
+    assert "slipped:BadDelay" in line and "BadDelay.retry_delay = '30s'" in line, line
+    assert bgx.json(*url, "list", "--json", env=env) == []

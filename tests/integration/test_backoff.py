@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,8 @@ import pytest
 from bgtaskex import Action
 from bgtaskex.builtin.retention import PurgeRows
 from bgtaskex.client import Client
-from bgtaskex.exceptions import DatabaseUnavailable
+from bgtaskex.exceptions import DatabaseUnavailable, InvalidRef
+from bgtaskex.registry import Registry
 from tests.scripted import calls
 
 SCRIPTED = "tests.scripted:Scripted"
@@ -153,6 +155,37 @@ def test_an_action_class_overrides_the_delay_and_purge_rows_retries_at_once(
     backoff.run_once()
     assert backoff.get(task_id).not_before is None
     assert backoff.run_once().finished == 1
+
+
+class SlippedDelay(Action):
+    """Its retry_delay becomes "30s" (the config's syntax, a slip) after it was enqueued."""
+
+    def execute(self, deadline: float) -> bool:
+        raise RuntimeError("dies")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("retry_delay", "30s"), ("retry_delay", -5), ("max_retry_delay", float("nan")),
+     ("max_attempts", "3")],
+)  # fmt: skip
+def test_an_action_class_with_a_bad_backoff_attribute_is_an_invalid_ref(
+    backoff: Client, monkeypatch: pytest.MonkeyPatch, name: str, value: object
+) -> None:
+    """Attack #14 finding 13: such a class failed in the backoff at every run, before
+    writing anything, the task stuck for ever. Now enqueue refuses it, and a run that finds
+    it in a task enqueued before (a new deploy) fails its action as any invalid ref."""
+    ref = f"{HERE}:SlippedDelay"
+    task_id = backoff.enqueue("t", [(ref, {})])
+    monkeypatch.setattr(SlippedDelay, name, value)
+    backoff.registry = Registry(trust_refs=True)  # the class as a new deploy imports it
+    summary = backoff.run_once()
+    task = backoff.get(task_id)
+    assert (summary.failed, task.status, task.actions[0].status) == (1, "failed", "failed")
+    why = f"SlippedDelay.{name} = {value!r}: expected"
+    assert any(why in (event.message or "") for event in backoff.events(task_id))
+    with pytest.raises(InvalidRef, match=re.escape(why)):
+        backoff.enqueue("t", [(ref, {})])
 
 
 class Snoozes(Action):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from bgtaskex import Action
@@ -50,3 +52,60 @@ def test_bad_refs_are_refused(ref: str, needle: str) -> None:
 
 def test_trusting_registry_imports_any_module() -> None:
     assert Registry(trust_refs=True).resolve("tests.scripted:Noop").__name__ == "Noop"
+
+
+class Backoff(Action):
+    """Its backoff attributes are set by each test (attack #14 finding 13)."""
+
+    def execute(self, deadline: float) -> bool:
+        return True
+
+
+def resolve_with(monkeypatch: pytest.MonkeyPatch, name: str, value: object) -> type[Action]:
+    monkeypatch.setattr(Backoff, name, value)
+    return Registry(trust_refs=True).resolve(f"{__name__}:Backoff")
+
+
+@pytest.mark.parametrize("name", ["retry_delay", "max_retry_delay"])
+@pytest.mark.parametrize("value", [None, 0, 0.0, 30, 2.5, 36500 * 86400])
+def test_backoff_delays_in_seconds_are_accepted(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: object
+) -> None:
+    assert resolve_with(monkeypatch, name, value) is Backoff
+
+
+@pytest.mark.parametrize("name", ["retry_delay", "max_retry_delay"])
+@pytest.mark.parametrize(
+    "value",
+    ["30s", "30", -5, -0.1, float("nan"), float("inf"), 36500 * 86400 + 1, 10**400, True,
+     Decimal("30"), [30]],
+)  # fmt: skip
+def test_a_class_with_a_bad_backoff_delay_is_an_invalid_ref(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: object
+) -> None:
+    """The runner reads them after each death: a bad one failed there at every run, the
+    task stuck for ever. The ref is refused, naming the class and the attribute."""
+    with pytest.raises(InvalidRef) as caught:
+        resolve_with(monkeypatch, name, value)
+    message = str(caught.value)
+    assert message.startswith(f"action ref '{__name__}:Backoff': Backoff.{name} = ")
+    assert "expected a number of seconds >= 0" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("value", [None, 1, 1000])
+def test_max_attempts_accepted(monkeypatch: pytest.MonkeyPatch, value: object) -> None:
+    assert resolve_with(monkeypatch, "max_attempts", value) is Backoff
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.0, "3", True, float("nan")])
+def test_a_class_with_a_bad_max_attempts_is_an_invalid_ref(
+    monkeypatch: pytest.MonkeyPatch, value: object
+) -> None:
+    with pytest.raises(InvalidRef, match=r"Backoff\.max_attempts = .*: expected a whole number"):
+        resolve_with(monkeypatch, "max_attempts", value)
+
+
+def test_the_builtin_actions_are_valid() -> None:
+    registry = Registry(entry_points=False)
+    for ref in ("bgtaskex.builtin.retention:PurgeRows", "bgtaskex.examples:CountPrimes"):
+        registry.resolve(ref)
