@@ -39,7 +39,7 @@ def plan(client: Client) -> None:
 
 
 def hang(client: Client) -> None:
-    """Never returns (no hook: only the daemon's own limit on its run's child ends it)."""
+    """Never returns: the run's watchdog ends it at the deadline + kill_after (exit 7)."""
     import time
 
     while True:
