@@ -8,12 +8,12 @@ module only when an operator declared it (`--import`, the config's `imports`, or
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import reprlib
 from collections.abc import Callable, Iterable
 
 from .action import Action
-from .config import MAX_DURATION
 from .exceptions import InvalidRef, ModuleUnavailable
 
 _REF = re.compile(
@@ -116,18 +116,15 @@ class Registry:
 
 def check_class_attributes(ref: str, cls: type[Action]) -> None:
     """InvalidRef when the class sets `retry_delay` / `max_retry_delay` to anything but
-    None or seconds (finite, >= 0, at most 100 years), or `max_attempts` to anything but
+    None or seconds (a finite number >= 0), or `max_attempts` to anything but
     None or a whole number >= 1: the run reads them after each death, and a bad value
     (`retry_delay = "30s"`) would otherwise fail there at every run, the task never ending."""
     for name in ("retry_delay", "max_retry_delay"):
         value = getattr(cls, name, None)
-        if value is None:
-            continue
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not (number and 0 <= value <= MAX_DURATION):  # NaN, inf, too large an int too
+        if value is not None and not _seconds(value):
             raise InvalidRef(
                 f"action ref {ref!r}: {cls.__qualname__}.{name} = {reprlib.repr(value)}: "
-                "expected a number of seconds >= 0 and at most 100 years (3153600000), or None"
+                "expected a number of seconds >= 0 (finite), or None"
             )
     attempts = getattr(cls, "max_attempts", None)
     if attempts is not None and (
@@ -137,6 +134,16 @@ def check_class_attributes(ref: str, cls: type[Action]) -> None:
             f"action ref {ref!r}: {cls.__qualname__}.max_attempts = {reprlib.repr(attempts)}: "
             "expected a whole number >= 1, or None"
         )
+
+
+def _seconds(value: object) -> bool:
+    """A finite number >= 0 (a delay past 100 years is capped where it becomes a date)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value) and value >= 0
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def load_callable(ref: str, what: str = "callable") -> Callable[..., object]:

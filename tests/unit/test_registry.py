@@ -67,7 +67,7 @@ def resolve_with(monkeypatch: pytest.MonkeyPatch, name: str, value: object) -> t
 
 
 @pytest.mark.parametrize("name", ["retry_delay", "max_retry_delay"])
-@pytest.mark.parametrize("value", [None, 0, 0.0, 30, 2.5, 36500 * 86400])
+@pytest.mark.parametrize("value", [None, 0, 0.0, 30, 2.5, 1e12])  # 1e12: capped at 100 years
 def test_backoff_delays_in_seconds_are_accepted(
     monkeypatch: pytest.MonkeyPatch, name: str, value: object
 ) -> None:
@@ -77,7 +77,7 @@ def test_backoff_delays_in_seconds_are_accepted(
 @pytest.mark.parametrize("name", ["retry_delay", "max_retry_delay"])
 @pytest.mark.parametrize(
     "value",
-    ["30s", "30", -5, -0.1, float("nan"), float("inf"), 36500 * 86400 + 1, 10**400, True,
+    ["30s", "30", -5, -0.1, float("nan"), float("inf"), 10**400, True,
      Decimal("30"), [30]],
 )  # fmt: skip
 def test_a_class_with_a_bad_backoff_delay_is_an_invalid_ref(
@@ -89,7 +89,7 @@ def test_a_class_with_a_bad_backoff_delay_is_an_invalid_ref(
         resolve_with(monkeypatch, name, value)
     message = str(caught.value)
     assert message.startswith(f"action ref '{__name__}:Backoff': Backoff.{name} = ")
-    assert "expected a number of seconds >= 0" in message and "\n" not in message
+    assert "expected a number of seconds >= 0 (finite), or None" in message and "\n" not in message
 
 
 @pytest.mark.parametrize("value", [None, 1, 1000])
