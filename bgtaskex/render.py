@@ -66,6 +66,12 @@ def due_later(task: Task) -> datetime | None:
     return at
 
 
+def due_text(at: datetime) -> str:
+    """A due time as `show` prints it (UTC, as every time the CLI prints): `2026-12-24
+    06:00:00 UTC (in 17d20h)`."""
+    return f"{_short(at)} UTC ({_in(at)})"
+
+
 def render_tasks(tasks: list[Task]) -> Any:
     from rich.markup import escape
     from rich.table import Table
@@ -156,7 +162,7 @@ def render_task(
         claim = f"\nclaimed by {escape(task.claimed_by)} (token {task.claim_token}{lease})"
     later = due_later(task)
     if later is not None:
-        claim += f"\ndue {_short(later)} UTC ({_in(later)})"
+        claim += f"\ndue {due_text(later)}"
     if task.unique_key is not None:
         claim += f"\nunique key {escape(task.unique_key)}"
     parts: list[Any] = [
@@ -178,7 +184,8 @@ def render_task(
             )
         )
         if action.last_failure:  # why its last execute died (the retry waits: `due`)
-            parts.append(Padding(Text(f"last failure: {action.last_failure}"), (0, 0, 0, 5)))
+            why = Text(f"last failure: {action.last_failure}")
+            parts.append(Padding(why, (0, 0, 0, 5), expand=False))
         bar = progress_line(action)
         if bar:
             parts.append(Padding(Text(bar), (0, 0, 0, 5), expand=False))

@@ -116,6 +116,7 @@ def enqueue(
     --unique-key, while a task with that key has not ended, print "already queued: task
     N" and exit 0.
     """
+    file_due: datetime | None = None
     if file_ is not None:
         if name or refs:
             raise UsageError("give either --file or NAME REF..., not both")
@@ -125,12 +126,12 @@ def enqueue(
         queue = queue or data.get("queue", "default")
         unique_key = unique_key or data.get("unique_key")
         if at is None and delay is None and data.get("not_before") is not None:
-            at = str(data["not_before"])
+            file_due = _due(data["not_before"], 'task file: "not_before"')
     else:
         if not name or not refs:
             raise UsageError("enqueue needs NAME and at least one REF, or --file FILE")
         actions = [_ref_arg(r) for r in refs]
-    not_before = _not_before(at, delay)
+    not_before = file_due or _not_before(at, delay)
     client = state.client()
     task_id, created = client.enqueue_unique(
         name,
@@ -149,10 +150,11 @@ def enqueue(
     elif not created:
         click.echo(f"already queued: task {task_id}")
     else:
+        from ..render import due_later, due_text
+
         task = client.get(task_id)
-        due = ""
-        if task.not_before is not None and task.not_before > datetime.now(UTC):
-            due = f", due {task.not_before.astimezone():%Y-%m-%d %H:%M:%S %Z}"
+        later = due_later(task)
+        due = f", due {due_text(later)}" if later is not None else ""
         click.echo(
             f"queued task {task.id}: {task.name} ({len(task.actions)} action(s), "
             f"type {task.type}, queue {task.queue}{due})"
@@ -167,14 +169,27 @@ def _not_before(at: str | None, delay: float | None) -> timedelta | datetime | N
         return timedelta(seconds=delay)
     if at is None:
         return None
+    return _due(at, "--at")
+
+
+_A_DATE = "a date like 2026-11-28T14:30 (local time unless an offset or Z is given)"
+
+
+def _due(value: object, where: str) -> datetime:
+    """The due time of --at WHEN or of a task file's "not_before": a date, not a
+    duration (`parse_when` would read `2h` as two hours ago)."""
     from ..config import parse_when
 
-    if _is_duration(at):
-        raise UsageError(f"--at takes a date like 2026-11-28T14:30; for a delay use --in {at}")
+    if not isinstance(value, str):  # a number in a task file: not a date (nor a delay)
+        raise UsageError(f"{where} takes {_A_DATE} as a string, got {value!r}")
+    if _is_duration(value):
+        hint = f"; for a delay use --in {value.strip()}" if where == "--at" else ""
+        raise UsageError(f"{where} takes {_A_DATE}, got {value!r}{hint}")
     try:
-        return parse_when(at)
+        return parse_when(value)
     except ValueError as err:
-        raise UsageError(f"--at: {err}") from None
+        why = str(err) if "out of range" in str(err) else f"expected {_A_DATE}, got {value!r}"
+        raise UsageError(f"{where}: {why}") from None
 
 
 def _is_duration(text: str) -> bool:

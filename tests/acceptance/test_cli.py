@@ -671,3 +671,50 @@ def test_enqueue_refuses_a_class_with_a_bad_retry_delay(
     line = _one_error_line(result)
     assert "slipped:BadDelay" in line and "BadDelay.retry_delay = '30s'" in line, line
     assert bgx.json(*url, "list", "--json", env=env) == []
+
+
+@pytest.mark.parametrize(
+    ("not_before", "expected"),
+    [
+        (12345, 'task file: "not_before" takes a date like 2026-11-28T14:30'),
+        ("2h", 'task file: "not_before" takes a date like 2026-11-28T14:30'),
+        ("someday", 'task file: "not_before": expected a date like 2026-11-28T14:30'),
+    ],
+)
+def test_a_task_file_with_a_bad_not_before_is_told_so(
+    bgx: Bgx, sqlite_url: str, not_before: object, expected: str
+) -> None:
+    """Attack #14 finding 15: it was "--at: expected a duration ago (2h, 7d) or a date"
+    (no --at was given; a due time is no duration ago) or "for a delay use --in 12345"."""
+    spec = {"name": "t", "actions": [{"ref": "tests.scripted:Noop"}], "not_before": not_before}
+    url = ("--database-url", sqlite_url, *IMPORT)
+    result = bgx(*url, "enqueue", "--file", "-", input=json.dumps(spec))
+    assert result.returncode == 2, describe(result)
+    line = _one_error_line(result)
+    assert expected in line and "--at" not in line and "ago" not in line, line
+    assert repr(not_before) in line, line
+
+
+def test_enqueue_prints_the_due_time_in_utc_as_show_does(bgx: Bgx, sqlite_url: str) -> None:
+    """Attack #14 finding 15: enqueue printed it in local time ("due 2999-12-24 07:00:00
+    CET"), show and list in UTC."""
+    url = ("--database-url", sqlite_url, *IMPORT)
+    env = {"TZ": "Europe/Paris"}
+    added = bgx.ok(
+        *url, "enqueue", "t", "tests.scripted:Noop", "--at", "2999-12-24T06:00Z", env=env
+    )
+    assert ", due 2999-12-24 06:00:00 UTC (in " in added.stdout, describe(added)
+    shown = bgx.ok(*url, "show", "1", env=env)
+    assert "\ndue 2999-12-24 06:00:00 UTC (in " in shown.stdout, describe(shown)
+
+
+def test_show_prints_the_last_failure_without_trailing_blanks(
+    bgx: Bgx, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Attack #14 finding 15: the "last failure:" line was padded to the console width."""
+    url = ("--database-url", sqlite_url, *IMPORT)
+    bgx.ok(*url, "enqueue", "t", scripted(tmp_path / "calls.jsonl", {"execute": ["raise"]}))
+    assert bgx(*url, "run-once").returncode == 0  # logs the error with its traceback
+    shown = bgx.ok(*url, "show", "1").stdout
+    lines = [line for line in shown.splitlines() if "last failure:" in line]
+    assert lines == ["     last failure: RuntimeError: A.execute scripted failure #1"], shown
