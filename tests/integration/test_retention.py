@@ -304,7 +304,9 @@ def test_walk_resumes_over_many_short_runs(
     stalled = [r for r, (a, b) in zip(runs, steps, strict=True) if b == a]
     assert all(r.elapsed >= budget for r in stalled), stalled
     assert len(runs) - len(stalled) >= 2, deleted
-    slow = [r.elapsed for r in runs if r.elapsed >= budget + 1.0]
+    # A run ends at the first chunk boundary past its budget; a loaded machine (2 cores,
+    # the whole suite) was seen to stretch one chunk and the reflection to 1.9 s past it.
+    slow = [r.elapsed for r in runs if r.elapsed >= budget + 3.0]
     assert not slow, slow
     action = action_of(client, task_id)
     assert_cutoff_in(gap, action.params)
