@@ -121,25 +121,24 @@ def cron_fields(expression: str) -> tuple[str, str, str, str, str]:
             values = [_cron_value(b, what, low, high, expression) for b in bounds]
             if len(values) == 2 and values[0] > values[1]:
                 raise ValueError(f"bad {what} range {item!r} in {expression!r}")
-            if match["step"] and what != "day of week":
+            step = match["step"]
+            if step is not None and int(step) < 1:
+                raise ValueError(f"bad {what} step in {item!r} of {expression!r}: expected >= 1")
+            if step is not None and what != "day of week":
                 first = values[0] if values else low
                 last = values[1] if len(values) == 2 else high
-                if not 1 <= int(match["step"]) <= last - first:
-                    raise ValueError(
-                        f"bad {what} step in {item!r} of {expression!r}: "
-                        f"expected 1 to {last - first}"
-                    )
+                if int(step) > last - first:
+                    # One value, as crontab reads it ("*/31" day: the 1st; "31/1": the
+                    # 31st), written without the step, which APScheduler would refuse.
+                    item, values, step = str(first), [first], None
             if what == "day of week":  # spelled out as names: the numbers differ
                 first, last = (values + values)[:2] if values else (0, 6)
-                step = int(match["step"] or 1)
-                if step < 1:
-                    raise ValueError(f"bad {what} step in {item!r} of {expression!r}")
-                if match["step"] and len(values) == 1:
+                if step is not None and len(values) == 1:
                     last = 6  # "1/2": from Monday, every other day
-                items.extend(_WEEKDAYS[v] for v in range(first, last + 1, step))
+                items.extend(_WEEKDAYS[v] for v in range(first, last + 1, int(step or 1)))
                 continue
             if values and what == "month":  # numbers: APScheduler takes no "1-jan"
-                item = "-".join(map(str, values)) + (f"/{match['step']}" if match["step"] else "")
+                item = "-".join(map(str, values)) + (f"/{step}" if step else "")
             items.append(item)
         out.append(",".join(dict.fromkeys(items)))
     if not fields[4].startswith("*") or fields[2].startswith("*"):

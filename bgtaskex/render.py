@@ -53,6 +53,20 @@ def duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"
 
 
+def seconds_text(seconds: float) -> str:
+    """A duration in the largest unit that divides it, as a config would say it: `400d`,
+    `90m`, `45s`, `1500ms` (not `3.456e+07s`)."""
+    if seconds == 0:
+        return "0s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size:.0f}{unit}"
+    milliseconds = seconds * 1000
+    if milliseconds == round(milliseconds):
+        return f"{milliseconds:.0f}ms"
+    return f"{seconds:g}s"
+
+
 def _in(value: datetime) -> str:
     return f"in {duration((value - datetime.now(UTC)).total_seconds())}"
 
@@ -278,12 +292,12 @@ def render_processes(rows: list[dict[str, Any]]) -> Any:
     for column in ("NAME", "QUEUES", "BUDGET", "TRIGGER", "WINDOW", "CALLABLE", "NEXT"):
         table.add_column(column)
     for row in rows:
-        trigger = f"cron {row['cron']}" if row["cron"] else f"every {row['every']:g}s"
+        trigger = f"cron {row['cron']}" if row["cron"] else f"every {seconds_text(row['every'])}"
         window = row["window"]
         table.add_row(
             row["name"],
             ", ".join(row["queues"]) if row["queues"] else _all_but(row["exclude_queues"]),
-            f"{row['max_execution_time']:g}s" if row["max_execution_time"] else "default",
+            seconds_text(row["max_execution_time"]) if row["max_execution_time"] else "default",
             trigger,
             "-"
             if window is None

@@ -368,3 +368,52 @@ def test_processes_with_a_bad_config_is_one_line_exit_2(tmp_path: Path, isolated
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("bgtaskex: error: ")
     assert "process 'p'" in err
+
+
+# -- attack #14 finding 15: cron steps crontab accepts, durations as configured ---------------
+
+
+@pytest.mark.parametrize(
+    ("cron", "fires"),
+    [
+        ("0 0 */31 * *", datetime(2027, 1, 1, tzinfo=UTC)),  # day 1 only, as crontab
+        ("0 0 1 */12 *", datetime(2027, 1, 1, tzinfo=UTC)),  # January only
+        ("0 0 31/1 * *", datetime(2026, 12, 31, tzinfo=UTC)),  # "31-31/1": the 31st
+        ("*/60 13 * * *", datetime(2026, 12, 6, 13, 0, tzinfo=UTC)),  # minute 0
+        ("5-10/7 13 * * *", datetime(2026, 12, 6, 13, 5, tzinfo=UTC)),  # minute 5
+        ("0 0 * jan/13 *", datetime(2027, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_a_step_past_its_range_is_one_value_as_crontab_reads_it(cron: str, fires: datetime) -> None:
+    """They were refused ("bad day step in '31/1' ...: expected 1 to 0"); crontab takes
+    them, with the one value the range starts at."""
+    sunday_noon = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+    assert Process("p", cron=cron).next_occurrence(sunday_noon, UTC) == fires
+
+
+@pytest.mark.parametrize(
+    ("cron", "needle"),
+    [
+        ("0 0 31/1 2 *", "never fires: no such date (day 31/1 of month 2)"),
+        ("*/0 * * * *", "bad minute step in '*/0' of '*/0 * * * *': expected >= 1"),
+        ("0 0 * * 1-5/0", "bad day of week step"),
+    ],
+)
+def test_a_bad_step_says_why(tmp_path: Path, cron: str, needle: str) -> None:
+    message = config_error(tmp_path, P + f'cron = "{cron}"\n')
+    assert needle in message and "expected 1 to" not in message, message
+
+
+@pytest.mark.parametrize(
+    ("every", "shown"),
+    [("400d", "every 400d"), ("90m", "every 90m"), ("2h", "every 2h"), ("45", "every 45s"),
+     ("1.5s", "every 1500ms"), ("7d", "every 7d")],
+)  # fmt: skip
+def test_an_interval_is_shown_in_its_largest_unit(
+    tmp_path: Path, isolated: None, every: str, shown: str
+) -> None:
+    """`every = "400d"` was shown as "every 3.456e+07s" by `processes`."""
+    code, out, err = processes_command(tmp_path, P + f'every = "{every}"\n')
+    assert code == 0 and err == "", err
+    row = next(line for line in out.splitlines() if line.startswith("p "))
+    assert f" {shown} " in row + " ", row
