@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -69,21 +69,40 @@ def delay_of(client: Client, task_id: int) -> float:
     return (not_before - datetime.now(UTC)).total_seconds()
 
 
+def run_until_taken(client: Client, timeout: float = 5.0) -> tuple[datetime, datetime]:
+    """Run until a run calls a hook; the clock before and after that run (whatever it
+    wrote, it wrote between them). Each run before must have called nothing."""
+    give_up = time.monotonic() + timeout
+    while time.monotonic() < give_up:
+        before = datetime.now(UTC)
+        summary = client.run_once()
+        if summary.actions or summary.failed or summary.finished:
+            return before, datetime.now(UTC)
+        time.sleep(0.02)
+    raise AssertionError(f"no task taken within {timeout}s")
+
+
 def test_a_raised_execute_waits_its_delay_which_doubles_up_to_the_cap(
     backoff: Client, calls_log: str
 ) -> None:
+    """The delay set at each death, bracketed by the clock around the run that set it
+    (a loaded machine stretches the run, not the bracket): ±10% of retry_delay, doubled
+    at each death, capped; and no run takes the task before it."""
     task_id = backoff.enqueue("t", [scripted(calls_log, execute=["raise"] * 4 + ["true"])])
-    backoff.run_once()  # execute raises: death 1 to be counted, in DELAY
+    around = run_until_taken(backoff)  # execute raises: death 1 to be counted, in DELAY
     expected = [DELAY, 2 * DELAY, 2 * DELAY, 2 * DELAY]  # doubled, then capped
     for death, delay in enumerate(expected, start=1):
         task = backoff.get(task_id)
         assert task.status == "running"
         assert task.actions[0].last_failure == f"RuntimeError: A.execute scripted failure #{death}"
-        left = delay_of(backoff, task_id)
-        assert 0.8 * delay < left <= delay * 1.1 + 0.05, (death, left)
-        assert backoff.run_once().actions == 0, "taken before its delay"
-        waited = wait_taken(backoff, task_id)
-        assert waited >= left - 0.1, (death, waited, left)
+        assert task.not_before is not None
+        longest = (task.not_before - around[0]).total_seconds()
+        shortest = (task.not_before - around[1]).total_seconds()
+        assert longest >= 0.9 * delay - 0.01 and shortest <= 1.1 * delay + 0.01, (death, delay)
+        if datetime.now(UTC) < task.not_before - timedelta(seconds=0.05):
+            assert backoff.run_once().actions == 0, "taken before its delay"
+        around = run_until_taken(backoff)
+        assert around[1] >= task.not_before, (death, "taken before its delay")
     task = backoff.get(task_id)
     assert (task.status, task.actions[0].attempts) == ("finished", 4)
     assert task.not_before is None
