@@ -170,6 +170,12 @@ def _check_same_tables(engine: Engine, connection: Connection) -> None:
                 ours = tuple(own.exec_driver_sql(query).one())
             if ours[1] is not None:  # our URL's search_path: fixed for the engine's life
                 _tables_of[engine] = ours
+    if theirs != ours and theirs[1] == ours[1]:  # the tables do resolve; the schema first
+        raise UsageError(  # on the search_path (which names the wake-up channel) differs
+            f"connection's current schema is {theirs[0]!r}, bgtaskex's is {ours[0]!r} (the "
+            f"tables resolve in {ours[1]!r} on both): enqueue in a transaction needs "
+            f"{ours[0]!r} first on the connection's search_path, as in bgtaskex's URL"
+        )
     if theirs != ours:
         raise UsageError(
             f"connection's tables are {_where(theirs)}, not bgtaskex's {_where(ours)}: "

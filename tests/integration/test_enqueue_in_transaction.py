@@ -212,7 +212,8 @@ def test_a_search_path_to_another_schema_is_refused(pg_schema_url: str) -> None:
         refused = {
             other: f"tables are in '{other}', not bgtaskex's in '{mine}'",
             empty: f"tables are nowhere \\(no bgtaskex tables from schema '{empty}'\\)",
-            f"{empty},{mine}": f"in '{mine}' \\(current schema '{empty}'\\), not",
+            f"{empty},{mine}": f"current schema is '{empty}', bgtaskex's is '{mine}' "
+            f"\\(the tables resolve in '{mine}' on both\\)",
         }
         for path, message in refused.items():
             with (
