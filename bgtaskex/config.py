@@ -356,7 +356,7 @@ def parse_when(value: str, *, now: datetime | None = None) -> datetime:
     if _DURATION.match(text):
         return now - timedelta(seconds=parse_duration(text))
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
     except ValueError:
         raise ValueError(
             f"expected a duration ago (2h, 7d) or a date (2026-11-28[T14:30]), got {value!r}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import numbers
 import re
 import reprlib
 from collections.abc import Callable, Iterable
@@ -128,7 +129,7 @@ def check_class_attributes(ref: str, cls: type[Action]) -> None:
             )
     attempts = getattr(cls, "max_attempts", None)
     if attempts is not None and (
-        isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1
+        isinstance(attempts, bool) or not isinstance(attempts, numbers.Integral) or attempts < 1
     ):
         raise InvalidRef(
             f"action ref {ref!r}: {cls.__qualname__}.max_attempts = {reprlib.repr(attempts)}: "
@@ -138,12 +139,13 @@ def check_class_attributes(ref: str, cls: type[Action]) -> None:
 
 def _seconds(value: object) -> bool:
     """A finite number >= 0 (a delay past 100 years is capped where it becomes a date)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy's too
         return False
     try:
-        return math.isfinite(value) and value >= 0
+        seconds = float(value)
     except OverflowError:  # an int too large for a float
         return False
+    return math.isfinite(seconds) and seconds >= 0
 
 
 def load_callable(ref: str, what: str = "callable") -> Callable[..., object]:

@@ -52,10 +52,12 @@ def failure_text(err: BaseException, storage: BaseException | None = None) -> st
 def retry_delay(action: type[Action], settings: Settings, death: int) -> float:
     """Seconds before execute is tried again after its `death`-th death (1 = the first):
     0 when the delay is 0 (retry at the next run, as the original)."""
-    base = action.retry_delay if action.retry_delay is not None else settings.retry_delay
+    base = float(action.retry_delay if action.retry_delay is not None else settings.retry_delay)
     if base <= 0:
         return 0.0
-    cap = action.max_retry_delay if action.max_retry_delay is not None else settings.max_retry_delay
+    cap = float(
+        action.max_retry_delay if action.max_retry_delay is not None else settings.max_retry_delay
+    )
     delay = min(cap, base * 2.0 ** min(max(death - 1, 0), 62))
     if delay <= 0:
         return 0.0

@@ -69,3 +69,9 @@ def test_snooze_takes_up_to_100_years() -> None:
     action = Action()
     assert action.snooze(MAX_DURATION) is False
     assert action._snooze_until is not None
+
+
+def test_parse_when_takes_z_in_either_case() -> None:
+    """ISO 8601 and RFC 3339 allow a lowercase 'z' (attack round 2)."""
+    utc = datetime(2026, 12, 24, 6, 0, tzinfo=UTC)
+    assert parse_when("2026-12-24T06:00z") == parse_when("2026-12-24T06:00Z") == utc

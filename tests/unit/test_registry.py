@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
@@ -67,7 +68,8 @@ def resolve_with(monkeypatch: pytest.MonkeyPatch, name: str, value: object) -> t
 
 
 @pytest.mark.parametrize("name", ["retry_delay", "max_retry_delay"])
-@pytest.mark.parametrize("value", [None, 0, 0.0, 30, 2.5, 1e12])  # 1e12: capped at 100 years
+# 1e12: capped at 100 years; a Fraction stands for any numbers.Real (numpy's int64 too)
+@pytest.mark.parametrize("value", [None, 0, 0.0, 30, 2.5, 1e12, Fraction(5, 2)])
 def test_backoff_delays_in_seconds_are_accepted(
     monkeypatch: pytest.MonkeyPatch, name: str, value: object
 ) -> None:
