@@ -23,8 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
-from datetime import UTC, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from .client import Client
 from .clockstep import ClockWatch
@@ -37,6 +37,9 @@ from .run.signals import StopRequest, stop_or_exit
 from .runchild import GRACE, Children, InProcess
 from .wakeup import WakeUps
 from .walltime import local_now, local_zone
+
+if TYPE_CHECKING:
+    from .crontab import CrontabTrigger
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,8 @@ class Daemon:
         self.runs = 0
         self.children: Children | InProcess = Children() if hasattr(os, "fork") else InProcess()
         self.processes: dict[str, Process] = {}  # the process of each job
-        from apscheduler.events import EVENT_JOB_MISSED
+        self.last_fire: dict[str, datetime] = {}  # the latest fire time each job ran for
+        from apscheduler.events import EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.blocking import BlockingScheduler
 
@@ -76,6 +80,7 @@ class Daemon:
             },
         )
         self.scheduler.add_listener(self._missed, EVENT_JOB_MISSED)
+        self.scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
 
     # -- the jobs ------------------------------------------------------------------------
 
@@ -85,6 +90,7 @@ class Daemon:
         neither runs it at once nor restarts its interval); the others are (re)created."""
         wanted = {process.name: process for process in self.settings.scheduled}
         for name in set(self.processes) - set(wanted):
+            self.last_fire.pop(name, None)
             if self.scheduler.get_job(name) is not None:
                 self.scheduler.remove_job(name)
         for process in wanted.values():
@@ -120,13 +126,20 @@ class Daemon:
             MISFIRE_GRACE,
         )
 
+    def _submitted(self, event: Any) -> None:
+        """A trigger handed to the worker (the tick runs the process for it): remember
+        its fire time (the latest, when missed ones are coalesced into this run)."""
+        if event.scheduled_run_times:
+            self.last_fire[event.job_id] = max(event.scheduled_run_times)
+
     def clock_stepped_back(self, seconds: float) -> None:
         """The wall clock went back `seconds` (APScheduler waits for wall-clock times, and
         would wait as long as the step). An `every` job's next run time moves back as
         much: it keeps its place in real time. A `cron` job's becomes its first trigger
-        time at or after that moved time: not sooner in real time than planned (a time it
-        just ran, shown again by the clock, does not run twice, as in crontab), and no
-        later than its next wall-clock time. A job already due stays due."""
+        time at or after that moved time and after the last fire time it ran for: not
+        sooner in real time than planned, never a time it already ran, shown again by the
+        clock (however long the step, as in crontab), and no later than its next
+        wall-clock time. A job already due stays due."""
         from apscheduler.jobstores.base import JobLookupError
 
         from .crontab import CrontabTrigger
@@ -140,7 +153,7 @@ class Daemon:
                 continue
             moved = when.astimezone(UTC) - step
             if isinstance(job.trigger, CrontabTrigger) and moved > now:
-                moved = job.trigger.get_next_fire_time(None, moved.astimezone(job.trigger.zone))
+                moved = _cron_after(job.trigger, moved, self.last_fire.get(job.id))
                 if moved is None:  # pragma: no cover - a cron always fires again
                     continue
             with suppress(JobLookupError):  # removed meanwhile (a reload, a one-off job)
@@ -284,6 +297,16 @@ class Daemon:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.client.close()
+
+
+def _cron_after(trigger: CrontabTrigger, moved: datetime, last: datetime | None) -> datetime | None:
+    """The first fire time of `trigger` at or after `moved` and after `last` (the one
+    it ran for; None: none yet): the later of the first after each bound."""
+    fire = trigger.get_next_fire_time(None, moved.astimezone(trigger.zone))
+    if last is None or fire is None:
+        return fire
+    after_last = trigger.get_next_fire_time(last, last)
+    return None if after_last is None else max(fire, after_last)
 
 
 def _same_trigger(old: Process, new: Process) -> bool:

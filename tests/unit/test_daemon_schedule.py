@@ -203,3 +203,48 @@ def test_a_backward_clock_step_never_runs_a_fixed_time_cron_twice(
     assert ticks[0] >= minute  # at its wall-clock time, not 1.5 s before
     back[0] += 1.5  # and back again, just after it ran
     assert not wait_for(lambda: len(ticks) > 1, 2.5), ticks  # F is not run again
+
+
+def test_a_backward_clock_step_past_the_last_fire_does_not_run_it_again(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    running: Callable[[Daemon], None],
+) -> None:
+    """Attack 2 #07 of #14: a cron with two times a minute apart, F and F + 60 s, runs at
+    F; the clock then steps back 61 s, more than the 59.5 s left to F + 60: the next run
+    moved back by the step (F - 1 s) found F again, which ran twice. Its next time is
+    F + 60 s, the first after the one it ran (0 9,11 * * *, 2h30 back at 09:10: 11:00)."""
+    real = time.time()
+    minute = (int(real) // 60 + 2) * 60  # F, a whole minute (in UTC: in any zone's)
+    back = [real + 1.0 - minute]  # the test's wall clock reads F - 1 s
+
+    def wall() -> float:
+        return time.time() - back[0]
+
+    class SteppedClock(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Any:  # type: ignore[override]
+            return datetime.now(tz) - timedelta(seconds=back[0])
+
+    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", SteppedClock)
+    monkeypatch.setattr(apscheduler.executors.base, "datetime", SteppedClock)
+    monkeypatch.setattr(daemon_module, "local_now", lambda: SteppedClock.now(local_zone()))
+    caplog.set_level(logging.WARNING, logger="bgtaskex")
+    daemon = daemon_of(tmp_path, 'log_level = "WARNING"\n')
+    at = datetime.fromtimestamp(minute, local_zone())
+    then = at + timedelta(minutes=1)  # maybe in the next hour: both hours, both minutes
+    minutes = ",".join(str(m) for m in sorted({at.minute, then.minute}))
+    hours = ",".join(str(h) for h in sorted({at.hour, then.hour}))
+    twice = Process("twice", cron=f"{minutes} {hours} * * *")
+    ticks: list[float] = []
+    daemon.scheduler.add_job(lambda: ticks.append(wall()), twice.trigger(), id="twice")
+    ClockWatch(daemon.clock_stepped_back, wall=wall).start(daemon.stop, period=0.1)
+    running(daemon)
+    assert wait_for(lambda: bool(ticks), 5), "the cron did not run"
+    assert ticks[0] >= minute
+    assert wait_for(lambda: wall() > minute + 0.5, 2)
+    back[0] += 61.0  # `date -s` 61 s back: the clock reads F - 60.5 s
+    assert wait_for(lambda: any("stepped back" in r.getMessage() for r in caplog.records), 3)
+    assert next_run(daemon.scheduler.get_job("twice")).timestamp() == minute + 60
+    assert not wait_for(lambda: len(ticks) > 1, 2.5), ticks  # F is not run again
