@@ -184,7 +184,18 @@ class Daemon:
             self.runs += 1
         if ended.line:
             self.notifier.status(f"{process.name}: {ended.line}")
-        if ended.died is not None:
+        if ended.died is not None and ended.in_planner:
+            log.error(
+                "process %s: the run's process %s in its planner, callable %s, before it "
+                "took any task; %s (the planner runs first at each run: one that never "
+                "returns keeps the process's tasks from running)",
+                process.name,
+                ended.died,
+                process.callable,
+                "the daemon is stopping" if self.stop.is_set() else "the daemon goes on",
+            )
+            self.notifier.status(f"{process.name}: the run's process {ended.died} in its planner")
+        elif ended.died is not None:
             log.error(
                 "process %s: the run's process %s; %s, and the next run recovers its task",
                 process.name,

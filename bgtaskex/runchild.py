@@ -6,7 +6,8 @@ with it. The child's own watchdog ends a hook that overruns the deadline by `kil
 (exit 7); the daemon enforces the same limit from outside with SIGKILL, a few seconds
 later (`GRACE`), for what the child's watchdog cannot end (a planner, a C call holding
 the GIL). A child that dies for any reason is logged, and the daemon goes on: the next
-run recovers its task as after a crash.
+run recovers its task as after a crash (one that died in its planner held none; the
+child marks its planner's call in memory it shares with the daemon).
 
 The child dies with the daemon (Linux: PR_SET_PDEATHSIG). Signals: the child ignores
 SIGTERM, SIGINT and SIGHUP (a terminal's Ctrl-C or systemd's
@@ -17,6 +18,7 @@ run stops after the current hook) and a second one as SIGKILL.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import select
 import signal
@@ -30,6 +32,7 @@ from typing import Any, NoReturn
 from .client import Client
 from .exceptions import BgtaskexError, LockBusy, OutsideWindow
 from .processes import Process
+from .run import runner
 from .run.signals import StopRequest
 
 log = logging.getLogger("bgtaskex.daemon")
@@ -48,6 +51,7 @@ class ChildRun:
     line: str | None
     ran: bool  # it did a run (not skipped: lock held, outside the window, an error)
     died: str | None  # how it died, for the log; None for a normal end
+    in_planner: bool = False  # it died in the process's planner: it held no task
 
 
 class Children:
@@ -56,6 +60,9 @@ class Children:
     def __init__(self) -> None:
         self.pid: int | None = None
         self._guard = threading.Lock()
+        # Shared with each child (an anonymous shared mapping survives the fork): 1
+        # while the child's run is in its planner (`runner.planner_phase`).
+        self._planning = mmap.mmap(-1, 1)
 
     def run(
         self, client: Client, process: Process, limit: float | None, stop: threading.Event
@@ -64,6 +71,7 @@ class Children:
         at most `limit` seconds (then SIGKILL; None: no limit)."""
         read_end, write_end = os.pipe()
         parent = os.getpid()
+        self._planning[0] = 0
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
         handlers = _all_handlers()
         for handler in handlers:  # no other thread is half-way through writing a log line
@@ -72,7 +80,7 @@ class Children:
             pid = os.fork()
             if pid == 0:  # (logging gave the child fresh handler locks)
                 os.close(read_end)
-                _child(client, process, write_end, parent)  # never returns
+                _child(client, process, write_end, parent, self._planning)  # never returns
             with self._guard:
                 self.pid = pid
         finally:
@@ -134,7 +142,9 @@ class Children:
             died = f"was killed by signal {os.WTERMSIG(status)}"
         elif os.WEXITSTATUS(status) != 0:
             died = f"exited with code {os.WEXITSTATUS(status)}"
-        return ChildRun(line or None, kind == "ran", died)
+        return ChildRun(
+            line or None, kind == "ran", died, died is not None and self._planning[0] == 1
+        )
 
 
 def _all_handlers() -> list[logging.Handler]:
@@ -171,11 +181,18 @@ class InProcess:
         pass
 
 
-def _child(client: Client, process: Process, report: int, parent: int) -> NoReturn:
+def _child(
+    client: Client, process: Process, report: int, parent: int, planning: mmap.mmap
+) -> NoReturn:
     """The child: its own signals, its own connections, the run, its report, exit."""
     code = 1
     try:
         _die_with(parent)
+
+        def phase(on: bool) -> None:
+            planning[0] = 1 if on else 0
+
+        runner.planner_phase = phase
         stop = StopRequest()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)

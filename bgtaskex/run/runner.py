@@ -94,6 +94,12 @@ def run(
         )
 
 
+#: Told True as a process's planner is called, False once it returned or raised: the
+#: daemon's run child sets it (runchild), so that a child that dies meanwhile is known
+#: to have died in its planner, before the run took any task.
+planner_phase: Callable[[bool], None] | None = None
+
+
 def _plan(
     planner: Callable[[], object], plan: RunPlan, settings: Settings, run_id: str, deadline: float
 ) -> float:
@@ -115,12 +121,17 @@ def _plan(
             target=watch, args=(kill_after,), name="bgtaskex-planner-watchdog", daemon=True
         )
         watchdog.start()
+    phase = planner_phase
+    if phase is not None:
+        phase(True)
     try:
         planner()
     except Exception:  # a planner's bug must not stop the tasks already queued
         log.exception("run %s: the process's callable raised", run_id)
     finally:
         returned.set()
+        if phase is not None:
+            phase(False)
     overrun = time.time() - deadline
     if overrun <= 0.5:  # the end of a slice, not an overrun
         return 0.0

@@ -196,3 +196,33 @@ def test_the_daemon_kills_a_run_child_its_own_watchdog_cannot_end(bgx: Bgx, tmp_
     time.sleep(0.5)  # a bounded look: the daemon goes on (its next run hangs again)
     assert daemon.proc.poll() is None, daemon.describe()
     # (the bgx fixture kills the daemon; its run's child dies with it: PR_SET_PDEATHSIG)
+
+
+def test_the_daemon_says_a_run_killed_in_its_planner_held_no_task(bgx: Bgx, tmp_path: Path) -> None:
+    """Attack 2 #05 of #14: a planner that never returns is killed at every run, before
+    the run takes any task, so the process's queued tasks never run. The daemon's line
+    says so (it said "the next run recovers its task", though the run held none)."""
+    url = f"sqlite:///{tmp_path / 'bgtaskex.db'}"
+    config = write_config(
+        tmp_path / "bgtaskex.toml",
+        url,
+        process(
+            "stuck",
+            every="2s",
+            max_execution_time='"1s"',
+            callable='"tests.planner:hang"',
+        ),
+        kill_after='"1s"',
+    )
+    options = ("--database-url", url, "--import", "tests.scripted")
+    task_id = int(bgx.ok(*options, "enqueue", "t", "tests.scripted:Noop", "-q").stdout)
+    daemon = Daemon(bgx, tmp_path, config).started()
+    said = (
+        "process stuck: the run's process exited with code 7 in its planner, callable "
+        "tests.planner:hang, before it took any task; the daemon goes on (the planner runs "
+        "first at each run: one that never returns keeps the process's tasks from running)"
+    )
+    daemon.wait_for(lambda: said in daemon.log(), "the daemon to log its planner killed")
+    assert "recovers its task" not in daemon.log(), daemon.describe()
+    assert bgx.show(url, task_id)["status"] == "created"  # the planner comes first
+    daemon.stop()
