@@ -6,6 +6,10 @@ APScheduler.
 * **Day of month or day of week.** When both fields are restricted (neither starts with
   `*`), crontab fires on a day that matches either; APScheduler's `CronTrigger` needs
   both. Such an expression becomes an `OrTrigger` of two `CronTrigger`s, one per field.
+* **Wall clock first.** Fire times are computed on naive wall-clock times (APScheduler's
+  triggers in UTC, which has no DST: a day is a day), then each wall-clock time is mapped
+  to an instant. (APScheduler's `CronTrigger` in a zone with DST adds a day as 24 hours of
+  real time, and so passed over hour 0 of the day after a 23-hour day.)
 * **DST.** A fire time the clock skips moves forward to the moment the clock jumps to
   (`walltime`'s rule; several such times fire once). A fixed-time expression (neither
   minute nor hour starts with `*`) fires once on fall-back night, at the first of the
@@ -18,21 +22,18 @@ Fire times are returned as aware datetimes in the trigger's zone.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from .walltime import forward_jump, repeat_end, wall_instant
+from .walltime import repeat_end, wall_instant
 
 __all__ = ["CrontabTrigger"]
 
 _TICK = timedelta(microseconds=1)
-_SECOND = timedelta(seconds=1)
-_DAY = timedelta(days=1)  # how far a skipped time is looked for (one jump a day at most)
-_MAX_PASSES = 8  # passes over in one call: a fire time, or a repeated period's second pass
 
 
 class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
@@ -46,11 +47,12 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
         self.fixed_time = not parts[0].startswith("*") and not parts[1].startswith("*")
         self._fields = fields
         self._either = not parts[2].startswith("*") and not parts[4].startswith("*")
-        self.inner: Any = self._cron(zone)
+        self.inner: Any = self._cron()  # on the wall clock: naive times read as UTC
 
-    def _cron(self, zone: tzinfo) -> Any:
-        """APScheduler's trigger of the fields in `zone`; when both days are restricted,
-        an `OrTrigger` of one `CronTrigger` per day field (either matches)."""
+    def _cron(self) -> Any:
+        """APScheduler's trigger of the fields on the wall clock (UTC standing for it);
+        when both days are restricted, an `OrTrigger` of one `CronTrigger` per day field
+        (either matches)."""
         minute, hour, day, month, day_of_week = self._fields
 
         def cron(day: str, day_of_week: str) -> Any:
@@ -60,67 +62,64 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
                 day=day,
                 month=month,
                 day_of_week=day_of_week,
-                timezone=zone,
+                timezone=UTC,
             )
 
         if not self._either:
             return cron(day, day_of_week)
         return OrTrigger([cron(day, "*"), cron("*", day_of_week)])
 
+    def next_wall(self, wall: datetime) -> datetime | None:
+        """The first naive wall-clock time at or after `wall` that the expression names
+        (None: none, for an expression that never fires)."""
+        fire = self.inner.get_next_fire_time(None, wall.replace(tzinfo=UTC))
+        return None if fire is None else fire.replace(tzinfo=None)
+
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
-        if previous_fire_time is not None and now.astimezone(UTC) < previous_fire_time.astimezone(
-            UTC
-        ):
-            now = previous_fire_time  # the next one after it, however `now` was given
-        fire = self.inner.get_next_fire_time(previous_fire_time, now)
-        after = previous_fire_time or now - _TICK
-        for _ in range(_MAX_PASSES):
-            if fire is None:
-                return None
-            moment = self._moment(fire)
-            if moment is not None and moment > after:
-                return self._skipped_before(after, moment).astimezone(self.zone)
-            if moment is None:  # a second pass: jump past it, however many times it holds
-                end = repeat_end(fire.replace(tzinfo=None), self.zone) or fire
-                fire = self.inner.get_next_fire_time(None, end.astimezone(self.zone))
-            else:
-                fire = self.inner.get_next_fire_time(fire, fire)  # pass over this one
-        # Only a zone going back more than _MAX_PASSES times in a row gets here: rather the
-        # trigger's own time (a repeated one may run twice) than None, which drops the job.
-        return None if fire is None else fire.astimezone(self.zone)  # pragma: no cover
+        """The first fire time strictly after `previous_fire_time` and at or after `now`."""
+        after = now.astimezone(UTC)
+        if previous_fire_time is not None:
+            after = max(after, previous_fire_time.astimezone(UTC) + _TICK)
+        fire = self._first_at_or_after(after)
+        return None if fire is None else fire.astimezone(self.zone)
 
-    def _skipped_before(self, after: datetime, moment: datetime) -> datetime:
-        """`moment`, or the instant the clock jumps forward between `after` and it when a
-        wall-clock time the jump skips matches: walking from a time before the jump,
-        APScheduler reads a skipped time as one after the jump, and passes over it."""
-        jump = forward_jump(after, min(moment, after + _DAY), self.zone)
-        if jump is None or jump >= moment:
-            return moment
-        before = (jump - _SECOND).astimezone(self.zone).utcoffset()
-        later = jump.astimezone(self.zone).utcoffset()
-        if before is None or later is None:  # pragma: no cover - a zone has offsets
-            return moment
-        # The skipped times, read on the clock as if it had not jumped: [jump, jump + size).
-        unjumped = timezone(before)
-        skipped = self._cron(unjumped).get_next_fire_time(None, jump.astimezone(unjumped))
-        if skipped is not None and skipped.astimezone(UTC) < jump + (later - before):
-            return jump
-        return moment
+    def _first_at_or_after(self, after: datetime) -> datetime | None:
+        """The first fire instant (UTC) at or after the instant `after`. Wall-clock times
+        name instants by `walltime`'s rule (first pass, or the jump), which never goes
+        backward; the second pass of a repeated period adds instants for an expression
+        with `*` in its minute or hour."""
+        reading = after.astimezone(self.zone)
+        shown = reading.replace(tzinfo=None)
+        first = shown.replace(tzinfo=self.zone, fold=0).astimezone(UTC)
+        second = shown.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
+        if first >= second:  # shown once: the first wall-clock time from there on
+            return self._instant(self.next_wall(shown))
+        # `after` is in a repeated period, walls [start, end): its first or second pass.
+        end_at = repeat_end(shown, self.zone) or after
+        end = end_at.astimezone(self.zone).replace(tzinfo=None)
+        start = end - (second - first)
+        in_second_pass = after >= second
+        wall = self.next_wall(shown)
+        if wall is None or wall >= end:  # none left in this pass of the period
+            if self.fixed_time or in_second_pass:
+                return self._instant(self.next_wall(max(shown, end)))
+            again = self.next_wall(start)  # the second pass, from its start
+            if again is not None and again < end:
+                return self._second(again)
+            return self._instant(wall)
+        if in_second_pass:
+            if self.fixed_time:  # run at the first pass, not again
+                return self._instant(self.next_wall(end))
+            return self._second(wall)
+        return self._instant(wall)
 
-    def _moment(self, fire: datetime) -> datetime | None:
-        """The instant (UTC) `fire` stands for: itself, the end of the jump for a
-        skipped wall-clock time, None for a fixed time's second pass on fall-back night."""
-        wall = fire.replace(tzinfo=None)
-        first = wall.replace(tzinfo=self.zone, fold=0).astimezone(UTC)
-        second = wall.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
-        if first > second:  # skipped
-            return wall_instant(wall, self.zone)
-        actual = fire.astimezone(UTC)
-        if first < second and actual == second and self.fixed_time:
-            return None  # crontab runs a fixed time once when the clock repeats it
-        return actual
+    def _instant(self, wall: datetime | None) -> datetime | None:
+        return None if wall is None else wall_instant(wall, self.zone)
+
+    def _second(self, wall: datetime) -> datetime:
+        return wall.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
 
     def __str__(self) -> str:
         return f"crontab[{self.expression}]"

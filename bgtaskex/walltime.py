@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
-__all__ = ["forward_jump", "instant", "local_now", "local_zone", "repeat_end", "wall_instant"]
+__all__ = ["instant", "local_now", "local_zone", "repeat_end", "wall_instant"]
 
 _SECOND = timedelta(seconds=1)
 
@@ -85,19 +85,3 @@ def repeat_end(wall: datetime, zone: tzinfo) -> datetime | None:
             low = middle
     change = low.replace(microsecond=0) + _SECOND  # zones change offset on whole seconds
     return change + (second - first)
-
-
-def forward_jump(start: datetime, end: datetime, zone: tzinfo) -> datetime | None:
-    """The instant (in UTC) in (`start`, `end`] at which the clock of `zone` jumps forward
-    (spring forward), if it does; for a span with at most one change of offset (a day)."""
-    low, high = start.astimezone(UTC), end.astimezone(UTC)
-    before, after = low.astimezone(zone).utcoffset(), high.astimezone(zone).utcoffset()
-    if before is None or after is None or after <= before:
-        return None
-    while high - low > _SECOND:
-        middle = low + (high - low) / 2
-        if middle.astimezone(zone).utcoffset() == before:
-            low = middle
-        else:
-            high = middle
-    return min(high, low.replace(microsecond=0) + _SECOND)  # offsets change on whole seconds

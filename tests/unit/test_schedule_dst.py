@@ -363,3 +363,178 @@ def test_an_interval_next_time_in_the_repeated_hour_is_not_in_the_past() -> None
         nxt = process.next_occurrence(now, zone)
         assert nxt is not None and nxt.tzinfo is zone, process
         assert now <= nxt.astimezone(UTC) <= now.astimezone(UTC) + timedelta(seconds=301), process
+
+
+# -- days and weeks after each change, in zones that change at midnight too ------------
+
+DST_ZONES = [
+    "Europe/Paris",
+    "America/New_York",
+    "Australia/Lord_Howe",  # 30 minutes, at 02:00
+    "America/Havana",  # at midnight: 00:00 -> 01:00, 01:00 -> 00:00
+    "America/Santiago",  # 24:00 -> 01:00 (Sunday), 24:00 -> 23:00
+    "Asia/Beirut",
+    "Africa/Cairo",  # on a Friday
+    "Europe/London",
+]
+# the zone's two changes in 2026, and Paris's spring 2024 (March 31: April 1 follows a
+# 23-hour day, and `0 0 1 * *` lost April, attack 2 of #14, finding 01)
+YEARS = [(name, 2026) for name in DST_ZONES] + [("Europe/Paris", 2024)]
+
+
+def _changes(zone: ZoneInfo, year: int) -> list[datetime]:
+    """The instants (UTC) at which the clock of `zone` changes offset in `year`."""
+    found = []
+    moment = datetime(year, 1, 1, tzinfo=UTC)
+    while moment.year == year:
+        later = moment + timedelta(hours=1)
+        if moment.astimezone(zone).utcoffset() != later.astimezone(zone).utcoffset():
+            low, high = moment, later
+            while high - low > timedelta(seconds=1):
+                middle = low + (high - low) / 2
+                same = middle.astimezone(zone).utcoffset() == moment.astimezone(zone).utcoffset()
+                low, high = (middle, high) if same else (low, middle)
+            found.append(high)
+        moment = later
+    return found
+
+
+AROUND = [
+    (zone, change)
+    for name, year in YEARS
+    for zone in [ZoneInfo(name)]
+    for change in _changes(zone, year)
+    if year == 2026 or change.month < 6
+]
+
+
+def _crons_around(day: date) -> list[str]:
+    """Daily, weekly and monthly crons at 00:00 and in the hours that DST changes skip or
+    repeat in DST_ZONES (00, 01, 02, 23), for the change on local date `day`."""
+    days = [day + timedelta(days=n) for n in (-1, 0, 1)]
+    week = [d.isoweekday() % 7 for d in days]
+    return [
+        "0 0 * * *",
+        "15 0 * * *",
+        "45 1 * * *",
+        "15 2 * * *",
+        "30 23 * * *",
+        "0 0 * * 1-5",
+        "*/20 0-2,23 * * *",  # `*`: both passes of a repeated hour
+        *(f"0 0 * * {w}" for w in week),
+        f"30 0 * * {week[1]}",
+        f"15 2 * * {week[1]}",
+        f"45 1 * * {week[1]}",
+        f"0 23 * * {week[0]}",
+        "0 0 1 * *",
+        *(f"0 0 {d.day} * *" for d in days),
+        f"30 1 {day.day} * *",
+    ]
+
+
+def _matcher(cron: str):  # type: ignore[no-untyped-def]
+    """crontab's match of a naive wall-clock time (numbers, `*`, ranges, lists, steps)."""
+    texts = cron.split()
+    minutes, hours, days, months = (
+        _values(t, h) for t, h in zip(texts[:4], (59, 23, 31, 12), strict=True)
+    )
+    weekdays = {w % 7 for w in _values(texts[4], 7)}
+    days.discard(0)
+    months.discard(0)
+    if texts[2] == "*":
+        days = set(range(1, 32))
+    if texts[3] == "*":
+        months = set(range(1, 13))
+    either = not texts[2].startswith("*") and not texts[4].startswith("*")
+
+    def matches(wall: datetime) -> bool:
+        if wall.minute not in minutes or wall.hour not in hours or wall.month not in months:
+            return False
+        in_month, in_week = wall.day in days, wall.isoweekday() % 7 in weekdays
+        return (in_month or in_week) if either else (in_month and in_week)
+
+    return matches
+
+
+def _clock(zone: ZoneInfo, start: datetime, end: datetime):  # type: ignore[no-untyped-def]
+    """Each real minute in [start, end): (instant, wall-clock reading, the wall-clock
+    minutes the clock skipped just before it, whether the reading was shown before)."""
+    rows, seen, last = [], set(), None
+    moment = start
+    while moment < end:
+        wall = moment.astimezone(zone).replace(tzinfo=None)
+        skipped = []
+        if last is not None:
+            skipped = [last + timedelta(minutes=m) for m in range(1, (wall - last) // MINUTE)]
+        rows.append((moment, wall, skipped, wall in seen))
+        seen.add(wall)
+        last, moment = wall, moment + MINUTE
+    return rows
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("zone", "change"), AROUND, ids=lambda v: str(v)[:16])
+def test_daily_weekly_monthly_crons_days_and_weeks_after_a_change_match_crontab(
+    zone: ZoneInfo, change: datetime
+) -> None:
+    """From a week before a change to two weeks after, minute by minute of real time: the
+    chain of fire times (as the daemon asks: after the previous one) and the next time
+    from any `now` (as `bgtaskex processes` asks) are crontab's. Hour 0 of the day after
+    a 23-hour day was passed over (a day, a week, a month lost), and a weekly time that a
+    midnight change skips lost a week (attack 2 of #14, findings 01 and 02)."""
+    start, end = change - timedelta(days=8), change + timedelta(days=15)
+    rows = _clock(zone, start, end)
+    by_minute: dict[int, list[int]] = {m: [] for m in range(60)}
+    for index, (_, wall, *_) in enumerate(rows):
+        by_minute[wall.minute].append(index)
+    jumps = [index for index, (_, _, skipped, _) in enumerate(rows) if skipped]
+    near = [change + timedelta(minutes=m) for m in range(-180, 180, 11)]
+    nows = [moment for moment, *_ in rows[:: 13 * 60 + 7]] + near
+    day = (change + timedelta(hours=1)).astimezone(zone).date()
+    for cron in _crons_around(day):
+        matches = _matcher(cron)
+        fixed = not cron.startswith("*")
+        minutes = _values(cron.split()[0], 59)
+        candidates = sorted({*jumps, *(i for m in minutes for i in by_minute[m])})
+        expected = [
+            moment
+            for moment, wall, skipped, seen in map(rows.__getitem__, candidates)
+            if any(map(matches, skipped)) or (matches(wall) and not (fixed and seen))
+        ]
+        trigger = Process("p", cron=cron).trigger(zone)
+        got: list[datetime] = []
+        fire = trigger.get_next_fire_time(None, start.astimezone(zone))
+        while fire is not None and fire.astimezone(UTC) < end:
+            got.append(fire.astimezone(UTC))
+            fire = trigger.get_next_fire_time(fire, fire)
+        assert got == expected, (cron, str(zone))
+        for moment in nows:  # `now`, all round the clock and through the change
+            nxt = trigger.get_next_fire_time(None, moment.astimezone(zone))
+            want = next((e for e in expected if e >= moment), None)
+            assert want is None or utc(nxt) == want, (cron, moment.astimezone(zone).isoformat())
+
+
+def test_the_day_after_a_short_day_and_midnight_changes_on_examples() -> None:
+    """Attack 2 of #14, findings 01 and 02, as the daemon asks (after the last run) and as
+    `bgtaskex processes` shows it."""
+
+    def after(cron: str, name: str, previous: datetime) -> datetime:
+        zone = ZoneInfo(name)
+        fire = Process("p", cron=cron).trigger(zone).get_next_fire_time(previous, previous)
+        return fire.astimezone(zone).replace(tzinfo=None)
+
+    sunday = datetime(2026, 3, 29, tzinfo=PARIS)  # 23 hours long
+    assert after("0 0 * * *", "Europe/Paris", sunday) == datetime(2026, 3, 30)
+    assert after("0 0 * * 1", "Europe/Paris", datetime(2026, 3, 23, tzinfo=PARIS)) == datetime(
+        2026, 3, 30
+    )
+    assert after(
+        "0 0 1 * *", "Europe/London", datetime(2024, 3, 1, tzinfo=ZoneInfo("Europe/London"))
+    ) == datetime(2024, 4, 1)
+    havana = ZoneInfo("America/Havana")
+    assert after("0 0 * * 0", "America/Havana", datetime(2026, 3, 1, tzinfo=havana)) == datetime(
+        2026, 3, 8, 1, 0
+    )  # 00:00 is skipped on March 8: the jump, 01:00 CDT
+    weekly = Process("p", cron="0 0 * * 1")
+    shown = weekly.next_occurrence(datetime(2026, 3, 28, 12, tzinfo=PARIS), PARIS)
+    assert shown == datetime(2026, 3, 30, tzinfo=PARIS)  # `processes` (was April 6)
