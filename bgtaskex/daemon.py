@@ -268,7 +268,7 @@ class Daemon:
     # -- the loop ----------------------------------------------------------------------
 
     def serve(self) -> int:
-        """Run until a signal stops it; the exit code."""
+        """Run until a signal stops it; the exit code (0 after SIGTERM, 130 after SIGINT)."""
         previous = {
             signal.SIGTERM: signal.signal(signal.SIGTERM, self._on_stop),
             signal.SIGINT: signal.signal(signal.SIGINT, self._on_stop),
@@ -303,7 +303,7 @@ class Daemon:
                 logging.shutdown()
                 os._exit(code)  # a thread still waits on the run: do not wait for it
             log.info("daemon stopped after %s run(s)", self.runs)
-            return 0
+            return 128 + signal.SIGINT if self.stop.signum == signal.SIGINT else 0
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

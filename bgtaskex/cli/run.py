@@ -254,7 +254,9 @@ def daemon(state: State) -> None:
         import_declared(settings)
         return settings, connect(settings=settings, trust_refs=False)
 
-    Daemon(load).serve()  # 0 when it stops on a signal; a stuck run ends the process itself
+    # 0 when it stops on SIGTERM, 130 on Ctrl-C; a run stuck past stop_timeout exits itself
+    if Daemon(load).serve() == Interrupted.exit_code:
+        raise Interrupted  # the daemon stopped cleanly; still, the user interrupted it
 
 
 @click.command(

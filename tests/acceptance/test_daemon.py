@@ -298,6 +298,21 @@ def test_sigterm_pauses_a_cooperative_action_and_exits_0(
     assert hooks(log) == ["init", "execute", "execute"]
 
 
+def test_ctrl_c_pauses_a_cooperative_action_and_exits_130(
+    bgx: Bgx, sqlite_url: str, tmp_path: Path, open_tasks: Callable[[str], Tasks]
+) -> None:
+    """One Ctrl-C (SIGINT) stops the daemon as SIGTERM does, with 130, as run-once."""
+    log = tmp_path / "calls.jsonl"
+    config = long_run_config(tmp_path, sqlite_url, stop_timeout="20s")
+    task_id = enqueue(bgx, sqlite_url, scripted(log, {"execute": ["until-stop", "true"]}))
+    daemon = Daemon(bgx, tmp_path, config).started()
+    daemon.wait_for(hook_started(log, "execute", daemon.pid), "execute to start")
+
+    daemon.signal(signal.SIGINT)
+    assert daemon.exit_code(timeout=15) == 130, daemon.log()
+    assert open_tasks(sqlite_url).status(task_id) == "paused"
+
+
 def test_second_sigterm_exits_at_once_and_the_next_run_recovers(
     bgx: Bgx, sqlite_url: str, tmp_path: Path, open_tasks: Callable[[str], Tasks]
 ) -> None:
