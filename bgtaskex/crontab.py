@@ -82,7 +82,10 @@ class CrontabTrigger(BaseTrigger):  # type: ignore[misc]
         after = now.astimezone(UTC)
         if previous_fire_time is not None:
             after = max(after, previous_fire_time.astimezone(UTC) + _TICK)
-        fire = self._first_at_or_after(after)
+        try:
+            fire = self._first_at_or_after(after)
+        except OverflowError:  # past year 9999 (in UTC or on the wall clock): never
+            return None
         return None if fire is None else fire.astimezone(self.zone)
 
     def _first_at_or_after(self, after: datetime) -> datetime | None:

@@ -1,7 +1,9 @@
-"""Schedules across DST changes (issue #14, part 7), in Europe/Paris and America/New_York,
-spring forward and fall back: one rule for window edges in a skipped or repeated hour
-(checked minute by minute against a brute-force reference), `next_occurrence` bounded and
-never in the past, a fixed-time cron once on fall-back night, the deadline cap."""
+"""Schedules across DST changes (issue #14, part 7), in Europe/Paris and America/New_York
+(cron times also in Lord Howe, and for weeks after each change in zones that change at
+midnight), spring forward and fall back: one rule for window edges in a skipped or
+repeated hour (checked minute by minute against a brute-force reference),
+`next_occurrence` bounded and never in the past, a fixed-time cron once on fall-back
+night, the deadline cap."""
 
 from __future__ import annotations
 
@@ -538,3 +540,10 @@ def test_the_day_after_a_short_day_and_midnight_changes_on_examples() -> None:
     weekly = Process("p", cron="0 0 * * 1")
     shown = weekly.next_occurrence(datetime(2026, 3, 28, 12, tzinfo=PARIS), PARIS)
     assert shown == datetime(2026, 3, 30, tzinfo=PARIS)  # `processes` (was April 6)
+
+
+def test_a_cron_time_past_year_9999_is_never_not_an_error() -> None:
+    """9999-12-31 23:59 in New York is in year 10000 in UTC: no instant, so "never"."""
+    now = datetime(9999, 12, 30, tzinfo=NEW_YORK)
+    assert Process("p", cron="59 23 31 12 *").next_occurrence(now, NEW_YORK) is None
+    assert Process("p", cron="0 12 * * *").next_occurrence(now, NEW_YORK) == now.replace(hour=12)
