@@ -43,7 +43,8 @@ Journal (actions whose params name this journal; see tests/support/journal.py)
   J4  a "done" line of an action that is not done: only mid-way (not `final`), and only
       for the action the last run was killed in: active, its task running or recovering
       (killed between the fsync'ed line and the commit of done, then maybe again while
-      recovering), or failed because change_params_on_error died after that.
+      recovering) or paused for the retry delay of that death, or failed because
+      change_params_on_error died after that.
   J5  no execute was entered after the commit of its action's `done` (the final
       execute ran once), and the "done" line precedes that commit.
   J6  a "redo" line (execute ran again after its "done" line) or a unit done twice only
@@ -511,7 +512,15 @@ def _check_journal(
         elif done_lines:
             report.done_line_not_committed += 1
             events = events_of[a["task_id"]]
-            window = a["status"] == "active" and task["status"] in ("running", "recovering")
+            # With backoff on, the run that finds it running counts the death and pauses
+            # the task until its retry delay is over: that pause is the same window.
+            retry_wait = task["status"] == "paused" and any(
+                (e["message"] or "").startswith(f"execute of action {a['rank']} is tried again")
+                for e in events
+            )
+            window = a["status"] == "active" and (
+                task["status"] in ("running", "recovering") or retry_wait
+            )
             gave_up = a["status"] == "failed" and any(
                 e["rank"] == a["rank"]
                 and e["new_status"] == "failed"
