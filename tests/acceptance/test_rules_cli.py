@@ -849,7 +849,7 @@ def test_sqlite_kills_at_random_moments_with_hooks(bgx: Bgx, tmp_path: Path) -> 
     app = tmp_path / "app.db"
     journal = tmp_path / "app.db-journal"
     url = f"sqlite:///{app}"
-    fill_app(url, old=24000, seed=13)
+    fill_app(url, old=16000, seed=13)
     matching = closed_and_old(url)
     before = appdb.rows(url)
     log = tmp_path / "hooks.jsonl"

@@ -42,9 +42,9 @@ from tests.reliability.invariants import Report, read_db, read_journal
 
 TASKS, ACTIONS = 50, 5
 UNITS, UNIT_MS = scaled((8, 4.0), (40, 8.0))  # ~11 s (quick) or ~90 s (long) of work
-KILLS = scaled(50, 500)
+KILLS = scaled(40, 500)
 #: With time on (backoff, delayed, snoozing and unique-keyed tasks): fewer kills.
-TIMED_KILLS, TIMED_TASKS = scaled(20, 200), scaled(9, 30)
+TIMED_KILLS, TIMED_TASKS = scaled(16, 200), scaled(9, 30)
 SEED = int(os.environ.get("BGTASKEX_TORTURE_SEED", "20240917"))
 IN_HOOK = {"starting", "running", "recovering"}
 
