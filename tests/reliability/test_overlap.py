@@ -9,7 +9,7 @@ What must hold (printed, and in the assertion messages):
 * every process exits 0; each either took the lock (its summary line) or printed the one
   "another run (pid P ...) holds the lock ...; nothing done" line, naming a run that did
   take it, and wrote nothing on stderr;
-* a run that found the lock held costs under a second of CPU (its own user + system
+* a run that found the lock held costs under 3 s of CPU: its imports, no work (its own user + system
   time, from wait4: on 2 cores, 20 starts per second queue up for the CPU, so their wall
   times are printed, not asserted);
 * only lock holders write: every event's run id, every task's last_run_id and every
@@ -119,8 +119,10 @@ def test_overlapping_runs_exclude_each_other(torture: Torture, size: str) -> Non
     assert set(named) <= holder_pids, f"busy runs named {set(named) - holder_pids}: {counts}"
     assert event_runs <= set(holders), f"events by runs {event_runs - set(holders)}: {counts}"
     assert task_runs <= set(holders), f"tasks written by {task_runs - set(holders)}: {counts}"
-    slow = [round(c, 2) for c in cpu if c >= 1.0]
-    assert not slow, f"busy runs that took a second of CPU or more: {slow}; {counts}"
+    # A busy run imports the runner and SQLAlchemy (0.6-1.1 s of CPU on a 2-core CI
+    # machine, by its speed that day), then finds the lock held: 3 s would be work.
+    slow = [round(c, 2) for c in cpu if c >= 3.0]
+    assert not slow, f"busy runs that took 3 s of CPU or more: {slow}; {counts}"
 
 
 def _journal(torture: Torture) -> list[dict[str, object]]:
