@@ -168,16 +168,15 @@ def test_a_backward_clock_step_costs_at_most_one_tick(
     assert max(gaps) < 2.5, gaps  # at most one tick missed
 
 
-def test_a_backward_clock_step_never_runs_a_fixed_time_cron_twice(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running: Callable[[Daemon], None]
-) -> None:
-    """Attack 10 of #14: a step back just before a daily cron's time moved its next run
-    back by the step; it ran then, and again when the clock showed its time. The test's
-    wall clock starts a second before a whole minute F, the cron's time; it steps back
-    1.5 s just before F, and again just after the run."""
+def stepped_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[int, list[float], Callable[[], float]]:
+    """A wall clock for APScheduler and the daemon that reads a second before a whole
+    minute F (in UTC, so in any zone's) and steps back by what the test adds to `back[0]`:
+    (F, back, the clock as epoch seconds)."""
     real = time.time()
-    minute = (int(real) // 60 + 2) * 60  # F, a whole minute (in UTC: in any zone's)
-    back = [real + 1.0 - minute]  # the test's wall clock reads F - 1 s
+    minute = (int(real) // 60 + 2) * 60
+    back = [real + 1.0 - minute]
 
     def wall() -> float:
         return time.time() - back[0]
@@ -190,6 +189,17 @@ def test_a_backward_clock_step_never_runs_a_fixed_time_cron_twice(
     monkeypatch.setattr(apscheduler.schedulers.base, "datetime", SteppedClock)
     monkeypatch.setattr(apscheduler.executors.base, "datetime", SteppedClock)
     monkeypatch.setattr(daemon_module, "local_now", lambda: SteppedClock.now(local_zone()))
+    return minute, back, wall
+
+
+def test_a_backward_clock_step_never_runs_a_fixed_time_cron_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, running: Callable[[Daemon], None]
+) -> None:
+    """Attack 10 of #14: a step back just before a daily cron's time moved its next run
+    back by the step; it ran then, and again when the clock showed its time. The test's
+    wall clock starts a second before a whole minute F, the cron's time; it steps back
+    1.5 s just before F, and again just after the run."""
+    minute, back, wall = stepped_clock(monkeypatch)
     daemon = daemon_of(tmp_path, 'log_level = "WARNING"\n')
     at = datetime.fromtimestamp(minute, local_zone())
     nightly = Process("nightly", cron=f"{at.minute} {at.hour} * * *")
@@ -215,21 +225,7 @@ def test_a_backward_clock_step_past_the_last_fire_does_not_run_it_again(
     F; the clock then steps back 61 s, more than the 59.5 s left to F + 60: the next run
     moved back by the step (F - 1 s) found F again, which ran twice. Its next time is
     F + 60 s, the first after the one it ran (0 9,11 * * *, 2h30 back at 09:10: 11:00)."""
-    real = time.time()
-    minute = (int(real) // 60 + 2) * 60  # F, a whole minute (in UTC: in any zone's)
-    back = [real + 1.0 - minute]  # the test's wall clock reads F - 1 s
-
-    def wall() -> float:
-        return time.time() - back[0]
-
-    class SteppedClock(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> Any:  # type: ignore[override]
-            return datetime.now(tz) - timedelta(seconds=back[0])
-
-    monkeypatch.setattr(apscheduler.schedulers.base, "datetime", SteppedClock)
-    monkeypatch.setattr(apscheduler.executors.base, "datetime", SteppedClock)
-    monkeypatch.setattr(daemon_module, "local_now", lambda: SteppedClock.now(local_zone()))
+    minute, back, wall = stepped_clock(monkeypatch)
     caplog.set_level(logging.WARNING, logger="bgtaskex")
     daemon = daemon_of(tmp_path, 'log_level = "WARNING"\n')
     at = datetime.fromtimestamp(minute, local_zone())
