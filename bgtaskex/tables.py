@@ -235,3 +235,47 @@ def _partial_indexes_on_postgresql(_target: MetaData, connection: Any, **_kw: An
         where = index.dialect_options["sqlite"]["where"]
         if where is not None:
             index.dialect_options["postgresql"]["where"] = where
+
+
+# The record of every run (`bgtaskex runs`, `check`): one row per run that took its
+# lock, written as it starts (outcome "running") and again as it ends. A run killed
+# before its end leaves "running"; readers tell it from a live one by its holder.
+runs = Table(
+    "bgtaskex_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("run_id", Str(32), nullable=False),  # 8 hex digits: not unique over years
+    Column("process", Str(100), nullable=True),  # the scheduled process; NULL: run-once
+    Column("holder", Str(100), nullable=False),  # owner.holder_name(): is it alive?
+    Column("host", Str(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("lock", Str(16), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("budget", Real, nullable=False),
+    Column("outcome", Str(16), nullable=False),
+    Column("finished", Integer, nullable=False, server_default="0"),
+    Column("paused", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("errors", Integer, nullable=False, server_default="0"),
+    Column("cancelled", Integer, nullable=False, server_default="0"),
+    Column("lost", Integer, nullable=False, server_default="0"),
+    Column("actions", Integer, nullable=False, server_default="0"),
+    Column("left_waiting", Integer, nullable=False, server_default="0"),
+    Column("purged", Integer, nullable=False, server_default="0"),
+    Column("max_overrun", Real, nullable=False, server_default="0"),
+    Column("error", LongStr(), nullable=True),  # masked: what ended the run, if not its end
+)
+Index("ix_bgtaskex_runs_started_at", runs.c.started_at)
+Index("ix_bgtaskex_runs_ended_at", runs.c.ended_at)
+Index("ix_bgtaskex_runs_process_started_at", runs.c.process, runs.c.started_at)
+
+# Queues an operator paused (`bgtaskex pause QUEUE`): no run takes a task of one.
+queue_pauses = Table(
+    "bgtaskex_queue_pauses",
+    metadata,
+    Column("queue", Str(100), primary_key=True),
+    Column("paused_at", UTCDateTime, nullable=False),
+    Column("reason", Str(500), nullable=True),
+    Column("paused_by", Str(255), nullable=True),  # user@host that paused it
+)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..plan import Routing
 
 #: The Alembic revision this release's code expects (tests check it is the script head).
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 #: Where bgtaskex keeps its Alembic revision: a table of its own, so that an application
 #: using Alembic in the same database keeps its `alembic_version`.
 VERSION_TABLE = "bgtaskex_alembic_version"
