@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import MAX_DURATION, Settings, load_settings, params_size
 from .database import SchemaUpgrade, open_store, upgrade_schema
-from .exceptions import ParamsTooLarge, UsageError
+from .exceptions import InvalidState, ParamsTooLarge, UsageError
 from .health import Health, check_health
 from .models import (
     ACTIVE_STATUSES,
@@ -22,18 +22,22 @@ from .models import (
     Enqueued,
     Event,
     NewAction,
+    QueuePause,
+    QueueSummary,
     RunSummary,
     Stats,
     Task,
     TaskFilter,
     TaskType,
 )
+from .owner import operator_name
 from .plan import RunPlan
 from .processes import Process
 from .registry import Registry, load_callable
 from .run.locks import lock_for
 from .run.observer import Outcome, RunObserver
 from .store.core import Store
+from .urls import mask_secrets
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -121,19 +125,39 @@ def check_unique_key(key: object) -> None:
         )
 
 
+def check_queue(queue: object) -> str:
+    """The queue name `queue` stands for (stripped, as enqueue stores it); UsageError
+    for one enqueue would refuse."""
+    if not isinstance(queue, str) or not queue.strip() or len(queue) > 100 or not _text(queue):
+        raise UsageError(
+            f"queue must be a non-empty string of at most 100 characters, got {queue!r}"
+        )
+    return queue.strip()
+
+
 def check_task_fields(name: object, type: object, queue: object) -> TaskType:
     if not isinstance(name, str) or not name.strip() or len(name) > 200 or not _text(name):
         raise UsageError(
             f"task name must be a non-empty string of at most 200 characters, got {name!r}"
         )
-    if not isinstance(queue, str) or not queue.strip() or len(queue) > 100 or not _text(queue):
-        raise UsageError(
-            f"queue must be a non-empty string of at most 100 characters, got {queue!r}"
-        )
+    check_queue(queue)
     try:
         return TaskType(str(type))
     except ValueError:
         raise UsageError(f"task type must be 'interactive' or 'cron', got {type!r}") from None
+
+
+def pause_reason(reason: object) -> str | None:
+    """A pause's reason as stored: on one line, secrets masked, at most 500 characters;
+    None for none (or blank)."""
+    if reason is None:
+        return None
+    if not isinstance(reason, str) or not _text(reason):
+        raise UsageError(f"a pause's reason must be text, got {reason!r}")
+    line = " ".join(mask_secrets(reason).split())
+    if len(line) > 500:
+        raise UsageError(f"a pause's reason is at most 500 characters, got {len(line)}")
+    return line or None
 
 
 #: A not_before from then on is refused: a year short of datetime.max leaves room to show
@@ -327,6 +351,33 @@ class Client:
         """Counts per queue, type and status, the oldest waiting task, actions ended in
         the last hour and day, mean execute time (`bgtaskex stats`)."""
         return self.store.admin.stats()
+
+    def queues(self) -> list[QueueSummary]:
+        """Each queue that has tasks or a pause: its tasks waiting, running and failed,
+        its oldest waiting task, its pause (`bgtaskex queues`)."""
+        return self.store.queues.summary()
+
+    def paused_queues(self) -> list[QueuePause]:
+        """The queues an operator paused, by name."""
+        return self.store.queues.pauses()
+
+    def pause(self, queue: str, reason: str | None = None) -> tuple[QueuePause, bool]:
+        """Pause `queue`: from its next pick on, no run on any host takes a task of it;
+        a task executing finishes its current hook and stops before its next action.
+        Returns the pause and True when it is new; pausing a paused queue keeps its
+        start and replaces its reason when one is given (see `queues.Queues.pause`)."""
+        return self.store.queues.pause(check_queue(queue), pause_reason(reason), operator_name())
+
+    def resume(self, queue: str) -> QueuePause:
+        """Lift the pause of `queue` (and wake the daemons on PostgreSQL); returns the
+        pause lifted. InvalidState (exit 5) when the queue is not paused."""
+        name = check_queue(queue)
+        lifted = self.store.queues.resume(name)
+        if lifted is None:
+            paused = [pause.queue for pause in self.store.queues.pauses()]
+            which = f"paused: {', '.join(paused)}" if paused else "no queue is paused"
+            raise InvalidState(f"queue {name!r} is not paused ({which})")
+        return lifted
 
     def health(self) -> Health:
         """What `bgtaskex check` reports: tasks stuck past `settings.stuck_after`, tasks

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import BgtaskexError, InvalidRef
-from .models import ACTIVE_STATUSES, TaskFilter
+from .models import ACTIVE_STATUSES, QueuePause, TaskFilter
 from .registry import parse_ref
 from .run.file_lock import describe_holder, lock_state
 from .run.preflight import HOW_TO_DECLARE, findable
@@ -34,6 +34,7 @@ class Health:
     lock: str | None = None  # the file lock: "free", "held" or "stale"
     lock_holder: str = ""  # who holds it, or held it ("stale": a run that died)
     error: str | None = None  # what stopped the look short (the database, the lock file)
+    paused: tuple[QueuePause, ...] = ()  # the queues an operator paused
 
     def problems(self) -> list[str]:
         """Each problem as one sentence; none when all is well."""
@@ -50,6 +51,13 @@ class Health:
                 f"{self.unimportable} task(s) wait for a module that cannot be imported: "
                 f"{names} (declare it with {HOW_TO_DECLARE})"
             )
+        long_paused = [p for p in self.paused if _age(p.paused_at) > self.stuck_after]
+        if long_paused:
+            found.append(
+                f"{len(long_paused)} queue(s) paused for over {self.stuck_after:g}s: "
+                + ", ".join(f"{p.queue} (since {_stamp(p.paused_at)})" for p in long_paused)
+                + " (bgtaskex resume QUEUE)"
+            )
         if self.error is not None:
             found.append(self.error)
         return found
@@ -65,6 +73,8 @@ class Health:
             found.append(f"a run is working{self.lock_holder}")
         elif self.lock == "stale":
             found.append(f"stale lock file of a dead run{self.lock_holder}, harmless")
+        if self.paused:
+            found.append(f"paused queue(s): {', '.join(p.queue for p in self.paused)}")
         return found
 
 
@@ -79,6 +89,7 @@ def check_health(store: Store, registry: Registry, settings: Settings) -> Health
         found.update(stuck=stuck, stuck_ids=tuple(ids))
         found.update(_unimportable(store, registry))
         found["waiting"] = store.count_tasks(TaskFilter(statuses=_active()))
+        found["paused"] = tuple(store.queues.pauses())
         lock, holder = lock_state(settings.lock_path)
         found.update(lock=lock, lock_holder=describe_holder(holder))
     except BgtaskexError as err:
@@ -106,6 +117,14 @@ def _unimportable(store: Store, registry: Registry) -> dict[str, Any]:
         return {}
     modules = tuple((m, reason) for m, reason in sorted(why.items()) if reason)
     return {"unimportable": store.admin.count_tasks_waiting_on(stuck), "modules": modules}
+
+
+def _age(moment: datetime) -> float:
+    return (datetime.now(UTC) - moment).total_seconds()
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _active() -> frozenset[str]:

@@ -44,6 +44,14 @@ def render(stats: Stats) -> str:
     )
     if stats.mean_action_seconds is not None:
         mean.set(stats.mean_action_seconds)
+    paused = Gauge(
+        "bgtaskex_queue_paused",
+        "1 for each queue an operator paused (bgtaskex pause); no series for the others.",
+        ["queue"],
+        registry=registry,
+    )
+    for pause in stats.paused:
+        paused.labels(pause.queue).set(1)
     Gauge(
         "bgtaskex_stats_timestamp_seconds",
         "When these numbers were read.",

@@ -235,6 +235,30 @@ class Stats:
     oldest_waiting: datetime | None
     actions_ended: tuple[tuple[str, str, int], ...]  # (window, status, count)
     mean_action_seconds: float | None  # execute time of actions done in the last day
+    paused: tuple[QueuePause, ...] = ()  # the queues an operator paused, by name
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePause:
+    """A queue an operator paused (`bgtaskex pause`): no run takes a task of it."""
+
+    queue: str
+    paused_at: datetime
+    reason: str | None = None
+    paused_by: str | None = None  # user@host
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSummary:
+    """One queue as `bgtaskex queues` shows it: its tasks by state and its pause."""
+
+    queue: str
+    waiting: int = 0  # not ended and not executing: created or paused
+    running: int = 0  # starting, running or recovering (executing, or died there)
+    failed: int = 0
+    oldest_waiting_id: int | None = None  # the first waiting task, by id
+    oldest_waiting_at: datetime | None = None  # ...and when it was created
+    pause: QueuePause | None = None  # None: not paused
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ one by the runs this process has going (`running`).
 from __future__ import annotations
 
 import functools
+import getpass
 import os
 import socket
 import threading
@@ -81,6 +82,15 @@ os.register_at_fork(after_in_child=_mark_of_self.cache_clear)
 def holder_name() -> str:
     """This process's claim name: `host:pid:mark` (see the module docstring)."""
     return f"{socket.gethostname()}:{os.getpid()}:{_mark_of_self()}"
+
+
+def operator_name() -> str:
+    """`user@host` of who runs this process (who paused a queue), as well as it can tell."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"[:255]
 
 
 def holder_is_gone(claimed_by: str | None) -> bool:

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from .models import ActionRecord, Event, Stats, Task
+from .models import ActionRecord, Event, QueuePause, QueueSummary, Stats, Task
 from .views import stats_dict
 
 
@@ -277,8 +277,45 @@ def render_stats(stats: Stats) -> list[Any]:
         f"last day: {ended['1d']['done']:,} done, {ended['1d']['failed']:,} failed",
         "mean execute time of actions done in the last day: "
         + (f"{mean:.2f}s" if mean is not None else "-"),
+        *(pause_line(pause) for pause in stats.paused),
     ]
     return [table if data["tasks"] else Text("no tasks"), Text("\n".join(lines))]
+
+
+def pause_line(pause: QueuePause) -> str:
+    """`queue reports paused 2h ago by ops@db1 (nightly maintenance): no run takes its
+    tasks`."""
+    by = f" by {pause.paused_by}" if pause.paused_by else ""
+    why = f" ({pause.reason})" if pause.reason else ""
+    return f"queue {pause.queue} paused {_ago(pause.paused_at)}{by}{why}: no run takes its tasks"
+
+
+def render_queues(queues: list[QueueSummary]) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("QUEUE", "WAITING", "RUNNING", "FAILED", "OLDEST WAITING", "PAUSED"):
+        table.add_column(
+            column, justify="right" if column in ("WAITING", "RUNNING", "FAILED") else "left"
+        )
+    for queue in queues:
+        oldest = "-"
+        if queue.oldest_waiting_id is not None and queue.oldest_waiting_at is not None:
+            oldest = f"{queue.oldest_waiting_id} ({_ago(queue.oldest_waiting_at)})"
+        pause = queue.pause
+        paused = "-"
+        if pause is not None:
+            paused = _ago(pause.paused_at) + (f": {pause.reason}" if pause.reason else "")
+        table.add_row(
+            escape(queue.queue),
+            f"{queue.waiting:,}",
+            f"{queue.running:,}",
+            f"{queue.failed:,}",
+            oldest,
+            escape(paused),
+        )
+    return table
 
 
 def _all_but(excluded: list[str]) -> str:

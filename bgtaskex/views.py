@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .models import ActionRecord, Event, RunSummary, Stats, Task
+from .models import ActionRecord, Event, QueuePause, QueueSummary, RunSummary, Stats, Task
 from .processes import Process
 
 if TYPE_CHECKING:
@@ -101,6 +101,33 @@ def stats_dict(stats: Stats) -> dict[str, Any]:
         ),
         "actions_ended": ended,
         "mean_action_seconds": stats.mean_action_seconds,
+        "paused_queues": [pause_dict(pause) for pause in stats.paused],
+    }
+
+
+def pause_dict(pause: QueuePause) -> dict[str, Any]:
+    return {
+        "queue": pause.queue,
+        "paused_at": _time(pause.paused_at),
+        "reason": pause.reason,
+        "paused_by": pause.paused_by,
+    }
+
+
+def queue_dict(summary: QueueSummary) -> dict[str, Any]:
+    """One queue of `bgtaskex queues --json`."""
+    pause = summary.pause
+    return {
+        "queue": summary.queue,
+        "waiting": summary.waiting,
+        "running": summary.running,
+        "failed": summary.failed,
+        "oldest_waiting_id": summary.oldest_waiting_id,
+        "oldest_waiting_at": _time(summary.oldest_waiting_at),
+        "paused": pause is not None,
+        "paused_at": _time(pause.paused_at) if pause is not None else None,
+        "reason": pause.reason if pause is not None else None,
+        "paused_by": pause.paused_by if pause is not None else None,
     }
 
 

@@ -1,7 +1,7 @@
 """The `bgtaskex` command: the group, its commands, and the one place errors become
 exit codes.
 
-Each command module (tasks, run, db, ops, rules) defines its commands on top of
+Each command module (tasks, run, db, ops, queues, rules) defines its commands on top of
 cli/common.py and knows nothing of the group; this module adds them with `add_command`.
 Heavy modules (SQLAlchemy, rich) are imported inside the commands that need them, so
 `bgtaskex run-once` on an idle embedded database starts in a few tens of milliseconds.
@@ -25,7 +25,7 @@ from ..exceptions import (
     UsageError,
 )
 from ..urls import mask_secrets
-from . import db, ops, rules, run, tasks
+from . import db, ops, queues, rules, run, tasks
 from .common import State, global_options
 
 
@@ -52,6 +52,9 @@ for command in (
     run.demo,
     ops.stats,
     ops.check,
+    queues.queues,
+    queues.pause,
+    queues.resume,
     db.db,
     rules.rules,
 ):

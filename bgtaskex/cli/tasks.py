@@ -23,6 +23,7 @@ from .common import (
     print_rich,
     task_filter,
 )
+from .queues import paused_note
 
 # -- enqueue -------------------------------------------------------------------------
 
@@ -238,6 +239,8 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
     from ..render import render_tasks
 
     print_rich(render_tasks(tasks))
+    for line in paused_note(client, tasks):
+        click.echo(line)
     if more > 0:
         plus = "+" if more >= cap else ""
         click.echo(f"... and {more:,}{plus} more (raise --limit or narrow the filters)")

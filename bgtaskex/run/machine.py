@@ -35,6 +35,7 @@ from .context import RunContext
 from .failures import CRASH, STORAGE, not_before, retry_delay
 from .hooks import HookDied, Hooks
 from .observer import Outcome, RunObserver
+from .pauses import PauseWatch
 
 log = logging.getLogger("bgtaskex.runner")  # a stable name, for log filters
 
@@ -67,9 +68,12 @@ class Machine(Hooks):
         self.actions_run = 0
         self.missing_modules: set[str] = set()
         self.max_overrun = 0.0
+        self.pauses = PauseWatch(store)
 
     def advance(self, task: Task) -> Outcome:
-        """Take `task` from the status it was found in as far as this run allows."""
+        """Take `task` (just picked: its queue was not paused) from the status it was
+        found in as far as this run allows."""
+        self.pauses.picked(task.queue)
         work = TaskWrites.of(task)
         log.debug("run %s: task %s (%s): found %s", self.run_id, task.id, task.name, task.status)
         if task.cancel_requested_at is not None:  # asked while a run held the lock
@@ -178,6 +182,11 @@ class Machine(Hooks):
         if time.time() >= self.deadline or self.stop_requested():
             why = "stop requested" if self.stop_requested() else "deadline reached"
             self.batch.stage_status(work, TaskStatus.CREATED, f"{why} before action {rank}")
+            return Outcome.DEFERRED
+        if self.pauses.paused(work.task.queue):
+            why = f"queue {work.task.queue} paused before action {rank}"
+            log.info("run %s: task %s (%s): %s", self.run_id, work.task.id, work.task.name, why)
+            self.batch.stage_status(work, TaskStatus.CREATED, why)
             return Outcome.DEFERRED
         instance = self._instantiate(work, work.actions[rank])
         if not isinstance(instance, Action):

@@ -24,6 +24,7 @@ from .cluster_lock import cluster_lock_held
 from .engine import now as _now
 from .engine import retrying_deadlocks
 from .filters import conditions, ended_ids, terminal_only, waiting_actions
+from .queues import queue_pauses
 from .rows import event_record, task_type
 from .statements import INSERT_EVENT, event_row
 from .writes import end_as_cancelled, locked_task
@@ -164,7 +165,8 @@ class Admin:
     # -- stats and health ------------------------------------------------------------
 
     def stats(self) -> Stats:
-        """Tasks by queue, type and status; the oldest waiting; actions ended lately."""
+        """Tasks by queue, type and status; the oldest waiting; actions ended lately; the
+        paused queues."""
         now = _now()
         c, a = t.tasks.c, t.actions.c
         with self._store._read() as conn:
@@ -188,6 +190,7 @@ class Admin:
                         .where(a.status == status.value, a.ended_at >= now - span)
                     ).scalar_one()
                     ended.append((window, status.value, int(n)))
+            paused = tuple(queue_pauses(conn))
             mean = conn.execute(
                 select(func.avg(a.elapsed)).where(
                     a.status == ActionStatus.DONE.value, a.ended_at >= now - timedelta(days=1)
@@ -198,6 +201,7 @@ class Admin:
             oldest_waiting=first_due,
             actions_ended=tuple(ended),
             mean_action_seconds=float(mean) if mean is not None else None,
+            paused=paused,
         )
 
     def stuck_tasks(self, untouched_since: datetime, limit: int = 10) -> tuple[int, list[int]]:

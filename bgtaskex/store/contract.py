@@ -40,8 +40,8 @@ class RunStorage(Protocol):
         """The due task (not ended) that comes first in run order (`models.run_order`,
         then id), with its actions by rank; None when there is none. Only from the
         queues `routing` serves (None: any); passes over tasks last written by run
-        `skip_run`, task `skip_task`, those in `exclude`, and those under another run's
-        live lease. Reads only."""
+        `skip_run`, task `skip_task`, those in `exclude`, those under another run's
+        live lease, and those of a queue paused when the query runs. Reads only."""
         ...
 
     def claim(
@@ -105,6 +105,11 @@ class RunStorage(Protocol):
         ...
 
     def has_due_tasks(self) -> bool:
-        """Whether any task is due (not ended, its not_before not ahead), whoever holds
-        it. Reads only."""
+        """Whether any task of a queue not paused is due (not ended, its not_before not
+        ahead), whoever holds it. Reads only."""
+        ...
+
+    def queue_paused(self, queue: str) -> bool:
+        """Whether an operator paused `queue` now. Reads only. (`next_task` and `claim`
+        pass over the tasks of paused queues by themselves.)"""
         ...

@@ -37,6 +37,7 @@ from .cluster_lock import hold_cluster_lock
 from .engine import check_same_database, make_engine, retrying_deadlocks
 from .engine import now as _now
 from .engine import translated as _translated
+from .queues import Queues
 from .run_queries import RunQueries
 from .wake_ups import listen
 from .writes import add_task
@@ -71,6 +72,8 @@ class Store(RunQueries):
         self._local = threading.local()  # the connection `bound()` holds, per thread
         #: The operators' queries (cancel, retry, purge, stats, health).
         self.admin = Admin(self)
+        #: The operators' queries of queues (pause, resume, the per-queue summary).
+        self.queues = Queues(self)
 
     @property
     def display_url(self) -> str:
@@ -231,16 +234,18 @@ class Store(RunQueries):
         return retrying_deadlocks(own)
 
     def waiting_interactive_queues(self) -> list[str]:
-        """The queues of interactive tasks queued and not yet started (an index range):
-        the daemon's cheap poll for work that should not wait for the next tick."""
+        """The queues of interactive tasks queued and not yet started (an index range),
+        paused queues aside: the daemon's cheap poll for work that should not wait for
+        the next tick."""
         new = run_order(TaskType.INTERACTIVE, TaskStatus.CREATED)
         with self._read(single=True) as conn:
             params = {"v_order": new, **self._lease_params(0.0)}
             return list(conn.execute(sql.waiting_interactive(self.dialect), params).scalars())
 
     def wake_ups(self, timeout: float) -> Iterator[str | None]:
-        """On PostgreSQL, the queues named by `enqueue` of interactive tasks, as they come
-        (LISTEN on a connection of its own); None every `timeout` seconds without one.
+        """On PostgreSQL, the queues named by `enqueue` of interactive tasks and by
+        `resume`, as they come (LISTEN on a connection of its own); None every `timeout`
+        seconds without one.
         Elsewhere, only None every `timeout` seconds: poll `waiting_interactive_queues`."""
         return listen(self._engine, timeout)
 

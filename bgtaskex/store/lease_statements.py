@@ -59,6 +59,15 @@ def due_now(dialect: str) -> Any:
     return or_(c.not_before.is_(None), c.not_before <= lease_clock(dialect)[0])
 
 
+def not_paused() -> Any:
+    """The task's queue is not paused (`bgtaskex pause`): read from the pauses table by
+    the very statement that picks a task, so every run honours a pause from its next
+    pick on. An uncorrelated subquery of a table of a few rows, read once per statement
+    (SQLite: a list subquery; PostgreSQL: a hashed subplan); the due query keeps its
+    index, and the queue is read with the row it reads anyway."""
+    return t.tasks.c.queue.not_in(select(t.queue_pauses.c.queue))
+
+
 @functools.cache
 def leases_held(dialect: str) -> Any:
     c = t.tasks.c
@@ -81,6 +90,7 @@ def claim_statements(dialect: str) -> tuple[Any, Any, Any]:
             or_(c.last_run_id.is_(None), c.last_run_id != bindparam("v_skip_run")),
             due_now(dialect),
             lease_free(dialect),
+            not_paused(),
         )
         .order_by(c.run_order, c.id)
         .limit(1)
@@ -116,3 +126,4 @@ RELEASE = (
 CLAIM_OF = select(t.tasks.c.claim_token, t.tasks.c.run_order, t.tasks.c.cancel_requested_at).where(
     t.tasks.c.id == bindparam("v_task_id")
 )
+PAUSE_OF = select(t.queue_pauses.c.queue).where(t.queue_pauses.c.queue == bindparam("v_queue"))

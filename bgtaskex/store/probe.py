@@ -100,10 +100,13 @@ def _parse_stamp(text: str) -> datetime:
 
 
 def _waiting_query(what: str, routing: Routing | None) -> tuple[str, tuple[str, ...]]:
-    """SELECT `what` of the waiting tasks in the queues `routing` serves (as the due
-    query of `Store.next_task` narrows them): the SQL, open to more conditions, and its
-    arguments."""
-    query = f"SELECT {what} FROM bgtaskex_tasks WHERE run_order IS NOT NULL"
+    """SELECT `what` of the waiting tasks in the queues `routing` serves and no
+    operator paused (as the due query of `Store.next_task` narrows them): the SQL, open
+    to more conditions, and its arguments."""
+    query = (
+        f"SELECT {what} FROM bgtaskex_tasks WHERE run_order IS NOT NULL"
+        " AND queue NOT IN (SELECT queue FROM bgtaskex_queue_pauses)"
+    )
     queues = routing.queues if routing is not None else None
     excluded = routing.excluded if routing is not None else ()
     if queues is not None:

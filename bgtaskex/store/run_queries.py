@@ -53,7 +53,8 @@ class RunQueries:
         routing: Routing | None = None,
     ) -> Task | None:
         """The task the run should process next (see `models.run_order`), with its
-        actions, from the queues `routing` serves (None: any). Tasks last written by run
+        actions, from the queues `routing` serves (None: any) that no operator paused
+        (read by this very query: see `lease_statements.not_paused`). Tasks last written by run
         `skip_run` (already handled by it), `skip_task` (handled, not yet written) and
         those in `exclude` are passed over, and so are tasks that another run holds
         under a live lease (it is executing them)."""
@@ -80,8 +81,9 @@ class RunQueries:
         A task is free when no lease holds it: never claimed, released, or its lease
         (`lease` seconds from the claim, extended by `heartbeat`) has run out, which is
         how a dead worker's task is taken over. Rows that another worker is claiming at
-        the same instant are skipped (SKIP LOCKED), not waited for. The order and the
-        routing are the run's (`next_task`), and run `run_id` does not take a task twice.
+        the same instant are skipped (SKIP LOCKED), not waited for. The order, the
+        routing and the paused queues are the run's (`next_task`), and run `run_id` does
+        not take a task twice.
         """
         due, claim, _beat = leases.claim_statements(self.dialect)
         due = sql.narrowed(due, exclude, routing)
@@ -127,15 +129,22 @@ class RunQueries:
     def _lease_params(self, lease: float) -> dict[str, Any]:
         return leases.lease_params(self.dialect, lease, _now())
 
+    def queue_paused(self, queue: str) -> bool:
+        """Whether an operator paused `queue` (one primary-key read)."""
+        with self._read(single=True) as conn:
+            return conn.execute(leases.PAUSE_OF, {"v_queue": queue}).first() is not None
+
     def has_due_tasks(self) -> bool:
-        """Whether any task is due (not ended, and not delayed to later), whoever holds it."""
+        """Whether any task of a queue not paused is due (not ended, and not delayed to
+        later), whoever holds it."""
         with self._read() as conn:
             due = conn.execute(sql.has_due(self.dialect), self._lease_params(0.0))
             return due.first() is not None
 
     def next_due_at(self, routing: Routing | None = None) -> datetime | None:
         """When the next task that waits for its not_before becomes due, in the queues
-        `routing` serves (None: any); None when no task waits for its time."""
+        `routing` serves (None: any) and no operator paused; None when no task waits for
+        its time."""
         query = sql.narrowed(sql.next_due_at(self.dialect), (), routing)
         with self._read(single=True) as conn:
             return conn.execute(query, self._lease_params(0.0)).scalar()

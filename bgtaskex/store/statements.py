@@ -37,7 +37,7 @@ from ..models import (
 from ..plan import Routing
 from ..urls import mask_secrets
 from .engine import mysql_lock_name
-from .lease_statements import due_now, lease_clock, lease_free
+from .lease_statements import due_now, lease_clock, lease_free, not_paused
 
 # -- rows ------------------------------------------------------------------------------
 
@@ -118,21 +118,23 @@ TASK_BY_ID = joined(t.tasks.c.id == bindparam("v_task_id"))
 @functools.cache
 def next_task_id(dialect: str) -> Any:
     """The id of the next due task that no live lease holds."""
-    return _NEXT_TASK_ID.where(due_now(dialect), lease_free(dialect))
+    return _NEXT_TASK_ID.where(due_now(dialect), lease_free(dialect), not_paused())
 
 
 @functools.cache
 def has_due(dialect: str) -> Any:
-    """Whether a task is due now, whoever holds it."""
-    return select(t.tasks.c.id).where(t.tasks.c.run_order.isnot(None), due_now(dialect)).limit(1)
+    """Whether a task of a queue not paused is due now, whoever holds it."""
+    c = t.tasks.c
+    return select(c.id).where(c.run_order.isnot(None), due_now(dialect), not_paused()).limit(1)
 
 
 @functools.cache
 def next_due_at(dialect: str) -> Any:
-    """When the next waiting task that is not due yet becomes due (None: none waits)."""
+    """When the next waiting task that is not due yet becomes due, in the queues not
+    paused (None: none waits)."""
     c = t.tasks.c
     later = c.not_before > lease_clock(dialect)[0]
-    return select(func.min(c.not_before)).where(c.run_order.isnot(None), later)
+    return select(func.min(c.not_before)).where(c.run_order.isnot(None), later, not_paused())
 
 
 @functools.cache
@@ -314,9 +316,10 @@ NOTIFY = text("SELECT pg_notify('bgtaskex_' || current_schema(), :v_queue)")
 
 @functools.cache
 def waiting_interactive(dialect: str) -> Any:
-    """The queues of interactive tasks queued, not yet started, and due now."""
+    """The queues, not paused, of interactive tasks queued, not yet started, and due now."""
     c = t.tasks.c
-    return select(c.queue).where(c.run_order == bindparam("v_order"), due_now(dialect)).distinct()
+    due = (c.run_order == bindparam("v_order"), due_now(dialect), not_paused())
+    return select(c.queue).where(*due).distinct()
 
 
 # -- the cluster lock ------------------------------------------------------------------
