@@ -368,16 +368,27 @@ def test_run_path_uses_its_indexes(captured: dict[str, Capture]) -> None:
 def test_not_before_is_read_from_the_due_indexes(captured: dict[str, Capture]) -> None:
     """The due query of the probe filters on not_before (delayed tasks) and stays
     index-only: not_before is the last column of the due indexes, so neither it nor the
-    min of not_before (when the next task is due) reads a table row."""
+    min of not_before (when the next task is due) reads a table row. The paused queues
+    (`queue NOT IN` the pauses) keep it so: queue leads the due index of queues.
+
+    `Store.next_due_at` over every queue (only `run-once --json` asks it, after a run
+    that found nothing) reads the row of each delayed task for its queue; it keeps its
+    index, and a routed one stays index-only."""
     plain = captured["plain"]
     due = [s for s in plain.of("probe") if "not_before" in s.sql]
     assert due, "the probe's due query does not filter on not_before"
     later = [s for s in plain.of("probe (idle: next due)") if "min(not_before)" in s.sql]
     assert later, "the probe does not ask when the next task is due"
-    for statement in (*due, *later, *plain.of("next_due_at")):
+    routed = [s for s in plain.of("next_due_at") if "queue IN" in s.sql]
+    assert routed, "no routed next_due_at captured"
+    for statement in (*due, *later, *routed):
         assert any("USING COVERING INDEX ix_bgtaskex_tasks_" in p for p in statement.plan), str(
             statement
         )
+    for statement in plain.of("next_due_at"):
+        assert any(
+            re.search(r"USING (COVERING )?INDEX ix_bgtaskex_tasks_", p) for p in statement.plan
+        ), str(statement)
     assert all("not_before" in s.sql for s in plain.of("next_task")), "next_task ignores it"
 
 
