@@ -695,6 +695,9 @@ COMMANDS = [
     "rules",
     "preview",
     "run",
+    "queues",
+    "pause",
+    "resume",
 ]
 OPTIONS = [
     "--help",
@@ -731,6 +734,7 @@ OPTIONS = [
     "--import",
     "--log-format",
     "--config",
+    "--reason",
     "--",
 ]
 VALUES = [
@@ -825,6 +829,9 @@ SHAPES: dict[tuple[str, ...], tuple[dict[str, str | None], str | None]] = {
     ("stats",): ({"--json": None, "--prometheus": None}, None),
     ("check",): ({"--stuck-after": "duration"}, None),
     ("processes",): ({"--json": None}, None),
+    ("queues",): ({"--json": None}, None),
+    ("pause",): ({"--reason": "word"}, "word"),
+    ("resume",): ({}, "word"),
     ("db", "upgrade"): ({}, None),
     ("rules", "list"): ({"--json": None}, None),
     ("rules", "preview"): ({"--sample": "number", "--json": None}, "word"),
