@@ -17,6 +17,7 @@ from .. import tables as t
 from ..exceptions import StorageError
 from ..models import QueuePause, QueueSummary, TaskStatus, TaskType, run_order
 from .engine import now as _now
+from .engine import retrying_deadlocks
 from .statements import NOTIFY
 
 if TYPE_CHECKING:
@@ -46,10 +47,11 @@ class Queues:
         pause and True when it is new. A queue paused already stays paused since its
         first pause (`check` counts from then): `reason`, when given, replaces its
         reason, and `by` its author. Two operators pausing at once: one inserts, the
-        other finds the pause and updates it."""
+        other finds the pause and updates it (its INSERT lost the primary key: it
+        tries again; so it does after a deadlock)."""
         for attempt in range(3):
             try:
-                return self._pause(queue, reason, by)
+                return retrying_deadlocks(lambda: self._pause(queue, reason, by))
             except StorageError as err:  # the other one's INSERT won the primary key
                 if attempt == 2 or not isinstance(err.__cause__, IntegrityError):
                     raise

@@ -281,3 +281,29 @@ def test_resume_wakes_the_daemons_on_postgresql(pg_schema_url: str, tmp_path: Pa
         wait_until(listening, "the LISTEN of the wake-ups")
         client.resume("reports")
         assert heard.result(timeout=10) == "reports"
+
+
+def test_two_operators_pausing_at_once(server_url: str) -> None:
+    """Concurrent pauses of a queue not paused yet: both succeed, exactly one is new
+    (the loser's INSERT fails on the primary key: it tries again and finds the pause)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    clients = [connect(settings=Settings(database_url=server_url)) for _ in range(4)]
+    try:
+        clients[0].paused_queues()  # the schema, before the race
+        for round_ in range(5):
+            queue = f"q{round_}"
+            start = Barrier(len(clients))
+
+            def pause(client: Client, queue: str = queue, start: Barrier = start) -> bool:
+                start.wait()
+                return client.pause(queue, f"by {id(client)}")[1]
+
+            with ThreadPoolExecutor(len(clients)) as pool:
+                news = list(pool.map(pause, clients))
+            assert sorted(news) == [False] * (len(clients) - 1) + [True], news
+        assert [p.queue for p in clients[0].paused_queues()] == [f"q{i}" for i in range(5)]
+    finally:
+        for client in clients:
+            client.close()
