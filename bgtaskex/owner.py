@@ -17,7 +17,6 @@ one by the runs this process has going (`running`).
 from __future__ import annotations
 
 import functools
-import getpass
 import os
 import socket
 import threading
@@ -86,6 +85,8 @@ def holder_name() -> str:
 
 def operator_name() -> str:
     """`user@host` of who runs this process (who paused a queue), as well as it can tell."""
+    import getpass  # not on the run's path
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a container)

@@ -245,8 +245,8 @@ class Store(RunQueries):
     def wake_ups(self, timeout: float) -> Iterator[str | None]:
         """On PostgreSQL, the queues named by `enqueue` of interactive tasks and by
         `resume`, as they come (LISTEN on a connection of its own); None every `timeout`
-        seconds without one.
-        Elsewhere, only None every `timeout` seconds: poll `waiting_interactive_queues`."""
+        seconds without one. Elsewhere, only None every `timeout` seconds: poll
+        `waiting_interactive_queues`."""
         return listen(self._engine, timeout)
 
     # -- the client's reads ----------------------------------------------------------

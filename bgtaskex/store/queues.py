@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 _WAITING = (TaskStatus.CREATED, TaskStatus.PAUSED)
 _RUNNING = (TaskStatus.STARTING, TaskStatus.RUNNING, TaskStatus.RECOVERING)
 # The run orders of the waiting statuses: the oldest waiting task of each queue is then
-# read from the due index of queues (queue, run_order, id), not from the rows.
+# found in a range of a due index (the waiting tasks only), not among the ended ones.
 _WAITING_ORDERS = sorted(
     order for ty in TaskType for st in _WAITING if (order := run_order(ty, st)) is not None
 )

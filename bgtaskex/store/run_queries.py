@@ -54,9 +54,9 @@ class RunQueries:
     ) -> Task | None:
         """The task the run should process next (see `models.run_order`), with its
         actions, from the queues `routing` serves (None: any) that no operator paused
-        (read by this very query: see `lease_statements.not_paused`). Tasks last written by run
-        `skip_run` (already handled by it), `skip_task` (handled, not yet written) and
-        those in `exclude` are passed over, and so are tasks that another run holds
+        (read by this very query: `lease_statements.not_paused`). Tasks last written by
+        run `skip_run` (already handled by it), `skip_task` (handled, not yet written)
+        and those in `exclude` are passed over, and so are tasks that another run holds
         under a live lease (it is executing them)."""
         first = sql.next_task_id(self.dialect)
         due = sql.narrowed(first, exclude, routing)
