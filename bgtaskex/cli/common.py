@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..config import Settings, load_settings, parse_duration, parse_when
+from ..pythonpath import use as use_pythonpath
 from .logs import setup_logging
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class State:
             self._settings = None
         if self._settings is None:
             self._settings = load_settings(self.config_file, self.overrides, sources=self.sources)
+            use_pythonpath(self._settings.pythonpath)  # for every command's refs and imports
             setup_logging(self._settings.log_level, self._settings.log_format)
         return self._settings
 
@@ -118,6 +120,15 @@ def global_options(func: F) -> F:
                 callback=remember,
                 expose_value=False,
                 help="Module whose Action classes may be run (repeatable; adds to config/env).",
+            ),
+            click.option(
+                "--pythonpath",
+                metavar="DIR",
+                multiple=True,
+                callback=remember,
+                expose_value=False,
+                help="Directory put first on the Python path, for --import (repeatable; "
+                "adds to config/env).",
             ),
             click.option(
                 "--log-format",
