@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from ..config import Settings, load_settings, parse_duration, parse_when
-from ..pythonpath import use as use_pythonpath
 from .logs import setup_logging
 
 if TYPE_CHECKING:
@@ -42,7 +41,6 @@ class State:
             self._settings = None
         if self._settings is None:
             self._settings = load_settings(self.config_file, self.overrides, sources=self.sources)
-            use_pythonpath(self._settings.pythonpath)  # for every command's refs and imports
             setup_logging(self._settings.log_level, self._settings.log_format)
         return self._settings
 
