@@ -128,6 +128,8 @@ def _directories(value: object) -> tuple[str, ...]:
     items = value.split(os.pathsep) if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
         raise ValueError(f"expected a list of directories, got {value!r}")
+    if any("\0" in i for i in items):
+        raise ValueError(f"a directory name cannot hold a NUL character, got {value!r}")
     return tuple(os.path.expanduser(i.strip()) for i in items if i.strip())
 
 

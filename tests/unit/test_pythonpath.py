@@ -78,6 +78,7 @@ def test_layers_add_up_options_first_then_env_then_file(tmp_path: Path) -> None:
         ("pythonpath = 5", "pythonpath (from config file"),
         ('pythonpath = ["/a", 1]', "expected a list of directories"),
         ('pythonpath = [["/a"]]', "expected a list of directories"),
+        ('pythonpath = ["/a\\u0000b"]', "cannot hold a NUL character"),
     ],
 )
 def test_a_bad_value_names_the_key_and_the_file(tmp_path: Path, body: str, needle: str) -> None:
