@@ -132,6 +132,9 @@ def test_the_crontab_line_runs_the_first_action_in_a_clean_environment(app: App)
     script.write_text(app.local(enqueue), encoding="utf-8")
     app.ok(f"{VENV}/bin/python {script}")  # from the application's code
     assert app.statuses() == ["created", "created"]
+    # `check` looks the waiting tasks' module up where a run would: pythonpath included.
+    health = app.ok(f"{VENV}/bin/bgtaskex --config {app.config} check")
+    assert health.startswith("BGTASKEX OK - 2 task(s) waiting"), health
 
     line = _block("cron", lambda b: True).strip()
     assert [
