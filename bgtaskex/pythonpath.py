@@ -39,6 +39,15 @@ def require(directories: Sequence[str]) -> None:
             )
 
 
+def import_hint(module: str, err: BaseException) -> str:
+    """`cwd_hint` when `err`, raised by importing `module`, says that `module` itself or
+    one of its parent packages is missing (not a module it imports)."""
+    name = err.name if isinstance(err, ModuleNotFoundError) else None
+    if name and (module == name or module.startswith(name + ".")):
+        return cwd_hint(module)
+    return ""
+
+
 def cwd_hint(module: str) -> str:
     """For a module that cannot be found: a sentence (starting with "; ") saying that it
     lies in the working directory, which is not on the Python path, and how to add it;

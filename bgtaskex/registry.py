@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 
 from .action import Action
 from .exceptions import InvalidRef, ModuleUnavailable
-from .pythonpath import cwd_hint
+from .pythonpath import import_hint
 
 _REF = re.compile(
     r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<qualname>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$"
@@ -96,7 +96,7 @@ class Registry:
         try:
             obj: object = importlib.import_module(module_name)
         except (Exception, SystemExit) as err:  # a broken module must not end the run
-            hint = cwd_hint(module_name) if isinstance(err, ModuleNotFoundError) else ""
+            hint = import_hint(module_name, err)
             raise ModuleUnavailable(
                 f"action ref {ref!r}: cannot import {module_name!r}: {type(err).__name__}: "
                 f"{err}{hint}",

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from ..config import Settings
 from ..exceptions import ConfigError
-from ..pythonpath import cwd_hint, require, use
+from ..pythonpath import cwd_hint, import_hint, require, use
 from .locks import lock_for
 
 HOW_TO_DECLARE = (
@@ -94,7 +94,7 @@ def import_declared(settings: Settings) -> None:
         try:
             importlib.import_module(module)
         except (Exception, SystemExit) as err:  # a broken module: one line, no traceback
-            hint = cwd_hint(module) if isinstance(err, ModuleNotFoundError) else ""
+            hint = import_hint(module, err)
             raise ConfigError(
                 f"declared module {module!r} cannot be imported: {type(err).__name__}: {err}" + hint
             ) from err

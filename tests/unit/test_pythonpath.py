@@ -12,7 +12,7 @@ import pytest
 
 from bgtaskex.config import Settings, load_settings
 from bgtaskex.exceptions import ConfigError
-from bgtaskex.pythonpath import cwd_hint, use
+from bgtaskex.pythonpath import cwd_hint, import_hint, use
 from bgtaskex.run.preflight import check_runnable, import_declared
 from tests.support.cli import isolate, run_cli
 
@@ -138,6 +138,10 @@ def test_a_module_in_the_working_directory_is_pointed_out(
     with pytest.raises(ConfigError, match=r"--pythonpath \. or"):
         import_declared(settings)
     assert cwd_hint("ppjobs.other") == ""  # not there: no hint
+    missing_dependency = ModuleNotFoundError("No module named 'requests'", name="requests")
+    assert import_hint("ppjobs.tasks", missing_dependency) == ""  # ppjobs.tasks was found
+    missing_package = ModuleNotFoundError("No module named 'ppjobs'", name="ppjobs")
+    assert import_hint("ppjobs.tasks", missing_package) == cwd_hint("ppjobs.tasks") != ""
     monkeypatch.chdir(tmp_path)
     assert cwd_hint("ppjobs.tasks") == ""
 
