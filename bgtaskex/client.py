@@ -33,6 +33,7 @@ from .models import (
 from .owner import operator_name
 from .plan import RunPlan
 from .processes import Process
+from .pythonpath import use as use_pythonpath
 from .registry import Registry, load_callable
 from .run.locks import lock_for
 from .run.observer import Outcome, RunObserver
@@ -465,8 +466,11 @@ def connect(
 
     `readonly`: for looking only; creates and migrates nothing (see `open_store`). On a
     database without bgtaskex's schema the client sees an empty queue in memory that
-    refuses writes (StorageError)."""
+    refuses writes (StorageError).
+
+    The settings' `pythonpath` directories are put at the front of `sys.path`."""
     if settings is None:
         settings = load_settings(config, {"database_url": url, "imports": list(imports) or None})
+    use_pythonpath(settings.pythonpath)  # before any ref's module is imported
     registry = Registry(settings.imports, trust_refs=trust_refs)
     return Client(open_store(settings, readonly=readonly), registry, settings)

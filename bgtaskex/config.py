@@ -122,6 +122,17 @@ def _modules(value: object) -> tuple[str, ...]:
     return names
 
 
+def _directories(value: object) -> tuple[str, ...]:
+    """Directories as given: a list, or one string of them separated by os.pathsep (as in
+    PYTHONPATH; empty parts are skipped, never read as the working directory)."""
+    items = value.split(os.pathsep) if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+        raise ValueError(f"expected a list of directories, got {value!r}")
+    if any("\0" in i for i in items):
+        raise ValueError(f"a directory name cannot hold a NUL character, got {value!r}")
+    return tuple(os.path.expanduser(i.strip()) for i in items if i.strip())
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         text = str(value).strip().upper()
@@ -140,6 +151,7 @@ class Settings:
     max_execution_time: float = 30.0
     max_attempts: int = 5
     imports: tuple[str, ...] = ()
+    pythonpath: tuple[str, ...] = ()  # absolute, in the order they go on sys.path
     lock_file: str | None = None
     sqlite_synchronous: str = "FULL"
     log_level: str = "WARNING"
@@ -251,6 +263,7 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "max_execution_time": _positive_duration,
     "max_attempts": _positive_int,
     "imports": _modules,
+    "pythonpath": _directories,
     "lock_file": _text,
     "sqlite_synchronous": _choice("OFF", "NORMAL", "FULL", "EXTRA"),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -325,6 +338,7 @@ def load_settings(
     layers: list[tuple[str, tuple[object, str]]] = []
     if path is not None:
         layers += [(k, (v, f"config file {path}")) for k, v in _read_file(path).items()]
+    file_layers = len(layers)
     layers += [(k, (environ[env_var(k)], env_var(k))) for k in PARSERS if env_var(k) in environ]
     for key, value in (overrides or {}).items():
         if key not in PARSERS:
@@ -335,7 +349,8 @@ def load_settings(
 
     values: dict[str, Any] = {}
     imports: list[str] = []
-    for key, (value, origin) in layers:
+    pythonpath: tuple[str, ...] = ()
+    for index, (key, (value, origin)) in enumerate(layers):
         try:
             parsed = PARSERS[key](value)
         except ValueError as err:
@@ -343,6 +358,11 @@ def load_settings(
         if key == "imports":  # declaring modules is additive across the layers
             imports.extend(m for m in parsed if m not in imports)
             parsed = tuple(imports)
+        elif key == "pythonpath":  # additive too; a later layer's directories go first
+            # relative to the config file's directory, or (env, option) the working one
+            base = str(path.parent) if path is not None and index < file_layers else ""
+            ahead = tuple(os.path.abspath(os.path.join(base, d)) for d in parsed)
+            pythonpath = parsed = tuple(dict.fromkeys(ahead + pythonpath))
         values[key] = parsed
     return replace(Settings(config_file=str(path) if path else None), **values)
 

@@ -139,7 +139,8 @@ class TasksLeftWaiting(BgtaskexError):
         super().__init__(
             f"{count} task(s) left waiting: cannot import {names}; declare it with "
             "--import MODULE, the config's 'imports' or BGTASKEX_IMPORTS, and check that "
-            "it is on the PYTHONPATH of cron or systemd"
+            "it is on the Python path (installed into bgtaskex's venv, or in a directory "
+            "of the config's pythonpath)"
         )
         self.count = count
         self.modules = modules

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 
 from .action import Action
 from .exceptions import InvalidRef, ModuleUnavailable
+from .pythonpath import import_hint
 
 _REF = re.compile(
     r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<qualname>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)$"
@@ -95,8 +96,10 @@ class Registry:
         try:
             obj: object = importlib.import_module(module_name)
         except (Exception, SystemExit) as err:  # a broken module must not end the run
+            hint = import_hint(module_name, err)
             raise ModuleUnavailable(
-                f"action ref {ref!r}: cannot import {module_name!r}: {type(err).__name__}: {err}",
+                f"action ref {ref!r}: cannot import {module_name!r}: {type(err).__name__}: "
+                f"{err}{hint}",
                 module_name,
             ) from err
         for part in qualname.split("."):

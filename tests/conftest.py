@@ -75,6 +75,15 @@ def _restore_logging() -> Iterator[None]:
         logger.setLevel(level)
 
 
+@pytest.fixture(autouse=True)
+def _restore_sys_path() -> Iterator[None]:
+    """A config's `pythonpath`, read by the CLI run in-process, puts directories on
+    sys.path: undo it after each test."""
+    saved = sys.path[:]
+    yield
+    sys.path[:] = saved
+
+
 @pytest.fixture
 def pg_schema_url() -> Iterator[str]:
     """A URL whose search_path is a fresh schema, dropped after the test."""

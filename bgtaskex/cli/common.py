@@ -120,6 +120,15 @@ def global_options(func: F) -> F:
                 help="Module whose Action classes may be run (repeatable; adds to config/env).",
             ),
             click.option(
+                "--pythonpath",
+                metavar="DIR",
+                multiple=True,
+                callback=remember,
+                expose_value=False,
+                help="Directory put first on the Python path, for --import (repeatable; "
+                "adds to config/env).",
+            ),
+            click.option(
                 "--log-format",
                 type=click.Choice(["text", "json"], case_sensitive=False),
                 envvar="BGTASKEX_LOG_FORMAT",

@@ -286,7 +286,7 @@ class Machine(Hooks):
             log.error(
                 "run %s: %s; tasks that need it are left waiting (declare it with "
                 "--import %s, the config's imports or BGTASKEX_IMPORTS, and check "
-                "PYTHONPATH under cron or systemd)",
+                "the config's pythonpath)",
                 self.run_id,
                 err,
                 err.module,

@@ -1,6 +1,6 @@
 """What `run-once` and `daemon` check before they start, so that a deploy slip is one line
-and exit code 2 even when nothing is due: a config no run can use, and declared modules
-that cannot be imported.
+and exit code 2 even when nothing is due: a config no run can use, a `pythonpath`
+directory that is not there, and declared modules that cannot be imported.
 
 Standard library only, and no user code for `findable`: the idle `run-once` calls
 `check_runnable` every minute under cron.
@@ -16,11 +16,13 @@ from collections.abc import Iterable
 
 from ..config import Settings
 from ..exceptions import ConfigError
+from ..pythonpath import cwd_hint, import_hint, require, use
 from .locks import lock_for
 
 HOW_TO_DECLARE = (
-    "--import MODULE, the config's 'imports' or BGTASKEX_IMPORTS; under cron or systemd, "
-    "check that it is on PYTHONPATH"
+    "--import MODULE, the config's 'imports' or BGTASKEX_IMPORTS; and check that it is "
+    "on the Python path: installed into bgtaskex's venv, or in a directory of the config's "
+    "pythonpath"
 )
 
 
@@ -64,7 +66,8 @@ def not_findable(modules: Iterable[str]) -> list[str]:
 
 def check_runnable(settings: Settings) -> None:
     """ConfigError when no run could work with `settings`: a lock mode the database
-    cannot give, or a declared module (`imports`) that cannot be found. Cheap: nothing
+    cannot give, a `pythonpath` directory that is not one, or a declared module
+    (`imports`) that cannot be found once `pythonpath` is on `sys.path`. Cheap: nothing
     is imported."""
     lock = settings.concurrency.lock
     if not lock_for(lock).works_on_sqlite and _is_sqlite(settings.url):
@@ -72,24 +75,28 @@ def check_runnable(settings: Settings) -> None:
             f'lock = "{lock}" needs PostgreSQL or MariaDB/MySQL: on SQLite the file lock '
             'keeps one runner (use lock = "file")'
         )
+    require(settings.pythonpath)
+    use(settings.pythonpath)
     missing = not_findable(settings.imports)
     if missing:
         raise ConfigError(
             f"declared module {missing[0]!r} (--import, 'imports' or BGTASKEX_IMPORTS) "
-            "cannot be found on the Python path: fix its name, or PYTHONPATH under cron "
-            "or systemd"
+            "cannot be found on the Python path: fix its name, install it into bgtaskex's "
+            "venv, or add its directory to the config's pythonpath" + cwd_hint(missing[0])
         )
 
 
 def import_declared(settings: Settings) -> None:
-    """Import every declared module (what a run would do anyway when it has work):
-    ConfigError naming the first that fails."""
+    """Import every declared module (what a run would do anyway when it has work), with
+    `pythonpath` on `sys.path`: ConfigError naming the first that fails."""
+    use(settings.pythonpath)
     for module in settings.imports:
         try:
             importlib.import_module(module)
         except (Exception, SystemExit) as err:  # a broken module: one line, no traceback
+            hint = import_hint(module, err)
             raise ConfigError(
-                f"declared module {module!r} cannot be imported: {type(err).__name__}: {err}"
+                f"declared module {module!r} cannot be imported: {type(err).__name__}: {err}" + hint
             ) from err
 
 

@@ -306,12 +306,31 @@ def _driver_hint(parsed: URL) -> str:
     if backend not in _EXTRAS:
         return " (install its driver)"
     extra, driver = _EXTRAS[backend]
-    install = f"pip install 'bgtaskex[{extra}]'"
+    install = f"pip install '{_checkout()}[{extra}]'"
     if parsed.drivername == f"{backend}+{driver}":
         return f" (install its driver: {install})"
     other = display_url(parsed.set(drivername=f"{backend}+{driver}"))
     needs = "" if importlib.util.find_spec(driver) else f" after {install}"
     return f" (bgtaskex[{extra}] installs {driver}: use {other!r}{needs})"
+
+
+def _checkout() -> str:
+    """The checkout bgtaskex was installed from (pip records it), else a placeholder:
+    bgtaskex is installed from a checkout, not from a package index."""
+    import json
+    import os
+    from importlib.metadata import distributions
+    from urllib.parse import unquote, urlparse
+
+    for dist in distributions(name="bgtaskex"):  # an egg-info in a checkout has none
+        try:
+            direct = json.loads(dist.read_text("direct_url.json") or "{}")
+        except ValueError:
+            continue
+        url = urlparse(direct.get("url", "") if isinstance(direct, dict) else "")
+        if url.scheme == "file" and os.path.isdir(unquote(url.path)):
+            return unquote(url.path)
+    return "/path/to/bgtaskex"
 
 
 def _create_sqlite_privately(engine: Engine) -> None:

@@ -426,6 +426,7 @@ names = st.one_of(
     st.sampled_from(["default", "nightly", "retention", "r1", "old_tickets", "a b", "", "x" * 70]),
     plain_text,
 )
+DIRECTORIES = [".", "app", "/nonexistent", "", "~", "a\x00b", "/etc/hostname"]
 MODULES = ["bgtaskex.examples", "no_such_module_xyz", "os.path", "1bad", "", "a,b", "a..b"]
 CALLABLES = [
     "bgtaskex.examples:NothingToDo",
@@ -440,6 +441,7 @@ top_values: dict[str, Any] = {
     "max_execution_time": durations,
     "max_attempts": st.one_of(st.integers(min_value=-3, max_value=10**20), toml_leaf),
     "imports": st.one_of(st.lists(st.sampled_from(MODULES), max_size=3), st.sampled_from(MODULES)),
+    "pythonpath": st.one_of(st.lists(st.sampled_from(DIRECTORIES), max_size=3), toml_leaf),
     "lock_file": st.one_of(st.just("run.lock"), st.just(""), st.integers()),
     "sqlite_synchronous": st.one_of(st.sampled_from(["FULL", "normal", "off", "x"]), toml_leaf),
     "log_level": st.one_of(st.sampled_from(["WARNING", "error", "debug", "LOUD"]), toml_leaf),

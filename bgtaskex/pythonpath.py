@@ -1,0 +1,71 @@
+"""The `pythonpath` setting: directories put at the front of `sys.path`, so that the
+modules of an application that is not installed into bgtaskex's venv can be declared
+(`imports`) under cron and systemd without a wrapper or `PYTHONPATH`.
+
+bgtaskex never adds the working directory itself (the console script does not see it,
+as Python does not for any installed script); when a module is missing from the path but
+lies in the working directory, `cwd_hint` says so. Standard library only: the idle
+`run-once` calls this every minute.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from .exceptions import ConfigError
+
+
+def use(directories: Sequence[str]) -> None:
+    """Put `directories` at the front of `sys.path`, in their order, each once (an entry
+    already on the path moves to the front). Idempotent."""
+    wanted = list(dict.fromkeys(directories))
+    if not wanted or sys.path[: len(wanted)] == wanted:
+        return
+    sys.path[:] = wanted + [entry for entry in sys.path if entry not in wanted]
+    importlib.invalidate_caches()
+
+
+def require(directories: Sequence[str]) -> None:
+    """ConfigError naming the first of `directories` that is not a directory."""
+    for directory in directories:
+        if not os.path.isdir(directory):
+            what = "is not a directory" if os.path.exists(directory) else "does not exist"
+            raise ConfigError(
+                f"pythonpath: {directory} {what} (the config's pythonpath, "
+                "BGTASKEX_PYTHONPATH or --pythonpath)"
+            )
+
+
+def import_hint(module: str, err: BaseException) -> str:
+    """`cwd_hint` when `err`, raised by importing `module`, says that `module` itself or
+    one of its parent packages is missing (not a module it imports)."""
+    name = err.name if isinstance(err, ModuleNotFoundError) else None
+    if name and (module == name or module.startswith(name + ".")):
+        return cwd_hint(module)
+    return ""
+
+
+def cwd_hint(module: str) -> str:
+    """For a module that cannot be found: a sentence (starting with "; ") saying that it
+    lies in the working directory, which is not on the Python path, and how to add it;
+    "" when it does not lie there, or the working directory is on the path."""
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the working directory was removed
+        return ""
+    if any(os.path.abspath(entry or os.curdir) == cwd for entry in sys.path):
+        return ""
+    base = os.path.join(cwd, *module.split("."))
+    found = next(
+        (p for p in (base + ".py", os.path.join(base, "__init__.py")) if os.path.isfile(p)),
+        None,
+    )
+    if found is None:
+        return ""
+    return (
+        f"; {found} exists, but bgtaskex does not put the working directory on the "
+        f'Python path: add --pythonpath . or pythonpath = ["{cwd}"] to the config'
+    )

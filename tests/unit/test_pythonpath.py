@@ -1,0 +1,182 @@
+"""The `pythonpath` setting: how it is read (file, environment, option), where it goes on
+`sys.path`, and what `run-once`/`daemon` say when it or a declared module is wrong."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bgtaskex.config import Settings, load_settings
+from bgtaskex.exceptions import ConfigError
+from bgtaskex.pythonpath import cwd_hint, import_hint, use
+from bgtaskex.run.preflight import check_runnable, import_declared
+from tests.support.cli import isolate, run_cli
+
+
+@pytest.fixture(autouse=True)
+def own_sys_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test changes a copy of sys.path, and forgets the modules it imported."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield
+    for name in [m for m in sys.modules if m.startswith("ppjobs")]:
+        del sys.modules[name]
+
+
+def _app(root: Path) -> Path:
+    """An application directory holding the package `ppjobs` (ppjobs/tasks.py)."""
+    (root / "ppjobs").mkdir(parents=True)
+    (root / "ppjobs" / "__init__.py").write_text("")
+    (root / "ppjobs" / "tasks.py").write_text(
+        "from bgtaskex import Action\n\n"
+        "class Hello(Action):\n"
+        "    def execute(self, deadline: float) -> bool:\n"
+        "        return True\n"
+    )
+    return root
+
+
+def test_file_entries_are_relative_to_the_file_env_and_options_to_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc, work = tmp_path / "etc", tmp_path / "work"
+    etc.mkdir()
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = etc / "b.toml"
+    config.write_text('pythonpath = ["app", "/srv/abs", "~/lib", "../shared"]\n')
+    settings = load_settings(Path("..") / "etc" / "b.toml", environ={})
+    assert settings.pythonpath == (
+        str(etc / "app"),
+        "/srv/abs",
+        str(tmp_path / "home" / "lib"),
+        str(tmp_path / "shared"),
+    )
+    env = {"BGTASKEX_PYTHONPATH": f"envdir{os.pathsep}{os.pathsep}/srv/e{os.pathsep}"}
+    assert load_settings(None, environ=env).pythonpath == (str(work / "envdir"), "/srv/e")
+    cli = load_settings(None, {"pythonpath": ["."]}, environ={})
+    assert cli.pythonpath == (str(work),)
+
+
+def test_layers_add_up_options_first_then_env_then_file(tmp_path: Path) -> None:
+    config = tmp_path / "b.toml"
+    config.write_text('pythonpath = ["/f1", "/f2", "/both"]\n')
+    env = {"BGTASKEX_PYTHONPATH": f"/e1{os.pathsep}/both"}
+    settings = load_settings(config, {"pythonpath": ["/o1", "/o2", "/o1"]}, environ=env)
+    # Options win over the environment, the environment over the file: first on sys.path.
+    assert settings.pythonpath == ("/o1", "/o2", "/e1", "/both", "/f1", "/f2")
+    assert load_settings(None, environ={}).pythonpath == ()
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ("pythonpath = 5", "pythonpath (from config file"),
+        ('pythonpath = ["/a", 1]', "expected a list of directories"),
+        ('pythonpath = [["/a"]]', "expected a list of directories"),
+        ('pythonpath = ["/a\\u0000b"]', "cannot hold a NUL character"),
+    ],
+)
+def test_a_bad_value_names_the_key_and_the_file(tmp_path: Path, body: str, needle: str) -> None:
+    config = tmp_path / "b.toml"
+    config.write_text(body + "\n")
+    with pytest.raises(ConfigError, match=r"pythonpath \(from config file .*b\.toml\)") as bad:
+        load_settings(config, environ={})
+    assert needle in str(bad.value)
+
+
+def test_use_prepends_in_order_once_each() -> None:
+    sys.path[:] = ["/x", "/b", "/y"]
+    use(["/a", "/b", "/a"])
+    assert sys.path == ["/a", "/b", "/x", "/y"]
+    use(["/a", "/b"])
+    assert sys.path == ["/a", "/b", "/x", "/y"]
+    use(["/c"])  # a reload that adds a directory: the old ones stay behind it
+    assert sys.path == ["/c", "/a", "/b", "/x", "/y"]
+
+
+def test_check_runnable_puts_it_on_the_path_before_looking(tmp_path: Path) -> None:
+    app = _app(tmp_path / "app")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    without = Settings(database_url=url, imports=("ppjobs.tasks",))
+    with pytest.raises(ConfigError, match=r"'ppjobs\.tasks' .* cannot be found"):
+        check_runnable(without)
+    settings = Settings(database_url=url, imports=("ppjobs.tasks",), pythonpath=(str(app),))
+    check_runnable(settings)
+    assert sys.path[0] == str(app)
+    assert "ppjobs" not in sys.modules  # only looked up
+    import_declared(settings)
+    assert sys.modules["ppjobs.tasks"].__file__ == str(app / "ppjobs" / "tasks.py")
+
+
+def test_a_directory_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    (tmp_path / "file").write_text("")
+    for entry, what in ((tmp_path / "nope", "does not exist"), (tmp_path / "file", "is not a")):
+        with pytest.raises(ConfigError) as bad:
+            check_runnable(Settings(database_url=url, pythonpath=(str(entry),)))
+        assert str(bad.value).startswith(f"pythonpath: {entry} {what}")
+        assert str(entry) not in sys.path
+
+
+def test_a_module_in_the_working_directory_is_pointed_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = _app(tmp_path / "app")
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", str(app))]
+    monkeypatch.chdir(app)
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", imports=("ppjobs.tasks",))
+    with pytest.raises(ConfigError) as missing:
+        check_runnable(settings)
+    message = str(missing.value)
+    assert f"{app / 'ppjobs' / 'tasks.py'} exists" in message
+    assert f'--pythonpath . or pythonpath = ["{app}"]' in message
+    with pytest.raises(ConfigError, match=r"--pythonpath \. or"):
+        import_declared(settings)
+    assert cwd_hint("ppjobs.other") == ""  # not there: no hint
+    missing_dependency = ModuleNotFoundError("No module named 'requests'", name="requests")
+    assert import_hint("ppjobs.tasks", missing_dependency) == ""  # ppjobs.tasks was found
+    missing_package = ModuleNotFoundError("No module named 'ppjobs'", name="ppjobs")
+    assert import_hint("ppjobs.tasks", missing_package) == cwd_hint("ppjobs.tasks") != ""
+    monkeypatch.chdir(tmp_path)
+    assert cwd_hint("ppjobs.tasks") == ""
+
+
+def test_cli_option_adds_to_env_and_the_hint_reaches_enqueue(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate(monkeypatch, tmp_path)
+    app = _app(tmp_path / "app")
+    sys.path[:] = [p for p in sys.path if p not in ("", ".", str(app))]
+    monkeypatch.chdir(app)
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    enqueue = (
+        "--database-url",
+        url,
+        "--import",
+        "ppjobs.tasks",
+        "enqueue",
+        "t",
+        "ppjobs.tasks:Hello",
+    )
+    refused = run_cli(*enqueue)
+    assert refused.code == 2, refused.describe()
+    assert "--pythonpath ." in refused.err and refused.err.count("\n") == 1
+    monkeypatch.setenv("BGTASKEX_PYTHONPATH", str(tmp_path / "elsewhere"))
+    queued = run_cli("--pythonpath", ".", *enqueue)
+    assert queued.code == 0, queued.describe()
+    assert sys.path[:2] == [str(app), str(tmp_path / "elsewhere")]
+    (tmp_path / "elsewhere").mkdir()
+    done = run_cli(
+        "--pythonpath", ".", "--database-url", url, "--import", "ppjobs.tasks", "run-once"
+    )
+    assert done.code == 0 and "1 finished" in done.out, done.describe()
+    gone = run_cli("--pythonpath", "nope", "--database-url", url, "run-once")
+    assert gone.code == 2, gone.describe()
+    assert gone.err == f"bgtaskex: error: pythonpath: {app / 'nope'} does not exist " + (
+        "(the config's pythonpath, BGTASKEX_PYTHONPATH or --pythonpath)\n"
+    )
