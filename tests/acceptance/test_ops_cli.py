@@ -217,13 +217,34 @@ def test_check_database_unreachable(bgx: Bgx) -> None:
 # -- 6. purge without a terminal --------------------------------------------------------------
 
 
-def test_purge_without_a_terminal_does_not_ask(bgx: Bgx, db_url: str, tmp_path: Path) -> None:
+def test_purge_needs_a_filter_and_off_a_terminal_yes(
+    bgx: Bgx, db_url: str, tmp_path: Path
+) -> None:
+    """README, *Operating it*: purge refuses without --older-than, --status or --all, and
+    off a terminal (stdin here is no terminal) without --yes: exit 2, one line each."""
     first = _enqueue(db_url, "one", LOOPER, total=1, step=0.0)
     second = _enqueue(db_url, "two", LOOPER, total=1, step=0.0)
     _run(db_url, str(tmp_path / "run.lock"))
     waiting = _enqueue(db_url, "three", LOOPER, total=1, step=0.0)
+    url = ("--database-url", db_url)
 
-    purged = bgx("--database-url", db_url, "purge")  # stdin is no terminal: no question
+    for args, says in (
+        (["purge", "--yes"], "purge needs --older-than DURATION, --status STATUS or --all"),
+        (["purge", "--queue", "default", "--yes"], "purge needs --older-than"),
+        (["purge", "--all"], "purge off a terminal needs --yes"),
+        (["purge", "--older-than", "0"], "purge off a terminal needs --yes"),
+    ):
+        refused = bgx(*url, *args)
+        assert refused.returncode == 2, describe(refused)
+        assert refused.stdout == "" and "Traceback" not in refused.stderr, describe(refused)
+        (line,) = refused.stderr.splitlines()
+        assert line.startswith(f"bgtaskex: error: {says}"), describe(refused)
+    with connect(settings=Settings(database_url=db_url)) as client:
+        assert client.count_tasks() == 3  # nothing deleted
+
+    dry = bgx(*url, "purge", "--all", "--dry-run")  # a dry run deletes nothing: no --yes
+    assert dry.returncode == 0, describe(dry)
+    purged = bgx(*url, "purge", "--all", "--yes")
     assert purged.returncode == 0, describe(purged)
     assert _one_line(purged) == "deleted 2 ended task(s)"
     with connect(settings=Settings(database_url=db_url)) as client:
