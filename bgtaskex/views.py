@@ -19,6 +19,14 @@ def _time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
+def count(value: float | None) -> float | int | None:
+    """A progress count as it was given: stored as a float (a REAL column), an integral
+    one comes back as an int (`2750`, not `2750.0`)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def action_dict(action: ActionRecord) -> dict[str, Any]:
     return {
         "rank": action.rank,
@@ -33,8 +41,8 @@ def action_dict(action: ActionRecord) -> dict[str, Any]:
             None
             if action.progress is None
             else {
-                "done": action.progress.done,
-                "total": action.progress.total,
+                "done": count(action.progress.done),
+                "total": count(action.progress.total),
                 "fraction": action.progress.fraction,
                 "message": action.progress.message,
             }
