@@ -153,6 +153,25 @@ class Task:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskState:
+    """What `list` says of a task (bgtaskex.taskstate): its state in plain words
+    (`text`) and the facts behind them.
+
+    kind: finished, failed, cancelled, cancel_requested, executing (a run is in one of
+    its hooks now), died (a hook died and no run holds the task), snoozed, delayed,
+    paused, due, waiting_for_module.
+    """
+
+    kind: str
+    text: str
+    action: ActionRecord | None = None  # the failed action, or the one a run takes next
+    attempts: int = 0  # its deaths of execute, with one the next run has still to count
+    max_attempts: int | None = None  # deaths of execute the action may have
+    at: datetime | None = None  # when it is due again (retry, snooze, delay)
+    module: str | None = None  # the module it waits for (waiting_for_module)
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """One transition in the history of a task."""
 

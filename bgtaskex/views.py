@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .models import ActionRecord, Event, RunSummary, Stats, Task
+from .models import ActionRecord, Event, RunSummary, Stats, Task, TaskState
 from .processes import Process
 
 if TYPE_CHECKING:
@@ -74,6 +74,20 @@ def task_dict(task: Task, action_count: int | None = None) -> dict[str, Any]:
         "unique_key": task.unique_key,
         "action_count": len(task.actions) if action_count is None else action_count,
         "actions": [action_dict(a) for a in task.actions],
+    }
+
+
+def state_dict(state: TaskState) -> dict[str, Any]:
+    """`list --json`'s `state` of a task (`Client.task_states`)."""
+    action = state.action
+    return {
+        "kind": state.kind,
+        "text": state.text,
+        "rank": action.rank if action is not None else None,
+        "attempts": state.attempts,
+        "max_attempts": state.max_attempts,
+        "at": _time(state.at),
+        "module": state.module,
     }
 
 

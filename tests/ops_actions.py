@@ -99,3 +99,10 @@ class CancelsItself(Action):
                 if task.name == self.params["task_name"]:
                     assert client.cancel(task.id) is False  # the run is executing it
         return True
+
+
+class Snoozer(Action):
+    """execute snoozes for params["seconds"] (default 3600), every time."""
+
+    def execute(self, deadline: float) -> bool:
+        return self.snooze(float(self.params.get("seconds", 3600)))

@@ -225,10 +225,11 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
     cap = 10_000
     total = client.count_tasks(where, up_to=limit + cap) if len(tasks) == limit else len(tasks)
     more = total - len(tasks)
+    states = client.task_states(tasks)
     if as_json:
-        from ..views import task_dict
+        from ..views import state_dict, task_dict
 
-        echo_json([task_dict(t) for t in tasks])
+        echo_json([{**task_dict(t), "state": state_dict(states[t.id])} for t in tasks])
         return
     if not tasks:
         from ..models import TaskFilter
@@ -237,7 +238,7 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
         return
     from ..render import render_tasks
 
-    print_rich(render_tasks(tasks))
+    print_rich(render_tasks(tasks, states))
     if more > 0:
         plus = "+" if more >= cap else ""
         click.echo(f"... and {more:,}{plus} more (raise --limit or narrow the filters)")

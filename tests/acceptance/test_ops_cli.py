@@ -217,9 +217,7 @@ def test_check_database_unreachable(bgx: Bgx) -> None:
 # -- 6. purge without a terminal --------------------------------------------------------------
 
 
-def test_purge_needs_a_filter_and_off_a_terminal_yes(
-    bgx: Bgx, db_url: str, tmp_path: Path
-) -> None:
+def test_purge_needs_a_filter_and_off_a_terminal_yes(bgx: Bgx, db_url: str, tmp_path: Path) -> None:
     """README, *Operating it*: purge refuses without --older-than, --status or --all, and
     off a terminal (stdin here is no terminal) without --yes: exit 2, one line each."""
     first = _enqueue(db_url, "one", LOOPER, total=1, step=0.0)

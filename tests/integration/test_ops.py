@@ -681,7 +681,9 @@ def test_purge_filters_older_than_and_dry_run(client: Client, bg: Bg, calls_log:
     dry = ok(bg("purge", "--all", "--queue", "a", "--dry-run"))
     expected = sorted([made["fin1"], made["fin2"], made["cancelled"]])
     assert dry.lines() == [f"would delete 3 ended task(s): {', '.join(map(str, expected))}"]
-    assert ok(bg("purge", "--all", "--dry-run")).lines()[0].startswith("would delete 4 ended task(s)")
+    assert (
+        ok(bg("purge", "--all", "--dry-run")).lines()[0].startswith("would delete 4 ended task(s)")
+    )
     assert client.count_tasks() == total  # a dry run deletes nothing
 
     assert ok(bg("purge", "--status", "active", "--yes")).lines() == ["nothing to purge"]
@@ -699,7 +701,9 @@ def test_purge_filters_older_than_and_dry_run(client: Client, bg: Bg, calls_log:
     assert ok(bg("purge", "--status", "failed", "--queue", "a", "--yes")).lines() == [
         "nothing to purge"
     ]
-    assert ok(bg("purge", "--all", "--name", "FIN-*", "--yes")).lines() == ["deleted 1 ended task(s)"]
+    assert ok(bg("purge", "--all", "--name", "FIN-*", "--yes")).lines() == [
+        "deleted 1 ended task(s)"
+    ]
     assert ok(bg("purge", "--status", "failed", "--yes")).lines() == ["deleted 1 ended task(s)"]
     left = {made[k] for k in ("paused", "created", "cancelled")}
     assert set(ids(bg("list", "--json"))) == left
