@@ -277,6 +277,13 @@ class RunSummary:
     missing_modules: tuple[str, ...] = ()  # those modules, sorted
     max_overrun: float = 0.0  # the longest a hook ran past the deadline, in seconds
 
+    @property
+    def idle(self) -> bool:
+        """The run found nothing to do: no task taken, nothing purged."""
+        counts = (self.finished, self.paused, self.failed, self.errors, self.cancelled)
+        others = (self.lost, self.actions, self.purged, self.left_waiting)
+        return not any(counts) and not any(others)
+
     def line(self) -> str:
         extra = f", {self.cancelled} cancelled" if self.cancelled else ""
         extra += f", {self.lost} lost" if self.lost else ""

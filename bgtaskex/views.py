@@ -147,7 +147,7 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "left_waiting": summary.left_waiting,
         "missing_modules": list(summary.missing_modules),
         "max_overrun": round(summary.max_overrun, 6),
-        "idle": False,
+        "idle": summary.idle,
     }
 
 

@@ -169,9 +169,20 @@ def test_run_once_json_and_lock_holder(bgx: Bgx, db_url: str, tmp_path: Path) ->
     assert isinstance(report["run_id"], str) and report["started_at"].endswith("Z")
     assert report["budget"] == 30 and report["lock_wait"] >= 0 and report["elapsed"] >= 0
 
-    if db_url.startswith("sqlite"):  # the embedded database's idle probe
-        idle = json.loads(_one_line(bgx(*run, "--json")))
-        assert idle["run_id"] is None and idle["idle"] is True, idle
+    # Nothing due: `idle` is true on every backend. SQLite's probe answers before any
+    # run (run_id null); elsewhere a run finds nothing, and says so (#15: it said false).
+    idle = json.loads(_one_line(bgx(*run, "--json")))
+    assert idle["idle"] is True and idle["next_due_at"] is None, idle
+    if db_url.startswith("sqlite"):
+        assert idle == {
+            "run_id": None,
+            "idle": True,
+            "elapsed": idle["elapsed"],
+            "next_due_at": None,
+        }
+    else:
+        assert set(idle) == SUMMARY_FIELDS and isinstance(idle["run_id"], str), idle
+        assert (idle["finished"], idle["actions"], idle["purged"]) == (0, 0, 0), idle
 
 
 # -- 7. check next to a live run and a killed one --------------------------------------------
