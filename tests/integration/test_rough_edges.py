@@ -213,3 +213,37 @@ def test_show_and_list_through_a_pipe_have_no_trailing_spaces(lite: Client, bgx:
         assert out.strip() and "\x1b" not in out, out
         padded = [line for line in out.splitlines() if line != line.rstrip()]
         assert padded == [], (args, padded)
+
+
+# -- the JSON fields are documented ---------------------------------------------------------
+
+
+def _json_section() -> str:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### JSON output", 1)[1]
+    return section.split("\n## ", 1)[0]
+
+
+def _keys(value: Any) -> set[str]:
+    """Every key of every object in `value`, at any depth, except inside params."""
+    if isinstance(value, list):
+        return set().union(*(_keys(v) for v in value)) if value else set()
+    if not isinstance(value, dict):
+        return set()
+    found = set(value)
+    for key, inner in value.items():
+        if key != "params":
+            found |= _keys(inner)
+    return found
+
+
+def test_every_field_of_show_and_list_json_is_documented(lite: Client, bgx: Bgx) -> None:
+    """README, *JSON output*: `show --json` had claim fields (claimed_by, claim_token,
+    lease_until) and `last_failure` that it did not name."""
+    tid = lite.enqueue("documented", [(LOOPER, {"total": 3, "per_call": 1, "step": 0.0})])
+    lite.run_once()
+    shown = bgx.json(*cli(lite), "show", tid, "--json")
+    listed = bgx.json(*cli(lite), "list", "--json")
+    words = set(re.findall(r"[a-z_]+", _json_section()))
+    undocumented = sorted((_keys(shown) | _keys(listed)) - words)
+    assert undocumented == [], undocumented
