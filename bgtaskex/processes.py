@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+from .bounds import POSITIVE_DURATION
 from .schedule import WeeklyWindow
 from .walltime import local_zone
 
@@ -257,12 +258,11 @@ def _parse_one(
 def _duration(
     table: Mapping[str, Any], key: str, where: str, parse_duration: Callable[[object], float]
 ) -> float | None:
+    """A process's `every` or `max_execution_time`: a duration > 0 (the rule of the
+    top-level max_execution_time; `parse_duration` is no longer needed here)."""
     if key not in table:
         return None
     try:
-        seconds = parse_duration(table[key])
+        return POSITIVE_DURATION.seconds(table[key])
     except ValueError as err:
         raise ValueError(f"{where}: {key}: {err}") from None
-    if seconds <= 0:
-        raise ValueError(f"{where}: {key} must be more than 0")
-    return seconds
