@@ -68,7 +68,7 @@ class DurationRule:
         else:
             sign = ">" if self.above else ">="
             low = "0" if self.low == 0 else _text(self.low)
-            said = f"a duration {sign} {low}, like 30s, 5m, 2h or 7d (at most 36500d)"
+            said = f"a duration {sign} {low}, like 30s, 5m, 2h or 7d, at most 36500d (100 years)"
         return said + (f", or {self.never[0]}" if self.never else "")
 
     def __call__(self, value: object) -> float | None:

@@ -52,10 +52,12 @@ def action_dict(action: ActionRecord) -> dict[str, Any]:
     }
 
 
-def task_dict(task: Task, action_count: int | None = None) -> dict[str, Any]:
+def task_dict(
+    task: Task, action_count: int | None = None, state: TaskState | None = None
+) -> dict[str, Any]:
     """The task as JSON; `action_count` is how many actions it has when `task.actions`
-    is a page of them (`show --actions N`)."""
-    return {
+    is a page of them (`show --actions N`); `state`, what `list` says of it."""
+    found = {
         "id": task.id,
         "name": task.name,
         "type": str(task.type),
@@ -75,6 +77,9 @@ def task_dict(task: Task, action_count: int | None = None) -> dict[str, Any]:
         "action_count": len(task.actions) if action_count is None else action_count,
         "actions": [action_dict(a) for a in task.actions],
     }
+    if state is not None:
+        found["state"] = state_dict(state)
+    return found
 
 
 def state_dict(state: TaskState) -> dict[str, Any]:

@@ -146,7 +146,8 @@ def enqueue(
     elif as_json:
         from ..views import task_dict
 
-        echo_json(task_dict(client.get(task_id)))
+        task = client.get(task_id)
+        echo_json(task_dict(task, state=client.task_states([task])[task.id]))
     elif not created:
         click.echo(f"already queued: task {task_id}")
     else:
@@ -227,9 +228,9 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
     more = total - len(tasks)
     states = client.task_states(tasks)
     if as_json:
-        from ..views import state_dict, task_dict
+        from ..views import task_dict
 
-        echo_json([{**task_dict(t), "state": state_dict(states[t.id])} for t in tasks])
+        echo_json([task_dict(t, state=states[t.id]) for t in tasks])
         return
     if not tasks:
         from ..models import TaskFilter
@@ -286,7 +287,7 @@ def show(
 
         echo_json(
             {
-                **task_dict(task, action_count),
+                **task_dict(task, action_count, client.task_states([task])[task.id]),
                 "events": [event_dict(e) for e in events],
                 "event_count": event_count,
             }
