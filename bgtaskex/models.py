@@ -159,7 +159,7 @@ class TaskState:
 
     kind: finished, failed, cancelled, cancel_requested, executing (a run is in one of
     its hooks now), died (a hook died and no run holds the task), snoozed, delayed,
-    paused, due, waiting_for_module.
+    paused, due, waiting_for_module; unknown for a status this release does not know.
     """
 
     kind: str

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from .config import Settings
 from .exceptions import InvalidRef
-from .models import ActionRecord, ActionStatus, Task, TaskState, TaskStatus
+from .models import TERMINAL, ActionRecord, ActionStatus, Task, TaskState, TaskStatus
 from .owner import holder_is_gone
 from .registry import Registry, parse_ref
 from .run.failures import STORAGE
@@ -59,9 +59,9 @@ def shown_action(task: Task) -> ActionRecord | None:
         failed = [a for a in task.actions if a.status == ActionStatus.FAILED]
         if failed:
             return failed[0]
-    elif not task.status.terminal:
+    elif task.status not in TERMINAL:
         for action in task.actions:
-            if not action.status.ended:
+            if not (isinstance(action.status, ActionStatus) and action.status.ended):
                 return action
     return task.current_action
 
@@ -77,6 +77,8 @@ def task_state(
     action = shown_action(task)
     status = task.status
     limit = max_attempts(action.ref) if action is not None else None
+    if not isinstance(status, TaskStatus):  # a row of a release this one does not know
+        return TaskState("unknown", str(status), action, _attempts(action), limit)
     if status.terminal:
         text = str(status)
         if status == TaskStatus.FAILED:
