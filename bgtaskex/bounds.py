@@ -3,8 +3,8 @@ enforces it, one message for every bad value, wherever the value came from (the 
 file, a `BGTASKEX_*` variable, a command-line option).
 
 A rule says the whole of what it accepts: `--max-execution-time 0` and
-`max_execution_time = -5` both get "expected a duration > 0, like 30s, 5m, 2h or 7d
-(at most 36500d)", not one message for the sign and another for zero.
+`max_execution_time = -5` both get "expected a duration > 0, like 30s, 5m, 2h or 7d,
+at most 36500d (100 years)", not one message for the sign and another for zero.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def _checked(key: str, rule: Callable[[object], T], value: object) -> T:
         raise ValueError(f"{key}: {err}") from None
 
 
-def parse_concurrency(value: object, parse_duration: Callable[[object], float]) -> Concurrency:
+def parse_concurrency(value: object) -> Concurrency:
     """A `[concurrency]` table, or its one-line form `lock=none workers=4`."""
     if isinstance(value, str):
         items: dict[str, Any] = {}

@@ -214,9 +214,9 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "kill_after": DURATION_OR_NEVER,
     "retry_delay": DURATION,
     "max_retry_delay": DURATION,
-    "processes": lambda value: parse_processes(value, parse_duration),
+    "processes": parse_processes,
     "retention_rules": lambda value: parse_rules(value, parse_duration),
-    "concurrency": lambda value: parse_concurrency(value, parse_duration),
+    "concurrency": parse_concurrency,
 }
 assert set(PARSERS) == {f.name for f in fields(Settings)} - {"config_file"}
 
