@@ -1,4 +1,4 @@
-"""What `list` says of a task in plain words: `execute died (2/5), retry at 14:05 UTC`,
+"""What `list` says of a task in plain words: `execute died (2/5), retry at 14:05:00 UTC`,
 `waiting for module myapp.jobs (not declared)`, `failed: ValueError: bad row`, and
 which action that is about (the failed one, or the one a run takes next).
 
@@ -170,7 +170,7 @@ def _short(text: str, width: int = 60) -> str:
 
 
 def _clock(at: datetime, now: datetime) -> str:
-    """`14:05 UTC` today (UTC), `2026-12-24 06:00 UTC` another day."""
+    """`14:05:00 UTC` today (UTC), `2026-12-24 06:00 UTC` another day."""
     at = at.astimezone(UTC)
     same_day = at.date() == now.astimezone(UTC).date()
     return at.strftime("%H:%M:%S UTC" if same_day else "%Y-%m-%d %H:%M UTC")
