@@ -28,6 +28,7 @@ from .models import (
     Stats,
     Task,
     TaskFilter,
+    TaskState,
     TaskType,
 )
 from .owner import operator_name
@@ -317,6 +318,22 @@ class Client:
 
     def count_tasks(self, where: TaskFilter | None = None, *, up_to: int | None = None) -> int:
         return self.store.count_tasks(where, up_to=up_to)
+
+    def task_states(self, tasks: Iterable[Task]) -> dict[int, TaskState]:
+        """What `list` says of each task, by id: the failed or next action, and a plain
+        state (`execute died (2/5), retry at 14:05:00 UTC`). Reads and imports nothing."""
+        from . import taskstate
+
+        problem = taskstate.module_checker(self.registry)
+        limits: dict[str, int] = {}
+
+        def limit(ref: str) -> int:
+            if ref not in limits:
+                limits[ref] = taskstate.max_attempts_of(ref, self.registry, self.settings)
+            return limits[ref]
+
+        now = datetime.now(UTC)
+        return {task.id: taskstate.task_state(task, problem, limit, now) for task in tasks}
 
     def task_page(self, task_id: int, max_actions: int) -> tuple[Task, int]:
         """The task with its first `max_actions` actions (and the current one), and how

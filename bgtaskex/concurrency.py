@@ -16,9 +16,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
+
+from .bounds import LEASE, POLL, CountRule
+
+T = TypeVar("T")
 
 MAX_WORKERS = 64
+WORKERS = CountRule(1, MAX_WORKERS)
 
 
 class LockMode(enum.StrEnum):
@@ -55,7 +60,14 @@ class Concurrency:
         return f"{self.workers} worker(s) per run claiming tasks, lease {self.lease:g}s (no lock)"
 
 
-def parse_concurrency(value: object, parse_duration: Callable[[object], float]) -> Concurrency:
+def _checked(key: str, rule: Callable[[object], T], value: object) -> T:
+    try:
+        return rule(value)
+    except ValueError as err:
+        raise ValueError(f"{key}: {err}") from None
+
+
+def parse_concurrency(value: object) -> Concurrency:
     """A `[concurrency]` table, or its one-line form `lock=none workers=4`."""
     if isinstance(value, str):
         items: dict[str, Any] = {}
@@ -77,24 +89,11 @@ def parse_concurrency(value: object, parse_duration: Callable[[object], float]) 
             raise ValueError(f"lock must be one of {', '.join(LOCKS)}, got {value['lock']!r}")
         found = replace(found, lock=LockMode(lock))
     if "workers" in value:
-        raw = value["workers"]
-        try:
-            workers = int(str(raw))
-        except ValueError:
-            raise ValueError(f"workers must be a whole number, got {raw!r}") from None
-        if isinstance(raw, bool) or not 1 <= workers <= MAX_WORKERS:
-            raise ValueError(f"workers must be between 1 and {MAX_WORKERS}, got {raw!r}")
-        found = replace(found, workers=workers)
+        found = replace(found, workers=_checked("workers", WORKERS, value["workers"]))
     if "lease" in value:
-        lease = parse_duration(value["lease"])
-        if not 1 <= lease <= 86400:
-            raise ValueError(f"lease must be between 1s and 1d, got {value['lease']!r}")
-        found = replace(found, lease=lease)
+        found = replace(found, lease=_checked("lease", LEASE.seconds, value["lease"]))
     if "poll" in value:
-        poll = parse_duration(value["poll"])
-        if not 0.05 <= poll <= 3600:
-            raise ValueError(f"poll must be between 50ms and 1h, got {value['poll']!r}")
-        found = replace(found, poll=poll)
+        found = replace(found, poll=_checked("poll", POLL.seconds, value["poll"]))
     if found.workers > 1 and found.lock is not LockMode.NONE:
         raise ValueError('workers > 1 needs lock = "none" (workers claiming tasks)')
     return found

@@ -7,7 +7,6 @@ from.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -16,6 +15,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .bounds import (
+    AT_LEAST_ONE,
+    DURATION,
+    DURATION_OR_NEVER,
+    DURATION_PATTERN,
+    KEEP_FOR,
+    POSITIVE_DURATION,
+)
+from .bounds import MAX_DURATION as MAX_DURATION  # re-exported, as before bounds.py
+from .bounds import parse_duration as parse_duration
 from .concurrency import Concurrency, parse_concurrency
 from .exceptions import ConfigError
 from .processes import DEFAULT_PROCESS, Process, parse_processes
@@ -24,64 +33,6 @@ from .urls import default_database_url, sqlite_path
 from .walltime import local_zone, wall_instant
 
 ENV_PREFIX = "BGTASKEX_"
-_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d|w)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-#: The longest duration that any setting, option or delay takes: 100 years (36500d).
-#: A moment that far from now is still a datetime (years 1..9999), whatever is added.
-MAX_DURATION = 36500 * 86400.0
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from a number or a string like `30`, `30s`, `5m`, `2h`, `7d`: finite,
-    >= 0 and at most `MAX_DURATION` (100 years)."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration, got {value!r}")
-    if isinstance(value, int | float):
-        try:
-            seconds = float(value)
-        except OverflowError:  # an int too large for a float
-            seconds = math.inf
-    else:
-        match = _DURATION.match(str(value))
-        if match is None:
-            raise ValueError(f"expected a duration like 30s, 5m, 2h or 7d, got {value!r}")
-        seconds = float(match["n"]) * _UNITS[match["unit"] or "s"]
-    if not seconds >= 0:  # NaN too
-        raise ValueError(f"expected a duration >= 0, got {value!r}")
-    if seconds > MAX_DURATION:  # inf too
-        raise ValueError(f"expected a duration of at most 36500d (100 years), got {value!r}")
-    return seconds
-
-
-def _positive_duration(value: object) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"expected a duration > 0, got {value!r}")
-    return seconds
-
-
-def _keep_for(value: object) -> float | None:
-    if isinstance(value, str) and value.strip().lower() in ("never", "forever"):
-        return None
-    return parse_duration(value)
-
-
-def _duration_or_never(value: object) -> float | None:
-    if isinstance(value, str) and value.strip().lower() == "never":
-        return None
-    return parse_duration(value)
-
-
-def _positive_int(value: object) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a whole number >= 1, got {value!r}")
-    try:
-        number = int(str(value).strip()) if not isinstance(value, int) else value
-    except ValueError:
-        raise ValueError(f"expected a whole number >= 1, got {value!r}") from None
-    if number < 1:
-        raise ValueError(f"expected a whole number >= 1, got {value!r}")
-    return number
 
 
 _SIZE = re.compile(r"^\s*(?P<n>\d+)\s*(?P<unit>B|KiB|MiB|GiB)?\s*$")
@@ -260,25 +211,25 @@ class Settings:
 
 PARSERS: dict[str, Callable[[object], Any]] = {
     "database_url": _text,
-    "max_execution_time": _positive_duration,
-    "max_attempts": _positive_int,
+    "max_execution_time": POSITIVE_DURATION,
+    "max_attempts": AT_LEAST_ONE,
     "imports": _modules,
     "pythonpath": _directories,
     "lock_file": _text,
     "sqlite_synchronous": _choice("OFF", "NORMAL", "FULL", "EXTRA"),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
-    "keep_finished": _keep_for,
-    "keep_failed": _keep_for,
-    "stuck_after": _positive_duration,
-    "stop_timeout": _positive_duration,
+    "keep_finished": KEEP_FOR,
+    "keep_failed": KEEP_FOR,
+    "stuck_after": POSITIVE_DURATION,
+    "stop_timeout": POSITIVE_DURATION,
     "log_format": _choice("TEXT", "JSON"),
     "max_params_bytes": _byte_size,
-    "kill_after": _duration_or_never,
-    "retry_delay": parse_duration,
-    "max_retry_delay": parse_duration,
-    "processes": lambda value: parse_processes(value, parse_duration),
+    "kill_after": DURATION_OR_NEVER,
+    "retry_delay": DURATION,
+    "max_retry_delay": DURATION,
+    "processes": parse_processes,
     "retention_rules": lambda value: parse_rules(value, parse_duration),
-    "concurrency": lambda value: parse_concurrency(value, parse_duration),
+    "concurrency": parse_concurrency,
 }
 assert set(PARSERS) == {f.name for f in fields(Settings)} - {"config_file"}
 
@@ -373,7 +324,7 @@ def parse_when(value: str, *, now: datetime | None = None) -> datetime:
     the DST rule of `walltime`). Raises ValueError naming the value."""
     now = now or datetime.now(UTC)
     text = value.strip()
-    if _DURATION.match(text):
+    if DURATION_PATTERN.match(text):
         return now - timedelta(seconds=parse_duration(text))
     try:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)

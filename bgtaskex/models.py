@@ -153,6 +153,25 @@ class Task:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskState:
+    """What `list` says of a task (bgtaskex.taskstate): its state in plain words
+    (`text`) and the facts behind them.
+
+    kind: finished, failed, cancelled, cancel_requested, executing (a run is in one of
+    its hooks now), died (a hook died and no run holds the task), snoozed, delayed,
+    paused, due, waiting_for_module; unknown for a status this release does not know.
+    """
+
+    kind: str
+    text: str
+    action: ActionRecord | None = None  # the failed action, or the one a run takes next
+    attempts: int = 0  # its deaths of execute, with one the next run has still to count
+    max_attempts: int | None = None  # deaths of execute the action may have
+    at: datetime | None = None  # when it is due again (retry, snooze, delay)
+    module: str | None = None  # the module it waits for (waiting_for_module)
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """One transition in the history of a task."""
 
@@ -281,6 +300,13 @@ class RunSummary:
     left_waiting: int = 0  # tasks left as they were: their action's module cannot be imported
     missing_modules: tuple[str, ...] = ()  # those modules, sorted
     max_overrun: float = 0.0  # the longest a hook ran past the deadline, in seconds
+
+    @property
+    def idle(self) -> bool:
+        """The run found nothing to do: no task taken, nothing purged."""
+        counts = (self.finished, self.paused, self.failed, self.errors, self.cancelled)
+        others = (self.lost, self.actions, self.purged, self.left_waiting)
+        return not any(counts) and not any(others)
 
     def line(self) -> str:
         extra = f", {self.cancelled} cancelled" if self.cancelled else ""

@@ -12,11 +12,12 @@ or `bgtaskex processes` needs it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+from .bounds import POSITIVE_DURATION
 from .schedule import WeeklyWindow
 from .walltime import local_zone
 
@@ -184,15 +185,13 @@ def _cron_value(token: str, what: str, low: int, high: int, expression: str) -> 
     return value
 
 
-def parse_processes(
-    value: object, parse_duration: Callable[[object], float]
-) -> tuple[Process, ...]:
+def parse_processes(value: object) -> tuple[Process, ...]:
     """Processes from the config's `[[processes]]` tables; ValueError names the problem."""
     if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
         raise ValueError("expected [[processes]] tables")
     found: list[Process] = []
     for index, table in enumerate(value, 1):
-        found.append(_parse_one(table, index, parse_duration))
+        found.append(_parse_one(table, index))
     names = [p.name for p in found]
     for name in names:
         if names.count(name) > 1:
@@ -200,9 +199,7 @@ def parse_processes(
     return tuple(found)
 
 
-def _parse_one(
-    table: Mapping[str, Any], index: int, parse_duration: Callable[[object], float]
-) -> Process:
+def _parse_one(table: Mapping[str, Any], index: int) -> Process:
     where = f"process {table.get('name', index)!r}"
     unknown = sorted(set(table) - _KEYS)
     if unknown:
@@ -217,8 +214,8 @@ def _parse_one(
         raise ValueError(f"{where}: 'queues' must be a non-empty list of queue names")
     if ("every" in table) == ("cron" in table):
         raise ValueError(f"{where}: give exactly one of 'every' or 'cron'")
-    every = _duration(table, "every", where, parse_duration)
-    budget = _duration(table, "max_execution_time", where, parse_duration)
+    every = _duration(table, "every", where)
+    budget = _duration(table, "max_execution_time", where)
     cron = table.get("cron")
     if cron is not None:
         if not isinstance(cron, str):
@@ -254,15 +251,12 @@ def _parse_one(
     )
 
 
-def _duration(
-    table: Mapping[str, Any], key: str, where: str, parse_duration: Callable[[object], float]
-) -> float | None:
+def _duration(table: Mapping[str, Any], key: str, where: str) -> float | None:
+    """A process's `every` or `max_execution_time`: a duration > 0, the rule of the
+    top-level max_execution_time (bounds.POSITIVE_DURATION)."""
     if key not in table:
         return None
     try:
-        seconds = parse_duration(table[key])
+        return POSITIVE_DURATION.seconds(table[key])
     except ValueError as err:
         raise ValueError(f"{where}: {key}: {err}") from None
-    if seconds <= 0:
-        raise ValueError(f"{where}: {key} must be more than 0")
-    return seconds

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from .models import ActionRecord, Event, QueuePause, QueueSummary, Stats, Task
+from .models import ActionRecord, Event, QueuePause, QueueSummary, Stats, Task, TaskState
 from .views import stats_dict
 
 
@@ -86,7 +86,9 @@ def due_text(at: datetime) -> str:
     return f"{_short(at)} UTC ({_in(at)})"
 
 
-def render_tasks(tasks: list[Task]) -> Any:
+def render_tasks(tasks: list[Task], states: dict[int, TaskState] | None = None) -> Any:
+    """`list`: one row per task. With `states` (`Client.task_states`), the ACTION and
+    ATTEMPTS of the failed or next action, and the STATE in plain words."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -94,22 +96,25 @@ def render_tasks(tasks: list[Task]) -> Any:
     columns = ("ID", "NAME", "QUEUE", "TYPE", "STATUS", "ACTION", "PROGRESS", "ATTEMPTS")
     later = {task.id: due_later(task) for task in tasks}
     due = ("DUE",) if any(later.values()) else ()  # only when a task waits for its time
-    for column in (*columns, *due, "AGE", "CHANGED"):
+    state_column = ("STATE",) if states is not None else ()
+    for column in (*columns, *state_column, *due, "AGE", "CHANGED"):
         right = column in ("ID", "ATTEMPTS", "PROGRESS")
         table.add_column(
             column,
             justify="right" if right else "left",
             no_wrap=True,
             overflow="ellipsis",
-            max_width=32 if column in ("NAME", "ACTION") else None,
+            max_width={"NAME": 32, "ACTION": 32, "STATE": 56}.get(column),
         )
     for task in tasks:
-        current = task.current_action
+        state = states.get(task.id) if states is not None else None
+        current = state.action if state is not None else task.current_action
         action = "-"
         if current is not None:
             action = f"{current.rank}/{len(task.actions)} {current.ref.rsplit(':', 1)[-1]}"
         at = later[task.id]
         when = [_in(at) if at else "-"] if due else []
+        said = [_state(state)] if states is not None else []
         table.add_row(
             str(task.id),
             escape(task.name),
@@ -118,12 +123,25 @@ def render_tasks(tasks: list[Task]) -> Any:
             _status(task.status),
             escape(action),
             percent(current) if not task.ended_at else "-",
-            str(current.attempts) if current else "0",
+            str(state.attempts if state else current.attempts) if current else "0",
+            *said,
             *when,
             _ago(task.created_at),
             _ago(task.updated_at),
         )
     return table
+
+
+_STATE_STYLE = {"failed": "red", "died": "yellow", "waiting_for_module": "bold yellow"}
+
+
+def _state(state: TaskState | None) -> str:
+    from rich.markup import escape
+
+    if state is None:
+        return "-"
+    style = _STATE_STYLE.get(state.kind)
+    return f"[{style}]{escape(state.text)}[/]" if style else escape(state.text)
 
 
 def progress_line(action: ActionRecord, width: int = 24) -> str | None:

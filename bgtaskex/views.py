@@ -7,7 +7,16 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .models import ActionRecord, Event, QueuePause, QueueSummary, RunSummary, Stats, Task
+from .models import (
+    ActionRecord,
+    Event,
+    QueuePause,
+    QueueSummary,
+    RunSummary,
+    Stats,
+    Task,
+    TaskState,
+)
 from .processes import Process
 
 if TYPE_CHECKING:
@@ -17,6 +26,14 @@ if TYPE_CHECKING:
 
 def _time(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def count(value: float | None) -> float | int | None:
+    """A progress count as it was given: stored as a float (a REAL column), an integral
+    one comes back as an int (`2750`, not `2750.0`)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
 
 
 def action_dict(action: ActionRecord) -> dict[str, Any]:
@@ -33,8 +50,8 @@ def action_dict(action: ActionRecord) -> dict[str, Any]:
             None
             if action.progress is None
             else {
-                "done": action.progress.done,
-                "total": action.progress.total,
+                "done": count(action.progress.done),
+                "total": count(action.progress.total),
                 "fraction": action.progress.fraction,
                 "message": action.progress.message,
             }
@@ -44,10 +61,12 @@ def action_dict(action: ActionRecord) -> dict[str, Any]:
     }
 
 
-def task_dict(task: Task, action_count: int | None = None) -> dict[str, Any]:
+def task_dict(
+    task: Task, action_count: int | None = None, state: TaskState | None = None
+) -> dict[str, Any]:
     """The task as JSON; `action_count` is how many actions it has when `task.actions`
-    is a page of them (`show --actions N`)."""
-    return {
+    is a page of them (`show --actions N`); `state`, what `list` says of it."""
+    found = {
         "id": task.id,
         "name": task.name,
         "type": str(task.type),
@@ -66,6 +85,23 @@ def task_dict(task: Task, action_count: int | None = None) -> dict[str, Any]:
         "unique_key": task.unique_key,
         "action_count": len(task.actions) if action_count is None else action_count,
         "actions": [action_dict(a) for a in task.actions],
+    }
+    if state is not None:
+        found["state"] = state_dict(state)
+    return found
+
+
+def state_dict(state: TaskState) -> dict[str, Any]:
+    """`list --json`'s `state` of a task (`Client.task_states`)."""
+    action = state.action
+    return {
+        "kind": state.kind,
+        "text": state.text,
+        "rank": action.rank if action is not None else None,
+        "attempts": state.attempts,
+        "max_attempts": state.max_attempts,
+        "at": _time(state.at),
+        "module": state.module,
     }
 
 
@@ -152,7 +188,7 @@ def summary_dict(summary: RunSummary) -> dict[str, Any]:
         "left_waiting": summary.left_waiting,
         "missing_modules": list(summary.missing_modules),
         "max_overrun": round(summary.max_overrun, 6),
-        "idle": False,
+        "idle": summary.idle,
     }
 
 

@@ -80,3 +80,29 @@ class WaitFile(Action):
                 self.checkpoint()
             time.sleep(0.01)
         return False
+
+
+class CancelsItself(Action):
+    """Asks for its own task to be cancelled from another connection (as `bgtaskex
+    cancel` would while the run executes it), then returns True without a checkpoint:
+    the run learns of the cancel only when it writes the task's end.
+
+    params: url, lock_file (of the run's database and lock), task_name."""
+
+    def execute(self, deadline: float) -> bool:
+        from bgtaskex.client import connect
+        from bgtaskex.config import Settings
+
+        settings = Settings(database_url=self.params["url"], lock_file=self.params["lock_file"])
+        with connect(settings=settings) as client:
+            for task in client.list_tasks(status=["active"]):
+                if task.name == self.params["task_name"]:
+                    assert client.cancel(task.id) is False  # the run is executing it
+        return True
+
+
+class Snoozer(Action):
+    """execute snoozes for params["seconds"] (default 3600), every time."""
+
+    def execute(self, deadline: float) -> bool:
+        return self.snooze(float(self.params.get("seconds", 3600)))

@@ -231,6 +231,14 @@ def print_rich(*renderables: Any) -> None:
     from rich.console import Console
 
     # Piped output keeps whole lines for grep; a terminal gets its own width.
-    console = Console(highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
-    for renderable in renderables:
-        console.print(renderable)
+    tty = sys.stdout.isatty()
+    console = Console(highlight=False, soft_wrap=False, width=None if tty else 200)
+    if tty:
+        for renderable in renderables:
+            console.print(renderable)
+        return
+    with console.capture() as captured:  # tables pad their cells: not for a pipe
+        for renderable in renderables:
+            console.print(renderable)
+    for line in captured.get().splitlines():
+        click.echo(line.rstrip())

@@ -16,7 +16,7 @@ import click
 
 from ..exceptions import Interrupted, LockBusy, OutsideWindow, TasksLeftWaiting
 from ..plan import RunPlan
-from .common import State, echo_json, pass_state, print_rich, remember
+from .common import State, duration, echo_json, pass_state, print_rich, remember
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -61,10 +61,10 @@ Examples:
 )
 @click.option(
     "--wait",
-    metavar="SECONDS",
-    type=click.FloatRange(min=0),
-    default=0.0,
-    help="Wait this long for the lock instead of giving up at once.",
+    metavar="DURATION",
+    callback=duration,
+    default="0",
+    help="Wait this long for the lock (10, 10s, 1m) instead of giving up at once.",
 )
 @click.option(
     "--progress/--no-progress",

@@ -147,7 +147,8 @@ def enqueue(
     elif as_json:
         from ..views import task_dict
 
-        echo_json(task_dict(client.get(task_id)))
+        task = client.get(task_id)
+        echo_json(task_dict(task, state=client.task_states([task])[task.id]))
     elif not created:
         click.echo(f"already queued: task {task_id}")
     else:
@@ -226,10 +227,11 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
     cap = 10_000
     total = client.count_tasks(where, up_to=limit + cap) if len(tasks) == limit else len(tasks)
     more = total - len(tasks)
+    states = client.task_states(tasks)
     if as_json:
         from ..views import task_dict
 
-        echo_json([task_dict(t) for t in tasks])
+        echo_json([task_dict(t, state=states[t.id]) for t in tasks])
         return
     if not tasks:
         from ..models import TaskFilter
@@ -238,7 +240,7 @@ def list_(state: State, /, limit: int, as_json: bool, **filters: Any) -> None:
         return
     from ..render import render_tasks
 
-    print_rich(render_tasks(tasks))
+    print_rich(render_tasks(tasks, states))
     for line in paused_note(client, tasks):
         click.echo(line)
     if more > 0:
@@ -288,7 +290,7 @@ def show(
 
         echo_json(
             {
-                **task_dict(task, action_count),
+                **task_dict(task, action_count, client.task_states([task])[task.id]),
                 "events": [event_dict(e) for e in events],
                 "event_count": event_count,
             }
@@ -392,7 +394,8 @@ def cancel(state: State, task_ids: tuple[int, ...]) -> None:
     epilog="""\b
 Examples:
   bgtaskex purge --older-than 7d --yes       # every ended task older than a week
-  bgtaskex purge --status failed --queue reports --dry-run""",
+  bgtaskex purge --status failed --queue reports --dry-run
+  bgtaskex purge --all --yes                 # every ended task""",
 )
 @filter_options
 @click.option(
@@ -401,14 +404,28 @@ Examples:
     metavar="DURATION",
     help="Only tasks that ended more than DURATION ago (7d, 12h).",
 )
+@click.option("--all", "all_", is_flag=True, help="Every ended task the other filters select.")
 @click.option("--dry-run", is_flag=True, help="Print what would be deleted, delete nothing.")
-@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask (needed off a terminal).")
 @pass_state
 def purge(
-    state: State, /, older_than: float | None, dry_run: bool, yes: bool, **filters: Any
+    state: State,
+    /,
+    older_than: float | None,
+    all_: bool,
+    dry_run: bool,
+    yes: bool,
+    **filters: Any,
 ) -> None:
     """Delete ended tasks (finished, failed, cancelled) with their actions and events,
-    in batches. Without filters: every ended task. Asks first on a terminal."""
+    in batches. Needs --older-than, --status or --all. Asks first on a terminal; off a
+    terminal it needs --yes."""
+    if older_than is None and not filters.get("statuses") and not all_:
+        raise UsageError(
+            "purge needs --older-than DURATION, --status STATUS or --all (every ended task)"
+        )
+    if not dry_run and not yes and not sys.stdin.isatty():
+        raise UsageError("purge off a terminal needs --yes (or --dry-run to see what it would do)")
     ended_before = datetime.now(UTC) - timedelta(seconds=older_than) if older_than else None
     where = task_filter(**filters, ended_before=ended_before)
     client = state.client()
@@ -420,7 +437,7 @@ def purge(
         shown = ", ".join(map(str, sorted(sample))) + (", ..." if count > len(sample) else "")
         click.echo(f"would delete {count:,} ended task(s): {shown}")
         return
-    if not yes and sys.stdin.isatty():
+    if not yes:
         click.confirm(f"Delete {count:,} ended task(s) with their actions and events?", abort=True)
     deleted = client.purge(where)
     click.echo(f"deleted {deleted:,} ended task(s)")

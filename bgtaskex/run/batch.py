@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -38,6 +39,9 @@ from .claims import Claims, Hold
 from .observer import Outcome
 
 log = logging.getLogger("bgtaskex.runner")  # a stable name, for log filters
+
+#: The outcomes that end a task: each logged as `task N (name) <outcome>`.
+_LOGGED_ENDS = frozenset({Outcome.FINISHED, Outcome.FAILED, Outcome.CANCELLED})
 
 
 @dataclass
@@ -113,6 +117,7 @@ class WriteBatch:
         self.unwritten: list[Change] = []
         self.counts = dict.fromkeys(Outcome, 0)
         self._ended: dict[int, Outcome] = {}  # tasks done with, whose last writes pend
+        self._names: dict[int, str] = {}  # their names, for the log line of their end
 
     def stage_status(
         self,
@@ -173,11 +178,28 @@ class WriteBatch:
     def unwritten_tasks(self) -> set[int]:
         return {change.task_id for change in self.unwritten}
 
-    def count(self, task_id: int, outcome: Outcome) -> None:
-        """Count how the run left a task (recounted if its last writes are refused)."""
+    def count(self, task_id: int, outcome: Outcome, name: str = "") -> None:
+        """Count how the run left a task (recounted if its last writes are refused).
+        A task's end is logged once its last writes are in: a cancel that comes before
+        they are makes it cancelled, not finished."""
         if any(change.task_id == task_id for change in self.unwritten):
             self._ended[task_id] = outcome
+            self._names[task_id] = name
+        else:
+            self._log_end(task_id, name, outcome)
         self.counts[outcome] += 1
+
+    def _log_end(self, task_id: int, name: str, outcome: Outcome) -> None:
+        if outcome in _LOGGED_ENDS:
+            log.info("run %s: task %s (%s) %s", self.run_id, task_id, name, outcome.value)
+
+    def _settle(self, refused: Collection[int] = ()) -> None:
+        """Log the end of the tasks done with whose last writes are now in."""
+        for task_id, outcome in self._ended.items():
+            if task_id not in refused:
+                self._log_end(task_id, self._names.get(task_id, ""), outcome)
+        self._ended.clear()
+        self._names.clear()
 
     def end_claim(self, task_id: int) -> None:
         """End the claim with the task's last write (if it still pends), else alone."""
@@ -217,10 +239,10 @@ class WriteBatch:
             for task_id, why in sorted(refused.items()):
                 if task_id != current:
                     self._recount(task_id, why)
+            self._settle(refused)
             if current in refused:
-                self._ended.clear()
                 raise refused[current] from None
-        self._ended.clear()
+        self._settle()
 
     def _apply(self, changes: list[Change]) -> None:
         """`store.apply`, tried once more after one failed statement (a lock timeout, a
@@ -244,6 +266,7 @@ class WriteBatch:
         if isinstance(err, TaskInterrupted):
             self.store.end_cancelled(task_id, self.run_id, None, None)
             now = Outcome.CANCELLED
+            self._log_end(task_id, self._names.get(task_id, ""), now)
         else:
             log.warning("run %s: %s; its last writes are dropped", self.run_id, err)
             now = Outcome.LOST

@@ -177,7 +177,6 @@ class Machine(Hooks):
         if rank is None:
             final = TaskStatus.FAILED if work.any_failed() else TaskStatus.FINISHED
             self.batch.stage_status(work, final, f"no action left: task {final}")
-            log.info("run %s: task %s (%s) %s", self.run_id, work.task.id, work.task.name, final)
             return Outcome.FAILED if final is TaskStatus.FAILED else Outcome.FINISHED
         if time.time() >= self.deadline or self.stop_requested():
             why = "stop requested" if self.stop_requested() else "deadline reached"

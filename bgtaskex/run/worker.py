@@ -100,7 +100,7 @@ class Worker:
                     outcome = self._work_under_claim(task, broken)
                 if outcome in (Outcome.LEFT, Outcome.LOST):
                     broken.add(task.id)
-                self.batch.count(task.id, outcome)
+                self.batch.count(task.id, outcome, task.name)
                 self.observer.task_ended(task, outcome)
             self.batch.flush()
         except StorageError:

@@ -163,7 +163,7 @@ def test_enqueue_from_file_and_stdin(bgx: Bgx, sqlite_url: str, tmp_path: Path) 
     second = int(quiet.stdout)
     assert second != printed["id"]
 
-    tasks = {t["id"]: t for t in bgx.json(*url, "list", "--json")}
+    tasks = {t["id"]: t for t in bgx.json(*url, *IMPORT, "list", "--json")}
     assert set(tasks) == {printed["id"], second}
     assert tasks[printed["id"]] == printed
     assert (tasks[second]["name"], tasks[second]["type"], tasks[second]["queue"]) == (

@@ -169,9 +169,20 @@ def test_run_once_json_and_lock_holder(bgx: Bgx, db_url: str, tmp_path: Path) ->
     assert isinstance(report["run_id"], str) and report["started_at"].endswith("Z")
     assert report["budget"] == 30 and report["lock_wait"] >= 0 and report["elapsed"] >= 0
 
-    if db_url.startswith("sqlite"):  # the embedded database's idle probe
-        idle = json.loads(_one_line(bgx(*run, "--json")))
-        assert idle["run_id"] is None and idle["idle"] is True, idle
+    # Nothing due: `idle` is true on every backend. SQLite's probe answers before any
+    # run (run_id null); elsewhere a run finds nothing, and says so (#15: it said false).
+    idle = json.loads(_one_line(bgx(*run, "--json")))
+    assert idle["idle"] is True and idle["next_due_at"] is None, idle
+    if db_url.startswith("sqlite"):
+        assert idle == {
+            "run_id": None,
+            "idle": True,
+            "elapsed": idle["elapsed"],
+            "next_due_at": None,
+        }
+    else:
+        assert set(idle) == SUMMARY_FIELDS and isinstance(idle["run_id"], str), idle
+        assert (idle["finished"], idle["actions"], idle["purged"]) == (0, 0, 0), idle
 
 
 # -- 7. check next to a live run and a killed one --------------------------------------------
@@ -217,13 +228,32 @@ def test_check_database_unreachable(bgx: Bgx) -> None:
 # -- 6. purge without a terminal --------------------------------------------------------------
 
 
-def test_purge_without_a_terminal_does_not_ask(bgx: Bgx, db_url: str, tmp_path: Path) -> None:
+def test_purge_needs_a_filter_and_off_a_terminal_yes(bgx: Bgx, db_url: str, tmp_path: Path) -> None:
+    """README, *Operating it*: purge refuses without --older-than, --status or --all, and
+    off a terminal (stdin here is no terminal) without --yes: exit 2, one line each."""
     first = _enqueue(db_url, "one", LOOPER, total=1, step=0.0)
     second = _enqueue(db_url, "two", LOOPER, total=1, step=0.0)
     _run(db_url, str(tmp_path / "run.lock"))
     waiting = _enqueue(db_url, "three", LOOPER, total=1, step=0.0)
+    url = ("--database-url", db_url)
 
-    purged = bgx("--database-url", db_url, "purge")  # stdin is no terminal: no question
+    for args, says in (
+        (["purge", "--yes"], "purge needs --older-than DURATION, --status STATUS or --all"),
+        (["purge", "--queue", "default", "--yes"], "purge needs --older-than"),
+        (["purge", "--all"], "purge off a terminal needs --yes"),
+        (["purge", "--older-than", "0"], "purge off a terminal needs --yes"),
+    ):
+        refused = bgx(*url, *args)
+        assert refused.returncode == 2, describe(refused)
+        assert refused.stdout == "" and "Traceback" not in refused.stderr, describe(refused)
+        (line,) = refused.stderr.splitlines()
+        assert line.startswith(f"bgtaskex: error: {says}"), describe(refused)
+    with connect(settings=Settings(database_url=db_url)) as client:
+        assert client.count_tasks() == 3  # nothing deleted
+
+    dry = bgx(*url, "purge", "--all", "--dry-run")  # a dry run deletes nothing: no --yes
+    assert dry.returncode == 0, describe(dry)
+    purged = bgx(*url, "purge", "--all", "--yes")
     assert purged.returncode == 0, describe(purged)
     assert _one_line(purged) == "deleted 2 ended task(s)"
     with connect(settings=Settings(database_url=db_url)) as client:

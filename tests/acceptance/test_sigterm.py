@@ -37,3 +37,25 @@ def test_sigterm_stops_after_the_current_hook(bgx: Bgx, db_url: str, tmp_path: P
     again = bgx("--database-url", db_url, *IMPORT, "run-once")
     assert again.returncode == 0, describe(again)
     assert calls(log)[2:] == [("A", "execute"), ("B", "init"), ("B", "execute")]
+
+
+def test_a_second_sigterm_ends_run_once_at_once_with_143(
+    bgx: Bgx, sqlite_url: str, tmp_path: Path
+) -> None:
+    """README, *Exit codes*: a second SIGTERM exits at once with 128 + 15, not waiting for
+    a hook that ignores `should_stop()`; the next run recovers the task as after a crash."""
+    log = str(tmp_path / "calls.jsonl")
+    params = {"name": "A", "log": log, "plan": {"execute": ["until-deadline", "true"]}}
+    url = ("--database-url", sqlite_url)
+    bgx.ok(*url, *IMPORT, "enqueue", "t", f"{SCRIPTED}={json.dumps(params)}")
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as sink:
+        run = bgx.start(*url, *IMPORT, "run-once", "--max-execution-time", "60", stderr=sink)
+        wait_until(lambda: ("A", "execute") in calls(log), "A.execute to start", proc=run)
+        run.send_signal(signal.SIGTERM)
+        wait_until(lambda: "stopping after" in errors.read_text(), "the first stop", proc=run)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=10) == 128 + signal.SIGTERM, errors.read_text()
+    assert "Traceback" not in errors.read_text()
+    again = bgx.ok(*url, *IMPORT, "run-once")
+    assert "1 finished" in again.stdout, describe(again)

@@ -220,7 +220,7 @@ def test_purge_asks_on_a_terminal(terminal: Any, url: str, tmp_path: Path, answe
     )
     (waiting,) = _tasks(url, lock, ("c", (LOOPER, {"total": 1})))
 
-    term = terminal("--database-url", url, "purge")
+    term = terminal("--database-url", url, "purge", "--all")
     term.read_until("[y/N]")
     assert "Delete 2 ended task(s)" in term.plain, term.text
     term.type(answer + "\n")

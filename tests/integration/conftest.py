@@ -18,7 +18,7 @@ def lite(tmp_path: Path) -> Iterator[Client]:
     settings = Settings(
         database_url=f"sqlite:///{tmp_path / 'lite.db'}",
         lock_file=str(tmp_path / "run.lock"),
-        imports=("tests.scripted",),
+        imports=("tests.scripted", "tests.ops_actions"),
     )
     with connect(settings=settings) as client:
         yield client

@@ -661,7 +661,7 @@ def test_purge_deletes_only_ended_tasks_with_their_rows(
     store = client.store
     kept = {k: rows_of(store, made[k]) for k in ("paused", "created")}
 
-    result = ok(bg("purge", "--yes"))
+    result = ok(bg("purge", "--all", "--yes"))
     assert result.lines() == ["deleted 4 ended task(s)"]
     assert sorted(ids(bg("list", "--json"))) == sorted([made["paused"], made["created"]])
     for key in ("fin1", "fin2", "failed", "cancelled"):
@@ -670,7 +670,7 @@ def test_purge_deletes_only_ended_tasks_with_their_rows(
         assert rows_of(store, made[key]) == (0, 0)
     assert orphans(store) == (0, 0)
     assert {k: rows_of(store, made[k]) for k in kept} == kept
-    assert ok(bg("purge", "--yes")).lines() == ["nothing to purge"]
+    assert ok(bg("purge", "--all", "--yes")).lines() == ["nothing to purge"]
 
 
 def test_purge_filters_older_than_and_dry_run(client: Client, bg: Bg, calls_log: str) -> None:
@@ -678,10 +678,12 @@ def test_purge_filters_older_than_and_dry_run(client: Client, bg: Bg, calls_log:
     store = client.store
     total = client.count_tasks()
 
-    dry = ok(bg("purge", "--queue", "a", "--dry-run"))
+    dry = ok(bg("purge", "--all", "--queue", "a", "--dry-run"))
     expected = sorted([made["fin1"], made["fin2"], made["cancelled"]])
     assert dry.lines() == [f"would delete 3 ended task(s): {', '.join(map(str, expected))}"]
-    assert ok(bg("purge", "--dry-run")).lines()[0].startswith("would delete 4 ended task(s)")
+    assert (
+        ok(bg("purge", "--all", "--dry-run")).lines()[0].startswith("would delete 4 ended task(s)")
+    )
     assert client.count_tasks() == total  # a dry run deletes nothing
 
     assert ok(bg("purge", "--status", "active", "--yes")).lines() == ["nothing to purge"]
@@ -699,7 +701,9 @@ def test_purge_filters_older_than_and_dry_run(client: Client, bg: Bg, calls_log:
     assert ok(bg("purge", "--status", "failed", "--queue", "a", "--yes")).lines() == [
         "nothing to purge"
     ]
-    assert ok(bg("purge", "--name", "FIN-*", "--yes")).lines() == ["deleted 1 ended task(s)"]
+    assert ok(bg("purge", "--all", "--name", "FIN-*", "--yes")).lines() == [
+        "deleted 1 ended task(s)"
+    ]
     assert ok(bg("purge", "--status", "failed", "--yes")).lines() == ["deleted 1 ended task(s)"]
     left = {made[k] for k in ("paused", "created", "cancelled")}
     assert set(ids(bg("list", "--json"))) == left

@@ -190,7 +190,7 @@ def test_every_command_on_an_application_database_with_alembic(
     ok("rules", "list")
     ok("processes")
     assert "(already current)" in ok("db", "upgrade")
-    assert "deleted 3" in ok("purge", "--yes")
+    assert "deleted 3" in ok("purge", "--all", "--yes")
     assert app_alembic_versions(app_url) == ["abc123"]
     assert appdb.snapshot(app_url) == rows
 

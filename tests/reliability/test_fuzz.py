@@ -825,7 +825,13 @@ SHAPES: dict[tuple[str, ...], tuple[dict[str, str | None], str | None]] = {
     ),
     ("cancel",): ({}, "number"),
     ("purge",): (
-        {"--older-than": "duration", "--dry-run": None, "--yes": None, "--status": "word"},
+        {
+            "--older-than": "duration",
+            "--all": None,
+            "--dry-run": None,
+            "--yes": None,
+            "--status": "word",
+        },
         None,
     ),
     ("stats",): ({"--json": None, "--prometheus": None}, None),
