@@ -72,6 +72,12 @@ def _duration_or_never(value: object) -> float | None:
     return parse_duration(value)
 
 
+def _positive_duration_or_never(value: object) -> float | None:
+    if isinstance(value, str) and value.strip().lower() == "never":
+        return None
+    return _positive_duration(value)
+
+
 def _positive_int(value: object) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected a whole number >= 1, got {value!r}")
@@ -146,6 +152,7 @@ class Settings:
     keep_finished: float | None = 30 * 86400.0  # finished and cancelled tasks; None = forever
     keep_failed: float | None = 90 * 86400.0
     stuck_after: float = 180.0  # `check`: a task not ended and untouched this long is stuck
+    stale_after: float | None = 300.0  # `check`: no run ended ok this long; None: never
     stop_timeout: float = 20.0  # the daemon's bound on a graceful stop
     log_format: str = "TEXT"
     max_params_bytes: int = 1024 * 1024  # an action's params, as JSON (see params_size)
@@ -221,6 +228,15 @@ class Settings:
         return {status: seconds for status, seconds in keep.items() if seconds is not None}
 
     @property
+    def died_after(self) -> float | None:
+        """Seconds past its budget after which a run still recorded as "running" died
+        (`RunRecord.died`): `kill_after` ends it by then, plus a lease and a margin.
+        None when `kill_after` is "never": only a gone process tells then."""
+        if self.kill_after is None:
+            return None
+        return self.kill_after + self.concurrency.lease + 60.0
+
+    @property
     def url(self) -> str:
         """The database URL, the embedded SQLite file by default."""
         return self.database_url or default_database_url()
@@ -257,6 +273,7 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "keep_finished": _keep_for,
     "keep_failed": _keep_for,
     "stuck_after": _positive_duration,
+    "stale_after": _positive_duration_or_never,
     "stop_timeout": _positive_duration,
     "log_format": _choice("TEXT", "JSON"),
     "max_params_bytes": _byte_size,

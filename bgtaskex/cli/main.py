@@ -52,6 +52,7 @@ for command in (
     run.demo,
     ops.stats,
     ops.check,
+    ops.runs,
     db.db,
     rules.rules,
 ):

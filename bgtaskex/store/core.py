@@ -38,6 +38,7 @@ from .engine import check_same_database, make_engine, retrying_deadlocks
 from .engine import now as _now
 from .engine import translated as _translated
 from .run_queries import RunQueries
+from .runs import Runs
 from .wake_ups import listen
 from .writes import add_task
 
@@ -71,6 +72,8 @@ class Store(RunQueries):
         self._local = threading.local()  # the connection `bound()` holds, per thread
         #: The operators' queries (cancel, retry, purge, stats, health).
         self.admin = Admin(self)
+        #: The record of runs (`bgtaskex runs`, `check`).
+        self.runs = Runs(self)
 
     @property
     def display_url(self) -> str:
