@@ -76,34 +76,51 @@ def run(
         workers = _workers(
             store, registry, plan, settings, deadline, run_id, lock_alive, observer, stop
         )
-        try:
-            for task_id in store.reap_dead_claims():
-                log.warning("run %s: task %s: its run died (lease ended early)", run_id, task_id)
-            with store.bound(), running(run_id):
-                overran = 0.0
-                if planner is not None:
-                    overran = _plan(planner, plan, settings, run_id, deadline)
-                if len(workers) == 1:
-                    summary = workers[0].work()
-                else:
-                    summary = _work_in_threads(store, workers)
-                keep, purged = settings.keep_ended, 0
-                if keep and time.time() < deadline:
-                    purged = store.purge_expired(keep, deadline=deadline)
-        except BaseException as err:
-            _record_end(store, record, _added_up([w.so_far() for w in workers]), err)
-            raise
-        summary = replace(
-            summary,
-            budget=plan.budget,
-            lock_wait=began - asked,
-            started_at=started_at,
-            purged=purged,
-            elapsed=time.monotonic() - began,
-            max_overrun=max(summary.max_overrun, overran),
-        )
-        store.run_ended(record, "ok", summary)
-        return summary
+        with running(run_id):  # its record's holder reads alive in this process too
+            try:
+                summary, overran, purged = _serve(
+                    store, plan, settings, planner, workers, run_id, deadline
+                )
+            except BaseException as err:
+                _record_end(store, record, _added_up([w.so_far() for w in workers]), err)
+                raise
+            summary = replace(
+                summary,
+                budget=plan.budget,
+                lock_wait=began - asked,
+                started_at=started_at,
+                purged=purged,
+                elapsed=time.monotonic() - began,
+                max_overrun=max(summary.max_overrun, overran),
+            )
+            store.run_ended(record, "ok", summary)
+            return summary
+
+
+def _serve(
+    store: RunStorage,
+    plan: RunPlan,
+    settings: Settings,
+    planner: Callable[[], object] | None,
+    workers: Sequence[Worker],
+    run_id: str,
+    deadline: float,
+) -> tuple[RunSummary, float, int]:
+    """The run's work under its lock: release the claims of dead runs, call the
+    planner, let the workers take due tasks, expire ended tasks with what is left of the
+    budget. Returns what the workers did, how long the planner overran, how many ended
+    tasks went."""
+    for task_id in store.reap_dead_claims():
+        log.warning("run %s: task %s: its run died (lease ended early)", run_id, task_id)
+    with store.bound():
+        overran = 0.0
+        if planner is not None:
+            overran = _plan(planner, plan, settings, run_id, deadline)
+        summary = workers[0].work() if len(workers) == 1 else _work_in_threads(store, workers)
+        keep, purged = settings.keep_ended, 0
+        if keep and time.time() < deadline:
+            purged = store.purge_expired(keep, deadline=deadline)
+    return summary, overran, purged
 
 
 def _start(plan: RunPlan, run_id: str, started_at: datetime) -> RunStart:
