@@ -278,7 +278,14 @@ def _failed_task(client: Client) -> int:
 
 def test_check_json_without_a_schema_creates_nothing(isolated: None, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'none.db'}"
-    result = run_cli("--database-url", url, "check", "--json")
-    report = json.loads(result.out)
-    assert result.code == 0 and report["status"] == "ok" and report["no_schema"] is True
+    config = tmp_path / "with-a-process.toml"
+    config.write_text('[[processes]]\nname = "nightly"\nevery = "1m"\n', encoding="utf-8")
+    for args in ((), ("--config", config)):  # even with a process declared: as before
+        result = run_cli(*args, "--database-url", url, "check", "--json")
+        report = json.loads(result.out)
+        assert result.code == 0 and report["status"] == "ok", result.describe()
+        assert report["no_schema"] is True and report["run_expected"] is False
+        assert run_cli(*args, "--database-url", url, "check").out.startswith(
+            "BGTASKEX OK - no schema yet"
+        )
     assert not (tmp_path / "none.db").exists()
