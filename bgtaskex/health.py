@@ -152,13 +152,16 @@ def check_health(
 def _runs(store: Store, settings: Settings) -> dict[str, Any]:
     """The last run, the end of the last one that ended ok, and whether that is too
     long ago. A run is expected once a process is configured (or retention rules), or
-    once a run was recorded (cron ran, and stopped?); a run going on that started
+    once a run was recorded (cron ran, and stopped?), not before the schema exists; a
+    run going on that started
     within its budget plus `stale_after` counts as fresh."""
     now = datetime.now(UTC)
     latest = store.runs.recent(limit=1)
     last = latest[0].shown(settings.died_after, now) if latest else None
     last_ok = store.runs.last_ok_end()
-    expected = bool(settings.processes or settings.retention_rules) or last is not None
+    declared = bool(settings.processes or settings.retention_rules)
+    # No schema yet: nothing ever ran here, and check answers as it always did.
+    expected = not store.no_schema and (declared or last is not None)
     stale_after, stale = settings.stale_after, False
     if expected and stale_after is not None:
         fresh = last_ok is not None and (now - last_ok).total_seconds() <= stale_after
