@@ -133,20 +133,32 @@ class BreaksItsSession(Action):
     def execute(self, deadline: float) -> bool:
         store = _RUN_STORE[0]
         dbapi = store._local.conn.connection.dbapi_connection
-        if store.dialect == "sqlite":
-            dbapi.close()
-            return True
         killer = sqlalchemy.create_engine(store.url, isolation_level="AUTOCOMMIT")
         try:
             with killer.connect() as conn:
-                if store.dialect == "postgresql":
+                if store.dialect == "sqlite":
+                    dbapi.close()
+                elif store.dialect == "postgresql":
                     pid = dbapi.info.backend_pid
                     conn.execute(sqlalchemy.text(f"SELECT pg_terminate_backend({int(pid)})"))
                 else:
                     conn.execute(sqlalchemy.text(f"KILL {int(dbapi.thread_id())}"))
+                if _HIDE_RUNS:  # the run's end cannot be written either
+                    _rename_runs(conn, "bgtaskex_runs", "bgtaskex_runs_hidden")
         finally:
             killer.dispose()
         return True
+
+
+#: Set: `BreaksItsSession` also takes the table of run records away.
+_HIDE_RUNS: list[bool] = []
+
+
+def _rename_runs(conn: sqlalchemy.Connection, old: str, new: str) -> None:
+    if conn.dialect.name == "mysql" or conn.dialect.name == "mariadb":
+        conn.execute(sqlalchemy.text(f"RENAME TABLE {old} TO {new}"))
+    else:
+        conn.execute(sqlalchemy.text(f"ALTER TABLE {old} RENAME TO {new}"))
 
 
 def test_a_storage_error_mid_run_is_recorded_as_storage(client: Client) -> None:
@@ -164,6 +176,29 @@ def test_a_storage_error_mid_run_is_recorded_as_storage(client: Client) -> None:
     assert f"run {run.run_id}" in problem and "ended on a storage error" in problem
     client.run_once()  # the next run ends ok: the warning is gone
     assert not [p for p in client.health().problems() if "last run" in p]
+
+
+def test_a_run_whose_end_cannot_be_written_either_stays_running(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The end is written best effort: the run's own storage error is what the caller
+    gets, one warning says the end was not recorded, and the record stays "running"
+    (read as died: its run is over)."""
+    client.enqueue("breaks", [f"{HERE}:BreaksItsSession"])
+    _RUN_STORE[:], _HIDE_RUNS[:] = [client.store], [True]
+    try:
+        with pytest.raises(StorageError) as raised:
+            client.run_once()
+    finally:
+        _RUN_STORE.clear()
+        _HIDE_RUNS.clear()
+    assert "bgtaskex_runs" not in str(raised.value)  # the run's error, not the end's
+    assert any("its end could not be recorded" in r.getMessage() for r in caplog.records)
+    with client.store._engine.begin() as conn:
+        _rename_runs(conn, "bgtaskex_runs_hidden", "bgtaskex_runs")
+    (run,) = client.store.runs.recent()
+    assert (run.outcome, run.ended_at) == ("running", None)
+    assert client.runs()[0].outcome == "died"
 
 
 # -- runs that died --------------------------------------------------------------------
