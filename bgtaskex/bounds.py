@@ -119,6 +119,8 @@ DURATION = DurationRule()
 POSITIVE_DURATION = DurationRule(above=True)
 #: kill_after: >= 0, or never.
 DURATION_OR_NEVER = DurationRule(never=("never",))
+#: stale_after: > 0, or never.
+POSITIVE_DURATION_OR_NEVER = DurationRule(above=True, never=("never",))
 #: keep_finished, keep_failed: >= 0, or never (forever).
 KEEP_FOR = DurationRule(never=("never", "forever"))
 #: [concurrency] lease and poll.

@@ -24,6 +24,7 @@ from .models import (
     NewAction,
     QueuePause,
     QueueSummary,
+    RunRecord,
     RunSummary,
     Stats,
     Task,
@@ -367,8 +368,20 @@ class Client:
 
     def stats(self) -> Stats:
         """Counts per queue, type and status, the oldest waiting task, actions ended in
-        the last hour and day, mean execute time (`bgtaskex stats`)."""
-        return self.store.admin.stats()
+        the last hour and day, mean execute time (`bgtaskex stats`); the end of the last
+        run that ended ok and the run records kept per outcome (dead runs as "died")."""
+        found = self.store.admin.stats()
+        counts, going = self.store.runs.outcomes()
+        now, grace = datetime.now(UTC), self.settings.died_after
+        counts.pop("running", None)
+        for record in going:
+            outcome = record.shown(grace, now).outcome
+            counts[outcome] = counts.get(outcome, 0) + 1
+        return replace(
+            found,
+            last_ok_run_end=self.store.runs.last_ok_end(),
+            runs=tuple(sorted(counts.items())),
+        )
 
     def queues(self) -> list[QueueSummary]:
         """Each queue that has tasks or a pause: its tasks waiting, running and failed,
@@ -397,11 +410,35 @@ class Client:
             raise InvalidState(f"queue {name!r} is not paused ({which})")
         return lifted
 
-    def health(self) -> Health:
+    def runs(
+        self, *, limit: int = 20, process: str | None = None, failed: bool = False
+    ) -> list[RunRecord]:
+        """The latest `limit` runs recorded, newest first (`bgtaskex runs`): only those
+        of `process` (None: any), and with
+        `failed` only those whose outcome is not ok (a run that died included, a run
+        going on not). A run recorded "running" whose process is gone, or older than
+        its budget plus `settings.died_after`, is shown as "died"."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise UsageError(f"limit must be a whole number >= 1, got {limit!r}")
+        now, grace = datetime.now(UTC), self.settings.died_after
+        fetch = limit
+        while True:
+            rows = self.store.runs.recent(limit=fetch, process=process, not_ok=failed)
+            shown = [r.shown(grace, now) for r in rows]
+            if failed:  # a run going on is not a failed one: read past it
+                shown = [r for r in shown if r.outcome != "running"]
+            if len(shown) >= limit or len(rows) < fetch:
+                return shown[:limit]
+            fetch *= 2
+
+    def health(self, *, failed_within: float | None = None) -> Health:
         """What `bgtaskex check` reports: tasks stuck past `settings.stuck_after`, tasks
-        waiting for a module that cannot be imported, the queue's size, the run lock.
-        An error of the database is reported in `Health.error`, not raised."""
-        return check_health(self.store, self.registry, self.settings)
+        waiting for a module that cannot be imported, the queue's size, the run lock;
+        no run ended ok within `settings.stale_after` (when a run is expected), the
+        last run ended on storage or died; with `failed_within` (seconds), the tasks
+        that failed within it. An error of the database is reported in
+        `Health.error`, not raised."""
+        return check_health(self.store, self.registry, self.settings, failed_within)
 
     def events(self, task_id: int) -> list[Event]:
         """The history of a task, oldest first."""

@@ -22,6 +22,7 @@ from .bounds import (
     DURATION_PATTERN,
     KEEP_FOR,
     POSITIVE_DURATION,
+    POSITIVE_DURATION_OR_NEVER,
 )
 from .bounds import MAX_DURATION as MAX_DURATION  # re-exported, as before bounds.py
 from .bounds import parse_duration as parse_duration
@@ -109,6 +110,7 @@ class Settings:
     keep_finished: float | None = 30 * 86400.0  # finished and cancelled tasks; None = forever
     keep_failed: float | None = 90 * 86400.0
     stuck_after: float = 180.0  # `check`: a task not ended and untouched this long is stuck
+    stale_after: float | None = 300.0  # `check`: no run ended ok this long; None: never
     stop_timeout: float = 20.0  # the daemon's bound on a graceful stop
     log_format: str = "TEXT"
     max_params_bytes: int = 1024 * 1024  # an action's params, as JSON (see params_size)
@@ -184,6 +186,15 @@ class Settings:
         return {status: seconds for status, seconds in keep.items() if seconds is not None}
 
     @property
+    def died_after(self) -> float | None:
+        """Seconds past its budget after which a run still recorded as "running" died
+        (`RunRecord.died`): `kill_after` ends it by then, plus a lease and a margin.
+        None when `kill_after` is "never": only a gone process tells then."""
+        if self.kill_after is None:
+            return None
+        return self.kill_after + self.concurrency.lease + 60.0
+
+    @property
     def url(self) -> str:
         """The database URL, the embedded SQLite file by default."""
         return self.database_url or default_database_url()
@@ -222,6 +233,7 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "keep_failed": KEEP_FOR,
     "stuck_after": POSITIVE_DURATION,
     "stop_timeout": POSITIVE_DURATION,
+    "stale_after": POSITIVE_DURATION_OR_NEVER,
     "log_format": _choice("TEXT", "JSON"),
     "max_params_bytes": _byte_size,
     "kill_after": DURATION_OR_NEVER,

@@ -52,6 +52,24 @@ def render(stats: Stats) -> str:
     )
     for pause in stats.paused:
         paused.labels(pause.queue).set(1)
+    last_ok = Gauge(
+        "bgtaskex_last_run_end_timestamp_seconds",
+        "When the last run that ended ok ended (absent when none is recorded).",
+        registry=registry,
+    )
+    if stats.last_ok_run_end is None:
+        registry.unregister(last_ok)
+    else:
+        last_ok.set(stats.last_ok_run_end.timestamp())
+    runs = Gauge(
+        "bgtaskex_runs_total",
+        "Run records kept (see keep_finished, keep_failed), by outcome: ok, failed, "
+        "storage, died, running.",
+        ["outcome"],
+        registry=registry,
+    )
+    for outcome, count in stats.runs:
+        runs.labels(outcome).set(count)
     Gauge(
         "bgtaskex_stats_timestamp_seconds",
         "When these numbers were read.",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
@@ -255,6 +255,8 @@ class Stats:
     actions_ended: tuple[tuple[str, str, int], ...]  # (window, status, count)
     mean_action_seconds: float | None  # execute time of actions done in the last day
     paused: tuple[QueuePause, ...] = ()  # the queues an operator paused, by name
+    last_ok_run_end: datetime | None = None  # the end of the last run that ended ok
+    runs: tuple[tuple[str, int], ...] = ()  # (outcome, run records kept), "died" told
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +280,8 @@ class QueueSummary:
     oldest_waiting_id: int | None = None  # the first waiting task, by id
     oldest_waiting_at: datetime | None = None  # ...and when it was created
     pause: QueuePause | None = None  # None: not paused
+    last_ok_run_end: datetime | None = None  # the end of the last run that ended ok
+    runs: tuple[tuple[str, int], ...] = ()  # (outcome, run records kept), "died" told
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,3 +326,67 @@ class RunSummary:
             f"{self.failed} failed, {self.errors} errored{extra}, {self.actions} actions run "
             f"in {self.elapsed:.2f}s"
         )
+
+
+#: A run's outcome (`bgtaskex runs`): "running" is stored while it goes on, and stays
+#: when it was killed; readers show such a run as "died" (`RunRecord.died`).
+RUN_OUTCOMES = ("ok", "failed", "storage", "running", "died")
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """What a run records as it starts (`RunStorage.run_started`)."""
+
+    run_id: str
+    process: str | None  # the scheduled process; None: a plain run-once
+    holder: str  # `owner.holder_name()/run_id`: tells whether it is alive
+    host: str
+    pid: int
+    lock: str
+    started_at: datetime
+    budget: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One row of the record of runs (`bgtaskex runs`)."""
+
+    id: int
+    run_id: str
+    process: str | None
+    holder: str
+    host: str
+    pid: int
+    lock: str
+    started_at: datetime
+    ended_at: datetime | None
+    budget: float
+    outcome: str  # one of RUN_OUTCOMES
+    finished: int = 0
+    paused: int = 0
+    failed: int = 0
+    errors: int = 0
+    cancelled: int = 0
+    lost: int = 0
+    actions: int = 0
+    left_waiting: int = 0
+    purged: int = 0
+    max_overrun: float = 0.0
+    error: str | None = None  # masked: what ended the run, if not its end
+
+    def died(self, grace: float | None, now: datetime) -> bool:
+        """Whether a run stored as "running" is over without having said so (killed:
+        exit 7, SIGKILL, a crash): its process is certainly gone (`holder_is_gone`), or
+        it started longer ago than its budget plus `grace` (None: only the first)."""
+        from .owner import holder_is_gone
+
+        if self.outcome != "running":
+            return False
+        if holder_is_gone(self.holder):
+            return True
+        age = (now - self.started_at).total_seconds()
+        return grace is not None and age > self.budget + grace
+
+    def shown(self, grace: float | None, now: datetime) -> RunRecord:
+        """The record as readers show it: outcome "died" for a run that `died`."""
+        return replace(self, outcome="died") if self.died(grace, now) else self

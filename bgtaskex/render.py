@@ -6,7 +6,16 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from .models import ActionRecord, Event, QueuePause, QueueSummary, Stats, Task, TaskState
+from .models import (
+    ActionRecord,
+    Event,
+    QueuePause,
+    QueueSummary,
+    RunRecord,
+    Stats,
+    Task,
+    TaskState,
+)
 from .views import stats_dict
 
 
@@ -19,6 +28,9 @@ def _ago(value: datetime) -> str:
 
 
 _STYLE = {
+    "ok": "green",
+    "storage": "bold red",
+    "died": "bold red",
     "finished": "green",
     "done": "green",
     "failed": "bold red",
@@ -391,5 +403,56 @@ def render_rules(rows: list[dict[str, Any]]) -> Any:
             _status(last["status"]) if last else "-",
             deleted,
             when,
+        )
+    return table
+
+
+_RUN_COUNTS = (
+    ("finished", "finished"),
+    ("paused", "paused"),
+    ("failed", "failed"),
+    ("errors", "errored"),
+    ("cancelled", "cancelled"),
+    ("lost", "lost"),
+    ("left_waiting", "left waiting"),
+    ("purged", "purged"),
+)
+
+
+def run_counts(run: RunRecord) -> str:
+    """What a run did, its counts that are not 0: `3 finished, 1 failed`; `-`: none."""
+    done = [f"{getattr(run, name)} {label}" for name, label in _RUN_COUNTS if getattr(run, name)]
+    return ", ".join(done) or "-"
+
+
+def render_runs(runs: list[RunRecord]) -> Any:
+    """`bgtaskex runs`: one line per run, newest first."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    columns = ("ID", "RUN", "PROCESS", "HOST:PID", "STARTED", "DURATION", "OUTCOME")
+    for column in (*columns, "COUNTS", "OVERRUN", "ERROR"):
+        table.add_column(
+            column,
+            justify="right" if column in ("ID", "DURATION", "OVERRUN") else "left",
+            no_wrap=True,
+            overflow="ellipsis",
+            max_width=48 if column in ("ERROR", "COUNTS") else None,
+        )
+    for run in runs:
+        ended = run.ended_at
+        took = duration((ended - run.started_at).total_seconds()) if ended else "-"
+        table.add_row(
+            str(run.id),
+            run.run_id,
+            escape(run.process or "-"),
+            escape(f"{run.host}:{run.pid}"),
+            _short(run.started_at),
+            took,
+            _status(run.outcome),
+            run_counts(run),
+            f"{run.max_overrun:.1f}s" if run.max_overrun > 0 else "-",
+            escape((run.error or "-").splitlines()[0] if run.error else "-"),
         )
     return table

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .run.preflight import check_runnable, import_declared
-from .store.probe import sqlite_idle_until
+from .store.probe import record_idle_run, sqlite_idle_until
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -30,6 +30,7 @@ __all__ = [
     "idle_until",
     "import_declared",
     "nothing_due",
+    "record_idle",
     "refuse_if_busy",
     "stop_on_signals",
 ]
@@ -67,3 +68,31 @@ def refuse_if_busy(settings: Settings, wait: float) -> None:
         from .run.locks import lock_for
 
         lock_for(settings.concurrency.lock).busy_before_start(settings)
+
+
+def record_idle(settings: Settings, plan: RunPlan, started_at: datetime) -> None:
+    """Record the run-once that `idle_until` answered on SQLite as an ok run that did
+    nothing, so that "nothing to do" reads apart from "no run" (`bgtaskex runs`,
+    `check`). Best effort, and without SQLAlchemy: one INSERT."""
+    import os
+    import secrets
+    import socket
+    from datetime import UTC
+    from datetime import datetime as clock
+
+    from .owner import holder_name
+
+    run_id = secrets.token_hex(4)
+    row = {
+        "run_id": run_id,
+        "process": plan.process,
+        "holder": f"{holder_name()}/{run_id}"[:100],
+        "host": socket.gethostname()[:255],
+        "pid": os.getpid(),
+        "lock": str(plan.lock),
+        "started_at": started_at,
+        "ended_at": clock.now(UTC),
+        "budget": plan.budget,
+        "outcome": "ok",
+    }
+    record_idle_run(settings.url, row)

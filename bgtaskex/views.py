@@ -12,6 +12,7 @@ from .models import (
     Event,
     QueuePause,
     QueueSummary,
+    RunRecord,
     RunSummary,
     Stats,
     Task,
@@ -22,6 +23,7 @@ from .processes import Process
 if TYPE_CHECKING:
     from .builtin.purge import Preview
     from .builtin.retention import RuleStatus
+    from .health import Health
 
 
 def _time(value: datetime | None) -> str | None:
@@ -138,6 +140,8 @@ def stats_dict(stats: Stats) -> dict[str, Any]:
         "actions_ended": ended,
         "mean_action_seconds": stats.mean_action_seconds,
         "paused_queues": [pause_dict(pause) for pause in stats.paused],
+        "last_ok_run_ended_at": _time(stats.last_ok_run_end),
+        "runs": dict(stats.runs),
     }
 
 
@@ -255,4 +259,60 @@ def preview_dict(preview: Preview, database: str, deletes: str) -> dict[str, Any
         "low": preview.low,
         "high": preview.high,
         "sample": list(preview.sample),
+    }
+
+
+def run_dict(run: RunRecord) -> dict[str, Any]:
+    """A run's record (`bgtaskex runs --json`, `check --json`)."""
+    ended = run.ended_at
+    return {
+        "id": run.id,
+        "run_id": run.run_id,
+        "process": run.process,
+        "host": run.host,
+        "pid": run.pid,
+        "lock": run.lock,
+        "started_at": _time(run.started_at),
+        "ended_at": _time(ended),
+        "duration": (ended - run.started_at).total_seconds() if ended is not None else None,
+        "budget": run.budget,
+        "outcome": run.outcome,
+        "finished": run.finished,
+        "paused": run.paused,
+        "failed": run.failed,
+        "errored": run.errors,
+        "cancelled": run.cancelled,
+        "lost": run.lost,
+        "actions": run.actions,
+        "left_waiting": run.left_waiting,
+        "purged": run.purged,
+        "max_overrun": run.max_overrun,
+        "error": run.error,
+    }
+
+
+def health_dict(health: Health, problems: list[str], notes: list[str]) -> dict[str, Any]:
+    """`bgtaskex check --json`: the status, each problem and note as a sentence, and
+    what they were read from."""
+    last = health.last_run
+    return {
+        "status": "warning" if problems else "ok",
+        "problems": problems,
+        "notes": notes,
+        "no_schema": health.no_schema,
+        "stuck_after": health.stuck_after,
+        "stuck": health.stuck,
+        "stuck_ids": list(health.stuck_ids),
+        "unimportable": health.unimportable,
+        "modules": [{"module": m, "why": why} for m, why in health.modules],
+        "waiting": health.waiting,
+        "lock": health.lock,
+        "stale_after": health.stale_after,
+        "run_expected": health.run_expected,
+        "last_run": run_dict(last) if last is not None else None,
+        "last_ok_run_ended_at": _time(health.last_ok_end),
+        "failed_within": health.failed_within,
+        "failed_recently": health.failed_recently,
+        "failed_recently_ids": list(health.failed_ids),
+        "error": health.error,
     }

@@ -55,6 +55,7 @@ for command in (
     queues.queues,
     queues.pause,
     queues.resume,
+    ops.runs,
     db.db,
     rules.rules,
 ):

@@ -1,13 +1,16 @@
-"""The monitoring commands: stats (counts, also for Prometheus) and check (Nagios style).
+"""The monitoring commands: stats (counts, also for Prometheus), check (Nagios style)
+and runs (the record of the latest runs).
 
 Each parses, calls the `Client` and prints; heavy modules are imported inside.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from ..exceptions import BgtaskexError, Unhealthy
+from ..exceptions import BgtaskexError, Unhealthy, UsageError
 from .common import State, echo_json, pass_state, print_rich, remember
 
 
@@ -44,7 +47,8 @@ def stats(state: State, as_json: bool, prometheus: bool) -> None:
     epilog="""\b
 Examples:
   bgtaskex check                             # exit 0: OK, exit 1: a problem, one line
-  bgtaskex check --stuck-after 10m""",
+  bgtaskex check --stuck-after 10m
+  bgtaskex check --failed-within 1h --json""",
 )
 @click.option(
     "--stuck-after",
@@ -54,19 +58,90 @@ Examples:
     expose_value=False,
     help="A task not ended and untouched this long is stuck (default: config, 3m).",
 )
+@click.option(
+    "--stale-after",
+    metavar="DURATION",
+    envvar="BGTASKEX_STALE_AFTER",
+    callback=remember,
+    expose_value=False,
+    help="Warn when no run has ended ok this long, once runs are expected "
+    "(default: config, 5m; never).",
+)
+@click.option(
+    "--failed-within",
+    metavar="DURATION",
+    help="Warn about tasks that failed within this long (default: off).",
+)
+@click.option("--json", "as_json", is_flag=True, help="As one JSON object (same exit code).")
 @pass_state
-def check(state: State) -> None:
+def check(state: State, failed_within: str | None, as_json: bool) -> None:
     """Health check for monitoring (Nagios style): the database answers, its schema is
-    current, no task is stuck. One line; exit 0 when all is well, 1 otherwise. Creates
-    and migrates nothing: a database without the schema yet is OK, and says so."""
+    current, no task is stuck, runs end ok (see --stale-after), the last run neither
+    ended on a storage error nor died. One line; exit 0 when all is well, 1 otherwise.
+    Creates and migrates nothing: a database without the schema yet is OK, and says so."""
     state.settings()  # a bad setting is a usage error (exit 2), not a health issue
+    within = _duration("--failed-within", failed_within)
+    health = None
     try:
-        health = state.client(readonly=True).health()
+        health = state.client(readonly=True).health(failed_within=within)
         problems, notes = health.problems(), health.notes()
     except BgtaskexError as err:  # the database cannot be opened, its schema is outdated
         problems, notes = [str(err)], []
-    if problems:
-        line = "BGTASKEX WARNING - " + "; ".join(problems)
+    line = "BGTASKEX WARNING - " + "; ".join(problems) if problems else ""
+    if as_json:
+        from ..views import health_dict
+
+        report: dict[str, Any] = {"status": "warning", "problems": problems, "notes": notes}
+        if health is not None:
+            report = health_dict(health, problems, notes)
+        echo_json(report)
+    elif problems:
         click.echo(line)
+    else:
+        click.echo("BGTASKEX OK - " + "; ".join(notes))
+    if problems:
         raise Unhealthy(line)
-    click.echo("BGTASKEX OK - " + "; ".join(notes))
+
+
+def _duration(option: str, value: str | None) -> float | None:
+    """A duration option (`30s`, `5m`, `2h`, `7d`) > 0, or UsageError (exit 2)."""
+    if value is None:
+        return None
+    from ..config import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError as err:
+        raise UsageError(f"{option}: {err}") from None
+    if seconds <= 0:
+        raise UsageError(f"{option}: expected a duration > 0, got {value!r}")
+    return seconds
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  bgtaskex runs                              # the latest 20 runs, newest first
+  bgtaskex runs --failed --limit 5           # those that did not end ok (died too)
+  bgtaskex runs --process nightly --json""",
+)
+@click.option("--limit", type=click.IntRange(min=1, max=10**6), default=20, show_default=True)
+@click.option("--process", "process_name", metavar="NAME", help="Only this process's runs.")
+@click.option("--failed", is_flag=True, help="Only runs that did not end ok (died included).")
+@click.option("--json", "as_json", is_flag=True, help="As a JSON list, newest first.")
+@pass_state
+def runs(state: State, limit: int, process_name: str | None, failed: bool, as_json: bool) -> None:
+    """The record of the latest runs: when each started, how long it took, how it
+    ended (ok, failed, storage, died, running) and what it did. Every run that took its
+    lock is recorded; one that found the lock busy is not."""
+    found = state.client(readonly=True).runs(limit=limit, process=process_name, failed=failed)
+    if as_json:
+        from ..views import run_dict
+
+        echo_json([run_dict(run) for run in found])
+    elif not found:
+        click.echo("no run recorded" + (" that did not end ok" if failed else ""))
+    else:
+        from ..render import render_runs
+
+        print_rich(render_runs(found))

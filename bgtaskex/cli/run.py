@@ -97,6 +97,7 @@ def run_once(
     settings = state.settings()
     process = settings.process(process_name) if process_name else None
     began = time.monotonic()
+    started_at = _now()
     from ..startup import check_runnable, idle_until
 
     check_runnable(settings)  # a deploy slip is exit 2 even when nothing is due
@@ -104,7 +105,10 @@ def run_once(
     idle, next_due = False, None
     if not isinstance(plan, OutsideWindow):
         idle, next_due = idle_until(settings, plan)
-    if idle:
+    if idle and not isinstance(plan, OutsideWindow):
+        from ..startup import record_idle
+
+        record_idle(settings, plan, started_at)
         elapsed = time.monotonic() - began
         due = _iso(next_due)
         if as_json:
@@ -130,6 +134,12 @@ def run_once(
     if as_json and not summary.actions:  # found nothing due: say when something will be
         next_due = state.client().next_due_at(None if isinstance(plan, OutsideWindow) else plan)
     _report(summary, stop, as_json=as_json, quiet=quiet, next_due=next_due)
+
+
+def _now() -> datetime:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,12 +21,13 @@ from datetime import UTC, datetime
 from typing import NoReturn
 
 from ..config import Settings
-from ..exceptions import ConfigError
-from ..models import RunSummary
+from ..exceptions import ConfigError, StorageError
+from ..models import RunStart, RunSummary
 from ..owner import holder_name, running
 from ..plan import RunPlan
 from ..registry import Registry
 from ..store.contract import RunStorage
+from ..urls import mask_secrets
 from .claims import Claims
 from .failures import KILLED_EXIT
 from .locks import lock_for
@@ -70,28 +72,83 @@ def run(
         if plan.not_after is not None:
             deadline = min(deadline, plan.not_after)
         run_id = new_run_id()
-        for task_id in store.reap_dead_claims():
-            log.warning("run %s: task %s: its run died (lease ended early)", run_id, task_id)
+        record = store.run_started(_start(plan, run_id, started_at))
         workers = _workers(
             store, registry, plan, settings, deadline, run_id, lock_alive, observer, stop
         )
-        with store.bound(), running(run_id):
-            overran = 0.0
-            if planner is not None:
-                overran = _plan(planner, plan, settings, run_id, deadline)
-            summary = workers[0].work() if len(workers) == 1 else _work_in_threads(store, workers)
-            keep, purged = settings.keep_ended, 0
-            if keep and time.time() < deadline:
-                purged = store.purge_expired(keep, deadline=deadline)
-        return replace(
-            summary,
-            budget=plan.budget,
-            lock_wait=began - asked,
-            started_at=started_at,
-            purged=purged,
-            elapsed=time.monotonic() - began,
-            max_overrun=max(summary.max_overrun, overran),
-        )
+        with running(run_id):  # its record's holder reads alive in this process too
+            try:
+                summary, overran, purged = _serve(
+                    store, plan, settings, planner, workers, run_id, deadline
+                )
+            except BaseException as err:
+                _record_end(store, record, _added_up([w.so_far() for w in workers]), err)
+                raise
+            summary = replace(
+                summary,
+                budget=plan.budget,
+                lock_wait=began - asked,
+                started_at=started_at,
+                purged=purged,
+                elapsed=time.monotonic() - began,
+                max_overrun=max(summary.max_overrun, overran),
+            )
+            store.run_ended(record, "ok", summary)
+            return summary
+
+
+def _serve(
+    store: RunStorage,
+    plan: RunPlan,
+    settings: Settings,
+    planner: Callable[[], object] | None,
+    workers: Sequence[Worker],
+    run_id: str,
+    deadline: float,
+) -> tuple[RunSummary, float, int]:
+    """The run's work under its lock: release the claims of dead runs, call the
+    planner, let the workers take due tasks, expire ended tasks with what is left of the
+    budget. Returns what the workers did, how long the planner overran, how many ended
+    tasks went."""
+    for task_id in store.reap_dead_claims():
+        log.warning("run %s: task %s: its run died (lease ended early)", run_id, task_id)
+    with store.bound():
+        overran = 0.0
+        if planner is not None:
+            overran = _plan(planner, plan, settings, run_id, deadline)
+        summary = workers[0].work() if len(workers) == 1 else _work_in_threads(store, workers)
+        keep, purged = settings.keep_ended, 0
+        if keep and time.time() < deadline:
+            purged = store.purge_expired(keep, deadline=deadline)
+    return summary, overran, purged
+
+
+def _start(plan: RunPlan, run_id: str, started_at: datetime) -> RunStart:
+    """The record of a run as it starts: `holder` ends with the run's id, so that a
+    run of a process still alive that ended without its end written is told dead
+    (`owner.holder_is_gone`)."""
+    return RunStart(
+        run_id=run_id,
+        process=plan.process,
+        holder=f"{holder_name()}/{run_id}",
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        lock=str(plan.lock),
+        started_at=started_at,
+        budget=plan.budget,
+    )
+
+
+def _record_end(store: RunStorage, record: int, done: RunSummary, err: BaseException) -> None:
+    """Record the end of a run that `err` ended: outcome "storage" for an error of the
+    database, "failed" for any other. Best effort: the database may be what failed (the
+    record then stays "running", and reads as died once its process is gone)."""
+    outcome = "storage" if isinstance(err, StorageError) else "failed"
+    error = mask_secrets(f"{type(err).__name__}: {err}" if str(err) else type(err).__name__)
+    try:
+        store.run_ended(record, outcome, done, error[:2000])
+    except Exception as failed:  # the original error is what the caller must see
+        log.warning("run %s: its end could not be recorded: %s", done.run_id, failed)
 
 
 #: Told True as a process's planner is called, False once it returned or raised: the

@@ -117,6 +117,11 @@ class Worker:
                 self.heartbeat.close()
         return self._summary(time.monotonic() - started)
 
+    def so_far(self) -> RunSummary:
+        """What this worker did until now (counts only): what a run that an error
+        ended records."""
+        return self._summary(0.0)
+
     def work_on(self, task: Task) -> Outcome:
         """Take one task as far as this run allows, and write all of it (`work` leaves a
         task's last writes to go with the next task's first)."""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from ..models import Change, Task
+from ..models import Change, RunStart, RunSummary, Task
 from ..plan import Routing
 
 
@@ -95,7 +95,23 @@ class RunStorage(Protocol):
         """Delete bgtaskex's own ended tasks (with their actions and events) whose status
         `keep` names and that ended more than its seconds ago (0: all of them), until
         `deadline` (a time.time() stamp) passes; returns how many went. Never a task
-        not ended, whatever `keep` says."""
+        not ended, whatever `keep` says. The run records past the same retention go
+        too, uncounted: "ok" ones after `keep["finished"]`, the others after
+        `keep["failed"]` (a record still "running" counts from its start)."""
+        ...
+
+    def run_started(self, start: RunStart) -> int:
+        """Record a run that took its lock: one row, outcome "running", committed before
+        the call returns; returns the row's id for `run_ended`."""
+        ...
+
+    def run_ended(
+        self, record: int, outcome: str, summary: RunSummary, error: str | None = None
+    ) -> None:
+        """Record the end of run `record` in one transaction: its `outcome` ("ok",
+        "failed", "storage"), ended_at (now), the counts, purged and max_overrun of
+        `summary`, and `error` (already masked). Called outside `bound()`, it opens a
+        connection of its own."""
         ...
 
     def cluster_lock(self, wait: float = 0.0) -> AbstractContextManager[Callable[[], bool]]:

@@ -39,6 +39,7 @@ from .engine import now as _now
 from .engine import translated as _translated
 from .queues import Queues
 from .run_queries import RunQueries
+from .runs import Runs
 from .wake_ups import listen
 from .writes import add_task
 
@@ -74,6 +75,8 @@ class Store(RunQueries):
         self.admin = Admin(self)
         #: The operators' queries of queues (pause, resume, the per-queue summary).
         self.queues = Queues(self)
+        #: The record of runs (`bgtaskex runs`, `check`).
+        self.runs = Runs(self)
 
     @property
     def display_url(self) -> str:

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..urls import sqlite_path
 
 if TYPE_CHECKING:
     from ..plan import Routing
 
+#: A run record still "running" this long after its start is not a run going on (the
+#: retention of run records keeps such a row that long at least).
+DEAD_AFTER = 86400.0
 #: The Alembic revision this release's code expects (tests check it is the script head).
 HEAD_REVISION = "0004"
 #: Where bgtaskex keeps its Alembic revision: a table of its own, so that an application
@@ -81,12 +84,62 @@ def sqlite_idle_until(
             ).fetchone()
             if old is not None:
                 return False, None
+        if _runs_expired(conn, keep_ended or {}, now):
+            return False, None
         # Nothing is due: every waiting task has a not_before ahead (the due index's).
         query, args = _waiting_query("min(not_before)", routing)
         later = conn.execute(query, args).fetchone()[0]
         return True, _parse_stamp(later) if later is not None else None
     except sqlite3.Error:
         return False, None
+    finally:
+        conn.close()
+
+
+def _runs_expired(conn: Any, keep: Mapping[str, float], now: datetime) -> bool:
+    """Whether a run record is past its retention (`runs.expired`, as SQL text)."""
+    checks: list[tuple[str, datetime]] = []
+    if "finished" in keep:
+        checks.append(
+            ("outcome = 'ok' AND ended_at < ?", now - timedelta(seconds=keep["finished"]))
+        )
+    if "failed" in keep:
+        cutoff = now - timedelta(seconds=keep["failed"])
+        checks.append(("outcome NOT IN ('ok', 'running') AND ended_at < ?", cutoff))
+        cutoff = now - timedelta(seconds=max(keep["failed"], DEAD_AFTER))
+        checks.append(("outcome = 'running' AND started_at < ?", cutoff))
+    for condition, cutoff in checks:
+        query = f"SELECT 1 FROM bgtaskex_runs WHERE {condition} LIMIT 1"
+        if conn.execute(query, (_stamp(cutoff),)).fetchone() is not None:
+            return True
+    return False
+
+
+def record_idle_run(url: str, row: Mapping[str, object]) -> bool:
+    """Record a run-once that `sqlite_idle_until` found idle (no lock taken, no task
+    touched) as an ok run: one INSERT of `row` (the columns of `runs.start_values`,
+    plus ended_at) into the SQLite file of `url`, with the standard library. Best
+    effort: False when it could not be written (the run itself was fine)."""
+    path = sqlite_path(url)
+    if path is None or not path.exists():
+        return False
+    import sqlite3
+
+    values = {k: _stamp(v) if isinstance(v, datetime) else v for k, v in row.items()}
+    names = ", ".join(values)
+    marks = ", ".join("?" * len(values))
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=5)
+    except sqlite3.Error:
+        return False
+    try:
+        with conn:  # one transaction, committed
+            conn.execute(
+                f"INSERT INTO bgtaskex_runs ({names}) VALUES ({marks})", tuple(values.values())
+            )
+        return True
+    except sqlite3.Error:
+        return False
     finally:
         conn.close()
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, update
 
 from .. import tables as t
-from ..models import TERMINAL, Change, Task, TaskFilter
+from ..models import TERMINAL, Change, RunStart, RunSummary, Task, TaskFilter
 from ..owner import holder_is_gone
 from ..plan import Routing
 from . import lease_statements as leases
@@ -29,6 +29,7 @@ from .writes import end_as_cancelled, locked_task, refused
 
 if TYPE_CHECKING:
     from .admin import Admin
+    from .runs import Runs
 
 
 class RunQueries:
@@ -36,6 +37,7 @@ class RunQueries:
 
     if TYPE_CHECKING:  # given by Store
         admin: Admin
+        runs: Runs
 
         @property
         def dialect(self) -> str: ...
@@ -197,11 +199,26 @@ class RunQueries:
     def purge_expired(self, keep: Mapping[str, float], *, deadline: float) -> int:
         """Delete bgtaskex's own ended tasks older than `keep` gives for their status
         (seconds; 0: all of them), until `deadline` (a time.time() stamp); returns how
-        many went. Not an application's retention rules: those are `builtin.retention`."""
+        many went. Not an application's retention rules: those are `builtin.retention`.
+
+        The run records past the same retention go too, uncounted: ok runs as finished
+        tasks, the others (failed, storage, died) as failed ones (`runs.expired`)."""
         purged = 0
         for status, seconds in keep.items():
             where = TaskFilter(statuses=frozenset({str(status)}))
             if seconds != 0:
                 where = replace(where, ended_before=_now() - timedelta(seconds=seconds))
             purged += self.admin.purge(where, deadline=deadline)
+        self.runs.purge_expired(keep, deadline=deadline)
         return purged
+
+    def run_started(self, start: RunStart) -> int:
+        """Record a run as it starts, outcome "running"; returns the record's id."""
+        return self.runs.start(start)
+
+    def run_ended(
+        self, record: int, outcome: str, summary: RunSummary, error: str | None = None
+    ) -> None:
+        """Record the end of run `record`: `outcome`, the counts of `summary`, the
+        masked `error` that ended it."""
+        self.runs.end(record, outcome, summary, error)

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import time
 from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import text, update
 
+from bgtaskex import tables as t
 from bgtaskex.exceptions import ClaimLost, ConfigError, TaskInterrupted
 from bgtaskex.models import (
     ActionChange,
     ActionStatus,
     Change,
     NewAction,
+    RunStart,
+    RunSummary,
     Task,
     TaskStatus,
     TaskType,
@@ -23,6 +27,7 @@ from bgtaskex.owner import holder_name, running
 from bgtaskex.plan import Routing
 from bgtaskex.store import Store
 from bgtaskex.store.contract import RunStorage
+from bgtaskex.store.runs import COUNTS
 
 NOOP = "tests.scripted:Noop"
 
@@ -314,6 +319,92 @@ def test_purge_expired_deletes_only_ended_tasks_past_their_keep(store: Store) ->
     assert store.purge_expired({"failed": 0.0, "created": 0.0}, deadline=later) == 1
     assert [t.id for t in store.list_tasks()] == [waiting]
     assert store.events(waiting)
+
+
+def _run_start(run_id: str, started_at: datetime | None = None) -> RunStart:
+    return RunStart(
+        run_id=run_id,
+        process="nightly",
+        holder=f"{holder_name()}/{run_id}",
+        host="h",
+        pid=4242,
+        lock="file",
+        started_at=started_at or datetime.now(UTC),
+        budget=30.0,
+    )
+
+
+def _age_run(store: Store, record: int, seconds: float) -> None:
+    """Move a run record's start and end `seconds` into the past."""
+    with store._engine.begin() as conn:
+        then = datetime.now(UTC) - timedelta(seconds=seconds)
+        conn.execute(
+            update(t.runs).where(t.runs.c.id == record).values(started_at=then, ended_at=then)
+        )
+
+
+def test_purge_expired_deletes_run_records_past_the_same_keep(store: Store) -> None:
+    ok, failed, storage, died = (store.run_started(_run_start(f"r{i}")) for i in range(4))
+    store.run_ended(ok, "ok", RunSummary("r0"))
+    store.run_ended(failed, "failed", RunSummary("r1"), "boom")
+    store.run_ended(storage, "storage", RunSummary("r2"), "gone")
+    going = store.run_started(_run_start("r4"))  # a run going on now
+    for record in (ok, failed, storage, died):
+        _age_run(store, record, 7200)
+    with store._engine.begin() as conn:  # a died run keeps no end
+        conn.execute(update(t.runs).where(t.runs.c.id == died).values(ended_at=None))
+    later = time.time() + 60
+
+    def kept() -> set[int]:
+        return {r.id for r in store.runs.recent(limit=100)}
+
+    store.purge_expired({"finished": 3 * 3600.0, "failed": 3 * 3600.0}, deadline=later)
+    assert kept() == {ok, failed, storage, died, going}
+    store.purge_expired({"finished": 3600.0}, deadline=later)  # ok runs as finished tasks
+    assert kept() == {failed, storage, died, going}
+    store.purge_expired({"failed": 3600.0}, deadline=later)  # the others as failed ones
+    assert kept() == {died, going}  # a "running" record stays a day at least
+    _age_run(store, died, 2 * 86400)
+    store.purge_expired({"failed": 0.0}, deadline=later)
+    assert kept() == {going}  # never a run going on, whatever `keep` says
+
+
+# -- run_started and run_ended ---------------------------------------------------------
+
+
+def test_run_started_commits_a_running_record_and_run_ended_its_end(store: Store) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    with store.bound():
+        record = store.run_started(_run_start("abcd1234"))
+        other = Store(store.url)
+        try:
+            (seen,) = other.runs.recent()  # committed at once, seen from another session
+        finally:
+            other.close()
+    assert (seen.id, seen.run_id, seen.outcome, seen.ended_at) == (
+        record,
+        "abcd1234",
+        "running",
+        None,
+    )
+    assert (seen.process, seen.host, seen.pid, seen.lock, seen.budget) == (
+        "nightly",
+        "h",
+        4242,
+        "file",
+        30.0,
+    )
+    assert seen.started_at >= before
+    done = RunSummary(
+        "abcd1234", finished=3, paused=1, failed=2, errors=1, cancelled=1, lost=1,
+        actions=9, left_waiting=4, purged=5, max_overrun=1.5,
+    )  # fmt: skip
+    store.run_ended(record, "storage", done, "StorageError: gone")
+    (ended,) = store.runs.recent()
+    assert ended.outcome == "storage" and ended.error == "StorageError: gone"
+    assert ended.ended_at is not None and ended.ended_at >= seen.started_at
+    counts = [getattr(ended, name) for name in COUNTS]
+    assert counts == [3, 1, 2, 1, 1, 1, 9, 4, 5] and ended.max_overrun == 1.5
 
 
 # -- bound and cluster_lock ------------------------------------------------------------

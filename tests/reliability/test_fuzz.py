@@ -693,6 +693,7 @@ COMMANDS = [
     "purge",
     "stats",
     "check",
+    "runs",
     "processes",
     "rules",
     "preview",
@@ -835,7 +836,19 @@ SHAPES: dict[tuple[str, ...], tuple[dict[str, str | None], str | None]] = {
         None,
     ),
     ("stats",): ({"--json": None, "--prometheus": None}, None),
-    ("check",): ({"--stuck-after": "duration"}, None),
+    ("check",): (
+        {
+            "--stuck-after": "duration",
+            "--stale-after": "duration",
+            "--failed-within": "duration",
+            "--json": None,
+        },
+        None,
+    ),
+    ("runs",): (
+        {"--limit": "number", "--process": "word", "--failed": None, "--json": None},
+        None,
+    ),
     ("processes",): ({"--json": None}, None),
     ("queues",): ({"--json": None}, None),
     ("pause",): ({"--reason": "word"}, "word"),
@@ -877,6 +890,15 @@ def shaped_arguments(draw: st.DrawFn, files: list[str]) -> list[str]:
     return args
 
 
+def _json_warning(out: str) -> bool:
+    """`check --json`'s answer with a problem: one object, status "warning"."""
+    try:
+        report = json.loads(out)
+    except ValueError:
+        return False
+    return isinstance(report, dict) and report.get("status") == "warning"
+
+
 def test_random_arguments(cli: Cli) -> None:
     """Random argument lists: never a traceback, never exit 1 (but `check`'s warning), an
     exit code of the table; an error is lines of `bgtaskex: error: ...`."""
@@ -905,7 +927,8 @@ def test_random_arguments(cli: Cli) -> None:
         assert "Traceback" not in result.err, result.describe()
         assert result.code in EXIT_CODES, result.describe()
         if "check" in args and result.code == 1:
-            assert result.out.startswith("BGTASKEX WARNING - "), result.describe()
+            warned = result.out.startswith("BGTASKEX WARNING - ")
+            assert warned or _json_warning(result.out), result.describe()
         elif result.code not in (0,):
             assert_sane(result)
             lines = result.err.rstrip("\n").split("\n") if result.err else []

@@ -110,3 +110,14 @@ def test_lock_path_next_to_sqlite_file(tmp_path: Path) -> None:
 def test_shipped_example_config_is_valid() -> None:
     example = Path(__file__).resolve().parents[2] / "config" / "bgtaskex.toml"
     assert load_settings(example, environ={}) == Settings()
+
+
+def test_stale_after_default_toml_env_never_and_bad_values(tmp_path: Path) -> None:
+    assert load_settings(None, environ={}).stale_after == 300.0
+    path = tmp_path / "bgtaskex.toml"
+    path.write_text('stale_after = "15m"\n', encoding="utf-8")
+    assert load_settings(path, environ={}).stale_after == 900.0
+    assert load_settings(path, environ={"BGTASKEX_STALE_AFTER": "never"}).stale_after is None
+    for bad in ("0", "-5m", "nan", "soon", "36501d"):
+        with pytest.raises(ConfigError, match=r"^stale_after \(from BGTASKEX_STALE_AFTER\)"):
+            load_settings(path, environ={"BGTASKEX_STALE_AFTER": bad})
