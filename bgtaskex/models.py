@@ -280,8 +280,6 @@ class QueueSummary:
     oldest_waiting_id: int | None = None  # the first waiting task, by id
     oldest_waiting_at: datetime | None = None  # ...and when it was created
     pause: QueuePause | None = None  # None: not paused
-    last_ok_run_end: datetime | None = None  # the end of the last run that ended ok
-    runs: tuple[tuple[str, int], ...] = ()  # (outcome, run records kept), "died" told
 
 
 @dataclass(frozen=True, slots=True)
