@@ -282,6 +282,19 @@ class QueueSummary:
     pause: QueuePause | None = None  # None: not paused
 
 
+#: What a run counts, added up over its workers and kept in its record (`bgtaskex runs`).
+RUN_COUNTS = (
+    "finished",
+    "paused",
+    "failed",
+    "errors",
+    "cancelled",
+    "lost",
+    "actions",
+    "left_waiting",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RunSummary:
     """What one run did."""

@@ -22,7 +22,7 @@ from typing import NoReturn
 
 from ..config import Settings
 from ..exceptions import ConfigError, StorageError
-from ..models import RunStart, RunSummary
+from ..models import RUN_COUNTS, RunStart, RunSummary
 from ..owner import holder_name, running
 from ..plan import RunPlan
 from ..registry import Registry
@@ -270,19 +270,9 @@ def _work_in_threads(store: RunStorage, workers: Sequence[Worker]) -> RunSummary
 
 
 def _added_up(done: Sequence[RunSummary]) -> RunSummary:
-    counted = (
-        "finished",
-        "paused",
-        "failed",
-        "errors",
-        "cancelled",
-        "lost",
-        "actions",
-        "left_waiting",
-    )
     return RunSummary(
         run_id=done[0].run_id,
-        **{name: sum(getattr(r, name) for r in done) for name in counted},
+        **{name: sum(getattr(r, name) for r in done) for name in RUN_COUNTS},
         elapsed=max(r.elapsed for r in done),
         missing_modules=tuple(sorted({m for r in done for m in r.missing_modules})),
         max_overrun=max(r.max_overrun for r in done),

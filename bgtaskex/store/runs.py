@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
 
 from .. import tables as t
-from ..models import RunRecord, RunStart, RunSummary
+from ..models import RUN_COUNTS, RunRecord, RunStart, RunSummary
 from .engine import now as _now
 from .probe import DEAD_AFTER
 
@@ -24,17 +24,7 @@ if TYPE_CHECKING:
     from .core import Store
 
 #: The counts a run's end writes, from its RunSummary.
-COUNTS = (
-    "finished",
-    "paused",
-    "failed",
-    "errors",
-    "cancelled",
-    "lost",
-    "actions",
-    "left_waiting",
-    "purged",
-)
+COUNTS = (*RUN_COUNTS, "purged")
 
 
 def run_record(row: Row[Any]) -> RunRecord:
