@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .config import MAX_DURATION, Settings, load_settings, params_size
+from .config import Settings, load_settings
 from .database import SchemaUpgrade, open_store, upgrade_schema
-from .exceptions import InvalidState, ParamsTooLarge, UsageError
+from .exceptions import InvalidState, UsageError
 from .health import Health, check_health
+from .inputs import (
+    ActionSpec,
+    check_queue,
+    check_task_fields,
+    check_unique_key,
+    expand_statuses,
+    not_before_moment,
+    parse_actions,
+    pause_reason,
+)
 from .models import (
-    ACTIVE_STATUSES,
-    TERMINAL,
     Enqueued,
     Event,
-    NewAction,
     QueuePause,
     QueueSummary,
     RunRecord,
@@ -30,7 +35,6 @@ from .models import (
     Task,
     TaskFilter,
     TaskState,
-    TaskType,
 )
 from .owner import operator_name
 from .plan import RunPlan
@@ -40,173 +44,11 @@ from .registry import Registry, load_callable
 from .run.locks import lock_for
 from .run.observer import Outcome, RunObserver
 from .store.core import Store
-from .urls import mask_secrets
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 __all__ = ["Client", "Outcome", "RunObserver", "SchemaUpgrade", "connect", "upgrade_schema"]
-
-ActionSpec = str | tuple[str, Mapping[str, Any]] | NewAction | Mapping[str, Any]
-
-
-def parse_actions(
-    specs: Iterable[ActionSpec], *, max_params_bytes: int | None = None
-) -> tuple[NewAction, ...]:
-    """Normalise `"mod:Class"`, `("mod:Class", {params})`, `{"ref":..,"params":..}` and
-    `NewAction` to NewAction, checking that params are JSON objects (of at most
-    `max_params_bytes`, see `config.params_size`: ParamsTooLarge otherwise)."""
-    if isinstance(specs, str | bytes):
-        raise UsageError("actions must be a list of refs, not a single string")
-    parsed: list[NewAction] = []
-    ref: object
-    params: object
-    for spec in specs:
-        if isinstance(spec, NewAction):
-            ref, params = spec.ref, spec.params
-        elif isinstance(spec, str):
-            ref, params = spec, {}
-        elif isinstance(spec, Mapping):
-            unknown = set(spec) - {"ref", "params"}
-            if unknown or "ref" not in spec:
-                raise UsageError(
-                    f"an action object needs 'ref' and optional 'params', got keys {sorted(spec)}"
-                )
-            ref, params = spec["ref"], spec.get("params") or {}
-        elif isinstance(spec, tuple | list) and len(spec) == 2:
-            ref, params = spec[0], spec[1]
-        else:
-            raise UsageError(f"cannot read action {spec!r}: use 'module:Class' or (ref, params)")
-        if not isinstance(ref, str):
-            raise UsageError(f"action ref must be a string, got {ref!r}")
-        if not isinstance(params, Mapping):
-            raise UsageError(
-                f"params of {ref!r} must be a JSON object, got {type(params).__name__}"
-            )
-        try:
-            checked = json.loads(json.dumps(dict(params), allow_nan=False))
-        except (TypeError, ValueError) as err:
-            raise UsageError(f"params of {ref!r} are not JSON: {err}") from None
-        except RecursionError:
-            raise UsageError(f"params of {ref!r} are nested too deeply") from None
-        if max_params_bytes is not None:
-            size = params_size(checked)
-            if size > max_params_bytes:
-                raise ParamsTooLarge(ref, size, max_params_bytes)
-        parsed.append(NewAction(ref, checked))
-    if not parsed:
-        raise UsageError("a task needs at least one action")
-    return tuple(parsed)
-
-
-def _text(value: str) -> bool:
-    """Whether `value` can be stored: valid Unicode (no lone surrogate, as a non-UTF-8
-    byte of argv or a JSON \\ud800 escape gives)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def check_unique_key(key: object) -> None:
-    """Refuse a unique key that the backends would not all compare exactly: empty,
-    longer than 200 characters, with leading or trailing whitespace (MariaDB's and MySQL
-    5.7's utf8mb4_bin ignores trailing spaces: 'k' and 'k ' would be one key there) or a
-    control character."""
-    if (
-        not isinstance(key, str)
-        or not key
-        or len(key) > 200
-        or key != key.strip()
-        or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in key)
-        or not _text(key)
-    ):
-        raise UsageError(
-            "unique key must be a non-empty string of at most 200 characters, without "
-            f"leading or trailing whitespace or control characters, got {key!r}"
-        )
-
-
-def check_queue(queue: object) -> str:
-    """The queue name `queue` stands for (stripped, as enqueue stores it); UsageError
-    for one enqueue would refuse."""
-    if not isinstance(queue, str) or not queue.strip() or len(queue) > 100 or not _text(queue):
-        raise UsageError(
-            f"queue must be a non-empty string of at most 100 characters, got {queue!r}"
-        )
-    return queue.strip()
-
-
-def check_task_fields(name: object, type: object, queue: object) -> TaskType:
-    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not _text(name):
-        raise UsageError(
-            f"task name must be a non-empty string of at most 200 characters, got {name!r}"
-        )
-    check_queue(queue)
-    try:
-        return TaskType(str(type))
-    except ValueError:
-        raise UsageError(f"task type must be 'interactive' or 'cron', got {type!r}") from None
-
-
-def pause_reason(reason: object) -> str | None:
-    """A pause's reason as stored: on one line, secrets masked, at most 500 characters;
-    None for none (or blank)."""
-    if reason is None:
-        return None
-    if not isinstance(reason, str) or not _text(reason):
-        raise UsageError(f"a pause's reason must be text, got {reason!r}")
-    line = " ".join(mask_secrets(reason).split())
-    if len(line) > 500:
-        raise UsageError(f"a pause's reason is at most 500 characters, got {len(line)}")
-    return line or None
-
-
-#: A not_before from then on is refused: a year short of datetime.max leaves room to show
-#: it in any zone and to add to it.
-_LAST_YEAR = datetime(9999, 1, 1, tzinfo=UTC)
-
-
-def _not_before(value: object) -> datetime | None:
-    """An aware datetime before year 9999, or now + a timedelta of at most 100 years
-    (MAX_DURATION); UsageError for a naive datetime or one out of range."""
-    if value is None:
-        return None
-    if not isinstance(value, datetime | timedelta):
-        raise UsageError(f"not_before must be a datetime or a timedelta, got {value!r}")
-    if isinstance(value, datetime) and (value.tzinfo is None or value.utcoffset() is None):
-        raise UsageError(
-            f"not_before must be timezone-aware (a naive datetime is ambiguous), got {value!r}"
-        )
-    moment: datetime | None = None
-    with contextlib.suppress(OverflowError):
-        if isinstance(value, datetime):
-            moment = value.astimezone(UTC)
-        elif value <= timedelta(seconds=MAX_DURATION):
-            moment = datetime.now(UTC) + value
-    if moment is None or moment >= _LAST_YEAR:
-        shown = value.isoformat() if isinstance(value, datetime) else repr(value)
-        raise UsageError(
-            f"not_before out of range (a date before 9999, a delay of at most 100 years): {shown}"
-        )
-    return moment
-
-
-def expand_statuses(statuses: Iterable[str]) -> frozenset[str]:
-    """Check status names; "active" stands for every status that is not terminal."""
-    known = {s.value for s in TERMINAL | ACTIVE_STATUSES}
-    found: set[str] = set()
-    for status in statuses:
-        if status == "active":
-            found |= {s.value for s in ACTIVE_STATUSES}
-        elif status in known:
-            found.add(status)
-        else:
-            raise UsageError(
-                f"unknown status {status!r}; expected active or one of {', '.join(sorted(known))}"
-            )
-    return frozenset(found)
 
 
 class Client:
@@ -267,7 +109,7 @@ class Client:
         task_type = check_task_fields(name, type, queue)
         if unique_key is not None:
             check_unique_key(unique_key)
-        due = _not_before(not_before)
+        due = not_before_moment(not_before)
         new_actions = parse_actions(actions, max_params_bytes=self.settings.max_params_bytes)
         for action in new_actions:
             self.registry.resolve(action.ref)

@@ -205,7 +205,7 @@ def task_filter(
     ended_before: datetime | None = None,
 ) -> TaskFilter:
     """The `TaskFilter` of the `filter_options` a command was given."""
-    from ..client import expand_statuses
+    from ..inputs import expand_statuses
     from ..models import TaskFilter
 
     return TaskFilter(
