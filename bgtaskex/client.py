@@ -364,7 +364,7 @@ def connect(
     database without bgtaskex's schema the client sees an empty queue in memory that
     refuses writes (StorageError).
 
-    The settings' `pythonpath` directories are put at the front of `sys.path`."""
+    The settings' `pythonpath` directories go on `sys.path` after the standard library."""
     if settings is None:
         settings = load_settings(config, {"database_url": url, "imports": list(imports) or None})
     use_pythonpath(settings.pythonpath)  # before any ref's module is imported

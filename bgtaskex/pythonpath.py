@@ -1,6 +1,12 @@
-"""The `pythonpath` setting: directories put at the front of `sys.path`, so that the
-modules of an application that is not installed into bgtaskex's venv can be declared
-(`imports`) under cron and systemd without a wrapper or `PYTHONPATH`.
+"""The `pythonpath` setting: directories put on `sys.path` ahead of the installed
+packages, so that the modules of an application that is not installed into bgtaskex's
+venv can be declared (`imports`) under cron and systemd without a wrapper or
+`PYTHONPATH`.
+
+They go after the standard library, not at the very front as PYTHONPATH does: an
+application's own `email/` package or `signal.py` would otherwise shadow the standard
+library modules that bgtaskex (and the packages it uses) import later, and every run
+would die of an internal error.
 
 bgtaskex never adds the working directory itself (the console script does not see it,
 as Python does not for any installed script); when a module is missing from the path but
@@ -17,15 +23,35 @@ from collections.abc import Sequence
 
 from .exceptions import ConfigError
 
+#: The standard library's directory (lib-dynload lies below it).
+_STDLIB = os.path.dirname(os.__file__)
+
+
+def _standard(entry: str) -> bool:
+    """Whether the `sys.path` entry is the standard library: its directory, one below it
+    other than site-packages, or its zip (python311.zip, beside it)."""
+    if not entry:
+        return False
+    path = os.path.abspath(entry)
+    if path.endswith(".zip"):
+        return os.path.dirname(path) == os.path.dirname(_STDLIB)
+    inside = path == _STDLIB or path.startswith(_STDLIB + os.sep)
+    return inside and not any(p in path for p in ("site-packages", "dist-packages"))
+
 
 def use(directories: Sequence[str]) -> None:
-    """Put `directories` at the front of `sys.path`, in their order, each once (an entry
-    already on the path moves to the front). Idempotent."""
+    """Put `directories` on `sys.path` right after the standard library (before the
+    installed packages), in their order, each once (an entry already on the path moves
+    there). Idempotent."""
     wanted = list(dict.fromkeys(directories))
-    if not wanted or sys.path[: len(wanted)] == wanted:
+    if not wanted:
         return
-    sys.path[:] = wanted + [entry for entry in sys.path if entry not in wanted]
-    importlib.invalidate_caches()
+    rest = [entry for entry in sys.path if entry not in wanted]
+    at = max((i + 1 for i, entry in enumerate(rest) if _standard(entry)), default=0)
+    placed = rest[:at] + wanted + rest[at:]
+    if placed != sys.path:
+        sys.path[:] = placed
+        importlib.invalidate_caches()
 
 
 def require(directories: Sequence[str]) -> None:

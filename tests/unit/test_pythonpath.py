@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +101,49 @@ def test_use_prepends_in_order_once_each() -> None:
     assert sys.path == ["/c", "/a", "/b", "/x", "/y"]
 
 
+def _installed() -> list[int]:
+    """Where the installed packages are on sys.path."""
+    return [i for i, entry in enumerate(sys.path) if "-packages" in entry]
+
+
+def test_use_puts_them_after_the_standard_library_before_the_installed_packages() -> None:
+    stdlib = os.path.dirname(os.__file__)
+    zipped = os.path.join(os.path.dirname(stdlib), "python311.zip")
+    dynload = os.path.join(stdlib, "lib-dynload")
+    site = "/venv/lib/python3.11/site-packages"
+    sys.path[:] = ["/venv/bin", zipped, stdlib, dynload, site]
+    use(["/app", "/lib"])
+    assert sys.path == ["/venv/bin", zipped, stdlib, dynload, "/app", "/lib", site]
+    use(["/app", "/lib"])
+    assert sys.path == ["/venv/bin", zipped, stdlib, dynload, "/app", "/lib", site]
+
+
+def test_an_application_module_named_like_the_standard_library_shadows_nothing(
+    tmp_path: Path,
+) -> None:
+    """An application's own `email/` package, `signal.py` and `queue.py` beside its
+    jobs: pythonpath goes after the standard library, so bgtaskex's own imports (signal
+    handling, importlib.metadata's email.message, the daemon's queue) find the real
+    ones. Put first, as PYTHONPATH would, every run died of an internal error."""
+    app = _app(tmp_path / "app")
+    (app / "email").mkdir()
+    (app / "email" / "__init__.py").write_text("def send(to, body):\n    pass\n")
+    (app / "signal.py").write_text("x = 1\n")
+    (app / "queue.py").write_text("# the application's own\n")
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    common = [
+        sys.executable, "-m", "bgtaskex", "--database-url", url, "--pythonpath", str(app),
+        "--import", "ppjobs.tasks",
+    ]  # fmt: skip
+    for args in (["enqueue", "t", "ppjobs.tasks:Hello"], ["run-once"], ["show", "1", "--json"]):
+        done = subprocess.run(
+            [*common, *args], cwd="/", env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, (args, done.stderr)
+    assert json.loads(done.stdout)["status"] == "finished"
+
+
 def test_check_runnable_puts_it_on_the_path_before_looking(tmp_path: Path) -> None:
     app = _app(tmp_path / "app")
     url = f"sqlite:///{tmp_path / 'x.db'}"
@@ -107,7 +152,7 @@ def test_check_runnable_puts_it_on_the_path_before_looking(tmp_path: Path) -> No
         check_runnable(without)
     settings = Settings(database_url=url, imports=("ppjobs.tasks",), pythonpath=(str(app),))
     check_runnable(settings)
-    assert sys.path[0] == str(app)
+    assert sys.path.index(str(app)) < min(_installed())
     assert "ppjobs" not in sys.modules  # only looked up
     import_declared(settings)
     assert sys.modules["ppjobs.tasks"].__file__ == str(app / "ppjobs" / "tasks.py")
@@ -169,7 +214,8 @@ def test_cli_option_adds_to_env_and_the_hint_reaches_enqueue(
     monkeypatch.setenv("BGTASKEX_PYTHONPATH", str(tmp_path / "elsewhere"))
     queued = run_cli("--pythonpath", ".", *enqueue)
     assert queued.code == 0, queued.describe()
-    assert sys.path[:2] == [str(app), str(tmp_path / "elsewhere")]
+    at = sys.path.index(str(app))
+    assert sys.path[at : at + 2] == [str(app), str(tmp_path / "elsewhere")]
     (tmp_path / "elsewhere").mkdir()
     done = run_cli(
         "--pythonpath", ".", "--database-url", url, "--import", "ppjobs.tasks", "run-once"
