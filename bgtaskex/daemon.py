@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MISFIRE_GRACE = 30  # seconds a late trigger still runs (then it is skipped, not queued)
+#: The longest a process whose runs move nothing on (every waiting task's module cannot
+#: be imported) waits between two runs woken by the poll: its interactive tasks stay
+#: waiting, and each such run would log the same error and record a run.
+STALLED_WAKE_MAX = 60.0
 
 
 class Daemon:
@@ -66,6 +70,9 @@ class Daemon:
         self.children: Children | InProcess = Children() if hasattr(os, "fork") else InProcess()
         self.processes: dict[str, Process] = {}  # the process of each job
         self.last_fire: dict[str, datetime] = {}  # the latest fire time each job ran for
+        #: The processes whose last run moved nothing on: no poll wakes them before the
+        #: monotonic time given; the delay after it doubles up to STALLED_WAKE_MAX.
+        self.stalled: dict[str, tuple[float, float]] = {}
         from apscheduler.events import EVENT_JOB_MISSED, EVENT_JOB_SUBMITTED
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.blocking import BlockingScheduler
@@ -182,6 +189,8 @@ class Daemon:
         ended = self.children.run(self.client, process, limit, self.stop)
         if ended.ran or ended.died is not None:
             self.runs += 1
+        if ended.ran:
+            self._stalled(process.name, not ended.progressed)
         if ended.line:
             self.notifier.status(f"{process.name}: {ended.line}")
         if ended.died is not None and ended.in_planner:
@@ -204,15 +213,29 @@ class Daemon:
             )
             self.notifier.status(f"{process.name}: the run's process {ended.died}")
 
-    def wake(self, queue: str) -> None:
+    def _stalled(self, name: str, stalled: bool) -> None:
+        if not stalled:
+            self.stalled.pop(name, None)
+            return
+        delay = self.stalled.get(name, (0.0, self.settings.concurrency.poll / 2))[1] * 2
+        delay = min(delay, STALLED_WAKE_MAX)
+        self.stalled[name] = (time.monotonic() + delay, delay)
+
+    def wake(self, queue: str, notified: bool = False) -> None:
         """An interactive task waits in `queue`: if the daemon is idle, run the process
-        that serves the queue now instead of at its next trigger (inside its window)."""
+        that serves the queue now instead of at its next trigger (inside its window).
+        A process whose last run moved nothing on (a task waits for a module it cannot
+        import) is woken by the poll at growing intervals, and at once only by the
+        notification of a new task (PostgreSQL)."""
         if self.stop.is_set() or not self.idle.is_set():
             return  # the run going on takes interactive tasks first anyway
         now = local_now()
         for process in self.settings.scheduled:
             if not Routing.of(self.settings, process).serves(queue):
                 continue
+            quiet_until = self.stalled.get(process.name, (0.0, 0.0))[0]
+            if not notified and time.monotonic() < quiet_until:
+                return
             if process.window is not None and process.window.window_end(now) is None:
                 return
             job = self.scheduler.get_job(process.name)
@@ -233,6 +256,7 @@ class Daemon:
         else:
             self.client.close()
             self.settings, self.client = settings, client
+            self.stalled.clear()  # new imports or pythonpath may let them run
             self.schedule()
             log.info("config reloaded")
         self.notifier.send("READY=1", "STATUS=config reloaded")

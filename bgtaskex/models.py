@@ -323,6 +323,13 @@ class RunSummary:
         others = (self.lost, self.actions, self.purged, self.left_waiting)
         return not any(counts) and not any(others)
 
+    @property
+    def progressed(self) -> bool:
+        """The run moved a task on (a hook called, a task ended or taken over) or purged
+        one: more than leaving tasks waiting for a module it cannot import."""
+        counts = (self.finished, self.paused, self.failed, self.errors, self.cancelled)
+        return any(counts) or any((self.lost, self.actions, self.purged))
+
     def line(self) -> str:
         extra = f", {self.cancelled} cancelled" if self.cancelled else ""
         extra += f", {self.lost} lost" if self.lost else ""

@@ -40,6 +40,8 @@ log = logging.getLogger("bgtaskex.daemon")
 #: Seconds past the deadline + kill_after before the daemon kills a run's child itself.
 GRACE = 5.0
 STOP_SIGNAL = signal.SIGUSR1  # the daemon's "stop after the current hook" to its child
+#: The reports of a child that did a run: "stalled" when it moved no task on.
+_RAN = ("ran", "stalled")
 _BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, STOP_SIGNAL}
 
 
@@ -52,6 +54,7 @@ class ChildRun:
     ran: bool  # it did a run (not skipped: lock held, outside the window, an error)
     died: str | None  # how it died, for the log; None for a normal end
     in_planner: bool = False  # it died in the process's planner: it held no task
+    progressed: bool = True  # its run moved a task on (RunSummary.progressed)
 
 
 class Children:
@@ -142,9 +145,8 @@ class Children:
             died = f"was killed by signal {os.WTERMSIG(status)}"
         elif os.WEXITSTATUS(status) != 0:
             died = f"exited with code {os.WEXITSTATUS(status)}"
-        return ChildRun(
-            line or None, kind == "ran", died, died is not None and self._planning[0] == 1
-        )
+        planning = died is not None and self._planning[0] == 1
+        return ChildRun(line or None, kind in _RAN, died, planning, kind != "stalled")
 
 
 def _all_handlers() -> list[logging.Handler]:
@@ -172,7 +174,7 @@ class InProcess:
         self, client: Client, process: Process, limit: float | None, stop: threading.Event
     ) -> ChildRun:
         kind, line = _run(client, process, stop)
-        return ChildRun(line or None, kind == "ran", None)
+        return ChildRun(line or None, kind in _RAN, None, progressed=kind != "stalled")
 
     def forward(self, *, second: bool) -> None:
         pass
@@ -252,4 +254,4 @@ def _run(client: Client, process: Process, stop: threading.Event) -> tuple[str, 
         log.exception("process %s: unexpected error", process.name)
         return "error", ""
     log.info("process %s: %s", process.name, summary.line())
-    return "ran", summary.line()
+    return "ran" if summary.progressed else "stalled", summary.line()

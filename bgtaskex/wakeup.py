@@ -30,12 +30,14 @@ class WakeUpSource(Protocol):
 
 
 class WakeUps:
-    """A thread that calls `wake(queue)` for each queue holding a new interactive task."""
+    """A thread that calls `wake(queue, notified)` for each queue holding a new
+    interactive task: `notified` when a notification named it (a task just enqueued),
+    False when the poll found it waiting."""
 
     def __init__(
         self,
         source: Callable[[], WakeUpSource],
-        wake: Callable[[str], object],
+        wake: Callable[[str, bool], object],
         poll: float,
         stop: threading.Event,
     ) -> None:
@@ -62,4 +64,4 @@ class WakeUps:
                 return
             queues = [queue] if queue is not None else source.waiting_interactive_queues()
             for name in dict.fromkeys(queues):
-                self.wake(name)
+                self.wake(name, queue is not None)  # True: a new task's notification

@@ -61,3 +61,33 @@ def test_an_interactive_task_starts_at_once_a_cron_one_waits(
         f"\n[wakeup] {db_url.split(':')[0]}: interactive task finished {latency:.2f}s after enqueue"
     )
     assert latency < 5, latency
+
+
+def test_a_task_waiting_for_a_module_does_not_make_the_poll_spin(
+    bgx: Bgx, tmp_path: Path, open_tasks: Callable[[str], Tasks]
+) -> None:
+    """An interactive task whose module the daemon cannot import stays waiting, and the
+    poll keeps finding it: each woken run logged the same error and recorded a run,
+    every poll (10 a second here), day and night. A run that moves nothing on now makes
+    the poll wait longer each time (up to a minute); a task it can run still runs."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    config = write_config(
+        tmp_path / "bgtaskex.toml",
+        url,
+        process("hourly", every="1h"),
+        concurrency='{ poll = "0.1s" }',
+    )
+    daemon = Daemon(bgx, tmp_path, config).started()
+    daemon.wait_for(lambda: len(daemon.runs()) == 1, "the first run (an interval starts with one)")
+    bgx.ok(
+        "--database-url", url, "--import", "tests.ops_actions", "enqueue", "stranded",
+        "tests.ops_actions:Snoozer", "--type", "interactive", "-q",
+    )  # fmt: skip
+    daemon.wait_for(lambda: "left waiting" in daemon.log(), "a run to leave the task waiting")
+    before = len(daemon.runs())
+    time.sleep(2)  # a bounded look at what must NOT happen: 20 polls
+    stranded_runs = len(daemon.runs()) - before
+    assert stranded_runs <= 5, daemon.runs()  # 0.1, 0.2, 0.4, 0.8 s apart at least
+    runnable, _ = enqueue(bgx, url, "interactive")
+    daemon.wait_for(open_tasks(url).finished(runnable), "a runnable task", timeout=15)
+    daemon.stop()

@@ -58,6 +58,8 @@ def test_a_child_killed_and_reaped_by_a_second_stop_is_reported_not_raised() -> 
 
 
 class _Summary:
+    progressed = True
+
     def line(self) -> str:
         return "run 0: 0 finished"
 
