@@ -10,8 +10,11 @@ from __future__ import annotations
 import importlib
 import math
 import numbers
+import os
 import re
 import reprlib
+import sys
+import time
 from collections.abc import Callable, Iterable
 
 from .action import Action
@@ -25,6 +28,9 @@ _REF = re.compile(
 #: Modules that ship with bgtaskex and are always allowed.
 BUILTIN_MODULES = ("bgtaskex.examples", "bgtaskex.builtin")
 ENTRY_POINT_GROUP = "bgtaskex.actions"
+#: When this process (or the daemon it was forked from) loaded bgtaskex: a module file
+#: changed after it may be newer than the module this process holds.
+_LOADED_AT = time.time()
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -93,6 +99,7 @@ class Registry:
                 "entry points)",
                 module_name,
             )
+        fresh = module_name not in sys.modules
         try:
             obj: object = importlib.import_module(module_name)
         except (Exception, SystemExit) as err:  # a broken module must not end the run
@@ -106,6 +113,13 @@ class Registry:
             try:
                 obj = getattr(obj, part)
             except AttributeError:
+                if not fresh and _changed_since_loaded(module_name):
+                    raise ModuleUnavailable(
+                        f"action ref {ref!r}: module {module_name!r} has no {qualname!r} as "
+                        "this process loaded it, and its file changed since (a deploy?): "
+                        "restart the daemon (systemctl restart bgtaskex) to load the new code",
+                        module_name,
+                    ) from None
                 raise InvalidRef(
                     f"action ref {ref!r}: module {module_name!r} has no {qualname!r}"
                 ) from None
@@ -116,6 +130,20 @@ class Registry:
         check_class_attributes(ref, obj)
         self._cache[ref] = obj
         return obj
+
+
+def _changed_since_loaded(module_name: str) -> bool:
+    """Whether the file of the module this process holds changed after bgtaskex was
+    loaded: a class missing from it may be in the new file (a daemon not restarted after
+    a deploy). The task then waits for the restart instead of failing."""
+    spec = getattr(sys.modules.get(module_name), "__spec__", None)
+    origin = getattr(spec, "origin", None)
+    if not isinstance(origin, str):
+        return False
+    try:
+        return os.stat(origin).st_mtime > _LOADED_AT
+    except OSError:  # a built-in module, or the file is gone
+        return False
 
 
 def check_class_attributes(ref: str, cls: type[Action]) -> None:

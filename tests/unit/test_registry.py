@@ -1,13 +1,17 @@
 from __future__ import annotations
 
+import os
+import sys
+import time
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 
 from bgtaskex import Action
 from bgtaskex.examples import CountPrimes
-from bgtaskex.exceptions import InvalidRef
+from bgtaskex.exceptions import InvalidRef, ModuleUnavailable
 from bgtaskex.registry import Registry, parse_ref
 
 
@@ -111,3 +115,35 @@ def test_the_builtin_actions_are_valid() -> None:
     registry = Registry(entry_points=False)
     for ref in ("bgtaskex.builtin.retention:PurgeRows", "bgtaskex.examples:CountPrimes"):
         registry.resolve(ref)
+
+
+def test_a_class_added_to_a_module_after_it_was_loaded_waits_for_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deploy adds a class to a module the daemon has loaded, and the shell's enqueue
+    (a fresh process) accepts it. The daemon's runs hold the old module: the action
+    used to fail at once (InvalidRef), and the chain went on without it. Now the task
+    waits (ModuleUnavailable: left as it is, exit 6) for the restart the message asks for.
+    A class missing from a module loaded fresh is still an invalid ref."""
+    (tmp_path / "deployed_jobs.py").write_text(
+        "from bgtaskex import Action\n\nclass Old(Action):\n"
+        "    def execute(self, deadline: float) -> bool:\n        return True\n"
+    )
+    before = time.time() - 3600  # written before this process loaded bgtaskex
+    os.utime(tmp_path / "deployed_jobs.py", (before, before))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "deployed_jobs", raising=False)
+    registry = Registry(["deployed_jobs"])
+    registry.resolve("deployed_jobs:Old")
+    with pytest.raises(InvalidRef, match="has no 'New'") as fresh:
+        registry.resolve("deployed_jobs:New")  # the file has not changed since
+    assert not isinstance(fresh.value, ModuleUnavailable)
+    source = tmp_path / "deployed_jobs.py"
+    source.write_text(source.read_text() + "\nclass New(Old):\n    pass\n")
+    later = time.time() + 5
+    os.utime(source, (later, later))
+    with pytest.raises(ModuleUnavailable, match="restart the daemon") as stale:
+        registry.resolve("deployed_jobs:New")
+    assert stale.value.module == "deployed_jobs"
+    del sys.modules["deployed_jobs"]  # a fresh process: the new class is there
+    assert Registry(["deployed_jobs"]).resolve("deployed_jobs:New").__name__ == "New"
