@@ -55,6 +55,9 @@ def setup_logging(level: str, fmt: str = "TEXT") -> None:
     scheduler.handlers[:] = [handler]
     scheduler.setLevel(max(logging.ERROR, logging.getLevelName(level)))
     scheduler.propagate = False
+    # psycopg warns "error ignored terminating <Pipeline>: the connection is lost" after
+    # the server ended the session, beside the run's own one line that says so.
+    logging.getLogger("psycopg").setLevel(max(logging.ERROR, logging.getLevelName(level)))
     # Any other library's warning (SQLAlchemy's pool, Alembic) goes to logging's handler of
     # last resort when nothing else takes it: masked too.
     last = logging.StreamHandler(sys.stderr)
