@@ -150,6 +150,8 @@ tasks = Table(
     # The key of a unique task while it has not ended (unique index below): set to NULL
     # by every write that ends the task, so the key is free again.
     Column("unique_key", Str(200), nullable=True),
+    # SQLite: ids are never reused, even once the newest tasks were purged (`show N`).
+    sqlite_autoincrement=True,
 )
 # The due-task query: the waiting tasks in run order, not_before filtered in the index.
 Index(

@@ -244,3 +244,28 @@ def test_an_application_alembic_version_is_left_alone(
         client.store.upgrade()
     assert versions(engine, VERSION_TABLE) == [HEAD_REVISION]
     assert versions(engine, "alembic_version") == sorted(app_revisions)
+
+
+def test_task_ids_are_never_reused_once_the_newest_tasks_are_gone(
+    engine: Engine, db_url: str
+) -> None:
+    """SQLite handed out max(id) + 1, so once the newest tasks were purged the next task
+    took an id an earlier one had (`show 1` from yesterday's ticket reached today's
+    task). 0004 rebuilds the table with AUTOINCREMENT there, keeping its partial
+    indexes; the other backends never reused ids. Checked on a database made at 0003."""
+    migrate.upgrade(engine, "0003")
+    first, second = add_task(engine, 1), add_task(engine, 2)
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(t.tasks.delete())  # the actions and events go with them (cascade)
+    assert add_task(engine, 3) > second > first
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'bgtaskex_tasks'"
+            ).all()
+        sql = dict(rows)
+        assert "AUTOINCREMENT" in sql["bgtaskex_tasks"]
+        assert "WHERE run_order IS NOT NULL" in sql["ix_bgtaskex_tasks_due"]
+        assert "WHERE run_order IS NOT NULL" in sql["ix_bgtaskex_tasks_queue_due"]
+        assert "WHERE run_order IS NULL" in sql["ix_bgtaskex_tasks_ended"]

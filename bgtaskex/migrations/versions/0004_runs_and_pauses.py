@@ -1,5 +1,5 @@
 """The record of every run (bgtaskex_runs) and the queues an operator paused
-(bgtaskex_queue_pauses).
+(bgtaskex_queue_pauses); on SQLite, task ids that are never reused (AUTOINCREMENT).
 
 Revision ID: 0004
 Revises: 0003
@@ -18,7 +18,33 @@ branch_labels = None
 depends_on = None
 
 
+def _never_reuse_task_ids() -> None:
+    """SQLite hands out max(id) + 1: once the newest tasks were purged, a new task took
+    an id an earlier one had, and `show N`, `cancel N` or `client.get(N)` kept from
+    before reached it. AUTOINCREMENT needs the table rebuilt (foreign keys are off during
+    migrations on SQLite). Its partial indexes are dropped first and made again after,
+    with their WHERE, which a rebuild would not keep."""
+    partial = {
+        "ix_bgtaskex_tasks_due": (["run_order", "id", "not_before"], "run_order IS NOT NULL"),
+        "ix_bgtaskex_tasks_queue_due": (
+            ["queue", "run_order", "id", "not_before"],
+            "run_order IS NOT NULL",
+        ),
+        "ix_bgtaskex_tasks_ended": (["id"], "run_order IS NULL"),
+    }
+    for name in partial:
+        op.drop_index(name, table_name="bgtaskex_tasks")
+    with op.batch_alter_table(
+        "bgtaskex_tasks", recreate="always", table_kwargs={"sqlite_autoincrement": True}
+    ):
+        pass
+    for name, (columns, where) in partial.items():
+        op.create_index(name, "bgtaskex_tasks", columns, sqlite_where=sa.text(where))
+
+
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        _never_reuse_task_ids()
     op.create_table(
         "bgtaskex_runs",
         sa.Column("id", Id, primary_key=True, autoincrement=True),
@@ -59,6 +85,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # On SQLite the tasks table keeps AUTOINCREMENT: 0003's code runs on it unchanged.
     op.drop_table("bgtaskex_queue_pauses")
     op.drop_index("ix_bgtaskex_runs_process_started_at", table_name="bgtaskex_runs")
     op.drop_index("ix_bgtaskex_runs_ended_at", table_name="bgtaskex_runs")
