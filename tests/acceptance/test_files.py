@@ -104,11 +104,12 @@ def test_what_bgtaskex_creates_is_private_whatever_the_umask(
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A real tmpfs of 256 KiB (needs root, or CAP_SYS_ADMIN), unmounted at the end."""
+    """A real tmpfs of 1 MiB (needs root, or CAP_SYS_ADMIN), unmounted at the end: room
+    for a fresh database, its WAL during the migrations and its -shm, and no more."""
     mount = tmp_path / "tiny"
     mount.mkdir()
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
         capture_output=True,
         text=True,
         check=False,
