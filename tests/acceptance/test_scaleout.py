@@ -455,6 +455,7 @@ def stop_outside_the_row(cluster: Cluster, daemon: Daemon, task_id: int) -> None
 # -- 1. many daemons, many tasks ----------------------------------------------------------
 
 
+@pytest.mark.xdist_group("torture")
 def test_four_daemons_drain_two_thousand_tasks_each_once(cluster: Cluster) -> None:
     single, multi = 2000, 50
     daemons = [cluster.start(f"d{i}", lease="3s", workers=2) for i in range(4)]

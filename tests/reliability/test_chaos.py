@@ -84,6 +84,7 @@ def wait_for_lock(bench: Torture, run: Run, timeout: float = 30.0) -> bool:
     return True
 
 
+@pytest.mark.xdist_group("torture")
 @pytest.mark.parametrize("time_on", [False, True], ids=["plain", "backoff"])
 def test_kill9_chaos(torture: Torture, size: str, time_on: bool) -> None:
     """With `time_on`: the retry backoff on (a killed execute waits its delay), and

@@ -44,6 +44,7 @@ BUSY = re.compile(r"^another run(?: \(pid (?P<pid>\d+)[^)]*\))? holds the lock .
 pytestmark = pytest.mark.timeout(scaled(240, 3600))
 
 
+@pytest.mark.xdist_group("torture")
 def test_overlapping_runs_exclude_each_other(torture: Torture, size: str) -> None:
     # Short tasks first (each run goes through several actions), then one endless task,
     # so that the work never runs out while processes are still being started.
