@@ -108,11 +108,11 @@ def run_once(
     if idle and not isinstance(plan, OutsideWindow):
         from ..startup import record_idle
 
-        record_idle(settings, plan, started_at)
+        run_id = record_idle(settings, plan, started_at)
         elapsed = time.monotonic() - began
         due = _iso(next_due)
         if as_json:
-            report = {"run_id": None, "idle": True, "elapsed": elapsed, "next_due_at": due}
+            report = {"run_id": run_id, "idle": True, "elapsed": elapsed, "next_due_at": due}
             click.echo(json.dumps(report))
         elif not quiet:
             click.echo(f"nothing due ({elapsed:.2f}s)" + (f"; next due at {due}" if due else ""))

@@ -178,6 +178,40 @@ def test_a_storage_error_mid_run_is_recorded_as_storage(client: Client) -> None:
     assert not [p for p in client.health().problems() if "last run" in p]
 
 
+class HidesTheEvents(Action):
+    """Takes the table of events away, then is done: the write of its finish fails
+    (twice: a storage error ends the run), and its task stays running."""
+
+    def execute(self, deadline: float) -> bool:
+        killer = sqlalchemy.create_engine(_RUN_STORE[0].url)
+        try:
+            with killer.begin() as conn:
+                _rename_runs(conn, "bgtaskex_events", "bgtaskex_events_hidden")
+        finally:
+            killer.dispose()
+        return True
+
+
+def test_a_run_record_counts_only_the_ends_that_were_committed(tmp_path: Path) -> None:
+    """attack15b F3: a finish whose write a storage error lost is not counted finished
+    (the task is still running); the execute called (its start committed) is."""
+    url = f"sqlite:///{tmp_path / 'hidden.db'}"
+    settings = Settings(database_url=url, lock_file=str(tmp_path / "lock"), imports=(HERE,))
+    with connect(settings=settings) as client:
+        client.enqueue("hidden", [f"{HERE}:HidesTheEvents"])
+        _RUN_STORE[:] = [client.store]
+        try:
+            with pytest.raises(StorageError):
+                client.run_once()
+        finally:
+            _RUN_STORE.clear()
+        with client.store._engine.begin() as conn:
+            _rename_runs(conn, "bgtaskex_events_hidden", "bgtaskex_events")
+        (run,) = client.runs()
+        assert client.list_tasks()[0].status == "running"
+        assert (run.outcome, run.finished, run.actions) == ("storage", 0, 1), run
+
+
 def test_a_run_whose_end_cannot_be_written_either_stays_running(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
