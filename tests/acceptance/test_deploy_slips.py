@@ -116,6 +116,14 @@ def test_check_warns_about_tasks_waiting_for_a_module(
     assert "3 task(s) wait for a module that cannot be imported: slipjobs (not found)" in (
         off_path.stdout
     ), describe(off_path)
+    # attack15a F6: the advice matches the reason (it said "declare it" for this one).
+    assert "declare it" not in off_path.stdout, describe(off_path)
+    assert "(put it on the Python path: install it" in off_path.stdout, describe(off_path)
+
+    gone = str(Path(app["PYTHONPATH"].split(os.pathsep)[0]) / "removed")
+    named = bgx(*url, "--import", "slipjobs", "--pythonpath", gone, "check")
+    assert named.returncode == 1, describe(named)
+    assert f"names a directory that does not exist: {gone})" in named.stdout, describe(named)
 
     fine = bgx(*url, "--import", "slipjobs", "check", env=app)
     assert fine.returncode == 0 and fine.stdout.startswith("BGTASKEX OK - "), describe(fine)
