@@ -116,6 +116,8 @@ class Health:
             found.append(f"the last run ({_named(last)}) ended on a storage error: {last.error}")
         elif last is not None and last.outcome == "died":
             found.append(f"the last run ({_named(last)}) died before its end (killed?)")
+        elif last is not None and last.outcome == "refused":
+            found.append(f"the last run ({_named(last)}) was refused at start: {last.error}")
         return found
 
     def notes(self) -> list[str]:

@@ -340,8 +340,10 @@ class RunSummary:
 
 
 #: A run's outcome (`bgtaskex runs`): "running" is stored while it goes on, and stays
-#: when it was killed; readers show such a run as "died" (`RunRecord.died`).
-RUN_OUTCOMES = ("ok", "failed", "storage", "running", "died")
+#: when it was killed; readers show such a run as "died" (`RunRecord.died`). "refused":
+#: a run-once that refused to start (exit 2: a declared module that cannot be imported,
+#: a pythonpath directory missing), recorded in one row as it ended.
+RUN_OUTCOMES = ("ok", "failed", "storage", "running", "died", "refused")
 
 
 @dataclass(frozen=True, slots=True)

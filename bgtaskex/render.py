@@ -30,6 +30,7 @@ def _ago(value: datetime) -> str:
 _STYLE = {
     "ok": "green",
     "storage": "bold red",
+    "refused": "bold red",
     "died": "bold red",
     "finished": "green",
     "done": "green",

@@ -78,8 +78,9 @@ Examples:
 def check(state: State, failed_within: float | None, as_json: bool) -> None:
     """Health check for monitoring (Nagios style): the database answers, its schema is
     current, no task is stuck, runs end ok (see --stale-after), the last run neither
-    ended on a storage error nor died. One line; exit 0 when all is well, 1 otherwise.
-    Creates and migrates nothing: a database without the schema yet is OK, and says so."""
+    ended on a storage error, died nor was refused at start. One line; exit 0 when all
+    is well, 1 otherwise. Creates and migrates nothing: a database without the schema
+    yet is OK, and says so."""
     state.settings()  # a bad setting is a usage error (exit 2), not a health issue
     health = None
     try:
@@ -117,7 +118,7 @@ Examples:
 @pass_state
 def runs(state: State, limit: int, process_name: str | None, failed: bool, as_json: bool) -> None:
     """The record of the latest runs: when each started, how long it took, how it
-    ended (ok, failed, storage, died, running) and what it did. Every run that took its
+    ended (ok, failed, storage, died, running, refused) and what it did. Every run that took its
     lock is recorded; one that found the lock busy is not."""
     found = state.client(readonly=True).runs(limit=limit, process=process_name, failed=failed)
     if as_json:
