@@ -73,7 +73,8 @@ def refuse_if_busy(settings: Settings, wait: float) -> None:
 def record_idle(settings: Settings, plan: RunPlan, started_at: datetime) -> str | None:
     """Record the run-once that `idle_until` answered on SQLite as an ok run that did
     nothing, so that "nothing to do" reads apart from "no run" (`bgtaskex runs`,
-    `check`). Best effort, and without SQLAlchemy: one INSERT. Returns the run id
+    `check`), deleting the run records past their retention as a full run would. Best
+    effort, and without SQLAlchemy: one transaction. Returns the run id
     recorded, None when no record could be written."""
     import os
     import secrets
@@ -96,4 +97,4 @@ def record_idle(settings: Settings, plan: RunPlan, started_at: datetime) -> str 
         "budget": plan.budget,
         "outcome": "ok",
     }
-    return run_id if record_idle_run(settings.url, row) else None
+    return run_id if record_idle_run(settings.url, row, settings.keep_ended) else None

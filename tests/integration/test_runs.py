@@ -25,8 +25,10 @@ from bgtaskex.exceptions import LockBusy, StorageError
 from bgtaskex.metrics import render
 from bgtaskex.models import RunStart, RunSummary, Task
 from bgtaskex.owner import holder_name
+from bgtaskex.plan import RunPlan
 from bgtaskex.run.locks import lock_for
 from bgtaskex.run.observer import RunObserver
+from bgtaskex.startup import record_idle
 from bgtaskex.store import Store
 from bgtaskex.store.probe import sqlite_idle
 from tests.conftest import TEST_RETRY_DELAY
@@ -306,16 +308,26 @@ def test_a_run_purges_the_run_records_past_their_retention(client: Client) -> No
     assert old != newer
 
 
-def test_the_idle_probe_leaves_expired_run_records_to_a_full_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep_finished", [0.0, 30 * 86400.0])
+def test_the_idle_run_once_deletes_expired_run_records_itself(
+    tmp_path: Path, keep_finished: float
+) -> None:
+    """attack15b F6: an expired run record counted as work, so with keep_finished = 0
+    (the last run's own row expired at once) every idle run-once was a full run. Now
+    the probe stays idle and the idle run's record deletes what expired."""
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", lock_file=str(tmp_path / "l")
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        lock_file=str(tmp_path / "l"),
+        keep_finished=keep_finished,
     )
     with connect(settings=settings) as client:
         client.run_once()
-        assert sqlite_idle(settings.url, settings.keep_ended)
         (record,) = client.runs()
         _age(client, record.id, 40 * 86400)
-        assert not sqlite_idle(settings.url, settings.keep_ended)  # cron's run purges it
+        assert sqlite_idle(settings.url, settings.keep_ended)  # no work: the fast path
+        plan = RunPlan.of(settings, None)
+        run_id = record_idle(settings, plan, datetime.now(UTC))
+        assert [r.run_id for r in client.runs()] == [run_id]  # the expired one went
 
 
 # -- Prometheus --------------------------------------------------------------------------
