@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import BgtaskexError, InvalidRef
-from .models import ACTIVE_STATUSES, QueuePause, RunRecord, TaskFilter
+from .models import ACTIVE_STATUSES, DEMO_PROCESS, QueuePause, RunRecord, TaskFilter
 from .registry import parse_ref
 from .run.file_lock import describe_holder, lock_state
 from .run.preflight import HOW_TO_DECLARE, ON_THE_PATH, findable
@@ -193,8 +193,10 @@ def _runs(store: Store, settings: Settings) -> dict[str, Any]:
     last = latest[0].shown(settings.died_after, now) if latest else None
     last_ok = store.runs.last_ok_end()
     declared = bool(settings.processes or settings.retention_rules)
-    # No schema yet: nothing ever ran here, and check answers as it always did.
-    expected = not store.no_schema and (declared or last is not None)
+    # No schema yet: nothing ever ran here, and check answers as it always did. The
+    # demo's runs (`bgtaskex demo`) are no cron that stopped.
+    recorded = last is not None and last.process != DEMO_PROCESS
+    expected = not store.no_schema and (declared or recorded)
     stale_after, stale = settings.stale_after, False
     if expected and stale_after is not None:
         fresh = last_ok is not None and (now - last_ok).total_seconds() <= stale_after
