@@ -115,7 +115,8 @@ class Health:
         if last is not None and last.outcome == "storage":
             found.append(f"the last run ({_named(last)}) ended on a storage error: {last.error}")
         elif last is not None and last.outcome == "died":
-            found.append(f"the last run ({_named(last)}) died before its end (killed?)")
+            why = f": {last.error}" if last.error else " (killed?)"
+            found.append(f"the last run ({_named(last)}) died before its end{why}")
         elif last is not None and last.outcome == "refused":
             found.append(f"the last run ({_named(last)}) was refused at start: {last.error}")
         return found

@@ -92,6 +92,16 @@ class Runs:
             assert key is not None
             return int(key[0])
 
+    def killed(self, run_id: str, error: str) -> None:
+        """Record the run `run_id` killed by its own hard limit: outcome "died", ended
+        now, with `error` (why); only while its row still says "running"."""
+        c = t.runs.c
+        values = {"outcome": "died", "ended_at": _now(), "error": error[:2000]}
+        with self._store._write() as conn:
+            conn.execute(
+                update(t.runs).where(c.run_id == run_id, c.outcome == "running").values(values)
+            )
+
     def end(self, row_id: int, outcome: str, summary: RunSummary, error: str | None) -> None:
         """Record the end of the run of row `row_id`: its outcome, counts, largest
         overrun and the (masked) error that ended it."""
