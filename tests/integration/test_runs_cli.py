@@ -135,6 +135,7 @@ def test_runs_lists_runs_newest_first_with_filters_and_json(bg: Bg, client: Clie
         "PROCESS",
         "HOST:PID",
         "STARTED",
+        "(UTC)",  # attack15a: the column was UTC, unlabelled
         "DURATION",
         "OUTCOME",
         "COUNTS",
