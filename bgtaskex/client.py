@@ -30,13 +30,14 @@ from .models import (
     QueuePause,
     QueueSummary,
     RunRecord,
+    RunStart,
     RunSummary,
     Stats,
     Task,
     TaskFilter,
     TaskState,
 )
-from .owner import operator_name
+from .owner import holder_name, operator_name
 from .plan import RunPlan
 from .processes import Process
 from .pythonpath import use as use_pythonpath
@@ -324,6 +325,38 @@ class Client:
             observer=observer,
             stop=stop,
         )
+
+    def record_refused(
+        self, error: BaseException, *, process: Process | None = None, started_at: datetime
+    ) -> str | None:
+        """Record a run-once that refused to start with `error` (a deploy slip, exit 2)
+        as one run row, outcome "refused", its error masked: `check` warns about it and
+        `runs --failed` lists it. Nothing on a database without bgtaskex's schema (a
+        read-only client creates none). Returns the run id recorded, or None."""
+        import os
+        import socket
+
+        from .run.worker import new_run_id
+        from .urls import mask_secrets
+
+        if self.store.no_schema:
+            return None
+        budget = (process.max_execution_time if process else None) or (
+            self.settings.max_execution_time
+        )
+        run_id = new_run_id()
+        start = RunStart(
+            run_id=run_id,
+            process=process.name if process else None,
+            holder=f"{holder_name()}/{run_id}",
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            lock=str(self.settings.concurrency.lock),
+            started_at=started_at,
+            budget=budget,
+        )
+        self.store.runs.refused(start, mask_secrets(str(error) or type(error).__name__)[:2000])
+        return run_id
 
     def close(self) -> None:
         self.store.close()

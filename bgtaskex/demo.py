@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from .client import Client
-from .models import Task
+from .models import DEMO_PROCESS, Task
+from .plan import RunPlan
 from .render import percent
 
 
@@ -32,7 +34,8 @@ def run_demo(
     echo(f"queued task {task_id} (3 actions); running it in runs of {budget:g}s each")
     task = client.get(task_id)
     for number in range(1, max_runs + 1):
-        summary = client.run_once(max_execution_time=budget, wait=budget * 5)
+        plan = RunPlan.of(client.settings, None, budget=budget, wait=budget * 5)
+        summary = client.run_once(plan=replace(plan, process=DEMO_PROCESS))
         task = client.get(task_id)
         state = ", ".join(f"{a.rank}:{a.status}" for a in task.actions)
         echo(

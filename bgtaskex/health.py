@@ -5,15 +5,16 @@ how it says so."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import BgtaskexError, InvalidRef
-from .models import ACTIVE_STATUSES, QueuePause, RunRecord, TaskFilter
+from .models import ACTIVE_STATUSES, DEMO_PROCESS, QueuePause, RunRecord, TaskFilter
 from .registry import parse_ref
 from .run.file_lock import describe_holder, lock_state
-from .run.preflight import HOW_TO_DECLARE, findable
+from .run.preflight import HOW_TO_DECLARE, ON_THE_PATH, findable
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -45,6 +46,7 @@ class Health:
     failed_within: float | None = None  # `--failed-within`, in seconds; None: not looked
     failed_recently: int | None = None  # tasks that failed within it...
     failed_ids: tuple[int, ...] = ()  # ...the latest of them
+    missing_dirs: tuple[str, ...] = ()  # directories of the config's pythonpath not there
 
     def problems(self) -> list[str]:
         """Each problem as one sentence; none when all is well."""
@@ -59,7 +61,7 @@ class Health:
             names = ", ".join(f"{module} ({why})" for module, why in self.modules)
             found.append(
                 f"{self.unimportable} task(s) wait for a module that cannot be imported: "
-                f"{names} (declare it with {HOW_TO_DECLARE})"
+                f"{names} ({self._module_advice()})"
             )
         long_paused = [p for p in self.paused if _age(p.paused_at) > self.stuck_after]
         if long_paused:
@@ -80,6 +82,21 @@ class Health:
             found.append(self.error)
         return found
 
+    def _module_advice(self) -> str:
+        """What to do about the modules that cannot be imported, as their reasons say:
+        declare those not declared, put those not found on the path."""
+        reasons = {part for _module, why in self.modules for part in why.split(", ")}
+        advice = []
+        if "not declared" in reasons:
+            advice.append(f"declare it with {HOW_TO_DECLARE}")
+        if "not found" in reasons:
+            where = ON_THE_PATH
+            if self.missing_dirs:
+                where += "; the config's pythonpath names a directory that does not exist: "
+                where += ", ".join(self.missing_dirs)
+            advice.append(where)
+        return "; ".join(advice)
+
     def _run_problems(self) -> list[str]:
         found: list[str] = []
         if self.stale:
@@ -98,7 +115,10 @@ class Health:
         if last is not None and last.outcome == "storage":
             found.append(f"the last run ({_named(last)}) ended on a storage error: {last.error}")
         elif last is not None and last.outcome == "died":
-            found.append(f"the last run ({_named(last)}) died before its end (killed?)")
+            why = f": {last.error}" if last.error else " (killed?)"
+            found.append(f"the last run ({_named(last)}) died before its end{why}")
+        elif last is not None and last.outcome == "refused":
+            found.append(f"the last run ({_named(last)}) was refused at start: {last.error}")
         return found
 
     def notes(self) -> list[str]:
@@ -151,6 +171,9 @@ def check_health(
         stuck, ids = store.admin.stuck_tasks(since)
         found.update(stuck=stuck, stuck_ids=tuple(ids))
         found.update(_unimportable(store, registry))
+        if found.get("modules"):
+            missing = [d for d in settings.pythonpath if not os.path.isdir(d)]
+            found["missing_dirs"] = tuple(missing)
         found["waiting"] = store.count_tasks(TaskFilter(statuses=_active()))
         found["paused"] = tuple(store.queues.pauses())
         lock, holder = lock_state(settings.lock_path)
@@ -171,8 +194,10 @@ def _runs(store: Store, settings: Settings) -> dict[str, Any]:
     last = latest[0].shown(settings.died_after, now) if latest else None
     last_ok = store.runs.last_ok_end()
     declared = bool(settings.processes or settings.retention_rules)
-    # No schema yet: nothing ever ran here, and check answers as it always did.
-    expected = not store.no_schema and (declared or last is not None)
+    # No schema yet: nothing ever ran here, and check answers as it always did. The
+    # demo's runs (`bgtaskex demo`) are no cron that stopped.
+    recorded = last is not None and last.process != DEMO_PROCESS
+    expected = not store.no_schema and (declared or recorded)
     stale_after, stale = settings.stale_after, False
     if expected and stale_after is not None:
         fresh = last_ok is not None and (now - last_ok).total_seconds() <= stale_after

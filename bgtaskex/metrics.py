@@ -64,7 +64,7 @@ def render(stats: Stats) -> str:
     runs = Gauge(
         "bgtaskex_runs_total",
         "Run records kept (see keep_finished, keep_failed), by outcome: ok, failed, "
-        "storage, died, running.",
+        "storage, died, running, refused.",
         ["outcome"],
         registry=registry,
     )

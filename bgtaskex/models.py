@@ -347,8 +347,13 @@ class RunSummary:
 
 
 #: A run's outcome (`bgtaskex runs`): "running" is stored while it goes on, and stays
-#: when it was killed; readers show such a run as "died" (`RunRecord.died`).
-RUN_OUTCOMES = ("ok", "failed", "storage", "running", "died")
+#: when it was killed; readers show such a run as "died" (`RunRecord.died`). "refused":
+#: a run-once that refused to start (exit 2: a declared module that cannot be imported,
+#: a pythonpath directory missing), recorded in one row as it ended.
+RUN_OUTCOMES = ("ok", "failed", "storage", "running", "died", "refused")
+#: The process name `bgtaskex demo` records its runs with: `check` does not count them
+#: as runs to expect more of (a try of the demo is no cron that stopped).
+DEMO_PROCESS = "demo"
 
 
 @dataclass(frozen=True, slots=True)

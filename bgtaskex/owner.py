@@ -23,6 +23,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+#: The host part of a holder name, at most: with the pid (7 digits), the mark (about 36
+#: characters) and the `/run.worker` suffix (12), the name fits the 100 characters of
+#: `claimed_by` and the run record's `holder`. A longer host name (Linux allows 64) cut
+#: there is harmless; a name cut in its mark would read as a dead process.
+HOST_PART = 40
+
 _runs: set[str] = set()  # the runs of this process going on now
 _runs_guard = threading.Lock()
 
@@ -80,7 +86,12 @@ os.register_at_fork(after_in_child=_mark_of_self.cache_clear)
 
 def holder_name() -> str:
     """This process's claim name: `host:pid:mark` (see the module docstring)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_mark_of_self()}"
+    return f"{_host()}:{os.getpid()}:{_mark_of_self()}"
+
+
+def _host() -> str:
+    """This host's name as a holder name gives it (`HOST_PART`)."""
+    return socket.gethostname()[:HOST_PART]
 
 
 def operator_name() -> str:
@@ -104,7 +115,7 @@ def holder_is_gone(claimed_by: str | None) -> bool:
     host, _, rest = claimed_by.partition(":")
     pid_text, _, mark = rest.partition(":")
     mark, _, worker = mark.partition("/")
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if host != _host() or not pid_text.isdigit():
         return False
     boot, _, rest = mark.partition(".")
     namespace, _, started = rest.partition(".")

@@ -30,6 +30,7 @@ def _ago(value: datetime) -> str:
 _STYLE = {
     "ok": "green",
     "storage": "bold red",
+    "refused": "bold red",
     "died": "bold red",
     "finished": "green",
     "done": "green",
@@ -431,7 +432,7 @@ def render_runs(runs: list[RunRecord]) -> Any:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold", pad_edge=False)
-    columns = ("ID", "RUN", "PROCESS", "HOST:PID", "STARTED", "DURATION", "OUTCOME")
+    columns = ("ID", "RUN", "PROCESS", "HOST:PID", "STARTED (UTC)", "DURATION", "OUTCOME")
     for column in (*columns, "COUNTS", "OVERRUN", "ERROR"):
         table.add_column(
             column,

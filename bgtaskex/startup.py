@@ -70,10 +70,12 @@ def refuse_if_busy(settings: Settings, wait: float) -> None:
         lock_for(settings.concurrency.lock).busy_before_start(settings)
 
 
-def record_idle(settings: Settings, plan: RunPlan, started_at: datetime) -> None:
+def record_idle(settings: Settings, plan: RunPlan, started_at: datetime) -> str | None:
     """Record the run-once that `idle_until` answered on SQLite as an ok run that did
     nothing, so that "nothing to do" reads apart from "no run" (`bgtaskex runs`,
-    `check`). Best effort, and without SQLAlchemy: one INSERT."""
+    `check`), deleting the run records past their retention as a full run would. Best
+    effort, and without SQLAlchemy: one transaction. Returns the run id
+    recorded, None when no record could be written."""
     import os
     import secrets
     import socket
@@ -95,4 +97,4 @@ def record_idle(settings: Settings, plan: RunPlan, started_at: datetime) -> None
         "budget": plan.budget,
         "outcome": "ok",
     }
-    record_idle_run(settings.url, row)
+    return run_id if record_idle_run(settings.url, row, settings.keep_ended) else None

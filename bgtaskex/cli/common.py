@@ -168,6 +168,20 @@ def duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> 
         raise click.BadParameter(str(err), param=param) from None
 
 
+def positive_duration(
+    _ctx: click.Context, param: click.Parameter, value: str | None
+) -> float | None:
+    """An option's duration that must pass (`bounds.POSITIVE_DURATION`), in seconds."""
+    if value is None:
+        return None
+    from ..bounds import POSITIVE_DURATION
+
+    try:
+        return POSITIVE_DURATION.seconds(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param=param) from None
+
+
 def filter_options(func: F) -> F:
     """The task filters shared by list, purge and retry --all-failed."""
     return _decorated(

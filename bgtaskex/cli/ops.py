@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from ..exceptions import BgtaskexError, Unhealthy, UsageError
-from .common import State, echo_json, pass_state, print_rich, remember
+from ..exceptions import BgtaskexError, Unhealthy
+from .common import State, echo_json, pass_state, positive_duration, print_rich, remember
 
 
 @click.command(
@@ -70,20 +70,21 @@ Examples:
 @click.option(
     "--failed-within",
     metavar="DURATION",
+    callback=positive_duration,
     help="Warn about tasks that failed within this long (default: off).",
 )
 @click.option("--json", "as_json", is_flag=True, help="As one JSON object (same exit code).")
 @pass_state
-def check(state: State, failed_within: str | None, as_json: bool) -> None:
+def check(state: State, failed_within: float | None, as_json: bool) -> None:
     """Health check for monitoring (Nagios style): the database answers, its schema is
     current, no task is stuck, runs end ok (see --stale-after), the last run neither
-    ended on a storage error nor died. One line; exit 0 when all is well, 1 otherwise.
-    Creates and migrates nothing: a database without the schema yet is OK, and says so."""
+    ended on a storage error, died nor was refused at start. One line; exit 0 when all
+    is well, 1 otherwise. Creates and migrates nothing: a database without the schema
+    yet is OK, and says so."""
     state.settings()  # a bad setting is a usage error (exit 2), not a health issue
-    within = _duration("--failed-within", failed_within)
     health = None
     try:
-        health = state.client(readonly=True).health(failed_within=within)
+        health = state.client(readonly=True).health(failed_within=failed_within)
         problems, notes = health.problems(), health.notes()
     except BgtaskexError as err:  # the database cannot be opened, its schema is outdated
         problems, notes = [str(err)], []
@@ -103,21 +104,6 @@ def check(state: State, failed_within: str | None, as_json: bool) -> None:
         raise Unhealthy(line)
 
 
-def _duration(option: str, value: str | None) -> float | None:
-    """A duration option (`30s`, `5m`, `2h`, `7d`) > 0, or UsageError (exit 2)."""
-    if value is None:
-        return None
-    from ..config import parse_duration
-
-    try:
-        seconds = parse_duration(value)
-    except ValueError as err:
-        raise UsageError(f"{option}: {err}") from None
-    if seconds <= 0:
-        raise UsageError(f"{option}: expected a duration > 0, got {value!r}")
-    return seconds
-
-
 @click.command(
     epilog="""\b
 Examples:
@@ -132,7 +118,7 @@ Examples:
 @pass_state
 def runs(state: State, limit: int, process_name: str | None, failed: bool, as_json: bool) -> None:
     """The record of the latest runs: when each started, how long it took, how it
-    ended (ok, failed, storage, died, running) and what it did. Every run that took its
+    ended (ok, failed, storage, died, running, refused) and what it did. Every run that took its
     lock is recorded; one that found the lock busy is not."""
     found = state.client(readonly=True).runs(limit=limit, process=process_name, failed=failed)
     if as_json:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..exceptions import Interrupted, LockBusy, OutsideWindow, TasksLeftWaiting
+from ..exceptions import ConfigError, Interrupted, LockBusy, OutsideWindow, TasksLeftWaiting
 from ..plan import RunPlan
 from .common import State, duration, echo_json, pass_state, print_rich, remember
 
@@ -100,7 +100,11 @@ def run_once(
     started_at = _now()
     from ..startup import check_runnable, idle_until
 
-    check_runnable(settings)  # a deploy slip is exit 2 even when nothing is due
+    try:
+        check_runnable(settings)  # a deploy slip is exit 2 even when nothing is due
+    except ConfigError as refused:
+        _record_refused(state, process, refused, started_at)
+        raise
     plan = _plan(settings, process, wait)
     idle, next_due = False, None
     if not isinstance(plan, OutsideWindow):
@@ -108,11 +112,11 @@ def run_once(
     if idle and not isinstance(plan, OutsideWindow):
         from ..startup import record_idle
 
-        record_idle(settings, plan, started_at)
+        run_id = record_idle(settings, plan, started_at)
         elapsed = time.monotonic() - began
         due = _iso(next_due)
         if as_json:
-            report = {"run_id": None, "idle": True, "elapsed": elapsed, "next_due_at": due}
+            report = {"run_id": run_id, "idle": True, "elapsed": elapsed, "next_due_at": due}
             click.echo(json.dumps(report))
         elif not quiet:
             click.echo(f"nothing due ({elapsed:.2f}s)" + (f"; next due at {due}" if due else ""))
@@ -134,6 +138,19 @@ def run_once(
     if as_json and not summary.actions:  # found nothing due: say when something will be
         next_due = state.client().next_due_at(None if isinstance(plan, OutsideWindow) else plan)
     _report(summary, stop, as_json=as_json, quiet=quiet, next_due=next_due)
+
+
+def _record_refused(
+    state: State, process: Process | None, refused: ConfigError, started_at: datetime
+) -> None:
+    """Record a run refused at start, so that `check` and `runs --failed` tell; best
+    effort: the refusal is what the caller must see."""
+    import logging
+
+    try:
+        state.client(readonly=True).record_refused(refused, process=process, started_at=started_at)
+    except Exception as err:  # the database may be down too
+        logging.getLogger("bgtaskex.runner").debug("refused start not recorded: %s", err)
 
 
 def _now() -> datetime:
@@ -174,7 +191,11 @@ def _run(
 
     settings = state.settings()
     refuse_if_busy(settings, wait)
-    import_declared(settings)
+    try:
+        import_declared(settings)
+    except ConfigError as refused:
+        _record_refused(state, process, refused, _now())
+        raise
     client = state.client()
     observer = None
     if live:

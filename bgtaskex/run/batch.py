@@ -11,7 +11,7 @@ locks), so that costs no commit either.
 
 A task cancelled or taken over by another run meanwhile makes the store refuse its
 changes: the others are written one by one, and the refused task is ended as cancelled
-or counted as lost (`flush` reconciles the counts of tasks already done with).
+or counted as lost (a task's outcome is counted once its last writes are in).
 """
 
 from __future__ import annotations
@@ -179,25 +179,27 @@ class WriteBatch:
         return {change.task_id for change in self.unwritten}
 
     def count(self, task_id: int, outcome: Outcome, name: str = "") -> None:
-        """Count how the run left a task (recounted if its last writes are refused).
-        A task's end is logged once its last writes are in: a cancel that comes before
-        they are makes it cancelled, not finished."""
+        """Count how the run left a task, once its last writes are in (recounted if they
+        are refused; never counted if a storage error loses them, so the record of a run
+        that such an error ended counts only what was committed). A task's end is logged
+        then too: a cancel that comes before makes it cancelled, not finished."""
         if any(change.task_id == task_id for change in self.unwritten):
             self._ended[task_id] = outcome
             self._names[task_id] = name
         else:
             self._log_end(task_id, name, outcome)
-        self.counts[outcome] += 1
+            self.counts[outcome] += 1
 
     def _log_end(self, task_id: int, name: str, outcome: Outcome) -> None:
         if outcome in _LOGGED_ENDS:
             log.info("run %s: task %s (%s) %s", self.run_id, task_id, name, outcome.value)
 
     def _settle(self, refused: Collection[int] = ()) -> None:
-        """Log the end of the tasks done with whose last writes are now in."""
+        """Count and log the end of the tasks done with whose last writes are now in."""
         for task_id, outcome in self._ended.items():
             if task_id not in refused:
                 self._log_end(task_id, self._names.get(task_id, ""), outcome)
+                self.counts[outcome] += 1
         self._ended.clear()
         self._names.clear()
 
@@ -270,7 +272,5 @@ class WriteBatch:
         else:
             log.warning("run %s: %s; its last writes are dropped", self.run_id, err)
             now = Outcome.LOST
-        outcome = self._ended.get(task_id)
-        if outcome is not None:
-            self.counts[outcome] -= 1
+        if task_id in self._ended:  # counted as `now`, not as what the run decided
             self.counts[now] += 1

@@ -141,3 +141,5 @@ class Overrun:
         )
         with suppress(Exception):  # refused or unreachable: the next run says crash
             self.store.apply(change)
+        with suppress(Exception):  # unreachable: its record reads "died" all the same
+            self.store.run_killed(self.run_id, f"killed (exit {KILLED_EXIT}): {why}")

@@ -19,10 +19,11 @@ from ..exceptions import ConfigError
 from ..pythonpath import cwd_hint, import_hint, require, use
 from .locks import lock_for
 
-HOW_TO_DECLARE = (
-    "--import MODULE, the config's 'imports' or BGTASKEX_IMPORTS; and check that it is "
-    "on the Python path: installed into bgtaskex's venv, or in a directory of the config's "
-    "pythonpath"
+HOW_TO_DECLARE = "--import MODULE, the config's 'imports' or BGTASKEX_IMPORTS"
+#: How to make a declared module that cannot be found findable.
+ON_THE_PATH = (
+    "put it on the Python path: install it into bgtaskex's venv, or add its directory to "
+    "the config's pythonpath"
 )
 
 

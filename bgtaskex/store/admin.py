@@ -138,8 +138,11 @@ class Admin:
         while deadline is None or time.time() < deadline:
             with self._store._write() as conn:
                 # In the order of ix_status_ended_at: a batch reads `batch` index entries
-                # instead of sorting every purgeable task.
-                ids = list(conn.execute(ended_ids(where, batch)).scalars())
+                # instead of sorting every purgeable task. Locked as selected, passing
+                # over rows another writer holds: a task a concurrent retry puts back in
+                # the queue is re-read (not ended: left) or skipped, never deleted.
+                batch_ids = ended_ids(where, batch).with_for_update(skip_locked=True)
+                ids = list(conn.execute(batch_ids).scalars())
                 if not ids:
                     break
                 conn.execute(delete(t.events).where(t.events.c.task_id.in_(ids)))

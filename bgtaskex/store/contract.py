@@ -105,6 +105,12 @@ class RunStorage(Protocol):
         the call returns; returns the row's id for `run_ended`."""
         ...
 
+    def run_killed(self, run_id: str, error: str) -> None:
+        """Record that run `run_id` is being killed (exit 7, a hook past `kill_after`),
+        in one transaction: outcome "died", ended_at (now) and `error` (why), if its
+        record still says "running". Called from the killing watchdog's thread."""
+        ...
+
     def run_ended(
         self, record: int, outcome: str, summary: RunSummary, error: str | None = None
     ) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..urls import sqlite_path
 
@@ -84,8 +84,9 @@ def sqlite_idle_until(
             ).fetchone()
             if old is not None:
                 return False, None
-        if _runs_expired(conn, keep_ended or {}, now):
-            return False, None
+        # Run records past their retention are no work: the idle run's own record
+        # deletes them (`record_idle_run`). Counted as work, they made every idle
+        # run-once a full run with keep_finished = 0 (the last run's row expired).
         # Nothing is due: every waiting task has a not_before ahead (the due index's).
         query, args = _waiting_query("min(not_before)", routing)
         later = conn.execute(query, args).fetchone()[0]
@@ -96,8 +97,9 @@ def sqlite_idle_until(
         conn.close()
 
 
-def _runs_expired(conn: Any, keep: Mapping[str, float], now: datetime) -> bool:
-    """Whether a run record is past its retention (`runs.expired`, as SQL text)."""
+def _expired_runs(keep: Mapping[str, float], now: datetime) -> list[tuple[str, str]]:
+    """The conditions of the run records past their retention (`runs.expired`, as SQL
+    text), each with its cutoff."""
     checks: list[tuple[str, datetime]] = []
     if "finished" in keep:
         checks.append(
@@ -108,18 +110,18 @@ def _runs_expired(conn: Any, keep: Mapping[str, float], now: datetime) -> bool:
         checks.append(("outcome NOT IN ('ok', 'running') AND ended_at < ?", cutoff))
         cutoff = now - timedelta(seconds=max(keep["failed"], DEAD_AFTER))
         checks.append(("outcome = 'running' AND started_at < ?", cutoff))
-    for condition, cutoff in checks:
-        query = f"SELECT 1 FROM bgtaskex_runs WHERE {condition} LIMIT 1"
-        if conn.execute(query, (_stamp(cutoff),)).fetchone() is not None:
-            return True
-    return False
+    return [(condition, _stamp(cutoff)) for condition, cutoff in checks]
 
 
-def record_idle_run(url: str, row: Mapping[str, object]) -> bool:
+def record_idle_run(
+    url: str, row: Mapping[str, object], keep_ended: Mapping[str, float] | None = None
+) -> bool:
     """Record a run-once that `sqlite_idle_until` found idle (no lock taken, no task
     touched) as an ok run: one INSERT of `row` (the columns of `runs.start_values`,
-    plus ended_at) into the SQLite file of `url`, with the standard library. Best
-    effort: False when it could not be written (the run itself was fine)."""
+    plus ended_at) into the SQLite file of `url`, with the standard library, in one
+    transaction with the DELETE of the run records past `keep_ended` (the retention a
+    full run applies, `runs.expired`). Best effort: False when it could not be written
+    (the run itself was fine)."""
     path = sqlite_path(url)
     if path is None or not path.exists():
         return False
@@ -134,6 +136,9 @@ def record_idle_run(url: str, row: Mapping[str, object]) -> bool:
         return False
     try:
         with conn:  # one transaction, committed
+            now = datetime.now(UTC)
+            for condition, cutoff in _expired_runs(keep_ended or {}, now):
+                conn.execute(f"DELETE FROM bgtaskex_runs WHERE {condition}", (cutoff,))
             conn.execute(
                 f"INSERT INTO bgtaskex_runs ({names}) VALUES ({marks})", tuple(values.values())
             )

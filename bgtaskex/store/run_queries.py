@@ -216,6 +216,10 @@ class RunQueries:
         """Record a run as it starts, outcome "running"; returns the record's id."""
         return self.runs.start(start)
 
+    def run_killed(self, run_id: str, error: str) -> None:
+        """Record run `run_id` as died with `error`, if its record still says running."""
+        self.runs.killed(run_id, error)
+
     def run_ended(
         self, record: int, outcome: str, summary: RunSummary, error: str | None = None
     ) -> None:

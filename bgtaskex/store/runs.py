@@ -50,7 +50,7 @@ def start_values(start: RunStart) -> dict[str, Any]:
 
 def expired(keep: Mapping[str, float], now: datetime) -> Any:
     """The condition of the run rows past their retention: ok runs after `keep`'s
-    "finished" seconds, the others (failed, storage, died) after its "failed" seconds
+    "finished" seconds, the others (failed, storage, died, refused) after its "failed" seconds
     (those absent: kept forever). A row still "running" (its run died) counts from
     its start, and is kept a day at least."""
     found = []
@@ -80,6 +80,27 @@ class Runs:
             key = result.inserted_primary_key
             assert key is not None
             return int(key[0])
+
+    def refused(self, start: RunStart, error: str) -> int:
+        """Record a run that refused to start: one row, outcome "refused", ended as it
+        is written, with the (masked) error; returns its row's id."""
+        values = start_values(start)
+        values.update(outcome="refused", ended_at=_now(), error=error)
+        with self._store._write() as conn:
+            result = conn.execute(insert(t.runs).values(values))
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def killed(self, run_id: str, error: str) -> None:
+        """Record the run `run_id` killed by its own hard limit: outcome "died", ended
+        now, with `error` (why); only while its row still says "running"."""
+        c = t.runs.c
+        values = {"outcome": "died", "ended_at": _now(), "error": error[:2000]}
+        with self._store._write() as conn:
+            conn.execute(
+                update(t.runs).where(c.run_id == run_id, c.outcome == "running").values(values)
+            )
 
     def end(self, row_id: int, outcome: str, summary: RunSummary, error: str | None) -> None:
         """Record the end of the run of row `row_id`: its outcome, counts, largest

@@ -116,6 +116,14 @@ def test_check_warns_about_tasks_waiting_for_a_module(
     assert "3 task(s) wait for a module that cannot be imported: slipjobs (not found)" in (
         off_path.stdout
     ), describe(off_path)
+    # attack15a F6: the advice matches the reason (it said "declare it" for this one).
+    assert "declare it" not in off_path.stdout, describe(off_path)
+    assert "(put it on the Python path: install it" in off_path.stdout, describe(off_path)
+
+    gone = str(Path(app["PYTHONPATH"].split(os.pathsep)[0]) / "removed")
+    named = bgx(*url, "--import", "slipjobs", "--pythonpath", gone, "check")
+    assert named.returncode == 1, describe(named)
+    assert f"names a directory that does not exist: {gone})" in named.stdout, describe(named)
 
     fine = bgx(*url, "--import", "slipjobs", "check", env=app)
     assert fine.returncode == 0 and fine.stdout.startswith("BGTASKEX OK - "), describe(fine)
@@ -185,3 +193,39 @@ def test_the_daemon_leaves_such_tasks_waiting_and_keeps_running(
     assert any("slipjobs" in line and "--import" in line for line in daemon.log().splitlines())
     daemon.stop()
     assert action_state(sqlite_url, task_id) == ("created", [("pending", 0)])
+
+
+def test_a_run_refused_at_start_is_recorded_and_check_warns(
+    bgx: Bgx, sqlite_url: str, tmp_path: Path
+) -> None:
+    """attack15a F12: a run-once refused at start (exit 2: a declared module that
+    raises at import, a pythonpath directory gone) left no record and `check` said OK.
+    Now one row, outcome "refused", its error masked; none without the schema."""
+    url = ("--database-url", sqlite_url)
+    gone = ("--pythonpath", str(tmp_path / "gone"))
+    refused = bgx(*url, *gone, "run-once")
+    assert refused.returncode == 2, describe(refused)
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()  # no schema: no record
+
+    bgx.ok(*url, "enqueue", "due", "bgtaskex.examples:NothingToDo", "-q")
+    where = tmp_path / "broken"
+    where.mkdir()
+    (where / "brokenjobs.py").write_text(
+        'raise KeyError("postgresql://app:s3cret@db.example/app")\n', encoding="utf-8"
+    )
+    broken = bgx(*url, "--pythonpath", where, "--import", "brokenjobs", "run-once")
+    assert broken.returncode == 2, describe(broken)
+    check = bgx(*url, "check")
+    assert check.returncode == 1, describe(check)
+    assert "was refused at start: declared module 'brokenjobs' cannot be imported: KeyError" in (
+        check.stdout
+    ), describe(check)
+    assert "s3cret" not in check.stdout and "db.example" in check.stdout, describe(check)
+
+    assert bgx(*url, *gone, "run-once").returncode == 2  # refused even when idle
+    newest, older = bgx.json(*url, "runs", "--failed", "--json")
+    assert (newest["outcome"], older["outcome"]) == ("refused", "refused"), (newest, older)
+    assert "gone does not exist" in newest["error"] and newest["ended_at"], newest
+
+    bgx.ok(*url, "run-once", "-q")  # fixed: the warning goes with the next run ok
+    assert "refused" not in bgx(*url, "check").stdout

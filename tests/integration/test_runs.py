@@ -25,8 +25,10 @@ from bgtaskex.exceptions import LockBusy, StorageError
 from bgtaskex.metrics import render
 from bgtaskex.models import RunStart, RunSummary, Task
 from bgtaskex.owner import holder_name
+from bgtaskex.plan import RunPlan
 from bgtaskex.run.locks import lock_for
 from bgtaskex.run.observer import RunObserver
+from bgtaskex.startup import record_idle
 from bgtaskex.store import Store
 from bgtaskex.store.probe import sqlite_idle
 from tests.conftest import TEST_RETRY_DELAY
@@ -178,6 +180,40 @@ def test_a_storage_error_mid_run_is_recorded_as_storage(client: Client) -> None:
     assert not [p for p in client.health().problems() if "last run" in p]
 
 
+class HidesTheEvents(Action):
+    """Takes the table of events away, then is done: the write of its finish fails
+    (twice: a storage error ends the run), and its task stays running."""
+
+    def execute(self, deadline: float) -> bool:
+        killer = sqlalchemy.create_engine(_RUN_STORE[0].url)
+        try:
+            with killer.begin() as conn:
+                _rename_runs(conn, "bgtaskex_events", "bgtaskex_events_hidden")
+        finally:
+            killer.dispose()
+        return True
+
+
+def test_a_run_record_counts_only_the_ends_that_were_committed(tmp_path: Path) -> None:
+    """attack15b F3: a finish whose write a storage error lost is not counted finished
+    (the task is still running); the execute called (its start committed) is."""
+    url = f"sqlite:///{tmp_path / 'hidden.db'}"
+    settings = Settings(database_url=url, lock_file=str(tmp_path / "lock"), imports=(HERE,))
+    with connect(settings=settings) as client:
+        client.enqueue("hidden", [f"{HERE}:HidesTheEvents"])
+        _RUN_STORE[:] = [client.store]
+        try:
+            with pytest.raises(StorageError):
+                client.run_once()
+        finally:
+            _RUN_STORE.clear()
+        with client.store._engine.begin() as conn:
+            _rename_runs(conn, "bgtaskex_events_hidden", "bgtaskex_events")
+        (run,) = client.runs()
+        assert client.list_tasks()[0].status == "running"
+        assert (run.outcome, run.finished, run.actions) == ("storage", 0, 1), run
+
+
 def test_a_run_whose_end_cannot_be_written_either_stays_running(
     client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -272,16 +308,26 @@ def test_a_run_purges_the_run_records_past_their_retention(client: Client) -> No
     assert old != newer
 
 
-def test_the_idle_probe_leaves_expired_run_records_to_a_full_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keep_finished", [0.0, 30 * 86400.0])
+def test_the_idle_run_once_deletes_expired_run_records_itself(
+    tmp_path: Path, keep_finished: float
+) -> None:
+    """attack15b F6: an expired run record counted as work, so with keep_finished = 0
+    (the last run's own row expired at once) every idle run-once was a full run. Now
+    the probe stays idle and the idle run's record deletes what expired."""
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", lock_file=str(tmp_path / "l")
+        database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
+        lock_file=str(tmp_path / "l"),
+        keep_finished=keep_finished,
     )
     with connect(settings=settings) as client:
         client.run_once()
-        assert sqlite_idle(settings.url, settings.keep_ended)
         (record,) = client.runs()
         _age(client, record.id, 40 * 86400)
-        assert not sqlite_idle(settings.url, settings.keep_ended)  # cron's run purges it
+        assert sqlite_idle(settings.url, settings.keep_ended)  # no work: the fast path
+        plan = RunPlan.of(settings, None)
+        run_id = record_idle(settings, plan, datetime.now(UTC))
+        assert [r.run_id for r in client.runs()] == [run_id]  # the expired one went
 
 
 # -- Prometheus --------------------------------------------------------------------------

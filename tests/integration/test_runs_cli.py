@@ -135,6 +135,7 @@ def test_runs_lists_runs_newest_first_with_filters_and_json(bg: Bg, client: Clie
         "PROCESS",
         "HOST:PID",
         "STARTED",
+        "(UTC)",  # attack15a: the column was UTC, unlabelled
         "DURATION",
         "OUTCOME",
         "COUNTS",
@@ -207,6 +208,20 @@ def test_check_stale_after_is_validated(bg: Bg) -> None:
         assert len(result.err.splitlines()) == 1
     result = bg("check", "--failed-within", "nope")
     assert result.code == 2 and "--failed-within" in result.err, result.describe()
+
+
+@pytest.mark.parametrize(
+    "args", [("--stuck-after", "x"), ("--stale-after", "0"), ("--failed-within", "0")]
+)
+def test_check_json_on_bad_input_prints_one_error_line_and_no_object(
+    bg: Bg, args: tuple[str, ...]
+) -> None:
+    """attack15a F8, as README says it: exit 2 prints no JSON (a monitor reads the
+    exit code first), one error line on stderr."""
+    result = bg("check", "--json", *args)
+    assert result.code == 2 and result.out == "", result.describe()
+    (line,) = result.err.splitlines()
+    assert line.startswith("bgtaskex: error: "), result.describe()
 
 
 # -- check: the last run ended on storage, or died -------------------------------------

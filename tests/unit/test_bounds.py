@@ -19,6 +19,7 @@ from bgtaskex.bounds import (
     LEASE,
     POLL,
     POSITIVE_DURATION,
+    POSITIVE_DURATION_OR_NEVER,
     DurationRule,
 )
 from bgtaskex.concurrency import WORKERS
@@ -28,6 +29,7 @@ from tests.support.cli import run_cli
 SETTINGS: dict[str, tuple[str, tuple[str, str] | None]] = {
     "max_execution_time": (POSITIVE_DURATION.text, ("run-once", "--max-execution-time")),
     "stuck_after": (POSITIVE_DURATION.text, ("check", "--stuck-after")),
+    "stale_after": (POSITIVE_DURATION_OR_NEVER.text, ("check", "--stale-after")),
     "stop_timeout": (POSITIVE_DURATION.text, None),
     "kill_after": (DURATION_OR_NEVER.text, ("run-once", "--kill-after")),
     "keep_finished": (KEEP_FOR.text, None),
@@ -47,7 +49,8 @@ BAD_FOR_POSITIVE = ["0", '"0s"']
 def _cases() -> list[tuple[str, str]]:
     found = []
     for key, (text, _option) in SETTINGS.items():
-        values = BAD + (BAD_FOR_POSITIVE if text == POSITIVE_DURATION.text else [])
+        positive = text in (POSITIVE_DURATION.text, POSITIVE_DURATION_OR_NEVER.text)
+        values = BAD + (BAD_FOR_POSITIVE if positive else [])
         if key in ("max_attempts",):
             values = [v for v in BAD if v != '"36501d"'] + ["0", '"two"', "1.5"]
         if key == "max_params_bytes":
@@ -129,6 +132,16 @@ def test_duration_options_say_the_rule_of_every_duration(
     url = ("--database-url", f"sqlite:///{tmp_path / 'bounds.db'}")
     line = _error(run_cli(*url, "--import", "tests.scripted", *args, value))
     assert f"'{args[-1]}': expected {DURATION.text}, got {value!r}" in line, line
+
+
+@pytest.mark.parametrize("value", ["-1h", "0", "0s", "soon", "36501d"])
+def test_check_failed_within_says_the_rule_of_a_duration_that_must_pass(
+    value: str, tmp_path: Path, isolated: None
+) -> None:
+    """attack15a F1: it said ">= 0" for -1h and "> 0" for 0, in a form of its own."""
+    url = ("--database-url", f"sqlite:///{tmp_path / 'bounds.db'}")
+    line = _error(run_cli(*url, "check", "--failed-within", value))
+    assert f"'--failed-within': expected {POSITIVE_DURATION.text}, got {value!r}" in line, line
 
 
 #: Settings inside tables: (config file text, BGTASKEX_* variable and value or None,

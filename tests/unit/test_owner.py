@@ -56,3 +56,15 @@ def test_this_process_is_gone_only_for_runs_it_no_longer_has() -> None:
     with running("feedc0de"):
         assert not holder_is_gone(claim)
     assert holder_is_gone(claim)
+
+
+def test_a_long_host_name_leaves_the_mark_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """attack15b F11: with a 64-character host name the name was cut to 100 characters
+    inside its mark, and a live run read as dead (its task taken over while it ran)."""
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "h" * 60 + ".example")
+    claim = f"{holder_name()}/feed0001.63"
+    with running("feed0001"):
+        assert not holder_is_gone(claim[:100])  # as stored: Str(100)
+    assert len(claim) <= 100
