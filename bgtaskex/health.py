@@ -8,18 +8,35 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import BgtaskexError, InvalidRef
 from .models import ACTIVE_STATUSES, DEMO_PROCESS, QueuePause, RunRecord, TaskFilter
+from .processes import DEFAULT_EVERY, Process
 from .registry import parse_ref
 from .run.file_lock import describe_holder, lock_state
 from .run.preflight import HOW_TO_DECLARE, ON_THE_PATH, findable
+from .walltime import local_zone
 
 if TYPE_CHECKING:
     from .config import Settings
     from .registry import Registry
     from .store.core import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Late:
+    """A process (None: the plain `run-once` runs) none of whose runs ended ok within
+    `expected_within` seconds (its gap, budget and `stale_after`)."""
+
+    process: str | None
+    last_ok_end: datetime | None  # None: none of its kept runs ended ok
+    expected_within: float
+
+
+#: The shown outcomes of a process's latest run that `check` warns about.
+FAILING = ("died", "refused", "storage", "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +57,12 @@ class Health:
     paused: tuple[QueuePause, ...] = ()  # the queues an operator paused
     stale_after: float | None = None  # no run ended ok this long is a problem; None: never
     run_expected: bool = False  # a process is configured, or a run was recorded before
-    stale: bool = False  # a run is expected and none ended ok within stale_after
+    stale: bool = False  # `late` is not empty
     last_run: RunRecord | None = None  # the latest run recorded ("died" told)
     last_ok_end: datetime | None = None  # when the last run that ended ok ended
+    late: tuple[Late, ...] = ()  # the processes (None: plain runs) late to end a run ok
+    failing: tuple[RunRecord, ...] = ()  # latest runs (one per process) that did not end ok
+    not_run: tuple[str, ...] = ()  # declared processes with no run recorded yet
     failed_within: float | None = None  # `--failed-within`, in seconds; None: not looked
     failed_recently: int | None = None  # tasks that failed within it...
     failed_ids: tuple[int, ...] = ()  # ...the latest of them
@@ -98,27 +118,17 @@ class Health:
         return "; ".join(advice)
 
     def _run_problems(self) -> list[str]:
-        found: list[str] = []
-        if self.stale:
-            within = _seconds(self.stale_after or 0)
-            if self.last_ok_end is None:
-                found.append(
-                    f"no run has ended ok yet (stale_after {within}): "
-                    "is cron or the daemon running?"
-                )
+        found = [_late_sentence(late, self.stale_after) for late in self.late]
+        for run in self.failing:
+            if run.outcome == "storage":
+                found.append(f"the last run ({_named(run)}) ended on a storage error: {run.error}")
+            elif run.outcome == "died":
+                why = f": {run.error}" if run.error else " (killed?)"
+                found.append(f"the last run ({_named(run)}) died before its end{why}")
+            elif run.outcome == "refused":
+                found.append(f"the last run ({_named(run)}) was refused at start: {run.error}")
             else:
-                found.append(
-                    f"no run has ended ok within {within} "
-                    f"(the last one ended at {_at(self.last_ok_end)})"
-                )
-        last = self.last_run
-        if last is not None and last.outcome == "storage":
-            found.append(f"the last run ({_named(last)}) ended on a storage error: {last.error}")
-        elif last is not None and last.outcome == "died":
-            why = f": {last.error}" if last.error else " (killed?)"
-            found.append(f"the last run ({_named(last)}) died before its end{why}")
-        elif last is not None and last.outcome == "refused":
-            found.append(f"the last run ({_named(last)}) was refused at start: {last.error}")
+                found.append(f"the last run ({_named(run)}) failed: {run.error}")
         return found
 
     def notes(self) -> list[str]:
@@ -134,8 +144,9 @@ class Health:
             found.append(f"stale lock file of a dead run{self.lock_holder}, harmless")
         if self.paused:
             found.append(f"paused queue(s): {', '.join(p.queue for p in self.paused)}")
+        found += [f"process {name} has not run yet" for name in self.not_run]
         last = self.last_run
-        if last is not None and last.outcome in ("ok", "failed", "running"):
+        if last is not None and last.outcome in ("ok", "running"):
             found.append(f"last run {last.outcome} ({_named(last)})")
         return found
 
@@ -146,6 +157,24 @@ def _seconds(value: float) -> str:
 
 def _at(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _late_sentence(late: Late, stale_after: float | None) -> str:
+    within = _seconds(late.expected_within)
+    if late.process is None:  # plain runs: the sentences check always had
+        if late.last_ok_end is None:
+            return (
+                f"no run has ended ok yet (stale_after {_seconds(stale_after or 0)}): "
+                "is cron or the daemon running?"
+            )
+        ended = _at(late.last_ok_end)
+        return f"no run has ended ok within {within} (the last one ended at {ended})"
+    if late.last_ok_end is None:
+        return f"no run of process {late.process} has ended ok yet (expected within {within})"
+    return (
+        f"no run of process {late.process} has ended ok within {within} "
+        f"(the last one ended at {_at(late.last_ok_end)}): is the daemon running?"
+    )
 
 
 def _named(run: RunRecord) -> str:
@@ -184,28 +213,93 @@ def check_health(
 
 
 def _runs(store: Store, settings: Settings) -> dict[str, Any]:
-    """The last run, the end of the last one that ended ok, and whether that is too
-    long ago. A run is expected once a process is configured (or retention rules), or
-    once a run was recorded (cron ran, and stopped?), not before the schema exists; a
-    run going on that started
-    within its budget plus `stale_after` counts as fresh."""
+    """The record of runs, per process: the last run, the latest run of each process
+    that did not end ok (`FAILING`), the processes late to end a run ok (`_late`), and
+    the declared processes that never ran. Nothing is expected before the schema
+    exists; the demo's runs (`bgtaskex demo`) never count."""
     now = datetime.now(UTC)
     latest = store.runs.recent(limit=1)
     last = latest[0].shown(settings.died_after, now) if latest else None
-    last_ok = store.runs.last_ok_end()
+    ends = store.runs.last_ok_ends()
+    last_ok = max(ends.values(), default=None)
+    found: dict[str, Any] = {"last_run": last, "last_ok_end": last_ok}
+    if store.no_schema:
+        return found
+    runs = {
+        r.process: r.shown(settings.died_after, now)
+        for r in store.runs.latest_each()
+        if r.process != DEMO_PROCESS
+    }
     declared = bool(settings.processes or settings.retention_rules)
-    # No schema yet: nothing ever ran here, and check answers as it always did. The
-    # demo's runs (`bgtaskex demo`) are no cron that stopped.
-    recorded = last is not None and last.process != DEMO_PROCESS
-    expected = not store.no_schema and (declared or recorded)
-    stale_after, stale = settings.stale_after, False
-    if expected and stale_after is not None:
-        fresh = last_ok is not None and (now - last_ok).total_seconds() <= stale_after
-        going = last is not None and last.outcome == "running"
-        if going and last is not None:
-            fresh = fresh or (now - last.started_at).total_seconds() <= last.budget + stale_after
-        stale = not fresh
-    return {"run_expected": expected, "stale": stale, "last_run": last, "last_ok_end": last_ok}
+    scheduled = settings.scheduled
+    # The processes of this config, the plain runs, and (as check always did) the
+    # process of the last run whatever it is.
+    looked: set[str | None] = {p.name for p in scheduled} | {None}
+    looked |= {last.process} if last else set()
+    failing = [runs[p] for p in looked if p in runs and runs[p].outcome in FAILING]
+    late = [_late(p, runs.get(p.name), ends.get(p.name), settings, now) for p in scheduled]
+    if None in runs and not declared:  # plain runs from cron: any ok run counts
+        any_ok = max((v for k, v in ends.items() if k != DEMO_PROCESS), default=None)
+        late.append(_late(None, runs[None], any_ok, settings, now))
+    found_late = tuple(x for x in late if x is not None)
+    return found | {
+        "run_expected": declared or bool(runs),
+        "stale": bool(found_late),
+        "late": found_late,
+        "failing": tuple(sorted(failing, key=lambda r: r.id, reverse=True)),
+        "not_run": tuple(p.name for p in scheduled if declared and p.name not in runs),
+    }
+
+
+def _late(
+    process: Process | None,
+    latest: RunRecord | None,
+    last_ok: datetime | None,
+    settings: Settings,
+    now: datetime,
+) -> Late | None:
+    """Whether `process` (None: the plain runs, which any ok run keeps fresh) is late:
+    no run of it ended ok within its expected gap (`every`, or the longest gap between
+    its next cron times) plus its budget plus `stale_after`; counted from the last ok
+    end, or the start of its latest run when none ended ok. Not late: a process that
+    never ran, one whose window is closed now (counted from the window's start when it
+    is open), a run of it going on within its budget plus `stale_after`."""
+    stale_after = settings.stale_after
+    if latest is None or stale_after is None:
+        return None
+    limit, since = stale_after, last_ok or latest.started_at
+    if process is not None:
+        if process.window is not None:
+            local = now.astimezone(local_zone())
+            opened = process.window.window_start(local)
+            if opened is None:
+                return None
+            since = max(since, opened)
+        budget = process.max_execution_time or settings.max_execution_time
+        limit += _gap(process, now) + budget
+    if latest.outcome == "running" and _age(latest.started_at) <= latest.budget + stale_after:
+        return None
+    if (now - since).total_seconds() <= limit:
+        return None
+    return Late(process.name if process else None, last_ok, limit)
+
+
+def _gap(process: Process, now: datetime, fires: int = 8) -> float:
+    """The longest time between two runs of `process`: its `every`, or the longest
+    gap between its next `fires` cron times from `now`."""
+    if not process.cron:
+        return process.every or DEFAULT_EVERY
+    trigger = process.trigger()
+    times: list[datetime] = []
+    moment = now
+    while len(times) < fires:
+        fire = trigger.get_next_fire_time(None, moment)
+        if fire is None:
+            break
+        times.append(fire)
+        moment = fire + timedelta(seconds=1)
+    gaps = [(b - a).total_seconds() for a, b in pairwise(times)]
+    return max(gaps, default=DEFAULT_EVERY)
 
 
 def _unimportable(store: Store, registry: Registry) -> dict[str, Any]:

@@ -311,6 +311,16 @@ def health_dict(health: Health, problems: list[str], notes: list[str]) -> dict[s
         "run_expected": health.run_expected,
         "last_run": run_dict(last) if last is not None else None,
         "last_ok_run_ended_at": _time(health.last_ok_end),
+        "stale": health.stale,
+        "late": [
+            {
+                "process": late.process,
+                "last_ok_run_ended_at": _time(late.last_ok_end),
+                "expected_within": late.expected_within,
+            }
+            for late in health.late
+        ],
+        "failing": [run_dict(run) for run in health.failing],
         "failed_within": health.failed_within,
         "failed_recently": health.failed_recently,
         "failed_recently_ids": list(health.failed_ids),

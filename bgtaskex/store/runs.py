@@ -132,6 +132,24 @@ class Runs:
         with self._store._read(single=True) as conn:
             return conn.execute(select(func.max(c.ended_at)).where(c.outcome == "ok")).scalar()
 
+    def last_ok_ends(self) -> dict[str | None, datetime]:
+        """When the last run that ended "ok" ended, per process (None: plain runs);
+        a process none of whose kept runs ended ok is absent."""
+        c = t.runs.c
+        query = select(c.process, func.max(c.ended_at)).where(c.outcome == "ok")
+        with self._store._read(single=True) as conn:
+            rows = conn.execute(query.group_by(c.process)).all()
+        return {process: ended for process, ended in rows if ended is not None}
+
+    def latest_each(self) -> list[RunRecord]:
+        """The latest recorded run (the highest id: rows are written as runs start) of
+        each process, plain runs (process None) included."""
+        c = t.runs.c
+        latest = select(func.max(c.id)).group_by(c.process)
+        with self._store._read(single=True) as conn:
+            rows = conn.execute(select(t.runs).where(c.id.in_(latest))).all()
+        return [run_record(row) for row in rows]
+
     def outcomes(self) -> tuple[dict[str, int], list[RunRecord]]:
         """How many rows are kept per stored outcome, and the rows still "running"
         (for the reader to tell the live from the dead)."""
