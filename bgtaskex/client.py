@@ -277,10 +277,10 @@ class Client:
     def health(self, *, failed_within: float | None = None) -> Health:
         """What `bgtaskex check` reports: tasks stuck past `settings.stuck_after`, tasks
         waiting for a module that cannot be imported, the queue's size, the run lock;
-        no run ended ok within `settings.stale_after` (when a run is expected), the
-        last run ended on storage or died; with `failed_within` (seconds), the tasks
-        that failed within it. An error of the database is reported in
-        `Health.error`, not raised."""
+        the processes late to end a run ok (`health._late`), the latest run of
+        each process that died, was refused, ended on storage or failed; with
+        `failed_within` (seconds), the tasks that failed within it. An error of the
+        database is reported in `Health.error`, not raised."""
         return check_health(self.store, self.registry, self.settings, failed_within)
 
     def events(self, task_id: int) -> list[Event]:

@@ -110,7 +110,7 @@ class Settings:
     keep_finished: float | None = 30 * 86400.0  # finished and cancelled tasks; None = forever
     keep_failed: float | None = 90 * 86400.0
     stuck_after: float = 180.0  # `check`: a task not ended and untouched this long is stuck
-    stale_after: float | None = 300.0  # `check`: no run ended ok this long; None: never
+    stale_after: float | None = 300.0  # `check`: slack before a process is late; None: never
     stop_timeout: float = 20.0  # the daemon's bound on a graceful stop
     log_format: str = "TEXT"
     max_params_bytes: int = 1024 * 1024  # an action's params, as JSON (see params_size)

@@ -55,7 +55,7 @@ class Health:
     lock_holder: str = ""  # who holds it, or held it ("stale": a run that died)
     error: str | None = None  # what stopped the look short (the database, the lock file)
     paused: tuple[QueuePause, ...] = ()  # the queues an operator paused
-    stale_after: float | None = None  # no run ended ok this long is a problem; None: never
+    stale_after: float | None = None  # slack before a process is late; None: never
     run_expected: bool = False  # a process is configured, or a run was recorded before
     stale: bool = False  # `late` is not empty
     last_run: RunRecord | None = None  # the latest run recorded ("died" told)

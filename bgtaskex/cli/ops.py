@@ -64,8 +64,8 @@ Examples:
     envvar="BGTASKEX_STALE_AFTER",
     callback=remember,
     expose_value=False,
-    help="Warn when no run has ended ok this long, once runs are expected "
-    "(default: config, 5m; never).",
+    help="Slack past a process's gap and budget before it is late; plain run-once "
+    "runs: none ended ok this long (default: config, 5m; never).",
 )
 @click.option(
     "--failed-within",
@@ -77,8 +77,9 @@ Examples:
 @pass_state
 def check(state: State, failed_within: float | None, as_json: bool) -> None:
     """Health check for monitoring (Nagios style): the database answers, its schema is
-    current, no task is stuck, runs end ok (see --stale-after), the last run neither
-    ended on a storage error, died nor was refused at start. One line; exit 0 when all
+    current, no task is stuck, each process's runs end ok in time (see --stale-after),
+    the latest run of each process neither failed, ended on a storage error, died nor
+    was refused at start. One line; exit 0 when all
     is well, 1 otherwise. Creates and migrates nothing: a database without the schema
     yet is OK, and says so."""
     state.settings()  # a bad setting is a usage error (exit 2), not a health issue
