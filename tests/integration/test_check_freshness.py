@@ -204,3 +204,21 @@ def test_plain_run_once_runs_from_cron_are_late_after_stale_after(
     (late,) = report["late"]
     assert (late["process"], late["expected_within"]) == (None, 300)
     assert run("--stale-after", "15m")[1]["problems"] == []
+
+
+def test_a_windowed_process_is_late_counted_from_its_window_opening(
+    client: Client, check: Callable[[str], Check]
+) -> None:
+    """Open now: its last ok run a day ago makes it late only once the window has
+    been open longer than its limit (60s + 30s + 300s)."""
+
+    def config(opened_ago: timedelta) -> Check:
+        now = datetime.now().astimezone()
+        start, end = now - opened_ago, now + timedelta(hours=2)  # may cross midnight
+        window = f'window = {{ start = "{start:%H:%M}", end = "{end:%H:%M}" }}\n'
+        return check('[[processes]]\nname = "nightly"\nevery = "1m"\n' + window)
+
+    _record(client, "nightly", "ok", 86400)
+    assert config(timedelta(minutes=3))()[1]["problems"] == []  # opened 3-4 minutes ago
+    (problem,) = config(timedelta(hours=2))()[1]["problems"]
+    assert problem.startswith("no run of process nightly has ended ok within 390s"), problem
