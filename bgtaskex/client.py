@@ -236,7 +236,7 @@ class Client:
 
     def pause(self, queue: str, reason: str | None = None) -> tuple[QueuePause, bool]:
         """Pause `queue`: from its next pick on, no run on any host takes a task of it;
-        a task executing finishes its current hook and stops before its next action.
+        a task executing finishes its current hook and stops before its next hook.
         Returns the pause and True when it is new; pausing a paused queue keeps its
         start and replaces its reason when one is given (see `queues.Queues.pause`)."""
         return self.store.queues.pause(check_queue(queue), pause_reason(reason), operator_name())

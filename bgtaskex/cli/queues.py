@@ -52,7 +52,7 @@ Examples:
 @pass_state
 def pause(state: State, queue: str, reason: str | None) -> None:
     """Pause QUEUE: from their next task on, the runs on every host take none of its
-    tasks; a task executing finishes its current hook and stops before its next action.
+    tasks; a task executing finishes its current hook and stops before its next hook.
     Pausing a paused queue keeps its start and replaces the reason when one is given."""
     paused, new = state.client().pause(queue, reason)
     from ..render import pause_line

@@ -11,6 +11,7 @@ a real subprocess), as is the daemon.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -307,3 +308,36 @@ def test_two_operators_pausing_at_once(server_url: str) -> None:
     finally:
         for client in clients:
             client.close()
+
+
+@pytest.mark.parametrize("hook", ["init", "change"])
+def test_a_pause_during_a_hook_stops_the_task_before_execute(
+    lite: Client, tmp_path: Path, hook: str
+) -> None:
+    """A pause that comes while init_params or change_params_on_error runs (and is
+    older than the pause-check interval when it returns): execute is not called; the
+    task is left `paused` with what the hook saved, and execute comes first once the
+    queue is resumed (init_params is not called again)."""
+    from tests.scripted import calls
+
+    lite.settings = replace(lite.settings, retry_delay=0.0)
+    log = str(tmp_path / "calls.jsonl")
+    url = lite.settings.database_url
+    params = {"url": url, "queue": "reports", "hook": hook, "log": log}
+    task = lite.enqueue("t", [("tests.ops_actions:PausesItsQueue", params)], queue="reports")
+    if hook == "change":
+        assert lite.run_once().errors == 1  # the first execute dies
+    before = len(calls(log))
+    summary = lite.run_once()
+    assert summary.paused == 1 and summary.actions == 0, summary.line()
+    assert calls(log)[before:] == [("A", hook)], "execute ran in a paused queue"
+    paused = lite.get(task)
+    assert paused.status == TaskStatus.PAUSED, paused
+    assert paused.actions[0].params["paused_in"] == hook
+    message = lite.events(task)[-1].message
+    assert message == "queue reports paused before execute of action 1", message
+
+    lite.resume("reports")
+    assert lite.run_once().finished == 1
+    assert calls(log)[before:] == [("A", hook), ("A", "execute")]
+    assert lite.get(task).status == TaskStatus.FINISHED
