@@ -250,11 +250,25 @@ def test_cli_shows_the_pause_everywhere(lite: Client, isolated: None) -> None:
         (("pause", ""), 2),
         (("pause", "q", "--reason", "x" * 501), 2),
         (("resume",), 2),
+        (("pause", "a\nb"), 2),  # a control character would break the one-line outputs
+        (("pause", "nul\x01x"), 2),
+        (("resume", "a\nb"), 2),
+        (("enqueue", "t", NOOP, "--queue", "x\ny"), 2),
+        (("enqueue", "a\nb", NOOP), 2),
+        (("enqueue", "tab\tbed", NOOP), 2),
     ):
         bad = _cli(lite, *args)
         lines = bad.err.strip().splitlines()
         assert bad.code == code and len(lines) == 1, bad.describe()
         assert lines[0].startswith("bgtaskex: error: ") and "Traceback" not in bad.err
+    assert [p.queue for p in lite.paused_queues()] == []
+    assert len(lite.list_tasks()) == 2
+    for bad_name in ("a\nb", "x\x7fy", "c1\x85c1"):
+        with pytest.raises(UsageError, match="without control characters"):
+            lite.enqueue(bad_name, [NOOP])
+        with pytest.raises(UsageError, match="without control characters"):
+            lite.enqueue("t", [NOOP], queue=bad_name)
+    assert lite.get(lite.enqueue(" t\n", [NOOP], queue="\treports ")).queue == "reports"
 
 
 def test_resume_wakes_the_daemons_on_postgresql(pg_schema_url: str, tmp_path: Path) -> None:
