@@ -164,7 +164,8 @@ class Client:
 
     def task_states(self, tasks: Iterable[Task]) -> dict[int, TaskState]:
         """What `list` says of each task, by id: the failed or next action, and a plain
-        state (`execute died (2/5), retry at 14:05:00 UTC`). Reads and imports nothing."""
+        state (`execute died (2/5), retry at 14:05:00 UTC`). Imports nothing; reads the
+        paused queues (one query) when a task has not ended."""
         from . import taskstate
 
         problem = taskstate.module_checker(self.registry)
@@ -175,8 +176,12 @@ class Client:
                 limits[ref] = taskstate.max_attempts_of(ref, self.registry, self.settings)
             return limits[ref]
 
+        tasks = list(tasks)
+        pauses: dict[str, QueuePause] = {}
+        if any(task.ended_at is None for task in tasks):  # one read, for queue_paused
+            pauses = {pause.queue: pause for pause in self.paused_queues()}
         now = datetime.now(UTC)
-        return {task.id: taskstate.task_state(task, problem, limit, now) for task in tasks}
+        return {task.id: taskstate.task_state(task, problem, limit, now, pauses) for task in tasks}
 
     def task_page(self, task_id: int, max_actions: int) -> tuple[Task, int]:
         """The task with its first `max_actions` actions (and the current one), and how

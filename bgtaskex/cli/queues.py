@@ -82,3 +82,11 @@ def paused_note(client: Client, tasks: list[Task]) -> list[str]:
     from ..render import pause_line
 
     return [pause_line(p) for p in client.paused_queues() if p.queue in shown]
+
+
+def enqueued_note(client: Client, queue: str) -> list[str]:
+    """For `enqueue` (on stderr): a line when the task's queue is paused."""
+    from ..render import enqueued_in_pause
+
+    name = queue.strip()
+    return [enqueued_in_pause(p) for p in client.paused_queues() if p.queue == name]

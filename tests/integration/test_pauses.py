@@ -10,6 +10,7 @@ a real subprocess), as is the daemon.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -215,7 +216,7 @@ def test_cli_shows_the_pause_everywhere(lite: Client, isolated: None) -> None:
     assert _cli(lite, "pause", "reports", "--reason", "maintenance").code == 0
 
     listed = _cli(lite, "list")
-    notes = [line for line in listed.lines() if "paused" in line]
+    notes = [line for line in listed.lines() if line.startswith("queue ")]
     assert len(notes) == 1 and notes[0].startswith("queue reports paused "), listed.describe()
     assert notes[0].endswith("(maintenance): no run takes its tasks"), notes
     assert "paused" not in _cli(lite, "list", "--queue", "default").out
@@ -355,3 +356,38 @@ def test_a_pause_during_a_hook_stops_the_task_before_execute(
     assert lite.run_once().finished == 1
     assert calls(log)[before:] == [("A", hook), ("A", "execute")]
     assert lite.get(task).status == TaskStatus.FINISHED
+
+
+def test_list_and_enqueue_say_the_queue_is_paused(lite: Client, isolated: None) -> None:
+    """A task of a paused queue has the plain state `queue paused (since ..., reason)`
+    (kind queue_paused), not `due`; `enqueue` into a paused queue says so on stderr and
+    queues the task all the same (exit 0)."""
+    assert _cli(lite, "pause", "reports", "--reason", "maintenance").code == 0
+    queued = _cli(lite, "enqueue", "r", NOOP, "--queue", "reports")
+    assert queued.code == 0 and queued.out.startswith("queued task "), queued.describe()
+    notes = queued.err.splitlines()
+    assert len(notes) == 1 and notes[0].startswith("note: queue reports is paused (since ")
+    assert notes[0].endswith(": maintenance); its tasks wait for bgtaskex resume reports"), (
+        queued.describe()
+    )
+    quiet = _cli(lite, "enqueue", "r2", NOOP, "--queue", "reports", "--quiet")
+    assert quiet.code == 0 and quiet.err == "", quiet.describe()
+    later = lite.enqueue("r-later", [NOOP], queue="reports", not_before=timedelta(hours=1))
+    other = _cli(lite, "enqueue", "d", NOOP)
+    assert other.code == 0 and other.err == "", other.describe()
+
+    states = {task["name"]: task["state"] for task in _cli(lite, "list", "--json").json()}
+    assert states["d"]["kind"] == "due", states
+    for name in ("r", "r2", "r-later"):
+        assert states[name]["kind"] == "queue_paused", states
+        text = states[name]["text"]
+        assert re.fullmatch(r"queue paused \(since \d\d:\d\d:\d\d UTC, maintenance\)", text)
+    assert states["r-later"]["at"] is not None  # still delayed once resumed
+    assert lite.get(later).not_before is not None
+    table = _cli(lite, "list")
+    rows = [line for line in table.lines() if " r " in line]
+    assert len(rows) == 1 and "queue paused (since" in rows[0], table.describe()
+
+    lite.resume("reports")
+    states = {task["name"]: task["state"] for task in _cli(lite, "list", "--json").json()}
+    assert (states["r"]["kind"], states["r-later"]["kind"]) == ("due", "delayed"), states
