@@ -250,7 +250,8 @@ class Client:
         """Lift the pause of `queue` (and wake the daemons on PostgreSQL); returns the
         pause lifted. InvalidState (exit 5) when the queue is not paused."""
         name = check_queue(queue)
-        lifted = self.store.queues.resume(name)
+        # No schema (a client opened with create=False): nothing is paused, nothing to write.
+        lifted = None if self.store.no_schema else self.store.queues.resume(name)
         if lifted is None:
             paused = [pause.queue for pause in self.store.queues.pauses()]
             which = f"paused: {', '.join(paused)}" if paused else "no queue is paused"
@@ -358,6 +359,7 @@ def connect(
     settings: Settings | None = None,
     trust_refs: bool = True,
     readonly: bool = False,
+    create: bool = True,
 ) -> Client:
     """A client on `url`; by default the URL of the config/environment, else the embedded
     SQLite database in the user's data directory. The schema is created on first use.
@@ -367,11 +369,12 @@ def connect(
 
     `readonly`: for looking only; creates and migrates nothing (see `open_store`). On a
     database without bgtaskex's schema the client sees an empty queue in memory that
-    refuses writes (StorageError).
+    refuses writes (StorageError). `create=False`: the same on a database without the
+    schema (nothing is created), but an existing schema is upgraded and writable.
 
     The settings' `pythonpath` directories are put at the front of `sys.path`."""
     if settings is None:
         settings = load_settings(config, {"database_url": url, "imports": list(imports) or None})
     use_pythonpath(settings.pythonpath)  # before any ref's module is imported
     registry = Registry(settings.imports, trust_refs=trust_refs)
-    return Client(open_store(settings, readonly=readonly), registry, settings)
+    return Client(open_store(settings, readonly=readonly, create=create), registry, settings)

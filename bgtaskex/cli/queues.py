@@ -70,7 +70,7 @@ Examples:
 def resume(state: State, queue: str) -> None:
     """Resume QUEUE: its tasks run again from the next run on (on PostgreSQL the daemon
     is woken at once). Exit 5 when QUEUE is not paused."""
-    state.client().resume(queue)
+    state.client(create=False).resume(queue)  # on a fresh database: not paused, nothing made
     click.echo(f"queue {queue.strip()} resumed")
 
 
