@@ -211,7 +211,7 @@ def test_cli_shows_the_pause_everywhere(lite: Client, isolated: None) -> None:
     (a note; a warning once the pause is older than stuck_after) show it; `resume`
     lifts it; bad input is one error line with its exit code."""
     lite.enqueue("r", [NOOP], queue="reports")
-    lite.enqueue("d", [NOOP])
+    waiting = lite.enqueue("d", [NOOP])
     assert "paused" not in _cli(lite, "list").out
     assert _cli(lite, "pause", "reports", "--reason", "maintenance").code == 0
 
@@ -241,6 +241,10 @@ def test_cli_shows_the_pause_everywhere(lite: Client, isolated: None) -> None:
     assert warned.code == 1, warned.describe()
     assert warned.out.startswith("BGTASKEX WARNING - 1 queue(s) paused for over 180s: reports")
     assert _cli(lite, "check", "--stuck-after", "2h").code == 0
+    with lite.store._engine.begin() as conn:  # every task untouched for an hour
+        conn.execute(update(t.tasks).values(updated_at=datetime.now(UTC) - timedelta(hours=1)))
+    stuck = _cli(lite, "check").out  # the paused queue's task is not "stuck" too
+    assert f"- 1 task(s) stuck, untouched for over 180s (ids {waiting}); " in stuck, stuck
 
     resumed = _cli(lite, "resume", "reports")
     assert resumed.code == 0 and resumed.out == "queue reports resumed\n", resumed.describe()
