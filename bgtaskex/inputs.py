@@ -137,13 +137,18 @@ def check_task_fields(name: object, type: object, queue: object) -> TaskType:
 
 
 def pause_reason(reason: object) -> str | None:
-    """A pause's reason as stored: on one line, secrets masked, at most 500 characters;
-    None for none (or blank)."""
+    """A pause's reason as stored: on one line (whitespace folded), secrets masked, at
+    most 500 characters, no other control character (an escape sequence would reach
+    the other operators' terminals); None for none (or blank)."""
     if reason is None:
         return None
     if not isinstance(reason, str) or not _text(reason):
         raise UsageError(f"a pause's reason must be text, got {reason!r}")
     line = " ".join(mask_secrets(reason).split())
+    if _has_control(line):
+        raise UsageError(
+            f"a pause's reason must not hold control characters (escape sequences), got {reason!r}"
+        )
     if len(line) > 500:
         raise UsageError(f"a pause's reason is at most 500 characters, got {len(line)}")
     return line or None

@@ -257,6 +257,7 @@ def test_cli_shows_the_pause_everywhere(lite: Client, isolated: None) -> None:
         (("resume",), 2),
         (("pause", "a\nb"), 2),  # a control character would break the one-line outputs
         (("pause", "nul\x01x"), 2),
+        (("pause", "q", "--reason", "\x1b[31mRED\x07"), 2),  # it reached others' terminals
         (("resume", "a\nb"), 2),
         (("enqueue", "t", NOOP, "--queue", "x\ny"), 2),
         (("enqueue", "a\nb", NOOP), 2),
