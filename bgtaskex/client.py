@@ -165,7 +165,8 @@ class Client:
 
     def task_states(self, tasks: Iterable[Task]) -> dict[int, TaskState]:
         """What `list` says of each task, by id: the failed or next action, and a plain
-        state (`execute died (2/5), retry at 14:05:00 UTC`). Reads and imports nothing."""
+        state (`execute died (2/5), retry at 14:05:00 UTC`). Imports nothing; reads the
+        paused queues (one query) when a task has not ended."""
         from . import taskstate
 
         problem = taskstate.module_checker(self.registry)
@@ -176,8 +177,12 @@ class Client:
                 limits[ref] = taskstate.max_attempts_of(ref, self.registry, self.settings)
             return limits[ref]
 
+        tasks = list(tasks)
+        pauses: dict[str, QueuePause] = {}
+        if any(task.ended_at is None for task in tasks):  # one read, for queue_paused
+            pauses = {pause.queue: pause for pause in self.paused_queues()}
         now = datetime.now(UTC)
-        return {task.id: taskstate.task_state(task, problem, limit, now) for task in tasks}
+        return {task.id: taskstate.task_state(task, problem, limit, now, pauses) for task in tasks}
 
     def task_page(self, task_id: int, max_actions: int) -> tuple[Task, int]:
         """The task with its first `max_actions` actions (and the current one), and how
@@ -237,7 +242,7 @@ class Client:
 
     def pause(self, queue: str, reason: str | None = None) -> tuple[QueuePause, bool]:
         """Pause `queue`: from its next pick on, no run on any host takes a task of it;
-        a task executing finishes its current hook and stops before its next action.
+        a task executing finishes its current hook and stops before its next hook.
         Returns the pause and True when it is new; pausing a paused queue keeps its
         start and replaces its reason when one is given (see `queues.Queues.pause`)."""
         return self.store.queues.pause(check_queue(queue), pause_reason(reason), operator_name())
@@ -246,7 +251,8 @@ class Client:
         """Lift the pause of `queue` (and wake the daemons on PostgreSQL); returns the
         pause lifted. InvalidState (exit 5) when the queue is not paused."""
         name = check_queue(queue)
-        lifted = self.store.queues.resume(name)
+        # No schema (a client opened with create=False): nothing is paused, nothing to write.
+        lifted = None if self.store.no_schema else self.store.queues.resume(name)
         if lifted is None:
             paused = [pause.queue for pause in self.store.queues.pauses()]
             which = f"paused: {', '.join(paused)}" if paused else "no queue is paused"
@@ -386,6 +392,7 @@ def connect(
     settings: Settings | None = None,
     trust_refs: bool = True,
     readonly: bool = False,
+    create: bool = True,
 ) -> Client:
     """A client on `url`; by default the URL of the config/environment, else the embedded
     SQLite database in the user's data directory. The schema is created on first use.
@@ -395,11 +402,12 @@ def connect(
 
     `readonly`: for looking only; creates and migrates nothing (see `open_store`). On a
     database without bgtaskex's schema the client sees an empty queue in memory that
-    refuses writes (StorageError).
+    refuses writes (StorageError). `create=False`: the same on a database without the
+    schema (nothing is created), but an existing schema is upgraded and writable.
 
     The settings' `pythonpath` directories go on `sys.path` after the standard library."""
     if settings is None:
         settings = load_settings(config, {"database_url": url, "imports": list(imports) or None})
     use_pythonpath(settings.pythonpath)  # before any ref's module is imported
     registry = Registry(settings.imports, trust_refs=trust_refs)
-    return Client(open_store(settings, readonly=readonly), registry, settings)
+    return Client(open_store(settings, readonly=readonly, create=create), registry, settings)

@@ -35,25 +35,28 @@ def upgrade_schema(settings: Settings) -> SchemaUpgrade:
         store.close()
 
 
-def open_store(settings: Settings, *, readonly: bool = False) -> Store:
+def open_store(settings: Settings, *, readonly: bool = False, create: bool = True) -> Store:
     """The store of `settings`, its schema created or upgraded on first use.
 
     `readonly` (the commands that only read): nothing is created or migrated, not even
     the SQLite file or its directory. A database without bgtaskex's schema reads as an
     empty queue (`Store.empty`, `Store.no_schema`); a schema of another release raises
-    SchemaOutdated."""
-    if readonly and not sqlite_may_hold_schema(settings.url):
+    SchemaOutdated. `create=False` (a write that has nothing to do on a fresh database,
+    `resume`): a database without the schema is such an empty queue too, and nothing is
+    created; an existing schema is upgraded as usual."""
+    fresh = create and not readonly  # may this create the database or its schema?
+    if not fresh and not sqlite_may_hold_schema(settings.url):
         return Store.empty()
     store = Store(
         settings.url,
         sqlite_synchronous=settings.sqlite_synchronous,
-        create_dirs=settings.uses_default_url and not readonly,
+        create_dirs=settings.uses_default_url and fresh,
         # workers claiming tasks: a session frozen in a transaction must not keep its
         # task's row locked past the lease (see engine._idle_in_transaction)
         idle_in_transaction=settings.concurrency.lease if settings.concurrency.claims else None,
     )
     try:
-        if readonly and store.schema_revision() is None:
+        if not fresh and store.schema_revision() is None:
             store.close()
             return Store.empty()
         store.ensure_schema(upgrade=not readonly)

@@ -77,6 +77,12 @@ def _text(value: str) -> bool:
     return True
 
 
+def _has_control(value: str) -> bool:
+    """Whether `value` holds a control character (C0, DEL, C1): a newline or a tab in
+    a name would break the one-line outputs (`list` rows, `check`, log lines)."""
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+
+
 def check_unique_key(key: object) -> None:
     """Refuse a unique key that the backends would not all compare exactly: empty,
     longer than 200 characters, with leading or trailing whitespace (MariaDB's and MySQL
@@ -87,7 +93,7 @@ def check_unique_key(key: object) -> None:
         or not key
         or len(key) > 200
         or key != key.strip()
-        or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in key)
+        or _has_control(key)
         or not _text(key)
     ):
         raise UsageError(
@@ -96,20 +102,32 @@ def check_unique_key(key: object) -> None:
         )
 
 
+def _name_ok(value: object, longest: int) -> bool:
+    """Whether `value` can name a task or a queue: text of 1 to `longest` characters
+    once stripped (as stored), without a control character."""
+    if not isinstance(value, str) or len(value) > longest or not _text(value):
+        return False
+    stripped = value.strip()
+    return bool(stripped) and not _has_control(stripped)
+
+
 def check_queue(queue: object) -> str:
     """The queue name `queue` stands for (stripped, as enqueue stores it); UsageError
     for one enqueue would refuse."""
-    if not isinstance(queue, str) or not queue.strip() or len(queue) > 100 or not _text(queue):
+    if not _name_ok(queue, 100):
         raise UsageError(
-            f"queue must be a non-empty string of at most 100 characters, got {queue!r}"
+            "queue must be a non-empty string of at most 100 characters, without control "
+            f"characters, got {queue!r}"
         )
+    assert isinstance(queue, str)
     return queue.strip()
 
 
 def check_task_fields(name: object, type: object, queue: object) -> TaskType:
-    if not isinstance(name, str) or not name.strip() or len(name) > 200 or not _text(name):
+    if not _name_ok(name, 200):
         raise UsageError(
-            f"task name must be a non-empty string of at most 200 characters, got {name!r}"
+            "task name must be a non-empty string of at most 200 characters, without "
+            f"control characters, got {name!r}"
         )
     check_queue(queue)
     try:
@@ -119,13 +137,18 @@ def check_task_fields(name: object, type: object, queue: object) -> TaskType:
 
 
 def pause_reason(reason: object) -> str | None:
-    """A pause's reason as stored: on one line, secrets masked, at most 500 characters;
-    None for none (or blank)."""
+    """A pause's reason as stored: on one line (whitespace folded), secrets masked, at
+    most 500 characters, no other control character (an escape sequence would reach
+    the other operators' terminals); None for none (or blank)."""
     if reason is None:
         return None
     if not isinstance(reason, str) or not _text(reason):
         raise UsageError(f"a pause's reason must be text, got {reason!r}")
     line = " ".join(mask_secrets(reason).split())
+    if _has_control(line):
+        raise UsageError(
+            f"a pause's reason must not hold control characters (escape sequences), got {reason!r}"
+        )
     if len(line) > 500:
         raise UsageError(f"a pause's reason is at most 500 characters, got {len(line)}")
     return line or None

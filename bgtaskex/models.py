@@ -159,7 +159,8 @@ class TaskState:
 
     kind: finished, failed, cancelled, cancel_requested, executing (a run is in one of
     its hooks now), died (a hook died and no run holds the task), snoozed, delayed,
-    paused, due, waiting_for_module; unknown for a status this release does not know.
+    paused, due, waiting_for_module, queue_paused (an operator paused its queue: no run
+    takes it); unknown for a status this release does not know.
     """
 
     kind: str

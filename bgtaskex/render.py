@@ -145,7 +145,12 @@ def render_tasks(tasks: list[Task], states: dict[int, TaskState] | None = None) 
     return table
 
 
-_STATE_STYLE = {"failed": "red", "died": "yellow", "waiting_for_module": "bold yellow"}
+_STATE_STYLE = {
+    "failed": "red",
+    "died": "yellow",
+    "waiting_for_module": "bold yellow",
+    "queue_paused": "yellow",
+}
 
 
 def _state(state: TaskState | None) -> str:
@@ -319,6 +324,19 @@ def pause_line(pause: QueuePause) -> str:
     by = f" by {pause.paused_by}" if pause.paused_by else ""
     why = f" ({pause.reason})" if pause.reason else ""
     return f"queue {pause.queue} paused {_ago(pause.paused_at)}{by}{why}: no run takes its tasks"
+
+
+def enqueued_in_pause(pause: QueuePause) -> str:
+    """`note: queue reports is paused (since 2h ago by ops@db1: nightly maintenance);
+    its tasks wait for bgtaskex resume reports`."""
+    import shlex
+
+    by = f" by {pause.paused_by}" if pause.paused_by else ""
+    why = f": {pause.reason}" if pause.reason else ""
+    return (
+        f"note: queue {pause.queue} is paused (since {_ago(pause.paused_at)}{by}{why}); "
+        f"its tasks wait for bgtaskex resume {shlex.quote(pause.queue)}"
+    )
 
 
 def render_queues(queues: list[QueueSummary]) -> Any:

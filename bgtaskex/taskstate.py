@@ -1,21 +1,31 @@
 """What `list` says of a task in plain words: `execute died (2/5), retry at 14:05:00 UTC`,
-`waiting for module myapp.jobs (not declared)`, `failed: ValueError: bad row`, and
+`waiting for module myapp.jobs (not declared)`, `failed: ValueError: bad row`,
+`queue paused (since 14:05:00 UTC, maintenance)`, and
 which action that is about (the failed one, or the one a run takes next).
 
-Worked out from what `list` read already (the task and its actions, its claim), with
-nothing imported: a module is looked for as `check` does (run.preflight.findable).
+Worked out from what `list` read already (the task and its actions, its claim, the
+paused queues), with nothing imported: a module is looked for as `check` does
+(run.preflight.findable).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from .config import Settings
 from .exceptions import InvalidRef
-from .models import TERMINAL, ActionRecord, ActionStatus, Task, TaskState, TaskStatus
+from .models import (
+    TERMINAL,
+    ActionRecord,
+    ActionStatus,
+    QueuePause,
+    Task,
+    TaskState,
+    TaskStatus,
+)
 from .owner import holder_is_gone
 from .registry import Registry, parse_ref
 from .run.failures import STORAGE
@@ -71,8 +81,9 @@ def task_state(
     problem: ModuleProblem,
     max_attempts: Callable[[str], int],
     now: datetime | None = None,
+    pauses: Mapping[str, QueuePause] | None = None,
 ) -> TaskState:
-    """The state of `task` (see `TaskState`)."""
+    """The state of `task` (see `TaskState`); `pauses`: the paused queues, by name."""
     now = now or datetime.now(UTC)
     action = shown_action(task)
     status = task.status
@@ -97,6 +108,11 @@ def task_state(
     if live and status != TaskStatus.CREATED and status != TaskStatus.PAUSED:
         hook = {TaskStatus.STARTING: "init_params", TaskStatus.RECOVERING: "change_params_on_error"}
         return _with(state, "executing", f"in {hook.get(status, 'execute')} now")
+    pause = (pauses or {}).get(task.queue)
+    if pause is not None:  # no run takes it, whatever else holds it back
+        why = f", {pause.reason}" if pause.reason else ""
+        text = f"queue paused (since {_clock(pause.paused_at, now)}{why})"
+        return _with(state, "queue_paused", text, later)
     module = _module_of(action)
     why = problem(module) if module is not None else None
     if why is not None:

@@ -106,3 +106,37 @@ class Snoozer(Action):
 
     def execute(self, deadline: float) -> bool:
         return self.snooze(float(self.params.get("seconds", 3600)))
+
+
+class PausesItsQueue(Action):
+    """Pauses its own task's queue from another connection (as `bgtaskex pause` would
+    while the run is in a hook), inside init_params (params["hook"] "init") or inside
+    change_params_on_error (hook "change"; the first execute raises, to get there), and
+    goes on in that hook past the run's pause-check interval. What the hook saved:
+    params["paused_in"].
+
+    params: url (the run's database), queue (the task's), hook, log."""
+
+    def _pause(self, hook: str) -> bool:
+        from bgtaskex.client import connect
+        from bgtaskex.config import Settings
+        from bgtaskex.run.pauses import CHECK_EVERY
+
+        _log(self.params, hook)
+        with connect(settings=Settings(database_url=self.params["url"])) as client:
+            client.pause(self.params["queue"], "maintenance")
+        time.sleep(CHECK_EVERY + 0.1)
+        self.params["paused_in"] = hook
+        return True
+
+    def init_params(self) -> bool:
+        return self.params["hook"] != "init" or self._pause("init")
+
+    def change_params_on_error(self) -> bool:
+        return self._pause("change")
+
+    def execute(self, deadline: float) -> bool:
+        _log(self.params, "execute")
+        if self.params["hook"] == "change" and "paused_in" not in self.params:
+            raise RuntimeError("the first execute dies")
+        return True

@@ -44,13 +44,16 @@ class State:
             setup_logging(self._settings.log_level, self._settings.log_format)
         return self._settings
 
-    def client(self, *, readonly: bool = False) -> Client:
+    def client(self, *, readonly: bool = False, create: bool = True) -> Client:
         """The client of the settings; `readonly` for the commands that only read: they
-        create and migrate nothing, and see a database without the schema as empty."""
+        create and migrate nothing, and see a database without the schema as empty;
+        `create=False` (`resume`): the same on a database without the schema only."""
         if self._client is None:
             from ..client import connect
 
-            self._client = connect(settings=self.settings(), trust_refs=False, readonly=readonly)
+            self._client = connect(
+                settings=self.settings(), trust_refs=False, readonly=readonly, create=create
+            )
         return self._client
 
     def reload(self) -> None:

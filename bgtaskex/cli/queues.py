@@ -52,7 +52,7 @@ Examples:
 @pass_state
 def pause(state: State, queue: str, reason: str | None) -> None:
     """Pause QUEUE: from their next task on, the runs on every host take none of its
-    tasks; a task executing finishes its current hook and stops before its next action.
+    tasks; a task executing finishes its current hook and stops before its next hook.
     Pausing a paused queue keeps its start and replaces the reason when one is given."""
     paused, new = state.client().pause(queue, reason)
     from ..render import pause_line
@@ -70,7 +70,7 @@ Examples:
 def resume(state: State, queue: str) -> None:
     """Resume QUEUE: its tasks run again from the next run on (on PostgreSQL the daemon
     is woken at once). Exit 5 when QUEUE is not paused."""
-    state.client().resume(queue)
+    state.client(create=False).resume(queue)  # on a fresh database: not paused, nothing made
     click.echo(f"queue {queue.strip()} resumed")
 
 
@@ -82,3 +82,11 @@ def paused_note(client: Client, tasks: list[Task]) -> list[str]:
     from ..render import pause_line
 
     return [pause_line(p) for p in client.paused_queues() if p.queue in shown]
+
+
+def enqueued_note(client: Client, queue: str) -> list[str]:
+    """For `enqueue` (on stderr): a line when the task's queue is paused."""
+    from ..render import enqueued_in_pause
+
+    name = queue.strip()
+    return [enqueued_in_pause(p) for p in client.paused_queues() if p.queue == name]

@@ -23,7 +23,7 @@ from .common import (
     print_rich,
     task_filter,
 )
-from .queues import paused_note
+from .queues import enqueued_note, paused_note
 
 # -- enqueue -------------------------------------------------------------------------
 
@@ -161,6 +161,9 @@ def enqueue(
             f"queued task {task.id}: {task.name} ({len(task.actions)} action(s), "
             f"type {task.type}, queue {task.queue}{due})"
         )
+    if not quiet:
+        for line in enqueued_note(client, queue or "default"):
+            click.echo(line, err=True)
 
 
 def _not_before(at: str | None, delay: float | None) -> timedelta | datetime | None:

@@ -15,6 +15,9 @@ happened. A task is taken from the status it was found in (`Machine.advance`):
 
 then action after action in a loop (a chain of any length runs in constant stack) until
 the task ends, pauses, a hook raises, or the deadline or a stop comes between actions.
+A pause of the task's queue (`bgtaskex pause`) is looked for before every hook that a
+run starts after another: before each next action, and before `execute` when
+`init_params` or `change_params_on_error` came first.
 """
 
 from __future__ import annotations
@@ -207,12 +210,19 @@ class Machine(Hooks):
 
     def _execute(self, work: TaskWrites, rank: int, instance: Action) -> Step:
         """`running`, then execute: None when it returned True (the action is done)."""
-        if self.stop_requested() and work.status in (TaskStatus.STARTING, TaskStatus.RECOVERING):
-            # Asked to stop while init_params or change_params_on_error ran: what they
-            # left is saved, and `paused` sends the next run straight to execute.
-            message = f"stop requested before execute of {rank}"
-            self.batch.stage_status(work, TaskStatus.PAUSED, message)
-            return Outcome.PAUSED
+        if work.status in (TaskStatus.STARTING, TaskStatus.RECOVERING):
+            # Asked to stop, or the queue paused, while init_params or
+            # change_params_on_error ran: what they left is saved, and `paused` sends the
+            # next run (once the queue is resumed) straight to execute.
+            why = None
+            if self.stop_requested():
+                why = f"stop requested before execute of {rank}"
+            elif self.pauses.paused(work.task.queue):
+                why = f"queue {work.task.queue} paused before execute of action {rank}"
+                log.info("run %s: task %s (%s): %s", self.run_id, work.task.id, work.task.name, why)
+            if why is not None:
+                self.batch.stage_status(work, TaskStatus.PAUSED, why)
+                return Outcome.PAUSED
         if rank in work.counted or work.actions[rank].last_failure is not None:
             work.stage(rank, ActionStatus.ACTIVE, last_failure="")  # recorded anew if it dies
         else:

@@ -1,5 +1,6 @@
 """Whether the queue of the task a worker holds got paused (`bgtaskex pause`) since the
-worker picked it: checked before each next action of a chain, read at most once a
+worker picked it: checked before each next hook of the task (each next action of a
+chain, `execute` after `init_params` or `change_params_on_error`), read at most once a
 second per worker. The pick itself reads the pauses live (the due query passes over the
 paused queues), so a task is known not paused as it is picked."""
 
@@ -9,8 +10,8 @@ import time
 
 from ..store.contract import RunStorage
 
-#: Seconds a worker trusts what it last read of its task's queue: a pause stops a chain
-#: before the first action that starts this long after the pick or the last read.
+#: Seconds a worker trusts what it last read of its task's queue: a pause stops a task
+#: before the first hook that starts this long after the pick or the last read.
 CHECK_EVERY = 1.0
 
 

@@ -24,6 +24,7 @@ from .cluster_lock import cluster_lock_held
 from .engine import now as _now
 from .engine import retrying_deadlocks
 from .filters import conditions, ended_ids, terminal_only, waiting_actions
+from .lease_statements import not_paused
 from .queues import queue_pauses
 from .rows import event_record, task_type
 from .statements import INSERT_EVENT, event_row
@@ -209,10 +210,11 @@ class Admin:
 
     def stuck_tasks(self, untouched_since: datetime, limit: int = 10) -> tuple[int, list[int]]:
         """Tasks not ended and not written since `untouched_since`, and due since then
-        (a task delayed to later is not stuck): (count, some ids)."""
+        (a task delayed to later is not stuck), of queues not paused (an operator's
+        pause is told apart, not as stuck tasks): (count, some ids)."""
         c = t.tasks.c
         due = or_(c.not_before.is_(None), c.not_before < untouched_since)
-        cond = (c.run_order.isnot(None), c.updated_at < untouched_since, due)
+        cond = (c.run_order.isnot(None), c.updated_at < untouched_since, due, not_paused())
         with self._store._read() as conn:
             count = conn.execute(
                 select(func.count()).select_from(t.tasks).where(*cond)

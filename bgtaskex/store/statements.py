@@ -312,6 +312,12 @@ def action_statement(
 # only their own daemons.
 CHANNEL = "SELECT 'bgtaskex_' || current_schema()"
 NOTIFY = text("SELECT pg_notify('bgtaskex_' || current_schema(), :v_queue)")
+# enqueue's: not for a paused queue (read by this very statement), whose task no run
+# would take: a daemon woken for it would make an empty run per enqueue.
+NOTIFY_UNLESS_PAUSED = text(
+    "SELECT pg_notify('bgtaskex_' || current_schema(), :v_queue)"
+    f" WHERE NOT EXISTS (SELECT 1 FROM {t.queue_pauses.name} WHERE queue = :v_queue)"
+)
 
 
 @functools.cache

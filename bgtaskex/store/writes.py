@@ -24,7 +24,7 @@ from ..models import (
     run_order,
 )
 from .lease_statements import CLAIM_OF
-from .statements import INSERT_EVENT, NOTIFY, UNFINISHED_ACTIONS, event_row
+from .statements import INSERT_EVENT, NOTIFY_UNLESS_PAUSED, UNFINISHED_ACTIONS, event_row
 
 
 def add_task(
@@ -37,8 +37,9 @@ def add_task(
 ) -> Enqueued:
     """Insert the task `new` (name, type, queue, actions) as `insert_task` does, and on
     PostgreSQL tell the daemons about an interactive one due now (a NOTIFY, delivered
-    at commit: see `Store.wake_ups`). With a `unique_key` that a task not ended holds
-    already, insert nothing and return that task's id (created False).
+    at commit: see `Store.wake_ups`), unless its queue is paused (`resume` NOTIFYs).
+    With a `unique_key` that a task not ended holds already, insert nothing and return
+    that task's id (created False).
 
     The unique index decides between concurrent enqueues: the loser's INSERT fails (on
     PostgreSQL and MySQL / MariaDB once the winner has committed) and it reads the
@@ -52,7 +53,7 @@ def add_task(
     due = not_before is None or not_before <= now
     interactive = type_ is TaskType.INTERACTIVE and conn.dialect.name == "postgresql"
     if added.created and due and interactive:
-        conn.execute(NOTIFY, {"v_queue": queue})
+        conn.execute(NOTIFY_UNLESS_PAUSED, {"v_queue": queue})
     return added
 
 

@@ -29,6 +29,7 @@ __all__ = ["open_tasks"]  # the fixture, used by name
 pytestmark = pytest.mark.timeout(120)
 
 IMPORTS = ("--import", "tests.scripted", "--import", "tests.ops_actions")
+NOOP = "tests.scripted:Noop"
 
 
 def test_a_pause_stops_a_chain_before_its_next_action(
@@ -84,8 +85,9 @@ def test_the_daemon_does_not_spin_on_a_paused_queue(
     bgx: Bgx, db_url: str, tmp_path: Path, open_tasks: Callable[[str], Tasks]
 ) -> None:
     """An interactive task waits in a paused queue: the daemon's poll (every 0.2 s
-    here) passes it over, so no run is woken for it; once resumed (by another process),
-    it runs at once."""
+    here) passes it over, and an enqueue into the paused queue does not wake it (no
+    NOTIFY on PostgreSQL), so no run is made for them; once resumed (by another
+    process), they run at once."""
     config = write_config(
         tmp_path / "bgtaskex.toml",
         db_url,
@@ -94,15 +96,19 @@ def test_the_daemon_does_not_spin_on_a_paused_queue(
     )
     tasks = open_tasks(db_url)
     tasks.client.pause("q")
-    task = tasks.client.enqueue("t", ["tests.scripted:Noop"], queue="q", type="interactive")
+    task = tasks.client.enqueue("t", [NOOP], queue="q", type="interactive")
     daemon = Daemon(bgx, tmp_path, config).started()
     daemon.wait_for(lambda: len(daemon.runs()) == 1, "the first run (an interval starts with one)")
-    time.sleep(2.0)  # a bounded look for something that must NOT happen: 10 polls
+    more = []
+    for i in range(5):  # the daemon is listening now: each enqueue would wake it
+        more.append(tasks.client.enqueue(f"t{i}", [NOOP], queue="q", type="interactive"))
+        time.sleep(0.1)
+    time.sleep(1.5)  # a bounded look for something that must NOT happen: 10 polls
     assert len(daemon.runs()) == 1, daemon.log()
     assert tasks.status(task) == "created"
     tasks.client.resume("q")
     resumed = time.monotonic()
-    daemon.wait_for(tasks.finished(task), "the resumed queue's task to run", timeout=15)
+    daemon.wait_for(tasks.finished(task, *more), "the resumed queue's tasks to run", timeout=15)
     latency = time.monotonic() - resumed
     daemon.stop()
     assert "woken by an interactive task in q" in daemon.log()

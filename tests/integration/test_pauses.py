@@ -10,7 +10,9 @@ a real subprocess), as is the daemon.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -209,12 +211,12 @@ def test_cli_shows_the_pause_everywhere(lite: Client, isolated: None) -> None:
     (a note; a warning once the pause is older than stuck_after) show it; `resume`
     lifts it; bad input is one error line with its exit code."""
     lite.enqueue("r", [NOOP], queue="reports")
-    lite.enqueue("d", [NOOP])
+    waiting = lite.enqueue("d", [NOOP])
     assert "paused" not in _cli(lite, "list").out
     assert _cli(lite, "pause", "reports", "--reason", "maintenance").code == 0
 
     listed = _cli(lite, "list")
-    notes = [line for line in listed.lines() if "paused" in line]
+    notes = [line for line in listed.lines() if line.startswith("queue ")]
     assert len(notes) == 1 and notes[0].startswith("queue reports paused "), listed.describe()
     assert notes[0].endswith("(maintenance): no run takes its tasks"), notes
     assert "paused" not in _cli(lite, "list", "--queue", "default").out
@@ -239,6 +241,10 @@ def test_cli_shows_the_pause_everywhere(lite: Client, isolated: None) -> None:
     assert warned.code == 1, warned.describe()
     assert warned.out.startswith("BGTASKEX WARNING - 1 queue(s) paused for over 180s: reports")
     assert _cli(lite, "check", "--stuck-after", "2h").code == 0
+    with lite.store._engine.begin() as conn:  # every task untouched for an hour
+        conn.execute(update(t.tasks).values(updated_at=datetime.now(UTC) - timedelta(hours=1)))
+    stuck = _cli(lite, "check").out  # the paused queue's task is not "stuck" too
+    assert f"- 1 task(s) stuck, untouched for over 180s (ids {waiting}); " in stuck, stuck
 
     resumed = _cli(lite, "resume", "reports")
     assert resumed.code == 0 and resumed.out == "queue reports resumed\n", resumed.describe()
@@ -249,11 +255,26 @@ def test_cli_shows_the_pause_everywhere(lite: Client, isolated: None) -> None:
         (("pause", ""), 2),
         (("pause", "q", "--reason", "x" * 501), 2),
         (("resume",), 2),
+        (("pause", "a\nb"), 2),  # a control character would break the one-line outputs
+        (("pause", "nul\x01x"), 2),
+        (("pause", "q", "--reason", "\x1b[31mRED\x07"), 2),  # it reached others' terminals
+        (("resume", "a\nb"), 2),
+        (("enqueue", "t", NOOP, "--queue", "x\ny"), 2),
+        (("enqueue", "a\nb", NOOP), 2),
+        (("enqueue", "tab\tbed", NOOP), 2),
     ):
         bad = _cli(lite, *args)
         lines = bad.err.strip().splitlines()
         assert bad.code == code and len(lines) == 1, bad.describe()
         assert lines[0].startswith("bgtaskex: error: ") and "Traceback" not in bad.err
+    assert [p.queue for p in lite.paused_queues()] == []
+    assert len(lite.list_tasks()) == 2
+    for bad_name in ("a\nb", "x\x7fy", "c1\x85c1"):
+        with pytest.raises(UsageError, match="without control characters"):
+            lite.enqueue(bad_name, [NOOP])
+        with pytest.raises(UsageError, match="without control characters"):
+            lite.enqueue("t", [NOOP], queue=bad_name)
+    assert lite.get(lite.enqueue(" t\n", [NOOP], queue="\treports ")).queue == "reports"
 
 
 def test_resume_wakes_the_daemons_on_postgresql(pg_schema_url: str, tmp_path: Path) -> None:
@@ -307,3 +328,71 @@ def test_two_operators_pausing_at_once(server_url: str) -> None:
     finally:
         for client in clients:
             client.close()
+
+
+@pytest.mark.parametrize("hook", ["init", "change"])
+def test_a_pause_during_a_hook_stops_the_task_before_execute(
+    lite: Client, tmp_path: Path, hook: str
+) -> None:
+    """A pause that comes while init_params or change_params_on_error runs (and is
+    older than the pause-check interval when it returns): execute is not called; the
+    task is left `paused` with what the hook saved, and execute comes first once the
+    queue is resumed (init_params is not called again)."""
+    from tests.scripted import calls
+
+    lite.settings = replace(lite.settings, retry_delay=0.0)
+    log = str(tmp_path / "calls.jsonl")
+    url = lite.settings.database_url
+    params = {"url": url, "queue": "reports", "hook": hook, "log": log}
+    task = lite.enqueue("t", [("tests.ops_actions:PausesItsQueue", params)], queue="reports")
+    if hook == "change":
+        assert lite.run_once().errors == 1  # the first execute dies
+    before = len(calls(log))
+    summary = lite.run_once()
+    assert summary.paused == 1 and summary.actions == 0, summary.line()
+    assert calls(log)[before:] == [("A", hook)], "execute ran in a paused queue"
+    paused = lite.get(task)
+    assert paused.status == TaskStatus.PAUSED, paused
+    assert paused.actions[0].params["paused_in"] == hook
+    message = lite.events(task)[-1].message
+    assert message == "queue reports paused before execute of action 1", message
+
+    lite.resume("reports")
+    assert lite.run_once().finished == 1
+    assert calls(log)[before:] == [("A", hook), ("A", "execute")]
+    assert lite.get(task).status == TaskStatus.FINISHED
+
+
+def test_list_and_enqueue_say_the_queue_is_paused(lite: Client, isolated: None) -> None:
+    """A task of a paused queue has the plain state `queue paused (since ..., reason)`
+    (kind queue_paused), not `due`; `enqueue` into a paused queue says so on stderr and
+    queues the task all the same (exit 0)."""
+    assert _cli(lite, "pause", "reports", "--reason", "maintenance").code == 0
+    queued = _cli(lite, "enqueue", "r", NOOP, "--queue", "reports")
+    assert queued.code == 0 and queued.out.startswith("queued task "), queued.describe()
+    notes = queued.err.splitlines()
+    assert len(notes) == 1 and notes[0].startswith("note: queue reports is paused (since ")
+    assert notes[0].endswith(": maintenance); its tasks wait for bgtaskex resume reports"), (
+        queued.describe()
+    )
+    quiet = _cli(lite, "enqueue", "r2", NOOP, "--queue", "reports", "--quiet")
+    assert quiet.code == 0 and quiet.err == "", quiet.describe()
+    later = lite.enqueue("r-later", [NOOP], queue="reports", not_before=timedelta(hours=1))
+    other = _cli(lite, "enqueue", "d", NOOP)
+    assert other.code == 0 and other.err == "", other.describe()
+
+    states = {task["name"]: task["state"] for task in _cli(lite, "list", "--json").json()}
+    assert states["d"]["kind"] == "due", states
+    for name in ("r", "r2", "r-later"):
+        assert states[name]["kind"] == "queue_paused", states
+        text = states[name]["text"]
+        assert re.fullmatch(r"queue paused \(since \d\d:\d\d:\d\d UTC, maintenance\)", text)
+    assert states["r-later"]["at"] is not None  # still delayed once resumed
+    assert lite.get(later).not_before is not None
+    table = _cli(lite, "list")
+    rows = [line for line in table.lines() if " r " in line]
+    assert len(rows) == 1 and "queue paused (since" in rows[0], table.describe()
+
+    lite.resume("reports")
+    states = {task["name"]: task["state"] for task in _cli(lite, "list", "--json").json()}
+    assert (states["r"]["kind"], states["r-later"]["kind"]) == ("due", "delayed"), states

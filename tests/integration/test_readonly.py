@@ -3,7 +3,8 @@ with an application's own Alembic history.
 
 `list`, `show`, `stats`, `check`, `rules list` and `processes`: on a database without
 bgtaskex's schema (a fresh path, an empty server database, an application's database)
-they answer as for an empty queue and leave no file, directory or table behind.
+they answer as for an empty queue and leave no file, directory or table behind; so does
+`resume` (nothing is paused there).
 """
 
 from __future__ import annotations
@@ -128,6 +129,30 @@ def test_read_commands_on_an_application_database_create_nothing(cli: Cli, app_u
 
     run_read_commands(cli, created_nothing, "--database-url", app_url)
     assert appdb.snapshot(app_url) == rows
+
+
+NOT_PAUSED = "bgtaskex: error: queue 'reports' is not paused (no queue is paused)\n"
+
+
+def test_resume_creates_no_sqlite_file_nor_directory(cli: Cli, tmp_path: Path) -> None:
+    """`resume` on a database without the schema: not paused (exit 5), and nothing made
+    (it wrote the schema, then failed)."""
+    data_dir = Path(os.environ["XDG_DATA_HOME"])
+    missing = tmp_path / "no-such-dir" / "bgtaskex.db"
+    for args in ((), ("--database-url", f"sqlite:///{missing}")):
+        result = cli(*args, "resume", "reports")
+        assert (result.code, result.err) == (5, NOT_PAUSED), result
+        assert not data_dir.exists() and not missing.parent.exists()
+
+
+def test_resume_creates_no_table_on_an_empty_server_database(cli: Cli, server_url: str) -> None:
+    result = cli("--database-url", server_url, "resume", "reports")
+    assert (result.code, result.err) == (5, NOT_PAUSED), result
+    assert tables_of(server_url) == set()
+    paused = cli("--database-url", server_url, "pause", "reports")  # a write: it may create
+    assert paused.code == 0 and "bgtaskex_queue_pauses" in tables_of(server_url), paused
+    resumed = cli("--database-url", server_url, "resume", "reports")
+    assert resumed.out == "queue reports resumed\n", resumed
 
 
 # -- an application database that uses Alembic itself ---------------------------------------

@@ -222,11 +222,12 @@ action_spec = st.one_of(
     st.lists(junk_value, max_size=3),
     junk_value,
 )
+#: What a task's or a queue's name may hold: no control character (a newline would break
+#: the one-line outputs).
+name_char = st.characters(codec="utf-8", exclude_categories=["Cc"])
 valid_doc = st.fixed_dictionaries(
     {
-        "name": st.text(st.characters(codec="utf-8"), min_size=1, max_size=200).filter(
-            lambda s: s.strip()
-        ),
+        "name": st.text(name_char, min_size=1, max_size=200).filter(lambda s: s.strip()),
         "actions": st.lists(
             st.one_of(
                 st.sampled_from(GOOD_REFS),
@@ -239,9 +240,7 @@ valid_doc = st.fixed_dictionaries(
     },
     optional={
         "type": st.sampled_from(["cron", "interactive"]),
-        "queue": st.text(st.characters(codec="utf-8"), min_size=1, max_size=100).filter(
-            lambda s: s.strip()
-        ),
+        "queue": st.text(name_char, min_size=1, max_size=100).filter(lambda s: s.strip()),
     },
 )
 random_doc = st.dictionaries(
