@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 from .client import Client
 from .clockstep import ClockWatch
 from .config import Settings
-from .exceptions import BgtaskexError
+from .exceptions import BgtaskexError, StorageError
 from .notify import Notifier
 from .plan import Routing
 from .processes import Process
 from .run.signals import StopRequest, stop_or_exit
 from .runchild import GRACE, Children, InProcess
+from .urls import sqlite_path
 from .wakeup import WakeUps
 from .walltime import local_now, local_zone
 
@@ -60,6 +61,8 @@ class Daemon:
     ) -> None:
         self.load = load
         self.settings, self.client = load()
+        self.database_file = _file_identity(self.settings)  # SQLite: the file it opened
+        self.failure: BgtaskexError | None = None  # why the daemon stopped itself
         self.notifier = notifier or Notifier()
         self.stop = StopRequest()
         self.busy_since: float | None = None  # monotonic time the current run began
@@ -168,7 +171,7 @@ class Daemon:
 
     def tick(self, process: Process) -> None:
         """One trigger of a process: the same run as `run-once --process NAME`."""
-        if self.stop.is_set():
+        if self.stop.is_set() or self._database_file_gone():
             return
         self.idle.clear()
         self.busy_budget = process.max_execution_time or self.settings.max_execution_time
@@ -221,6 +224,25 @@ class Daemon:
         delay = min(delay, STALLED_WAKE_MAX)
         self.stalled[name] = (time.monotonic() + delay, delay)
 
+    def _database_file_gone(self) -> bool:
+        """SQLite: the database file deleted or replaced under the daemon. Its runs would
+        each create an empty file and fail on it ("no such table") for ever: one
+        CRITICAL line instead, and exit 4 (`failure`), so that the supervisor restarts
+        it on the file that is there now (a new one gets a fresh schema)."""
+        now = _file_identity(self.settings)
+        if self.database_file == _MISSING:  # not there yet at the start: the first one seen
+            self.database_file = now
+        if self.database_file is None or now == self.database_file:
+            return False
+        self.failure = StorageError(
+            f"the database file {sqlite_path(self.settings.url)} was deleted or replaced "
+            "under the daemon: stopping, so that a restart opens the file there now"
+        )
+        log.critical("%s", self.failure)
+        self.stop.set()
+        self._off_signal(self.scheduler.shutdown, wait=False)
+        return True
+
     def wake(self, queue: str, notified: bool = False) -> None:
         """An interactive task waits in `queue`: if the daemon is idle, run the process
         that serves the queue now instead of at its next trigger (inside its window).
@@ -256,6 +278,7 @@ class Daemon:
         else:
             self.client.close()
             self.settings, self.client = settings, client
+            self.database_file = _file_identity(settings)
             self.stalled.clear()  # new imports or pythonpath may let them run
             self.schedule()
             log.info("config reloaded")
@@ -327,11 +350,27 @@ class Daemon:
                 logging.shutdown()
                 os._exit(code)  # a thread still waits on the run: do not wait for it
             log.info("daemon stopped after %s run(s)", self.runs)
+            if self.failure is not None:
+                return self.failure.exit_code
             return 128 + signal.SIGINT if self.stop.signum == signal.SIGINT else 0
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.client.close()
+
+
+_MISSING = (0, 0)  # the identity of a SQLite file that is not there
+
+
+def _file_identity(settings: Settings) -> tuple[int, int] | None:
+    """The device and inode of the SQLite database file (None for a server database,
+    or a file not there)."""
+    path = sqlite_path(settings.url)
+    try:
+        found = os.stat(path) if path is not None else None
+    except OSError:
+        return _MISSING if path is not None else None
+    return (found.st_dev, found.st_ino) if found is not None else None
 
 
 def _cron_after(trigger: CrontabTrigger, moved: datetime, last: datetime | None) -> datetime | None:

@@ -286,8 +286,11 @@ def daemon(state: State) -> None:
         return settings, connect(settings=settings, trust_refs=False)
 
     # 0 when it stops on SIGTERM, 130 on Ctrl-C; a run stuck past stop_timeout exits itself
-    if Daemon(load).serve() == Interrupted.exit_code:
+    daemon = Daemon(load)
+    if daemon.serve() == Interrupted.exit_code:
         raise Interrupted  # the daemon stopped cleanly; still, the user interrupted it
+    if daemon.failure is not None:
+        raise daemon.failure  # it stopped itself (its SQLite file deleted): exit 4
 
 
 @click.command(

@@ -626,3 +626,26 @@ def test_daemon_unit_gives_the_daemon_time_to_stop_and_reloads_with_sighup() -> 
     # systemd's SIGKILL comes after TimeoutStopSec: later than the daemon's own bound
     assert float(keys["TimeoutStopSec"]) > Settings().stop_timeout
     assert "WatchdogSec" in keys
+
+
+def test_a_database_file_deleted_under_the_daemon_stops_it_with_exit_4(
+    bgx: Bgx, tmp_path: Path
+) -> None:
+    """Someone deletes the SQLite file (or restores another over it) while the daemon
+    serves it. Its runs each made a new empty file and failed on it ("no such table"),
+    every tick, for ever, and `check` called the empty file "no schema yet". Now: one
+    CRITICAL line and exit 4, so that systemd restarts it on the file there now."""
+    db = tmp_path / "q.db"
+    url = f"sqlite:///{db}"
+    config = write_config(tmp_path / "bgtaskex.toml", url, process("fast"))
+    bgx.ok("--database-url", url, "db", "upgrade")
+    daemon = Daemon(bgx, tmp_path, config).started()
+    daemon.wait_for(lambda: len(daemon.runs()) >= 1, "a first run")
+    for path in tmp_path.glob("q.db*"):
+        if not path.name.endswith(".lock"):
+            path.unlink()
+    assert daemon.exit_code(15) == 4, daemon.describe()
+    log = daemon.log()
+    assert f"CRITICAL bgtaskex.daemon: the database file {db} was deleted or replaced" in log
+    assert log.count("bgtaskex: error: the database file") == 1, log
+    assert "no such table" not in log and "Traceback" not in log, log
