@@ -119,6 +119,11 @@ class Health:
 
     def _run_problems(self) -> list[str]:
         found = [_late_sentence(late, self.stale_after) for late in self.late]
+        if self.no_schema and self.run_expected:  # the daemon makes it as it starts
+            found.append(
+                "no bgtaskex schema in this database, yet the config declares processes: "
+                "was it deleted, or do the runs use another database? (a first run creates it)"
+            )
         for run in self.failing:
             if run.outcome == "storage":
                 found.append(f"the last run ({_named(run)}) ended on a storage error: {run.error}")
@@ -134,7 +139,7 @@ class Health:
     def notes(self) -> list[str]:
         """What is worth knowing about a healthy queue."""
         found: list[str] = []
-        if self.no_schema:
+        if self.no_schema and not self.run_expected:
             found.append("no schema yet (bgtaskex creates it on first enqueue or run)")
         if self.waiting is not None:
             found.append(f"{self.waiting} task(s) waiting")
@@ -223,14 +228,14 @@ def _runs(store: Store, settings: Settings) -> dict[str, Any]:
     ends = store.runs.last_ok_ends()
     last_ok = max(ends.values(), default=None)
     found: dict[str, Any] = {"last_run": last, "last_ok_end": last_ok}
+    declared = bool(settings.processes or settings.retention_rules)
     if store.no_schema:
-        return found
+        return found | {"run_expected": declared}
     runs = {
         r.process: r.shown(settings.died_after, now)
         for r in store.runs.latest_each()
         if r.process != DEMO_PROCESS
     }
-    declared = bool(settings.processes or settings.retention_rules)
     scheduled = settings.scheduled
     # The processes of this config, the plain runs, and (as check always did) the
     # process of the last run whatever it is.

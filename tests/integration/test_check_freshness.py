@@ -222,3 +222,18 @@ def test_a_windowed_process_is_late_counted_from_its_window_opening(
     assert config(timedelta(minutes=3))()[1]["problems"] == []  # opened 3-4 minutes ago
     (problem,) = config(timedelta(hours=2))()[1]["problems"]
     assert problem.startswith("no run of process nightly has ended ok within 390s"), problem
+
+
+def test_a_database_without_the_schema_warns_when_processes_are_declared(
+    check: Callable[[str], Check],
+) -> None:
+    """attack15b F10: the SQLite file deleted (or the runs pointed at another database):
+    `check` said `OK - no schema yet` for ever, though the config declares processes,
+    whose daemon makes the schema as it starts. Without processes, a database that
+    nothing used yet is still fine."""
+    code, report = check(HOURLY)()
+    assert code == 1 and report["no_schema"], report
+    assert any("no bgtaskex schema in this database" in p for p in report["problems"]), report
+    code, report = check("")()
+    assert (code, report["problems"]) == (0, []), report
+    assert any("no schema yet" in note for note in report["notes"]), report
