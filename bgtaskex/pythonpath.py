@@ -55,10 +55,13 @@ def use(directories: Sequence[str]) -> None:
 
 
 def require(directories: Sequence[str]) -> None:
-    """ConfigError naming the first of `directories` that is not a directory."""
+    """ConfigError naming the first of `directories` that is not a directory this user
+    can read."""
     for directory in directories:
-        if not os.path.isdir(directory):
+        unreadable = os.path.isdir(directory) and not os.access(directory, os.R_OK | os.X_OK)
+        if not os.path.isdir(directory) or unreadable:
             what = "is not a directory" if os.path.exists(directory) else "does not exist"
+            what = "cannot be read by this user" if unreadable else what
             raise ConfigError(
                 f"pythonpath: {directory} {what} (the config's pythonpath, "
                 "BGTASKEX_PYTHONPATH or --pythonpath)"

@@ -18,6 +18,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection
 
+from ..exceptions import DatabaseUnavailable
 from ..files import file_error, private_dir
 from ..models import (
     Enqueued,
@@ -34,7 +35,7 @@ from . import reads, schema
 from . import statements as sql
 from .admin import Admin
 from .cluster_lock import hold_cluster_lock
-from .engine import check_same_database, make_engine, retrying_deadlocks
+from .engine import access_hint, check_same_database, make_engine, retrying_deadlocks, sqlite_file
 from .engine import now as _now
 from .engine import translated as _translated
 from .queues import Queues
@@ -181,7 +182,13 @@ class Store(RunQueries):
     def schema_state(self) -> tuple[str | None, bool]:
         """(`schema_revision()`, True when an earlier release wrote it in
         `alembic_version`, where the next upgrade moves it from); reads only."""
-        return schema.schema_state(self._engine, f"database {self.display_url}")
+        try:
+            return schema.schema_state(self._engine, f"database {self.display_url}")
+        except DatabaseUnavailable as err:
+            hint = access_hint(sqlite_file(self._engine.url))
+            if not hint:
+                raise
+            raise DatabaseUnavailable(f"{err}{hint}") from err
 
     def ensure_schema(self, upgrade: bool = True) -> None:
         """Create or upgrade the schema when it is not at this release's revision.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -191,6 +192,25 @@ def _where(found: tuple[Any, ...]) -> str:
     if tables == current:
         return f"in {current!r}"
     return f"in {tables!r} (current schema {current!r})"
+
+
+def access_hint(path: Path | None) -> str:
+    """For a SQLite file this user cannot open for writing (a database another user
+    made, mode 0600): a sentence (starting with "; ") naming its owner and mode; ""
+    when it is not so."""
+    if path is None or not path.exists() or os.access(path, os.R_OK | os.W_OK):
+        return ""
+    info = path.stat()
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(info.st_uid).pw_name
+    except (ImportError, KeyError):
+        owner = str(info.st_uid)
+    return (
+        f"; {path} belongs to {owner} (mode {info.st_mode & 0o777:04o}): run bgtaskex as "
+        "that user, who owns its queue"
+    )
 
 
 def sqlite_file(url: URL) -> Path | None:

@@ -166,6 +166,16 @@ def test_a_directory_that_is_not_there_is_one_line(tmp_path: Path) -> None:
             check_runnable(Settings(database_url=url, pythonpath=(str(entry),)))
         assert str(bad.value).startswith(f"pythonpath: {entry} {what}")
         assert str(entry) not in sys.path
+    # another user's directory, mode 0700 (root, who runs the tests, reads any)
+    os_access = os.access
+    readable = tmp_path / "theirs"
+    readable.mkdir()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            os, "access", lambda path, mode: path != str(readable) and os_access(path, mode)
+        )
+        with pytest.raises(ConfigError, match=r"theirs cannot be read by this user"):
+            check_runnable(Settings(database_url=url, pythonpath=(str(readable),)))
 
 
 def test_a_module_in_the_working_directory_is_pointed_out(
