@@ -44,6 +44,7 @@ from .pythonpath import use as use_pythonpath
 from .registry import Registry, load_callable
 from .run.locks import lock_for
 from .run.observer import Outcome, RunObserver
+from .run.preflight import module_problem
 from .store.core import Store
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ class Client:
         paused queues (one query) when a task has not ended."""
         from . import taskstate
 
-        problem = taskstate.module_checker(self.registry)
+        problem = module_problem(self.registry)
         limits: dict[str, int] = {}
 
         def limit(ref: str) -> int:

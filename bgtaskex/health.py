@@ -16,7 +16,7 @@ from .models import ACTIVE_STATUSES, DEMO_PROCESS, QueuePause, RunRecord, TaskFi
 from .processes import DEFAULT_EVERY, Process
 from .registry import parse_ref
 from .run.file_lock import describe_holder, lock_state
-from .run.preflight import HOW_TO_DECLARE, ON_THE_PATH, findable
+from .run.preflight import HOW_TO_DECLARE, ON_THE_PATH, module_problem
 from .walltime import local_zone
 
 if TYPE_CHECKING:
@@ -310,6 +310,7 @@ def _gap(process: Process, now: datetime, fires: int = 8) -> float:
 def _unimportable(store: Store, registry: Registry) -> dict[str, Any]:
     """The tasks that wait for a module a run cannot import (not declared, or not on
     the path), and those modules with why. Nothing is imported here."""
+    problem = module_problem(registry)
     why: dict[str, str | None] = {}  # module: why it cannot be imported, None if it can
     stuck: list[str] = []
     for ref in store.admin.waiting_refs():
@@ -317,10 +318,7 @@ def _unimportable(store: Store, registry: Registry) -> dict[str, Any]:
             module = parse_ref(ref)[0]
         except InvalidRef:
             continue  # not a module's fault: the run fails such an action
-        if module not in why:
-            reasons = [] if registry.allowed(module) else ["not declared"]
-            reasons += [] if findable(module) else ["not found"]
-            why[module] = ", ".join(reasons) or None
+        why[module] = problem(module)
         if why[module] is not None:
             stuck.append(ref)
     if not stuck:

@@ -29,25 +29,7 @@ from .models import (
 from .owner import holder_is_gone
 from .registry import Registry, parse_ref
 from .run.failures import STORAGE
-from .run.preflight import findable
-
-#: Why a module cannot be imported by a run ("not declared", "not found"), None if it can.
-ModuleProblem = Callable[[str], str | None]
-
-
-def module_checker(registry: Registry) -> ModuleProblem:
-    """Why a run with this registry cannot import a module (cached per module); as
-    `check` says it, and importing nothing."""
-    cache: dict[str, str | None] = {}
-
-    def problem(module: str) -> str | None:
-        if module not in cache:
-            reasons = [] if registry.allowed(module) else ["not declared"]
-            reasons += [] if findable(module) else ["not found"]
-            cache[module] = ", ".join(reasons) or None
-        return cache[module]
-
-    return problem
+from .run.preflight import ModuleProblem
 
 
 def max_attempts_of(ref: str, registry: Registry, settings: Settings) -> int:

@@ -12,11 +12,12 @@ import importlib
 import importlib.machinery
 import importlib.util
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..config import Settings
 from ..exceptions import ConfigError
 from ..pythonpath import cwd_hint, import_hint, require, use
+from ..registry import Registry
 from .locks import lock_for
 
 HOW_TO_DECLARE = "--import MODULE, the config's 'imports' or BGTASKEX_IMPORTS"
@@ -103,3 +104,22 @@ def import_declared(settings: Settings) -> None:
 
 def _is_sqlite(url: str) -> bool:
     return url.split(":", 1)[0].split("+", 1)[0].strip().lower() == "sqlite"
+
+
+#: Why a module cannot be imported by a run ("not declared", "not found"), None if it can.
+ModuleProblem = Callable[[str], str | None]
+
+
+def module_problem(registry: Registry) -> ModuleProblem:
+    """Why a run with this registry cannot import a module (cached per module); as
+    `check` says it, and importing nothing."""
+    cache: dict[str, str | None] = {}
+
+    def problem(module: str) -> str | None:
+        if module not in cache:
+            reasons = [] if registry.allowed(module) else ["not declared"]
+            reasons += [] if findable(module) else ["not found"]
+            cache[module] = ", ".join(reasons) or None
+        return cache[module]
+
+    return problem
