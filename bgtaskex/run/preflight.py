@@ -13,12 +13,15 @@ import importlib.machinery
 import importlib.util
 import sys
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..exceptions import ConfigError
 from ..pythonpath import cwd_hint, import_hint, require, use
-from ..registry import Registry
 from .locks import lock_for
+
+if TYPE_CHECKING:
+    from ..registry import Registry  # the idle run-once imports no registry (nor models)
 
 HOW_TO_DECLARE = "--import MODULE, the config's 'imports' or BGTASKEX_IMPORTS"
 #: How to make a declared module that cannot be found findable.
