@@ -562,7 +562,7 @@ def test_demo_on_default_database(bgx: Bgx, cli_env: dict[str, str]) -> None:
     assert task["status"] == "finished"
     assert [a["status"] for a in task["actions"]] == ["done", "skipped", "done"]
 
-    # attack15a F17: the demo's runs are recorded as process `demo`, and `check` does
+    # #15 attack: the demo's runs are recorded as process `demo`, and `check` does
     # not count them as runs to expect more of (it warned for ever after the demo).
     recorded = bgx.json("runs", "--json")
     assert recorded and {r["process"] for r in recorded} == {"demo"}, recorded

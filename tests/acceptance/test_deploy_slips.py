@@ -116,7 +116,7 @@ def test_check_warns_about_tasks_waiting_for_a_module(
     assert "3 task(s) wait for a module that cannot be imported: slipjobs (not found)" in (
         off_path.stdout
     ), describe(off_path)
-    # attack15a F6: the advice matches the reason (it said "declare it" for this one).
+    # #15 attack: the advice matches the reason (it said "declare it" for this one).
     assert "declare it" not in off_path.stdout, describe(off_path)
     assert "(put it on the Python path: install it" in off_path.stdout, describe(off_path)
 
@@ -198,7 +198,7 @@ def test_the_daemon_leaves_such_tasks_waiting_and_keeps_running(
 def test_a_run_refused_at_start_is_recorded_and_check_warns(
     bgx: Bgx, sqlite_url: str, tmp_path: Path
 ) -> None:
-    """attack15a F12: a run-once refused at start (exit 2: a declared module that
+    """#15 attack: a run-once refused at start (exit 2: a declared module that
     raises at import, a pythonpath directory gone) left no record and `check` said OK.
     Now one row, outcome "refused", its error masked; none without the schema."""
     url = ("--database-url", sqlite_url)

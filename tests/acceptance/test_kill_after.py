@@ -52,7 +52,7 @@ def test_run_once_kills_a_hook_overrunning_the_deadline_by_kill_after(
     task = bgx.show(url, task_id)
     assert task["status"] == "running"
     assert task["actions"][0]["last_failure"].startswith("overrun: execute ran ")
-    # attack15b F16: its run record says why it died (it said only "died", no error).
+    # #15 attack: its run record says why it died (it said only "died", no error).
     (record,) = bgx.json("--database-url", url, "runs", "--json")
     assert record["outcome"] == "died" and record["ended_at"], record
     assert record["error"].startswith("killed (exit 7): overrun: execute ran "), record

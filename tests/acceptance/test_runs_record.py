@@ -74,4 +74,4 @@ def test_an_idle_run_once_on_sqlite_is_recorded(bgx: Bgx, sqlite_url: str, tmp_p
     (run,) = bgx.json(*db, "runs", "--json")
     assert (run["outcome"], run["finished"], run["process"]) == ("ok", 0, None)
     assert run["ended_at"] >= run["started_at"]
-    assert idle["run_id"] == run["run_id"]  # attack15a F11: it said null
+    assert idle["run_id"] == run["run_id"]  # #15 attack: it said null

@@ -1,4 +1,4 @@
-"""`bgtaskex check`: freshness per process (attack15b F8, F12, F14), on SQLite,
+"""`bgtaskex check`: freshness per process (a #15 attack), on SQLite,
 PostgreSQL and MariaDB. Run records are written through the store's own start and end
 calls, then dated back: an hourly process is not late 20 minutes after its run, one
 process whose runs die is not hidden by a healthy one, a process that never ran or
@@ -165,7 +165,7 @@ def test_a_late_process_is_not_hidden_by_a_healthy_one(
 def test_a_process_that_never_ran_is_not_late(
     client: Client, check: Callable[[str], Check]
 ) -> None:
-    """attack15b F8: a fresh install with a declared process does not warn."""
+    """#15 attack: a fresh install with a declared process does not warn."""
     code, report = check(TWO)()
     assert (code, report["problems"], report["run_expected"]) == (0, [], True), report
     assert "process good has not run yet" in report["notes"]
@@ -175,7 +175,7 @@ def test_a_process_that_never_ran_is_not_late(
 def test_a_windowed_process_outside_its_window_is_not_late(
     client: Client, check: Callable[[str], Check]
 ) -> None:
-    """attack15b F14: a nightly-only process is not late all week."""
+    """#15 attack: a nightly-only process is not late all week."""
     day = (datetime.now().astimezone() + timedelta(days=3)).isoweekday()  # closed today
     window = f'window = {{ days = [{day}], start = "01:00", end = "02:00" }}\n'
     run = check('[[processes]]\nname = "nightly"\nevery = "2s"\n' + window)
@@ -227,7 +227,7 @@ def test_a_windowed_process_is_late_counted_from_its_window_opening(
 def test_a_database_without_the_schema_warns_when_processes_are_declared(
     check: Callable[[str], Check],
 ) -> None:
-    """attack15b F10: the SQLite file deleted (or the runs pointed at another database):
+    """#15 attack: the SQLite file deleted (or the runs pointed at another database):
     `check` said `OK - no schema yet` for ever, though the config declares processes,
     whose daemon makes the schema as it starts. Without processes, a database that
     nothing used yet is still fine."""

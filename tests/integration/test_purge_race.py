@@ -1,4 +1,4 @@
-"""`purge` next to a concurrent `retry` (attack15b F5): the batch purge selects is
+"""`purge` next to a concurrent `retry` (#15 attack): the batch purge selects is
 locked as it is selected (`FOR UPDATE SKIP LOCKED`), so a task that a retry turns back
 into `created` meanwhile is never deleted. PostgreSQL and MariaDB (SQLite serialises its
 writers)."""

@@ -196,7 +196,7 @@ class HidesTheEvents(Action):
 
 
 def test_a_run_record_counts_only_the_ends_that_were_committed(tmp_path: Path) -> None:
-    """attack15b F3: a finish whose write a storage error lost is not counted finished
+    """#15 attack: a finish whose write a storage error lost is not counted finished
     (the task is still running); the execute called (its start committed) is."""
     url = f"sqlite:///{tmp_path / 'hidden.db'}"
     settings = Settings(database_url=url, lock_file=str(tmp_path / "lock"), imports=(HERE,))
@@ -313,7 +313,7 @@ def test_a_run_purges_the_run_records_past_their_retention(client: Client) -> No
 def test_the_idle_run_once_deletes_expired_run_records_itself(
     tmp_path: Path, keep_finished: float
 ) -> None:
-    """attack15b F6: an expired run record counted as work, so with keep_finished = 0
+    """#15 attack: an expired run record counted as work, so with keep_finished = 0
     (the last run's own row expired at once) every idle run-once was a full run. Now
     the probe stays idle and the idle run's record deletes what expired."""
     settings = Settings(

@@ -135,7 +135,7 @@ def test_runs_lists_runs_newest_first_with_filters_and_json(bg: Bg, client: Clie
         "PROCESS",
         "HOST:PID",
         "STARTED",
-        "(UTC)",  # attack15a: the column was UTC, unlabelled
+        "(UTC)",  # #15 attack: the column was UTC, unlabelled
         "DURATION",
         "OUTCOME",
         "COUNTS",
@@ -174,7 +174,7 @@ def test_check_warns_when_no_run_ended_ok_within_stale_after(
     assert report["run_expected"] is False and report["last_run"] is None
     assert report["stale_after"] == 300.0
 
-    # Now a run is expected, but a process that never ran is not late (attack15b F8:
+    # Now a run is expected, but a process that never ran is not late (#15 attack:
     # this warned at once on a fresh install).
     _declare_a_process(config)
     code, report = _check(bg)
@@ -218,7 +218,7 @@ def test_check_stale_after_is_validated(bg: Bg) -> None:
 def test_check_json_on_bad_input_prints_one_error_line_and_no_object(
     bg: Bg, args: tuple[str, ...]
 ) -> None:
-    """attack15a F8, as README says it: exit 2 prints no JSON (a monitor reads the
+    """#15 attack, as README says it: exit 2 prints no JSON (a monitor reads the
     exit code first), one error line on stderr."""
     result = bg("check", "--json", *args)
     assert result.code == 2 and result.out == "", result.describe()

@@ -1,4 +1,4 @@
-"""The hint of an SQLite file this user cannot open for writing (attack15a F4: root
+"""The hint of an SQLite file this user cannot open for writing (#15 attack: root
 queued the first task, the database became root's with mode 0600, and the app user's
 cron got "unable to open database file" with no reason). Tests run as root, whom
 permissions never stop, so os.access answers as it would for another user."""

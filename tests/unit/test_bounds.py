@@ -138,7 +138,7 @@ def test_duration_options_say_the_rule_of_every_duration(
 def test_check_failed_within_says_the_rule_of_a_duration_that_must_pass(
     value: str, tmp_path: Path, isolated: None
 ) -> None:
-    """attack15a F1: it said ">= 0" for -1h and "> 0" for 0, in a form of its own."""
+    """#15 attack: it said ">= 0" for -1h and "> 0" for 0, in a form of its own."""
     url = ("--database-url", f"sqlite:///{tmp_path / 'bounds.db'}")
     line = _error(run_cli(*url, "check", "--failed-within", value))
     assert f"'--failed-within': expected {POSITIVE_DURATION.text}, got {value!r}" in line, line

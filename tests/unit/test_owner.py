@@ -59,7 +59,7 @@ def test_this_process_is_gone_only_for_runs_it_no_longer_has() -> None:
 
 
 def test_a_long_host_name_leaves_the_mark_whole(monkeypatch: pytest.MonkeyPatch) -> None:
-    """attack15b F11: with a 64-character host name the name was cut to 100 characters
+    """#15 attack: with a 64-character host name the name was cut to 100 characters
     inside its mark, and a live run read as dead (its task taken over while it ran)."""
     import socket
 
