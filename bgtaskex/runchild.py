@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 from .client import Client
 from .exceptions import BgtaskexError, LockBusy, OutsideWindow
 from .processes import Process
-from .run import runner
+from .run.observer import RunObserver
 from .run.signals import StopRequest
 
 log = logging.getLogger("bgtaskex.daemon")
@@ -64,7 +64,7 @@ class Children:
         self.pid: int | None = None
         self._guard = threading.Lock()
         # Shared with each child (an anonymous shared mapping survives the fork): 1
-        # while the child's run is in its planner (`runner.planner_phase`).
+        # while the child's run is in its planner (`RunObserver.planner`).
         self._planning = mmap.mmap(-1, 1)
 
     def run(
@@ -190,18 +190,13 @@ def _child(
     code = 1
     try:
         _die_with(parent)
-
-        def phase(on: bool) -> None:
-            planning[0] = 1 if on else 0
-
-        runner.planner_phase = phase
         stop = StopRequest()
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, signal.SIG_IGN)
         signal.signal(STOP_SIGNAL, lambda _signum, _frame: stop.set())
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
         client.forked()
-        kind, line = _run(client, process, stop)
+        kind, line = _run(client, process, stop, _Planning(planning))
         os.write(report, f"{kind} {line}".encode())
         code = 0
     except BaseException:  # the child never returns into the daemon's code
@@ -240,10 +235,22 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _run(client: Client, process: Process, stop: threading.Event) -> tuple[str, str]:
+class _Planning(RunObserver):
+    """Keeps the daemon told (one shared byte) whether the child is in its planner."""
+
+    def __init__(self, planning: mmap.mmap) -> None:
+        self._planning = planning
+
+    def planner(self, running: bool) -> None:
+        self._planning[0] = 1 if running else 0
+
+
+def _run(
+    client: Client, process: Process, stop: threading.Event, observer: RunObserver | None = None
+) -> tuple[str, str]:
     """The run, as the daemon's tick did it in its own process: what to report."""
     try:
-        summary = client.run_once(process=process, stop=stop)
+        summary = client.run_once(process=process, stop=stop, observer=observer)
     except (LockBusy, OutsideWindow) as skipped:
         log.info("process %s: %s", process.name, skipped)
         return "skipped", ""

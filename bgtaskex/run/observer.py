@@ -23,6 +23,11 @@ class Outcome(enum.Enum):
 class RunObserver:
     """Hooks for a live view of a run (`run-once --progress`); the default does nothing."""
 
+    def planner(self, running: bool) -> None:
+        """Told True as the process's planner is called, False once it returned or
+        raised (the daemon's run child: a child that dies meanwhile died in its planner,
+        before the run took any task)."""
+
     def task_started(self, task: Task) -> None:
         pass
 

@@ -79,7 +79,7 @@ def run(
         with running(run_id):  # its record's holder reads alive in this process too
             try:
                 summary, overran, purged = _serve(
-                    store, plan, settings, planner, workers, run_id, deadline
+                    store, plan, settings, planner, workers, run_id, deadline, observer
                 )
             except BaseException as err:
                 _record_end(store, record, _added_up([w.so_far() for w in workers]), err)
@@ -105,6 +105,7 @@ def _serve(
     workers: Sequence[Worker],
     run_id: str,
     deadline: float,
+    observer: RunObserver | None,
 ) -> tuple[RunSummary, float, int]:
     """The run's work under its lock: release the claims of dead runs, call the
     planner, let the workers take due tasks, expire ended tasks with what is left of the
@@ -115,7 +116,7 @@ def _serve(
     with store.bound():
         overran = 0.0
         if planner is not None:
-            overran = _plan(planner, plan, settings, run_id, deadline)
+            overran = _plan(planner, plan, settings, run_id, deadline, observer or RunObserver())
         summary = workers[0].work() if len(workers) == 1 else _work_in_threads(store, workers)
         keep, purged = settings.keep_ended, 0
         if keep and time.time() < deadline:
@@ -151,14 +152,13 @@ def _record_end(store: RunStorage, record: int, done: RunSummary, err: BaseExcep
         log.warning("run %s: its end could not be recorded: %s", done.run_id, failed)
 
 
-#: Told True as a process's planner is called, False once it returned or raised: the
-#: daemon's run child sets it (runchild), so that a child that dies meanwhile is known
-#: to have died in its planner, before the run took any task.
-planner_phase: Callable[[bool], None] | None = None
-
-
 def _plan(
-    planner: Callable[[], object], plan: RunPlan, settings: Settings, run_id: str, deadline: float
+    planner: Callable[[], object],
+    plan: RunPlan,
+    settings: Settings,
+    run_id: str,
+    deadline: float,
+    observer: RunObserver,
 ) -> float:
     """Call the process's planner under the hard limit of a hook: a planner that hangs
     must not hold the run lock for ever (under cron no later run could start). Once it
@@ -178,17 +178,14 @@ def _plan(
             target=watch, args=(kill_after,), name="bgtaskex-planner-watchdog", daemon=True
         )
         watchdog.start()
-    phase = planner_phase
-    if phase is not None:
-        phase(True)
+    observer.planner(True)
     try:
         planner()
     except Exception:  # a planner's bug must not stop the tasks already queued
         log.exception("run %s: the process's callable raised", run_id)
     finally:
         returned.set()
-        if phase is not None:
-            phase(False)
+        observer.planner(False)
     overrun = time.time() - deadline
     if overrun <= 0.5:  # the end of a slice, not an overrun
         return 0.0
