@@ -13,7 +13,20 @@ from .models import Stats
 
 
 def render(stats: Stats) -> str:
+    """The metrics of `stats`, in the Prometheus text format."""
     registry = CollectorRegistry()
+    _task_gauges(registry, stats)
+    _run_gauges(registry, stats)
+    Gauge(
+        "bgtaskex_stats_timestamp_seconds",
+        "When these numbers were read.",
+        registry=registry,
+    ).set_to_current_time()
+    return generate_latest(registry).decode()
+
+
+def _task_gauges(registry: CollectorRegistry, stats: Stats) -> None:
+    """The tasks by status, the oldest waiting, the actions ended, the mean execute."""
     tasks = Gauge(
         "bgtaskex_tasks",
         "Tasks by queue, type and status.",
@@ -44,6 +57,10 @@ def render(stats: Stats) -> str:
     )
     if stats.mean_action_seconds is not None:
         mean.set(stats.mean_action_seconds)
+
+
+def _run_gauges(registry: CollectorRegistry, stats: Stats) -> None:
+    """The paused queues, the end of the last run ok, the run records by outcome."""
     paused = Gauge(
         "bgtaskex_queue_paused",
         "1 for each queue an operator paused (bgtaskex pause); no series for the others.",
@@ -70,9 +87,3 @@ def render(stats: Stats) -> str:
     )
     for outcome, count in stats.runs:
         runs.labels(outcome).set(count)
-    Gauge(
-        "bgtaskex_stats_timestamp_seconds",
-        "When these numbers were read.",
-        registry=registry,
-    ).set_to_current_time()
-    return generate_latest(registry).decode()

@@ -9,17 +9,12 @@ from typing import Any
 from .models import (
     ActionRecord,
     Event,
-    QueuePause,
-    QueueSummary,
-    RunRecord,
-    Stats,
     Task,
     TaskState,
 )
-from .views import stats_dict
 
 
-def _ago(value: datetime) -> str:
+def ago(value: datetime) -> str:
     seconds = max(0, int((datetime.now(UTC) - value).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -44,7 +39,7 @@ _STYLE = {
 }
 
 
-def _status(value: str) -> str:
+def styled(value: str) -> str:
     style = _STYLE.get(str(value))
     return f"[{style}]{value}[/]" if style else str(value)
 
@@ -96,7 +91,7 @@ def due_later(task: Task) -> datetime | None:
 def due_text(at: datetime) -> str:
     """A due time as `show` prints it (UTC, as every time the CLI prints): `2026-12-24
     06:00:00 UTC (in 17d20h)`."""
-    return f"{_short(at)} UTC ({_in(at)})"
+    return f"{utc_time(at)} UTC ({_in(at)})"
 
 
 def render_tasks(tasks: list[Task], states: dict[int, TaskState] | None = None) -> Any:
@@ -133,14 +128,14 @@ def render_tasks(tasks: list[Task], states: dict[int, TaskState] | None = None) 
             escape(task.name),
             escape(task.queue),
             str(task.type),
-            _status(task.status),
+            styled(task.status),
             escape(action),
             percent(current) if not task.ended_at else "-",
             str(state.attempts if state else current.attempts) if current else "0",
             *said,
             *when,
-            _ago(task.created_at),
-            _ago(task.updated_at),
+            ago(task.created_at),
+            ago(task.updated_at),
         )
     return table
 
@@ -186,7 +181,7 @@ def progress_line(action: ActionRecord, width: int = 24) -> str | None:
     return " · ".join(parts)
 
 
-def _short(value: datetime | None) -> str:
+def utc_time(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
@@ -201,46 +196,11 @@ def render_task(
     """`show`: the task, its actions and its history. `action_count` and `event_count`
     are the totals when `task.actions` (its first ranks, plus the current action) and
     `events` (the latest) are pages of them."""
-    from rich.markup import escape
-    from rich.padding import Padding
     from rich.text import Text
 
-    ended = f" · ended {_short(task.ended_at)}" if task.ended_at else ""
-    claim = ""
-    if task.claimed_by:
-        lease = f", lease until {_short(task.lease_until)}" if task.lease_until else ""
-        claim = f"\nclaimed by {escape(task.claimed_by)} (token {task.claim_token}{lease})"
-    later = due_later(task)
-    if later is not None:
-        claim += f"\ndue {due_text(later)}"
-    if task.unique_key is not None:
-        claim += f"\nunique key {escape(task.unique_key)}"
-    parts: list[Any] = [
-        Text.from_markup(
-            f"[bold]task {task.id}[/] {escape(task.name)} · {_status(task.status)} · "
-            f"{task.type} · queue {escape(task.queue)}\n"
-            f"created {_short(task.created_at)} · updated {_short(task.updated_at)}{ended} (UTC)"
-            + claim
-        ),
-        Text("\nactions", style="bold"),
-    ]
+    parts: list[Any] = [_task_head(task), Text("\nactions", style="bold")]
     for action in task.actions:
-        current = action.rank == task.current_rank and not task.ended_at
-        parts.append(
-            Text.from_markup(
-                f"{'▶' if current else ' '} {action.rank}. {escape(action.ref)} · "
-                f"{_status(action.status)} · attempts {action.attempts}"
-                + (f" · {duration(action.elapsed)} in execute" if action.elapsed >= 1 else "")
-            )
-        )
-        if action.last_failure:  # why its last execute died (the retry waits: `due`)
-            why = Text(f"last failure: {action.last_failure}")
-            parts.append(Padding(why, (0, 0, 0, 5), expand=False))
-        bar = progress_line(action)
-        if bar:
-            parts.append(Padding(Text(bar), (0, 0, 0, 5), expand=False))
-        params = json.dumps(action.params, indent=2, ensure_ascii=False)
-        parts.append(Padding(Text(params, style="dim"), (0, 0, 0, 5), expand=False))
+        parts.extend(_action_parts(action, action.rank == task.current_rank and not task.ended_at))
     if action_count is not None and action_count > len(task.actions):
         parts.append(Text(_actions_page(task, action_count), style="dim"))
     parts.append(Text("\nhistory (UTC)", style="bold"))
@@ -254,6 +214,54 @@ def render_task(
         )
     if not verbose and any(e.error for e in events):
         parts.append(Text("(tracebacks hidden: add --verbose)", style="dim"))
+    return parts
+
+
+def _task_head(task: Task) -> Any:
+    """`show`'s first lines: the task, its times, its claim, when it is due, its key."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    ended = f" · ended {utc_time(task.ended_at)}" if task.ended_at else ""
+    claim = ""
+    if task.claimed_by:
+        lease = f", lease until {utc_time(task.lease_until)}" if task.lease_until else ""
+        claim = f"\nclaimed by {escape(task.claimed_by)} (token {task.claim_token}{lease})"
+    later = due_later(task)
+    if later is not None:
+        claim += f"\ndue {due_text(later)}"
+    if task.unique_key is not None:
+        claim += f"\nunique key {escape(task.unique_key)}"
+    created, updated = utc_time(task.created_at), utc_time(task.updated_at)
+    return Text.from_markup(
+        f"[bold]task {task.id}[/] {escape(task.name)} · {styled(task.status)} · "
+        f"{task.type} · queue {escape(task.queue)}\n"
+        f"created {created} · updated {updated}{ended} (UTC)" + claim
+    )
+
+
+def _action_parts(action: ActionRecord, current: bool) -> list[Any]:
+    """`show`'s lines of one action: status and attempts, why its last execute died,
+    its progress, its params."""
+    from rich.markup import escape
+    from rich.padding import Padding
+    from rich.text import Text
+
+    parts: list[Any] = [
+        Text.from_markup(
+            f"{'▶' if current else ' '} {action.rank}. {escape(action.ref)} · "
+            f"{styled(action.status)} · attempts {action.attempts}"
+            + (f" · {duration(action.elapsed)} in execute" if action.elapsed >= 1 else "")
+        )
+    ]
+    if action.last_failure:  # why its last execute died (the retry waits: `due`)
+        why = Text(f"last failure: {action.last_failure}")
+        parts.append(Padding(why, (0, 0, 0, 5), expand=False))
+    bar = progress_line(action)
+    if bar:
+        parts.append(Padding(Text(bar), (0, 0, 0, 5), expand=False))
+    params = json.dumps(action.params, indent=2, ensure_ascii=False)
+    parts.append(Padding(Text(params, style="dim"), (0, 0, 0, 5), expand=False))
     return parts
 
 
@@ -276,7 +284,7 @@ def _history(events: list[Event], verbose: bool) -> Any:
         message = escape(event.message)
         if event.error and verbose:
             message = f"{message}\n[dim]{escape(event.error.rstrip())}[/]"
-        history.add_row(_short(event.at), event.run_id or "-", what, _status(transition), message)
+        history.add_row(utc_time(event.at), event.run_id or "-", what, styled(transition), message)
     return history
 
 
@@ -290,188 +298,3 @@ def _actions_page(task: Task, count: int) -> str:
     if others:
         shown += f" (and the current one, {', '.join(others)})"
     return shown + "; --actions N to see more"
-
-
-def render_stats(stats: Stats) -> list[Any]:
-    from rich.table import Table
-    from rich.text import Text
-
-    data = stats_dict(stats)
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("QUEUE", "TYPE", "STATUS", "TASKS"):
-        table.add_column(column, justify="right" if column == "TASKS" else "left")
-    for row in data["tasks"]:
-        table.add_row(row["queue"], row["type"], _status(row["status"]), f"{row['count']:,}")
-    oldest = data["oldest_waiting_seconds"]
-    ended = data["actions_ended"]
-    mean = data["mean_action_seconds"]
-    lines = [
-        f"waiting tasks: {data['waiting']:,}"
-        + (f", the oldest for {duration(oldest)}" if oldest is not None else ""),
-        "actions ended in the last hour: "
-        f"{ended['1h']['done']:,} done, {ended['1h']['failed']:,} failed; "
-        f"last day: {ended['1d']['done']:,} done, {ended['1d']['failed']:,} failed",
-        "mean execute time of actions done in the last day: "
-        + (f"{mean:.2f}s" if mean is not None else "-"),
-        *(pause_line(pause) for pause in stats.paused),
-    ]
-    return [table if data["tasks"] else Text("no tasks"), Text("\n".join(lines))]
-
-
-def pause_line(pause: QueuePause) -> str:
-    """`queue reports paused 2h ago by ops@db1 (nightly maintenance): no run takes its
-    tasks`."""
-    by = f" by {pause.paused_by}" if pause.paused_by else ""
-    why = f" ({pause.reason})" if pause.reason else ""
-    return f"queue {pause.queue} paused {_ago(pause.paused_at)}{by}{why}: no run takes its tasks"
-
-
-def enqueued_in_pause(pause: QueuePause) -> str:
-    """`note: queue reports is paused (since 2h ago by ops@db1: nightly maintenance);
-    its tasks wait for bgtaskex resume reports`."""
-    import shlex
-
-    by = f" by {pause.paused_by}" if pause.paused_by else ""
-    why = f": {pause.reason}" if pause.reason else ""
-    return (
-        f"note: queue {pause.queue} is paused (since {_ago(pause.paused_at)}{by}{why}); "
-        f"its tasks wait for bgtaskex resume {shlex.quote(pause.queue)}"
-    )
-
-
-def render_queues(queues: list[QueueSummary]) -> Any:
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("QUEUE", "WAITING", "RUNNING", "FAILED", "OLDEST WAITING", "PAUSED"):
-        table.add_column(
-            column, justify="right" if column in ("WAITING", "RUNNING", "FAILED") else "left"
-        )
-    for queue in queues:
-        oldest = "-"
-        if queue.oldest_waiting_id is not None and queue.oldest_waiting_at is not None:
-            oldest = f"{queue.oldest_waiting_id} ({_ago(queue.oldest_waiting_at)})"
-        pause = queue.pause
-        paused = "-"
-        if pause is not None:
-            paused = _ago(pause.paused_at) + (f": {pause.reason}" if pause.reason else "")
-        table.add_row(
-            escape(queue.queue),
-            f"{queue.waiting:,}",
-            f"{queue.running:,}",
-            f"{queue.failed:,}",
-            oldest,
-            escape(paused),
-        )
-    return table
-
-
-def _all_but(excluded: list[str]) -> str:
-    return "all but " + ", ".join(excluded) if excluded else "all"
-
-
-def render_processes(rows: list[dict[str, Any]]) -> Any:
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("NAME", "QUEUES", "BUDGET", "TRIGGER", "WINDOW", "CALLABLE", "NEXT"):
-        table.add_column(column)
-    for row in rows:
-        trigger = f"cron {row['cron']}" if row["cron"] else f"every {seconds_text(row['every'])}"
-        window = row["window"]
-        table.add_row(
-            row["name"],
-            ", ".join(row["queues"]) if row["queues"] else _all_but(row["exclude_queues"]),
-            seconds_text(row["max_execution_time"]) if row["max_execution_time"] else "default",
-            trigger,
-            "-"
-            if window is None
-            else f"{window['start']}-{window['end']} days {window['days']}"
-            + ("" if window["enabled"] else " (disabled)"),
-            row["callable"] or "-",
-            row["next_at"] or "never",
-        )
-    return table
-
-
-def render_rules(rows: list[dict[str, Any]]) -> Any:
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("RULE", "ON", "DELETES", "CHUNK", "LAST TASK", "STATUS", "DELETED", "WHEN"):
-        table.add_column(column, justify="right" if column in ("CHUNK", "DELETED") else "left")
-    for row in rows:
-        last = row["last_task"]
-        when = "-"
-        if last is not None:
-            moment = last["ended_at"] or last["created_at"]
-            when = _ago(datetime.fromisoformat(moment.replace("Z", "+00:00")))
-        deleted = "-"
-        if last is not None and last["deleted"] is not None:
-            deleted = f"{last['deleted']}/{last['total']}"
-            if last["skipped"]:
-                deleted += f" ({last['skipped']} skipped)"
-        table.add_row(
-            escape(row["name"]),
-            "yes" if row["enabled"] else "[dim]no[/]",
-            escape(row["deletes"]),
-            str(row["chunk_size"]),
-            str(last["id"]) if last else "never run",
-            _status(last["status"]) if last else "-",
-            deleted,
-            when,
-        )
-    return table
-
-
-_RUN_COUNTS = (
-    ("finished", "finished"),
-    ("paused", "paused"),
-    ("failed", "failed"),
-    ("errors", "errored"),
-    ("cancelled", "cancelled"),
-    ("lost", "lost"),
-    ("left_waiting", "left waiting"),
-    ("purged", "purged"),
-)
-
-
-def run_counts(run: RunRecord) -> str:
-    """What a run did, its counts that are not 0: `3 finished, 1 failed`; `-`: none."""
-    done = [f"{getattr(run, name)} {label}" for name, label in _RUN_COUNTS if getattr(run, name)]
-    return ", ".join(done) or "-"
-
-
-def render_runs(runs: list[RunRecord]) -> Any:
-    """`bgtaskex runs`: one line per run, newest first."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    columns = ("ID", "RUN", "PROCESS", "HOST:PID", "STARTED (UTC)", "DURATION", "OUTCOME")
-    for column in (*columns, "COUNTS", "OVERRUN", "ERROR"):
-        table.add_column(
-            column,
-            justify="right" if column in ("ID", "DURATION", "OVERRUN") else "left",
-            no_wrap=True,
-            overflow="ellipsis",
-            max_width=48 if column in ("ERROR", "COUNTS") else None,
-        )
-    for run in runs:
-        ended = run.ended_at
-        took = duration((ended - run.started_at).total_seconds()) if ended else "-"
-        table.add_row(
-            str(run.id),
-            run.run_id,
-            escape(run.process or "-"),
-            escape(f"{run.host}:{run.pid}"),
-            _short(run.started_at),
-            took,
-            _status(run.outcome),
-            run_counts(run),
-            f"{run.max_overrun:.1f}s" if run.max_overrun > 0 else "-",
-            escape((run.error or "-").splitlines()[0] if run.error else "-"),
-        )
-    return table

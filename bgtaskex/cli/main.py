@@ -25,7 +25,7 @@ from ..exceptions import (
     UsageError,
 )
 from ..urls import mask_secrets
-from . import db, ops, queues, rules, run, tasks
+from . import db, enqueue, ops, queues, rules, run, tasks
 from .common import State, global_options
 
 
@@ -40,7 +40,7 @@ def cli(ctx: click.Context) -> None:
 
 
 for command in (
-    tasks.enqueue,
+    enqueue.enqueue,
     tasks.list_,
     tasks.show,
     tasks.retry,

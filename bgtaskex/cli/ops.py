@@ -38,7 +38,7 @@ def stats(state: State, as_json: bool, prometheus: bool) -> None:
 
         echo_json(stats_dict(numbers))
     else:
-        from ..render import render_stats
+        from ..render_ops import render_stats
 
         print_rich(*render_stats(numbers))
 
@@ -129,6 +129,6 @@ def runs(state: State, limit: int, process_name: str | None, failed: bool, as_js
     elif not found:
         click.echo("no run recorded" + (" that did not end ok" if failed else ""))
     else:
-        from ..render import render_runs
+        from ..render_ops import render_runs
 
         print_rich(render_runs(found))

@@ -36,7 +36,7 @@ def queues(state: State, as_json: bool) -> None:
     elif not found:
         click.echo("no queues yet (a queue exists once a task is queued in it or it is paused)")
     else:
-        from ..render import render_queues
+        from ..render_ops import render_queues
 
         print_rich(render_queues(found))
 
@@ -55,7 +55,7 @@ def pause(state: State, queue: str, reason: str | None) -> None:
     tasks; a task executing finishes its current hook and stops before its next hook.
     Pausing a paused queue keeps its start and replaces the reason when one is given."""
     paused, new = state.client().pause(queue, reason)
-    from ..render import pause_line
+    from ..render_ops import pause_line
 
     click.echo(pause_line(paused) if new else f"already {pause_line(paused)}")
 
@@ -79,14 +79,14 @@ def paused_note(client: Client, tasks: list[Task]) -> list[str]:
     shown = {task.queue for task in tasks if task.ended_at is None}
     if not shown:
         return []
-    from ..render import pause_line
+    from ..render_ops import pause_line
 
     return [pause_line(p) for p in client.paused_queues() if p.queue in shown]
 
 
 def enqueued_note(client: Client, queue: str) -> list[str]:
     """For `enqueue` (on stderr): a line when the task's queue is paused."""
-    from ..render import enqueued_in_pause
+    from ..render_ops import enqueued_in_pause
 
     name = queue.strip()
     return [enqueued_in_pause(p) for p in client.paused_queues() if p.queue == name]

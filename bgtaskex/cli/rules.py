@@ -38,7 +38,7 @@ Examples:
 def rules_list(state: State, as_json: bool) -> None:
     """Each rule, what it deletes, and its last walk (status, rows deleted, when)."""
     from ..builtin.retention import rule_statuses
-    from ..render import render_rules
+    from ..render_ops import render_rules
     from ..urls import mask_secrets
     from ..views import rule_dict
 

@@ -247,7 +247,7 @@ Examples:
 @pass_state
 def processes(state: State, as_json: bool) -> None:
     """The scheduled processes of the config, with their next occurrence."""
-    from ..render import render_processes
+    from ..render_ops import render_processes
     from ..views import process_dict
     from ..walltime import local_now
 
