@@ -34,8 +34,9 @@ from ..urls import mask_secrets, sqlite_path
 from . import reads, schema
 from . import statements as sql
 from .admin import Admin
+from .caller_connection import check_same_database
 from .cluster_lock import hold_cluster_lock
-from .engine import access_hint, check_same_database, make_engine, retrying_deadlocks, sqlite_file
+from .engine import access_hint, make_engine, retrying_deadlocks, sqlite_file
 from .engine import now as _now
 from .engine import translated as _translated
 from .queues import Queues
