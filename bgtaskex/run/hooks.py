@@ -1,4 +1,4 @@
-"""How the state machine calls a hook of an action (`Machine` mixes `Hooks` in).
+"""How the state machine calls a hook of an action (`Machine.hooks`, a `Hooks`).
 
 Before the hook, what announces it is written (the batch's flush), the claim's heartbeat
 holds the task and the hook's hard limit is set (`failures.Overrun`); after it, the
@@ -32,30 +32,37 @@ class HookDied(Exception):
 
 
 class Hooks:
-    """The calls of an action's hooks, for one worker (a mixin of `Machine`)."""
+    """The calls of an action's hooks, for one worker's `Machine`."""
 
-    # Given by Machine:
-    store: RunStorage
-    settings: Settings
-    run_id: str
-    deadline: float
-    batch: WriteBatch
-    hold: Hold
-    heartbeat: Heartbeat | None
-    max_overrun: float
+    def __init__(
+        self,
+        store: RunStorage,
+        settings: Settings,
+        *,
+        run_id: str,
+        deadline: float,
+        batch: WriteBatch,
+        hold: Hold,
+        heartbeat: Heartbeat | None,
+    ) -> None:
+        self.store, self.settings = store, settings
+        self.run_id, self.deadline = run_id, deadline
+        self.batch, self.hold, self.heartbeat = batch, hold, heartbeat
+        #: The longest a hook ran past the deadline in this run, in seconds.
+        self.max_overrun = 0.0
 
-    def _max_attempts(self, instance: Action) -> int:
+    def max_attempts(self, instance: Action) -> int:
         return type(instance).max_attempts or self.settings.max_attempts
 
-    def _next_delay(self, work: TaskWrites, rank: int, instance: Action) -> float:
+    def next_delay(self, work: TaskWrites, rank: int, instance: Action) -> float:
         """The retry delay if the execute about to run dies: none when that death
         fails the action (max_attempts)."""
         death = work.counted.get(rank, work.actions[rank].attempts) + 1
-        if death >= self._max_attempts(instance):
+        if death >= self.max_attempts(instance):
             return 0.0
         return retry_delay(type(instance), self.settings, death)
 
-    def _hook(
+    def call(
         self, work: TaskWrites, rank: int, instance: Action, name: str, call: Callable[[], object]
     ) -> bool:
         """Write what announces the hook, call it; on a normal return, stage the params
@@ -113,9 +120,7 @@ class Hooks:
             self.deadline,
             kill_after,
             self.hold.token,
-            functools.partial(self._next_delay, work, rank, instance)
-            if name == "execute"
-            else None,
+            functools.partial(self.next_delay, work, rank, instance) if name == "execute" else None,
         )
 
     def _note_overrun(self, work: TaskWrites, rank: int, name: str) -> None:
@@ -159,7 +164,7 @@ class Hooks:
         storage = context.storage_failed if isinstance(context, RunContext) else None
         if storage is not None and not _caused_by(err, storage):
             storage = None  # caught by the action, which then failed of its own error
-        delay = 0.0 if storage is not None else self._next_delay(work, rank, instance)
+        delay = 0.0 if storage is not None else self.next_delay(work, rank, instance)
         failure = ActionChange(rank, last_failure=failure_text(err, storage))
         self.batch.stage_event(work.task.id, event, failure, not_before(delay))
 

@@ -46,7 +46,7 @@ log = logging.getLogger("bgtaskex.runner")  # a stable name, for log filters
 Step = Outcome | None
 
 
-class Machine(Hooks):
+class Machine:
     """Takes tasks through their statuses for one worker, staging every write in `batch`
     and writing it before each hook."""
 
@@ -66,11 +66,19 @@ class Machine(Hooks):
     ) -> None:
         self.store, self.registry, self.settings = store, registry, settings
         self.run_id, self.deadline = run_id, deadline
-        self.batch, self.hold, self.heartbeat = batch, hold, heartbeat
+        self.batch, self.hold = batch, hold
         self.observer, self.stop_requested = observer, stop_requested
         self.actions_run = 0
         self.missing_modules: set[str] = set()
-        self.max_overrun = 0.0
+        self.hooks = Hooks(
+            store,
+            settings,
+            run_id=run_id,
+            deadline=deadline,
+            batch=batch,
+            hold=hold,
+            heartbeat=heartbeat,
+        )
         self.pauses = PauseWatch(store)
 
     def advance(self, task: Task) -> Outcome:
@@ -132,7 +140,7 @@ class Machine(Hooks):
         recorded = current.last_failure is not None
         instance.last_failure = current.last_failure or CRASH
         failure = None if recorded else CRASH
-        limit = self._max_attempts(instance)
+        limit = self.hooks.max_attempts(instance)
         if attempts >= limit:
             message = f"execute died {attempts} times (max_attempts={limit})"
             work.stage(
@@ -153,7 +161,7 @@ class Machine(Hooks):
             work, TaskStatus.RECOVERING, f"{died}; calling change_params_on_error"
         )
         try:
-            retry = self._hook(
+            retry = self.hooks.call(
                 work, rank, instance, "change_params_on_error", instance.change_params_on_error
             )
         except HookDied:
@@ -199,7 +207,7 @@ class Machine(Hooks):
                 work, TaskStatus.STARTING, f"calling init_params of action {rank}", rank
             )
             try:
-                wanted = self._hook(work, rank, instance, "init_params", instance.init_params)
+                wanted = self.hooks.call(work, rank, instance, "init_params", instance.init_params)
             except HookDied:
                 return Outcome.ERROR
             if not wanted:
@@ -231,7 +239,9 @@ class Machine(Hooks):
         self.actions_run += 1
         deadline = self.deadline
         try:
-            done = self._hook(work, rank, instance, "execute", lambda: instance.execute(deadline))
+            done = self.hooks.call(
+                work, rank, instance, "execute", lambda: instance.execute(deadline)
+            )
         except HookDied:
             return Outcome.ERROR
         if done:

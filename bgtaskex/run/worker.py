@@ -143,7 +143,7 @@ class Worker:
             elapsed=elapsed,
             left_waiting=counts[Outcome.LEFT],
             missing_modules=tuple(sorted(machine.missing_modules)),
-            max_overrun=machine.max_overrun,
+            max_overrun=machine.hooks.max_overrun,
         )
 
     def _abandon(self) -> None:
