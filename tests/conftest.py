@@ -289,3 +289,22 @@ def app_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgres":
         return str(request.getfixturevalue("pg_database_url"))
     return str(request.getfixturevalue("mariadb_database_url"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Fail loudly when pytest-xdist ignores the `xdist_group` marks: the torture tests
+    and the InnoDB lock-wait tests rely on one worker running their group alone, and
+    with pytest 9.2 `--dist loadgroup` silently stopped grouping (pytest-xdist#1386)."""
+    config = session.config
+    if not hasattr(config, "workerinput") or not config.getvalue("loadgroup"):
+        return
+    lost = [
+        item.nodeid
+        for item in session.items
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+    ]
+    if lost:
+        raise pytest.UsageError(
+            f"pytest-xdist ignored the xdist_group mark of {len(lost)} test(s), e.g. "
+            f"{lost[0]}: install the pytest the test extra pins (pip install -e '.[test]')"
+        )
