@@ -15,16 +15,18 @@ index entries whatever the table's size:
 - with `since` / `until` selecting at most `SMALL_TIME_RANGE` tasks: that range of
   ix_created_at_id (every other condition checked on its rows), sorted by id.
 
-What no index serves is checked on the rows the range yields: the name glob (matched
+What no index serves is checked on the rows the ranges yield: the name glob (matched
 case-insensitively on the three backends, which no index of theirs serves, with or
-without a leading `*`), and a time range over `SMALL_TIME_RANGE` tasks. Such a filter
-costs the rows read until the page is full: little when many tasks match, up to the
-whole range (the table, without other filters) when few do. A time range is cheap at
-both ends (few tasks in it: its index; few outside it: the rows passed over are those
-outside), and costly only at the edge of one that cuts a big table in two big parts.
+without a leading `*`: a glob costs the rows read until the page is full, little when
+many tasks match, the whole table when few do), and a time range over
+`SMALL_TIME_RANGE` tasks, read in id order unless that would pass over more tasks
+outside it than it holds (`_time_driven`).
 
 The total is counted up to `count_up_to` (+1, to tell whether it stopped): a bounded
-read of the same ranges, which a filter that matches few tasks among many reads whole.
+read of the same ranges, newest first (oldest first for an `until` alone), which stops
+early when many tasks match; when fewer than `count_up_to` match, it reads every row
+of the ranges the conditions are checked on: the table for a name glob, the older
+tasks of the ranges for a status, type or queue with a `since` over SMALL_TIME_RANGE.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def page(
     conn: Connection, where: TaskFilter | None, before_id: int | None, limit: int, up_to: int
 ) -> TaskPage:
     """See `Store.page_tasks`."""
-    plan = _plan(conn, where or TaskFilter(), before_id)
+    plan = _plan(conn, where or TaskFilter(), before_id, limit)
     if not plan.ranges:  # an empty set of statuses, types or queues selects nothing
         return TaskPage((), 0, False, None)
     ids = list(conn.execute(_ids(conn, plan, before_id, limit + 1, newest=True)).scalars())
@@ -89,10 +91,10 @@ def page(
     )
 
 
-def _plan(conn: Connection, where: TaskFilter, before_id: int | None) -> _Plan:
+def _plan(conn: Connection, where: TaskFilter, before_id: int | None, limit: int) -> _Plan:
     c = t.tasks.c
     every = conditions(where)
-    if _time_driven(conn, where, before_id):
+    if _time_driven(conn, where, before_id, limit):
         return _Plan(_TIME_INDEX, [{}], every)
     checked = _checked(where)
     if not where.queues and not where.types and where.statuses is None:
@@ -126,13 +128,15 @@ def _checked(where: TaskFilter) -> list[ColumnElement[bool]]:
     return found
 
 
-def _time_driven(conn: Connection, where: TaskFilter, before_id: int | None) -> bool:
+def _time_driven(conn: Connection, where: TaskFilter, before_id: int | None, limit: int) -> bool:
     """Whether the page is read from the time range of `where` (ix_created_at_id,
     sorted by id) rather than in id order: when the range holds at most
-    SMALL_TIME_RANGE tasks (a bounded count), or when an `until` range lies so far below
-    the page's start that reading in id order would pass over more newer tasks than the
-    range holds (both estimated from the ids at its bounds, one index seek each: an
-    estimate for the choice only, the page reads the same tasks either way)."""
+    SMALL_TIME_RANGE tasks (a bounded count), or when reading in id order would pass
+    over more tasks outside the range than the range holds: the newer ones above an
+    `until`, or, once fewer than a page of the range is left below `before_id`, every
+    older one below a `since`. Those are estimated from the ids at the range's bounds
+    (one index seek each): an estimate for the choice only, the page reads the same
+    tasks either way."""
     c = t.tasks.c
     if where.since is None and where.until is None:
         return False
@@ -143,14 +147,15 @@ def _time_driven(conn: Connection, where: TaskFilter, before_id: int | None) -> 
     counted = inside.limit(SMALL_TIME_RANGE + 1).subquery()
     if conn.execute(select(func.count()).select_from(counted)).scalar_one() <= SMALL_TIME_RANGE:
         return True
-    if where.until is None:  # since: its tasks are the newest, first in id order
-        return False
-    end = _id_at(conn, c.created_at >= where.until)
-    if end is None:  # nothing newer than the range
-        return False
-    start = _id_at(conn, c.created_at >= where.since) if where.since is not None else 0
-    top = before_id if before_id is not None else conn.execute(select(func.max(c.id))).scalar()
-    return int(top or 0) - end > end - (start or 0)
+    top = int(conn.execute(select(func.max(c.id))).scalar() or 0) + 1
+    before = min(before_id, top) if before_id is not None else top
+    low = _id_at(conn, c.created_at >= where.since) if where.since is not None else 0
+    high = _id_at(conn, c.created_at >= where.until) if where.until is not None else None
+    high = top if high is None else high
+    passed = max(0, before - high)  # newer tasks, read first
+    left = min(before, high) - (low or 0)  # the range's tasks below the page's start
+    tail = (low or 0) if left <= limit else 0  # then every older task, to the first
+    return passed + tail > high - (low or 0)
 
 
 def _id_at(conn: Connection, bound: ColumnElement[bool]) -> int | None:
