@@ -22,6 +22,11 @@ many tasks match, the whole table when few do), and a time range over
 `SMALL_TIME_RANGE` tasks, read in id order unless that would pass over more tasks
 outside it than it holds (`_time_driven`).
 
+PostgreSQL takes no index hint and plans each range from its statistics: a range its
+statistics think empty (a queue that never had interactive tasks, say) may be read
+from ix_type_status_id, filtering the queue, which reads every task of that type and
+status; the other backends are told the index.
+
 The total is counted up to `count_up_to` (+1, to tell whether it stopped): a bounded
 read of the same ranges, newest first (oldest first for an `until` alone), which stops
 early when many tasks match; when fewer than `count_up_to` match, it reads every row
@@ -198,8 +203,13 @@ def _ids(
         part = select(c.id).where(*(c[k] == v for k, v in equal.items()), *plan.checked)
         if before_id is not None:
             part = part.where(c.id < before_id)
+        key: Any = c.id
+        if plan.index == _TIME_INDEX:
+            # Not the primary key's order: PostgreSQL, which takes no index hint, would
+            # otherwise read the primary key, passing over the tasks outside the range.
+            key = c.id + 0
         if merged or plan.index != _TIME_INDEX:  # a count of a time range reads it whole
-            part = part.order_by(c.id.desc() if newest else c.id)
+            part = part.order_by(key.desc() if newest else key)
         parts.append(_hinted(part, conn, plan.index).limit(n))
     if len(parts) == 1:
         return parts[0]
