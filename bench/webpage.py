@@ -5,8 +5,8 @@ The tasks are bulk-inserted (`fill`: stdlib sqlite3, PostgreSQL's COPY, executem
 MariaDB) into a schema bgtaskex made, one action each, created over 90 days in id order:
 98% ended (6% failed, 1% cancelled, the rest finished), 2% waiting (created, paused or
 running) among the newest; queues default 50%, reports 30%, emails 15%, imports 5%;
-5% interactive (in every queue); names `report-N`, `nightly-N`, `sync-N`, `mail-N` (N < 1000). PostgreSQL
-is ANALYZEd after the load, as autovacuum would.
+5% interactive (in every queue); names `report-N`, `nightly-N`, `sync-N`, `mail-N`
+(N < 1000). PostgreSQL is ANALYZEd after the load, as autovacuum would.
 
 Then, alternating, median of R runs after a warm-up: `Client.page_tasks` (the page with
 its total counted up to 10,000) for page 1 and a deep page (`before_id` in the middle of
