@@ -279,6 +279,17 @@ def _capture_all(tmp: Path, analyzed: bool) -> Capture:
         capture.phase = "show (a page)"
         store.get_task_page(waiting[0], 50)
         store.admin.recent_events(waiting[0], 50)
+        capture.phase = "page_tasks"
+        for where in (
+            TaskFilter(statuses=frozenset({"failed"})),
+            TaskFilter(queues=frozenset({"reports"})),
+            TaskFilter(types=frozenset({"interactive"}), statuses=_active()),
+            TaskFilter(since=now - timedelta(days=1)),
+        ):
+            page = store.page_tasks(where, None, 50, 10_000)
+            store.page_tasks(where, page.next_before or TASKS, 50, 10_000)
+        capture.phase = "page_tasks (newest)"
+        store.page_tasks(None, TASKS // 2, 50, 10_000)
         capture.phase = "stats"
         store.admin.stats()
         capture.phase = "next_due_at"
@@ -329,6 +340,7 @@ PHASES = (
     "check (stuck_tasks)",
     "check (waiting_refs)",
     "show (a page)",
+    "page_tasks",
     "stats",
     "next_due_at",
     "probe (idle: next due)",
@@ -404,6 +416,34 @@ def test_run_path_limits_stop_early(captured: dict[str, Capture]) -> None:
     assert not sorted_all, "LIMIT queries that sort every match:\n" + "\n".join(
         map(str, sorted_all)
     )
+
+
+def test_task_pages_read_their_index_ranges(captured: dict[str, Capture]) -> None:
+    """`page_tasks` (the web dashboard's list) reads the filter's tasks in id order from
+    one range per value of the filter, named by the index made for it: no page query of
+    an index-served filter sorts its matches, except that of a small time range (at most
+    `pages.SMALL_TIME_RANGE` tasks, read whole from its index); the newest tasks are a
+    range of the primary key (its count, of every task, reads the table in id order up to
+    `count_up_to`: a scan that stops at its LIMIT, so that phase is not in PHASES).
+    Statistics or not."""
+    for variant in ("plain", "analyzed"):
+        statements = captured[variant].of("page_tasks")
+        plans = "\n".join(line for s in statements for line in s.plan)
+        for index in ("type_status_id", "queue_type_status_id", "created_at_id"):
+            assert f"INDEX ix_bgtaskex_tasks_{index} " in plans, (variant, index)
+        sorted_all = [
+            s
+            for s in statements
+            if " LIMIT " in s.sql
+            and "created_at" not in s.sql
+            and any("USE TEMP B-TREE FOR ORDER BY" in p for p in s.plan)
+            and "UNION ALL" not in s.sql  # the merge of the ranges' first rows
+        ]
+        assert not sorted_all, "\n".join(map(str, sorted_all))
+        newest = "\n".join(
+            line for s in captured[variant].of("page_tasks (newest)") for line in s.plan
+        )
+        assert "USING INTEGER PRIMARY KEY (rowid<?)" in newest, variant
 
 
 def test_every_foreign_key_is_indexed(tmp_path: Path) -> None:
