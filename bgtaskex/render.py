@@ -19,7 +19,8 @@ from .models import (
 from .views import stats_dict
 
 
-def _ago(value: datetime) -> str:
+def ago(value: datetime) -> str:
+    """`5m ago`: how long ago `value` was, in its largest unit."""
     seconds = max(0, int((datetime.now(UTC) - value).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -139,8 +140,8 @@ def render_tasks(tasks: list[Task], states: dict[int, TaskState] | None = None) 
             str(state.attempts if state else current.attempts) if current else "0",
             *said,
             *when,
-            _ago(task.created_at),
-            _ago(task.updated_at),
+            ago(task.created_at),
+            ago(task.updated_at),
         )
     return table
 
@@ -162,6 +163,25 @@ def _state(state: TaskState | None) -> str:
     return f"[{style}]{escape(state.text)}[/]" if style else escape(state.text)
 
 
+def rate_text(action: ActionRecord) -> str | None:
+    """How fast an action goes, from its own execute time: `210/s`, `0.25/s`; None
+    before it has a rate."""
+    p = action.progress
+    if p is None or action.elapsed <= 0 or p.done <= 0:
+        return None
+    rate = p.done / action.elapsed
+    return f"{rate:,.0f}/s" if rate >= 10 else f"{rate:.2f}/s"
+
+
+def eta_text(action: ActionRecord) -> str | None:
+    """`~18s of run time left`: the execute time an active action still needs at its
+    rate so far; None when it cannot be told (or the action is not active)."""
+    if rate_text(action) is None or action.status != "active":
+        return None
+    eta = action.eta()
+    return None if eta is None else f"~{duration(eta)} of run time left"
+
+
 def progress_line(action: ActionRecord, width: int = 24) -> str | None:
     """`[████████░░░░] 62% 6,200/10,000 · 210/s · ~18s of run time left · message`."""
     p = action.progress
@@ -175,12 +195,7 @@ def progress_line(action: ActionRecord, width: int = 24) -> str | None:
         parts.append(f"{p.done:,.0f}/{p.total:,.0f}")
     else:
         parts.append(f"{p.done:,.0f} done")
-    if action.elapsed > 0 and p.done > 0:
-        rate = p.done / action.elapsed
-        parts.append(f"{rate:,.0f}/s" if rate >= 10 else f"{rate:.2f}/s")
-        eta = action.eta()
-        if eta is not None and action.status == "active":
-            parts.append(f"~{duration(eta)} of run time left")
+    parts.extend(text for text in (rate_text(action), eta_text(action)) if text)
     if p.message:
         parts.append(p.message)
     return " · ".join(parts)
@@ -323,7 +338,7 @@ def pause_line(pause: QueuePause) -> str:
     tasks`."""
     by = f" by {pause.paused_by}" if pause.paused_by else ""
     why = f" ({pause.reason})" if pause.reason else ""
-    return f"queue {pause.queue} paused {_ago(pause.paused_at)}{by}{why}: no run takes its tasks"
+    return f"queue {pause.queue} paused {ago(pause.paused_at)}{by}{why}: no run takes its tasks"
 
 
 def enqueued_in_pause(pause: QueuePause) -> str:
@@ -334,7 +349,7 @@ def enqueued_in_pause(pause: QueuePause) -> str:
     by = f" by {pause.paused_by}" if pause.paused_by else ""
     why = f": {pause.reason}" if pause.reason else ""
     return (
-        f"note: queue {pause.queue} is paused (since {_ago(pause.paused_at)}{by}{why}); "
+        f"note: queue {pause.queue} is paused (since {ago(pause.paused_at)}{by}{why}); "
         f"its tasks wait for bgtaskex resume {shlex.quote(pause.queue)}"
     )
 
@@ -351,11 +366,11 @@ def render_queues(queues: list[QueueSummary]) -> Any:
     for queue in queues:
         oldest = "-"
         if queue.oldest_waiting_id is not None and queue.oldest_waiting_at is not None:
-            oldest = f"{queue.oldest_waiting_id} ({_ago(queue.oldest_waiting_at)})"
+            oldest = f"{queue.oldest_waiting_id} ({ago(queue.oldest_waiting_at)})"
         pause = queue.pause
         paused = "-"
         if pause is not None:
-            paused = _ago(pause.paused_at) + (f": {pause.reason}" if pause.reason else "")
+            paused = ago(pause.paused_at) + (f": {pause.reason}" if pause.reason else "")
         table.add_row(
             escape(queue.queue),
             f"{queue.waiting:,}",
@@ -407,7 +422,7 @@ def render_rules(rows: list[dict[str, Any]]) -> Any:
         when = "-"
         if last is not None:
             moment = last["ended_at"] or last["created_at"]
-            when = _ago(datetime.fromisoformat(moment.replace("Z", "+00:00")))
+            when = ago(datetime.fromisoformat(moment.replace("Z", "+00:00")))
         deleted = "-"
         if last is not None and last["deleted"] is not None:
             deleted = f"{last['deleted']}/{last['total']}"
