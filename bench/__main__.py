@@ -25,6 +25,7 @@ BENCHMARKS = [
     "retention",
     "workers",
     "showpage",
+    "webpage",
     "chain",
     "daemon",
 ]
@@ -94,6 +95,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--repeats",
         type=_positive,
         help="retention: alternating plain/bgtaskex pairs per chunk size (3; quick 2)",
+    )
+    parser.add_argument(
+        "--mariadb-url",
+        metavar="URL",
+        help="webpage: also on this MariaDB server (scratch databases; default: not measured)",
     )
     parser.add_argument(
         "--output", metavar="FILE", help="JSON result file (default: bench/results/)"
@@ -200,6 +206,17 @@ def main(argv: list[str] | None = None) -> int:
                 quick=args.quick,
                 postgres_url=args.postgres_url,
                 use_postgres=not args.no_postgres,
+            )
+        if args.only in (None, "webpage"):
+            from . import webpage
+
+            result["webpage"] = webpage.run(
+                console,
+                quick=args.quick,
+                postgres_url=args.postgres_url,
+                use_postgres=not args.no_postgres,
+                mariadb_url=args.mariadb_url,
+                tasks=args.tasks if args.only == "webpage" else None,
             )
         if args.only in (None, "chain"):
             from . import chain

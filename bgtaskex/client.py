@@ -23,10 +23,13 @@ from .inputs import (
     not_before_moment,
     parse_actions,
     pause_reason,
+    whole_number,
 )
 from .models import (
+    BulkResult,
     Enqueued,
     Event,
+    HourActivity,
     QueuePause,
     QueueSummary,
     RunRecord,
@@ -35,6 +38,7 @@ from .models import (
     Stats,
     Task,
     TaskFilter,
+    TaskPage,
     TaskState,
 )
 from .owner import holder_name, operator_name
@@ -163,6 +167,43 @@ class Client:
 
     def count_tasks(self, where: TaskFilter | None = None, *, up_to: int | None = None) -> int:
         return self.store.count_tasks(where, up_to=up_to)
+
+    def page_tasks(
+        self,
+        where: TaskFilter | None = None,
+        *,
+        before_id: int | None = None,
+        limit: int = 50,
+        count_up_to: int = 10_000,
+    ) -> TaskPage:
+        """A page of the tasks `where` selects, newest first (id descending), below
+        `before_id`; `total` counted up to `count_up_to` (see `store.pages`)."""
+        if before_id is not None:
+            whole_number("before_id", before_id, 1, 2**63 - 1)
+        limit = whole_number("limit", limit, 1, 1000)
+        up_to = whole_number("count_up_to", count_up_to, 0, 10_000_000)
+        return self.store.page_tasks(where, before_id, limit, up_to)
+
+    def activity(self, hours: int = 24) -> list[HourActivity]:
+        """Actions ended done and failed per hour over the last `hours` hours (this one
+        included), oldest first, one entry per hour, zeros included."""
+        hours = whole_number("hours", hours, 1, 24 * 366)
+        this_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        return self.store.activity(this_hour - timedelta(hours=hours - 1), hours)
+
+    def cancel_where(self, where: TaskFilter, *, expect: int) -> BulkResult:
+        """`cancel` every task `where` selects, by the same rules; refused whole
+        (InvalidState) when more than `expect` match now (see `store.bulk`)."""
+        lock = lock_for(self.settings.concurrency.lock)
+        executing = functools.partial(lock.run_in_progress, self.store, self.settings)
+        return self.store.admin.cancel_where(where, expect=expect, executing=executing)
+
+    def retry_where(
+        self, where: TaskFilter, *, expect: int, from_start: bool = False
+    ) -> BulkResult:
+        """`retry` every task `where` selects, by the same rules (a task not failed is
+        refused); refused whole when more than `expect` match now (see `store.bulk`)."""
+        return self.store.admin.retry_where(where, expect=expect, from_start=from_start)
 
     def task_states(self, tasks: Iterable[Task]) -> dict[int, TaskState]:
         """What `list` says of each task, by id: the failed or next action, and a plain

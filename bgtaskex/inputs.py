@@ -228,3 +228,11 @@ def task_filter(
         until=until,
         ended_before=ended_before,
     )
+
+
+def whole_number(name: str, value: object, lowest: int, highest: int) -> int:
+    """`value` when it is a whole number within [lowest, highest] (a page's limit, a
+    count, hours of activity); UsageError naming `name` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
+        raise UsageError(f"{name} must be a whole number from {lowest} to {highest}, got {value!r}")
+    return value

@@ -248,6 +248,35 @@ class TaskFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class TaskPage:
+    """A page of the tasks a filter selects, newest first (`Client.page_tasks`)."""
+
+    tasks: tuple[Task, ...]  # at most `limit`, newest first (id descending)
+    total: int  # how many tasks the filter selects, counted up to count_up_to
+    total_is_lower_bound: bool  # True when the count stopped at count_up_to
+    next_before: int | None  # pass as before_id for the next page; None on the last page
+
+
+@dataclass(frozen=True, slots=True)
+class HourActivity:
+    """Actions that ended in one hour (`Client.activity`)."""
+
+    hour: datetime  # start of the hour, UTC aware
+    done: int  # actions that ended done in that hour
+    failed: int  # actions that ended failed (or were given up) in that hour
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """What a bulk cancel or retry did (`Client.cancel_where`, `Client.retry_where`)."""
+
+    matched: int  # tasks the filter selected when the command ran
+    changed: int  # tasks actually cancelled / put back
+    pending: int  # cancel only: tasks being executed, cancelled at their next checkpoint
+    refused: tuple[tuple[int, str], ...]  # (task id, why) for the tasks the rules refuse
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Counts for `bgtaskex stats` and the Prometheus metrics."""
 

@@ -178,8 +178,21 @@ Index(
 )
 # One waiting task per key: NULLs never collide (SQLite, PostgreSQL, MySQL / MariaDB).
 Index("ix_bgtaskex_tasks_unique_key", tasks.c.unique_key, unique=True)
-# `stats` (counts per queue, type and status) and `list --queue` counts: covering.
-Index("ix_bgtaskex_tasks_queue_type_status", tasks.c.queue, tasks.c.type, tasks.c.status)
+# `stats` (counts per queue, type and status) and `list --queue` counts: covering. The
+# pages of tasks of a queue (store/pages.py), newest first: one range per (queue, type,
+# status), in id order (PostgreSQL orders equal keys by their place in the heap, not by
+# id: hence id in the key; SQLite and InnoDB append the row id anyway).
+Index(
+    "ix_bgtaskex_tasks_queue_type_status_id",
+    tasks.c.queue,
+    tasks.c.type,
+    tasks.c.status,
+    tasks.c.id,
+)
+# The pages of tasks of some types or statuses, every queue: one range per (type, status).
+Index("ix_bgtaskex_tasks_type_status_id", tasks.c.type, tasks.c.status, tasks.c.id)
+# `list --since / --until` and their pages: the tasks created within a time range.
+Index("ix_bgtaskex_tasks_created_at_id", tasks.c.created_at, tasks.c.id)
 # `purge` and the expiry of ended tasks (keep_finished, keep_failed): terminal tasks of
 # a status ended before a cutoff.
 Index("ix_bgtaskex_tasks_status_ended_at", tasks.c.status, tasks.c.ended_at)

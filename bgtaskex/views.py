@@ -4,18 +4,22 @@ the same for people."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from .models import (
     ActionRecord,
+    BulkResult,
     Event,
+    HourActivity,
     QueuePause,
     QueueSummary,
     RunRecord,
     RunSummary,
     Stats,
     Task,
+    TaskPage,
     TaskState,
 )
 from .processes import Process
@@ -91,6 +95,37 @@ def task_dict(
     if state is not None:
         found["state"] = state_dict(state)
     return found
+
+
+def task_page_dict(page: TaskPage, states: Mapping[int, TaskState] | None = None) -> dict[str, Any]:
+    """A page of tasks (`Client.page_tasks`): `tasks` as `list --json` has them (with
+    `state` when `states`, `Client.task_states`, are given), `total`,
+    `total_is_lower_bound` (the count stopped there) and `next_before` (the `before_id`
+    of the next page, null on the last)."""
+    states = states or {}
+    return {
+        "tasks": [task_dict(task, None, states.get(task.id)) for task in page.tasks],
+        "total": page.total,
+        "total_is_lower_bound": page.total_is_lower_bound,
+        "next_before": page.next_before,
+    }
+
+
+def activity_dict(hours: Sequence[HourActivity]) -> list[dict[str, Any]]:
+    """Actions ended per hour (`Client.activity`), oldest first: `hour` (its start),
+    `done`, `failed`."""
+    return [{"hour": _time(h.hour), "done": h.done, "failed": h.failed} for h in hours]
+
+
+def bulk_dict(result: BulkResult) -> dict[str, Any]:
+    """What a bulk cancel or retry did: `matched changed pending`, and `refused` as
+    `[{id, reason}]`."""
+    return {
+        "matched": result.matched,
+        "changed": result.changed,
+        "pending": result.pending,
+        "refused": [{"id": task_id, "reason": why} for task_id, why in result.refused],
+    }
 
 
 def state_dict(state: TaskState) -> dict[str, Any]:

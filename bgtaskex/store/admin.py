@@ -10,40 +10,25 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select
 
 from .. import tables as t
-from ..exceptions import InvalidState
-from ..models import TERMINAL, ActionStatus, Event, NewEvent, Stats, TaskFilter, TaskStatus
-from ..models import run_order as run_order_of
-from ..owner import holder_is_gone
+from ..models import ActionStatus, BulkResult, Event, Stats, TaskFilter
 from . import reads
+from .bulk import CHANGED, apply_where, cancel_row, retry_row
 from .cluster_lock import cluster_lock_held
 from .engine import now as _now
 from .engine import retrying_deadlocks
 from .filters import conditions, ended_ids, terminal_only, waiting_actions
 from .lease_statements import not_paused
 from .queues import queue_pauses
-from .rows import event_record, task_type
-from .statements import INSERT_EVENT, event_row
-from .writes import end_as_cancelled, locked_task
+from .rows import event_record
+from .writes import locked_task
 
 if TYPE_CHECKING:
     from .core import Store
-
-_EXECUTING = (TaskStatus.STARTING, TaskStatus.RUNNING, TaskStatus.RECOVERING)
-_RESET_ACTION: dict[str, Any] = {
-    "status": ActionStatus.PENDING.value,
-    "attempts": 0,
-    "started_at": None,
-    "ended_at": None,
-    "progress_done": None,
-    "progress_total": None,
-    "progress_message": None,
-    "elapsed": 0.0,
-}
 
 
 class Admin:
@@ -66,27 +51,7 @@ class Admin:
     def _cancel(self, task_id: int, executing: Callable[[], bool]) -> bool:
         now = _now()
         with self._store._write() as conn:
-            row = locked_task(conn, task_id)
-            if row.status in TERMINAL:
-                raise InvalidState(f"task {task_id} is already {row.status}")
-            claimed = (
-                row.lease_until is not None
-                and row.lease_until > now
-                and not holder_is_gone(row.claimed_by)
-            )
-            if row.status in _EXECUTING and (claimed or executing()):
-                if row.cancel_requested_at is None:
-                    conn.execute(
-                        update(t.tasks)
-                        .where(t.tasks.c.id == task_id)
-                        .values(cancel_requested_at=now, updated_at=now)
-                    )
-                    message = "cancel requested: the run ends it at its next checkpoint"
-                    event = NewEvent(None, row.status, row.status, message)
-                    conn.execute(INSERT_EVENT, event_row(task_id, now, None, event))
-                return False
-            end_as_cancelled(conn, task_id, row.status, None, now, "cancelled")
-            return True
+            return cancel_row(conn, locked_task(conn, task_id), executing, now) == CHANGED
 
     def retry(self, task_id: int, *, from_start: bool = False) -> None:
         """Put a failed task back in the queue: its failed actions (with `from_start`,
@@ -95,32 +60,23 @@ class Admin:
         reads.check_id(task_id)
         now = _now()
         with self._store._write() as conn:
-            row = locked_task(conn, task_id)
-            if row.status != TaskStatus.FAILED:
-                raise InvalidState(f"task {task_id} is {row.status}, not failed: nothing to retry")
-            actions = update(t.actions).where(t.actions.c.task_id == task_id)
-            reset = dict(_RESET_ACTION)
-            if from_start:
-                reset["params"] = t.actions.c.initial_params
-            else:
-                actions = actions.where(t.actions.c.status == ActionStatus.FAILED.value)
-            conn.execute(actions.values(reset))
-            conn.execute(
-                update(t.tasks)
-                .where(t.tasks.c.id == task_id)
-                .values(
-                    status=TaskStatus.CREATED.value,
-                    run_order=run_order_of(task_type(row.type), TaskStatus.CREATED),
-                    current_rank=None,
-                    ended_at=None,
-                    cancel_requested_at=None,
-                    not_before=None,  # retried now: no delay, no backoff
-                    updated_at=now,
-                )
-            )
-            how = "from the start" if from_start else "its failed actions"
-            event = NewEvent(None, row.status, TaskStatus.CREATED.value, f"retried: {how}")
-            conn.execute(INSERT_EVENT, event_row(task_id, now, None, event))
+            retry_row(conn, locked_task(conn, task_id), from_start, now)
+
+    def cancel_where(
+        self, where: TaskFilter, *, expect: int, executing: Callable[[], bool]
+    ) -> BulkResult:
+        """`cancel` each task `where` selects (see `bulk`); InvalidState, and nothing
+        changed, when more than `expect` match."""
+        return apply_where(
+            self._store, where, expect, lambda conn, row, now: cancel_row(conn, row, executing, now)
+        )
+
+    def retry_where(self, where: TaskFilter, *, expect: int, from_start: bool) -> BulkResult:
+        """`retry` each task `where` selects (see `bulk`); InvalidState, and nothing
+        changed, when more than `expect` match."""
+        return apply_where(
+            self._store, where, expect, lambda conn, row, now: retry_row(conn, row, from_start, now)
+        )
 
     # -- purge -----------------------------------------------------------------------
 

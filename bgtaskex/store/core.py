@@ -23,15 +23,17 @@ from ..files import file_error, private_dir
 from ..models import (
     Enqueued,
     Event,
+    HourActivity,
     NewAction,
     Task,
     TaskFilter,
+    TaskPage,
     TaskStatus,
     TaskType,
     run_order,
 )
 from ..urls import mask_secrets, sqlite_path
-from . import reads, schema
+from . import activity, pages, reads, schema
 from . import statements as sql
 from .admin import Admin
 from .cluster_lock import hold_cluster_lock
@@ -286,6 +288,20 @@ class Store(RunQueries):
         index serves, like --name, would otherwise read the whole table)."""
         with self._read() as conn:
             return reads.count(conn, where, up_to)
+
+    def page_tasks(
+        self, where: TaskFilter | None, before_id: int | None, limit: int, count_up_to: int
+    ) -> TaskPage:
+        """A page of the tasks `where` selects, newest first, below `before_id`, with
+        their count up to `count_up_to` (see `pages`: one index range per value of the
+        filter, so a page reads about `limit` rows on a million tasks)."""
+        with self._read() as conn:
+            return pages.page(conn, where, before_id, limit, count_up_to)
+
+    def activity(self, first: datetime, hours: int) -> list[HourActivity]:
+        """Actions ended done and failed in each of `hours` hours from `first`."""
+        with self._read() as conn:
+            return activity.activity(conn, first, hours)
 
     def events(self, task_id: int) -> list[Event]:
         """Every event of task `task_id`, oldest first; TaskNotFound when there is none."""

@@ -402,6 +402,7 @@ def make_engine(
             f"unsupported database URL {display_url(parsed)!r}: {first_line(err)}{hint}"
         ) from err
     _create_sqlite_privately(engine)
+    _sqlite_index_hints(engine)
     synchronous = (sqlite_synchronous or "FULL").upper()
     if synchronous not in SQLITE_SYNCHRONOUS:
         raise UsageError(f"sqlite_synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}")
@@ -428,3 +429,16 @@ def make_engine(
             conn.exec_driver_sql("BEGIN" if kind == "read" else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _sqlite_index_hints(engine: Engine) -> None:
+    """Have `with_hint(table, "INDEXED BY ix", "sqlite")` written into the SQL:
+    SQLAlchemy's SQLite compiler drops every table hint, so a query that names the index
+    SQLite must read (`filters.ended_ids`, `pages`) went without it."""
+    base: Any = engine.dialect.statement_compiler
+
+    class HintingCompiler(base):  # type: ignore[misc]
+        def get_from_hint_text(self, table: Any, text: str) -> str:
+            return text
+
+    engine.dialect.statement_compiler = HintingCompiler

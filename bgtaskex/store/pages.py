@@ -1,0 +1,223 @@
+"""Pages of the tasks a filter selects, newest first, fast on a million tasks
+(`Store.page_tasks`: the web dashboard's task list).
+
+A page is a keyset page on id (`id < before_id ORDER BY id DESC LIMIT n`), read from an
+index that yields the filter's tasks in id order, so that the page reads about `n`
+index entries whatever the table's size:
+
+- with `queues`: one range of ix_queue_type_status_id per (queue, type, status) the
+  filter allows, merged (a UNION ALL of ranges of `n` rows each); the types and statuses
+  a filter leaves open are those present in the table, found by a few index seeks
+  (`_distinct`: a loose index scan), so a status this release does not know is listed
+  too;
+- with `types` or `statuses` only: one range of ix_type_status_id per (type, status);
+- with neither: the primary key;
+- with `since` / `until` selecting at most `SMALL_TIME_RANGE` tasks: that range of
+  ix_created_at_id (every other condition checked on its rows), sorted by id.
+
+What no index serves is checked on the rows the range yields: the name glob (matched
+case-insensitively on the three backends, which no index of theirs serves, with or
+without a leading `*`), and a time range over `SMALL_TIME_RANGE` tasks. Such a filter
+costs the rows read until the page is full: little when many tasks match, up to the
+whole range (the table, without other filters) when few do. A time range is cheap at
+both ends (few tasks in it: its index; few outside it: the rows passed over are those
+outside), and costly only at the edge of one that cuts a big table in two big parts.
+
+The total is counted up to `count_up_to` (+1, to tell whether it stopped): a bounded
+read of the same ranges, which a filter that matches few tasks among many reads whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import product
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Select, func, select, union_all
+
+from .. import tables as t
+from ..models import TaskFilter, TaskPage
+from .filters import conditions, glob_to_like
+from .reads import actions_of
+from .rows import task_record
+
+#: A time range (since / until) of at most this many tasks drives the page: its index
+#: range is read whole and sorted by id (a few milliseconds).
+SMALL_TIME_RANGE = 5000
+#: More ranges than this (many queues given) are read as one statement the database
+#: plans itself.
+MAX_RANGES = 64
+
+_QUEUE_INDEX = "ix_bgtaskex_tasks_queue_type_status_id"
+_TYPE_INDEX = "ix_bgtaskex_tasks_type_status_id"
+_TIME_INDEX = "ix_bgtaskex_tasks_created_at_id"
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """How to read a filter's tasks in id order: `ranges`, each the values of the
+    leading columns of `index` (one range each; `[{}]`: one range, no equality), and
+    the conditions checked on the rows of each range."""
+
+    index: str | None  # None: the primary key
+    ranges: Sequence[dict[str, str]]
+    checked: Sequence[ColumnElement[bool]]
+
+
+def page(
+    conn: Connection, where: TaskFilter | None, before_id: int | None, limit: int, up_to: int
+) -> TaskPage:
+    """See `Store.page_tasks`."""
+    plan = _plan(conn, where or TaskFilter(), before_id)
+    if not plan.ranges:  # an empty set of statuses, types or queues selects nothing
+        return TaskPage((), 0, False, None)
+    ids = list(conn.execute(_ids(conn, plan, before_id, limit + 1, newest=True)).scalars())
+    more, ids = len(ids) > limit, ids[:limit]
+    found = actions_of(conn, ids)
+    rows = conn.execute(select(t.tasks).where(t.tasks.c.id.in_(ids)).order_by(t.tasks.c.id.desc()))
+    tasks = tuple(task_record(row, found[row.id]) for row in rows)
+    # Counted from the end where the time range lies: newest first unless only `until`.
+    newest = where is None or where.since is not None or where.until is None
+    counted = _ids(conn, plan, None, up_to + 1, newest=newest, merged=False).subquery()
+    total = int(conn.execute(select(func.count()).select_from(counted)).scalar_one())
+    return TaskPage(
+        tasks=tasks,
+        total=min(total, up_to),
+        total_is_lower_bound=total > up_to,
+        next_before=ids[-1] if more and ids else None,
+    )
+
+
+def _plan(conn: Connection, where: TaskFilter, before_id: int | None) -> _Plan:
+    c = t.tasks.c
+    every = conditions(where)
+    if _time_driven(conn, where, before_id):
+        return _Plan(_TIME_INDEX, [{}], every)
+    checked = _checked(where)
+    if not where.queues and not where.types and where.statuses is None:
+        return _Plan(None, [{}], checked)
+    types = sorted(where.types) if where.types else _distinct(conn, c.type)
+    statuses = sorted(where.statuses) if where.statuses is not None else _distinct(conn, c.status)
+    keys: tuple[str, ...] = ("type", "status")
+    values: Iterable[tuple[str, ...]] = product(types, statuses)
+    index = _TYPE_INDEX
+    if where.queues:
+        index, keys = _QUEUE_INDEX, ("queue", *keys)
+        values = product(sorted(where.queues), types, statuses)
+    ranges = [dict(zip(keys, v, strict=True)) for v in values]
+    if len(ranges) > MAX_RANGES:  # one statement with IN lists, planned by the database
+        return _Plan("", [{}], every)
+    return _Plan(index, ranges, checked)
+
+
+def _checked(where: TaskFilter) -> list[ColumnElement[bool]]:
+    """The conditions no range of `_plan` serves: name, time, ended_before."""
+    c = t.tasks.c
+    found: list[ColumnElement[bool]] = []
+    if where.name_glob:
+        found.append(c.name.ilike(glob_to_like(where.name_glob), escape="\\"))
+    if where.since is not None:
+        found.append(c.created_at >= where.since)
+    if where.until is not None:
+        found.append(c.created_at < where.until)
+    if where.ended_before is not None:
+        found.append(c.ended_at < where.ended_before)
+    return found
+
+
+def _time_driven(conn: Connection, where: TaskFilter, before_id: int | None) -> bool:
+    """Whether the page is read from the time range of `where` (ix_created_at_id,
+    sorted by id) rather than in id order: when the range holds at most
+    SMALL_TIME_RANGE tasks (a bounded count), or when an `until` range lies so far below
+    the page's start that reading in id order would pass over more newer tasks than the
+    range holds (both estimated from the ids at its bounds, one index seek each: an
+    estimate for the choice only, the page reads the same tasks either way)."""
+    c = t.tasks.c
+    if where.since is None and where.until is None:
+        return False
+    bounds = [c.created_at >= where.since] if where.since is not None else []
+    if where.until is not None:
+        bounds.append(c.created_at < where.until)
+    inside = _hinted(select(c.id).where(*bounds), conn, _TIME_INDEX)
+    counted = inside.limit(SMALL_TIME_RANGE + 1).subquery()
+    if conn.execute(select(func.count()).select_from(counted)).scalar_one() <= SMALL_TIME_RANGE:
+        return True
+    if where.until is None:  # since: its tasks are the newest, first in id order
+        return False
+    end = _id_at(conn, c.created_at >= where.until)
+    if end is None:  # nothing newer than the range
+        return False
+    start = _id_at(conn, c.created_at >= where.since) if where.since is not None else 0
+    top = before_id if before_id is not None else conn.execute(select(func.max(c.id))).scalar()
+    return int(top or 0) - end > end - (start or 0)
+
+
+def _id_at(conn: Connection, bound: ColumnElement[bool]) -> int | None:
+    """The id of the first task (by created_at) within `bound`, a lower bound of it."""
+    c = t.tasks.c
+    query = _hinted(select(c.id).where(bound).order_by(c.created_at), conn, _TIME_INDEX)
+    found = conn.execute(query.limit(1)).scalar()
+    return None if found is None else int(found)
+
+
+def _distinct(conn: Connection, column: Any) -> list[str]:
+    """The distinct values of an indexed column, one index seek each (a loose index
+    scan: no backend skips through an index by itself without statistics)."""
+    found: list[str] = []
+    while True:
+        query = select(func.min(column))
+        if found:
+            query = query.where(column > found[-1])
+        value = conn.execute(query).scalar()
+        if value is None:
+            return found
+        found.append(value)
+
+
+def _ids(
+    conn: Connection,
+    plan: _Plan,
+    before_id: int | None,
+    n: int,
+    *,
+    newest: bool,
+    merged: bool = True,
+) -> Select[Any]:
+    """The first `n` ids of the plan's ranges, newest first (`newest` False: oldest
+    first, what a count of the oldest tasks reads first); `merged` False: `n` of them
+    in no order (a count)."""
+    c = t.tasks.c
+    parts = []
+    for equal in plan.ranges:
+        part = select(c.id).where(*(c[k] == v for k, v in equal.items()), *plan.checked)
+        if before_id is not None:
+            part = part.where(c.id < before_id)
+        if merged or plan.index != _TIME_INDEX:  # a count of a time range reads it whole
+            part = part.order_by(c.id.desc() if newest else c.id)
+        parts.append(_hinted(part, conn, plan.index).limit(n))
+    if len(parts) == 1:
+        return parts[0]
+    # Each range in a subquery of its own: SQLite allows no ORDER BY / LIMIT in the
+    # members of a compound select.
+    union = union_all(*(select(p.subquery().c.id) for p in parts)).subquery()
+    query = select(union.c.id)
+    if merged:
+        query = query.order_by(union.c.id.desc() if newest else union.c.id)
+    return query.limit(n)
+
+
+def _hinted(query: Select[Any], conn: Connection, index: str | None) -> Select[Any]:
+    """`query` told to read `index` (None: the primary key; "": no hint) on SQLite and
+    MariaDB: their planners, without statistics (SQLite) or with a range on another
+    index in sight, may otherwise sort every match to find the first `n`. PostgreSQL
+    plans these ranges well from its statistics."""
+    if index == "":
+        return query
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        hint = f"INDEXED BY {index}" if index else "NOT INDEXED"
+        return query.with_hint(t.tasks, hint, "sqlite")
+    if dialect in t.MYSQL:
+        return query.with_hint(t.tasks, f"FORCE INDEX ({index or 'PRIMARY'})", dialect)
+    return query
