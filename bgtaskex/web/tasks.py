@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..client import Client
-from ..exceptions import BgtaskexError, UsageError
+from ..exceptions import BgtaskexError, TaskNotFound, UsageError
 from ..models import ACTIVE_STATUSES, TaskFilter, TaskStatus
 from .app import web_of
 from .filters import TaskQuery, parse_query, positive_int
@@ -176,13 +176,15 @@ def task_routes(pages: Pages) -> list[BaseRoute]:
             with web.clients.use() as client:
                 return _task_action(client, task_id, action)
 
+        back = f"/tasks/{task_id}"
         try:
             message = await run_in_threadpool(call)
         except BgtaskexError as err:
             if err.exit_code not in (2, 3, 5):
                 raise
             message = f"refused: {err}"
-        return pages.redirect(request, f"/tasks/{task_id}", message)
+            back = "/tasks" if isinstance(err, TaskNotFound) else back
+        return pages.redirect(request, back, message)
 
     @post_guard(pages)
     async def retry(request: Request) -> Response:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from html import unescape
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +69,12 @@ def csrf_of(html: str) -> str:
 
 def flash_of(html: str) -> str | None:
     found = re.search(r'data-testid="flash">([^<]*)<', html)
-    return found[1] if found else None
+    return unescape(found[1]) if found else None
 
 
 def error_of(html: str) -> str | None:
     found = re.search(r'data-testid="error"[^>]*>([^<]*)<', html)
-    return found[1] if found else None
+    return unescape(found[1]) if found else None
 
 
 def make_web(
