@@ -129,7 +129,7 @@ def week_chart(
 
     spans: list[Span] = []
     if window is None:
-        spans.append(Span(0, width, "open all week"))
+        spans.append(Span(0, width, "all week"))
     else:
         moment = start
         while window.enabled and moment < end:
@@ -142,7 +142,7 @@ def week_chart(
             moment = max(closes, opens) + timedelta(minutes=1)
     is_open = window is None or window.contains(now)
     next_x = x(next_at) if next_at is not None and start <= next_at < end else None
-    opened = "; ".join(s.text for s in spans) or "never open this week"
+    opened = "open " + "; ".join(s.text for s in spans) if spans else "never open this week"
     nxt = f"; next occurrence {_label(next_at)}" if next_at is not None else "; no next occurrence"
-    summary = f"open {opened}; now {_label(now)}, {'open' if is_open else 'closed'}{nxt}"
+    summary = f"{opened}; now {_label(now)}, {'open' if is_open else 'closed'}{nxt}"
     return WeekChart(width, height, tuple(spans), x(now), next_x, is_open, summary)

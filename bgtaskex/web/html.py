@@ -38,7 +38,7 @@ ICONS = {
     "starting": "▶",
     "active": "▶",
     "recovering": "↻",
-    "paused": "⏸",
+    "paused": "‖",  # not U+23F8: common fonts (DejaVu) lack it
     "created": "○",
     "pending": "○",
     "skipped": "↷",
