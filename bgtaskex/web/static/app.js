@@ -3,7 +3,8 @@
 // - every htmx request carries the page's CSRF token (X-CSRF-Token);
 // - the live parts ([data-live]) do not poll while the tab is hidden, nor while the
 //   user types in them; they refresh at once when the tab shows again;
-// - a <details> the user opened stays open when its live part is swapped.
+// - a <details> the user opened stays open when its live part is swapped, and the
+//   keyboard focus stays where it was.
 (function () {
   "use strict";
   function csrf() {
@@ -28,9 +29,21 @@
     }
   });
   var opened = [];
+  // the focus inside a live part, as its place among the part's focusable elements:
+  // htmx only gives it back to an element with an id, and a keyboard user on a link of
+  // a table would otherwise be sent back to the top of the page at every refresh
+  var FOCUSABLE = "a[href], button, input, select, textarea, summary, [tabindex]";
+  var focused = null;
   document.addEventListener("htmx:beforeSwap", function (event) {
-    var found = event.detail.target.querySelectorAll("details[open][id]");
+    var target = event.detail.target;
+    var found = target.querySelectorAll("details[open][id]");
     opened = Array.prototype.map.call(found, function (details) { return details.id; });
+    var active = document.activeElement;
+    focused = null;
+    if (target.id && active && active !== target && target.contains(active)) {
+      var at = Array.prototype.indexOf.call(target.querySelectorAll(FOCUSABLE), active);
+      focused = at >= 0 ? { part: target.id, at: at } : null;
+    }
   });
   document.addEventListener("htmx:afterSwap", function () {
     opened.forEach(function (id) {
@@ -40,6 +53,15 @@
       }
     });
     opened = [];
+    var active = document.activeElement;
+    var part = focused && document.getElementById(focused.part);
+    if (part && (!active || active === document.body)) {
+      var again = part.querySelectorAll(FOCUSABLE)[focused.at];
+      if (again) {
+        again.focus({ preventScroll: true });
+      }
+    }
+    focused = null;
   });
   document.addEventListener("visibilitychange", function () {
     if (document.hidden || !window.htmx) {
