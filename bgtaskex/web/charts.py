@@ -129,7 +129,7 @@ def week_chart(
 
     spans: list[Span] = []
     if window is None:
-        spans.append(Span(0, width, "open all week"))
+        spans.append(Span(0, width, "all week"))
     else:
         moment = start
         while window.enabled and moment < end:

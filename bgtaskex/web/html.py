@@ -38,7 +38,7 @@ ICONS = {
     "starting": "▶",
     "active": "▶",
     "recovering": "↻",
-    "paused": "⏸",
+    "paused": "‖",
     "created": "○",
     "pending": "○",
     "skipped": "↷",
