@@ -194,7 +194,7 @@ def _post(pages: Pages, work: Callable[[Client, Request, dict[str, Any]], Any]) 
         clients = web_of(request).clients
 
         def call() -> Any:
-            with clients.use() as client:
+            with clients.use(write=True) as client:
                 return work(client, request, body)
 
         return _json(await run_in_threadpool(call))

@@ -18,6 +18,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..client import Client
+from ..exceptions import InvalidState
+
+NO_SCHEMA = (
+    "the database has no bgtaskex schema yet: nothing to act on (the first enqueue, "
+    "run or 'bgtaskex db upgrade' creates it)"
+)
 
 
 class Clients:
@@ -29,9 +35,11 @@ class Clients:
         self._lock = threading.Lock()
 
     @contextmanager
-    def use(self) -> Iterator[Client]:
+    def use(self, *, write: bool = False) -> Iterator[Client]:
         """The client for this request (raises the database's error when it cannot be
-        opened: DatabaseUnavailable, SchemaOutdated, a UsageError for a bad URL)."""
+        opened: DatabaseUnavailable, SchemaOutdated, a UsageError for a bad URL).
+        `write`: for an action, refused (InvalidState) while the database has no
+        bgtaskex schema: there is nothing to act on, and looking creates nothing."""
         shared = self._shared
         if shared is not None:
             yield shared
@@ -48,6 +56,8 @@ class Clients:
             yield shared
             return
         try:  # no schema yet: this request's own stand-in
+            if write:
+                raise InvalidState(NO_SCHEMA)
             yield opened
         finally:
             opened.close()

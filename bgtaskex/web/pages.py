@@ -156,7 +156,7 @@ def _act(pages: Pages, back: Callable[[Request], str]) -> Callable[..., Any]:
             web = web_of(request)
 
             def call() -> str:
-                with web.clients.use() as client:
+                with web.clients.use(write=True) as client:
                     return work(client, request, form)
 
             try:

@@ -173,7 +173,7 @@ def task_routes(pages: Pages) -> list[BaseRoute]:
         web = web_of(request)
 
         def call() -> str:
-            with web.clients.use() as client:
+            with web.clients.use(write=True) as client:
                 return _task_action(client, task_id, action)
 
         back = f"/tasks/{task_id}"
@@ -209,7 +209,7 @@ def task_routes(pages: Pages) -> list[BaseRoute]:
         web = web_of(request)
 
         def call() -> str:
-            with web.clients.use() as client:
+            with web.clients.use(write=True) as client:
                 where = bulk_filter(action, query.where)
                 if action == "retry":
                     done = client.retry_where(where, expect=expect, from_start=from_start)

@@ -15,8 +15,9 @@ from bgtaskex.processes import Process
 from bgtaskex.rules import RetentionRule
 from bgtaskex.schedule import WeeklyWindow
 from bgtaskex.views import queue_dict, run_dict, stats_dict
+from bgtaskex.web.clients import NO_SCHEMA
 from tests.support.cli import isolate, run_cli
-from tests.support.web import Web, close, error_of, flash_of, make_web
+from tests.support.web import Web, close, csrf_of, error_of, flash_of, make_web
 
 
 @pytest.fixture
@@ -319,3 +320,22 @@ def test_actions_on_a_server_database(server_url: str, tmp_path: Path, action: s
         assert 'data-total="' in web.http.get("/tasks").text
     finally:
         close(web)
+
+
+def test_a_database_without_the_schema_reads_empty_and_refuses_actions(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from bgtaskex.client import connect
+    from bgtaskex.config import Settings
+    from bgtaskex.web.app import create_app
+
+    path = tmp_path / "none.db"
+    settings = Settings(database_url=f"sqlite:///{path}")
+    app = create_app(lambda: connect(settings=settings, trust_refs=False, create=False), settings)
+    with TestClient(app) as http:
+        for page in ("/", "/tasks", "/runs", "/api/stats"):
+            assert http.get(page).status_code == 200, page
+        token = csrf_of(http.get("/").text)
+        paused = http.post("/queues/q/pause", data={"csrf_token": token})
+        assert flash_of(paused.text) == f"refused: {NO_SCHEMA}"
+    assert not path.exists()  # looking and a refused action created nothing
