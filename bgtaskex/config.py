@@ -85,6 +85,28 @@ def _directories(value: object) -> tuple[str, ...]:
     return tuple(os.path.expanduser(i.strip()) for i in items if i.strip())
 
 
+def _web_token(value: object) -> str:
+    """The dashboard's login token: at least 16 characters. Never quoted in the error:
+    the value is a secret."""
+    if not isinstance(value, str) or len(value.strip()) < 16:
+        raise ValueError("expected a string of at least 16 characters (the value is not shown)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value.strip()):
+        raise ValueError("expected no control characters (the value is not shown)")
+    return value.strip()
+
+
+def _flag(value: object) -> bool:
+    """A boolean: TOML's true/false, or (from the environment) true/false, yes/no, 1/0."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1", "on"):
+        return True
+    if text in ("false", "no", "0", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _choice(*choices: str) -> Callable[[object], str]:
     def parse(value: object) -> str:
         text = str(value).strip().upper()
@@ -120,6 +142,10 @@ class Settings:
     processes: tuple[Process, ...] = ()
     retention_rules: tuple[RetentionRule, ...] = ()
     concurrency: Concurrency = field(default_factory=Concurrency)
+    # `bgtaskex web`: a login token (None: no login) and whether params under secret-looking
+    # keys are shown; the token is kept out of the repr (it is a secret)
+    web_token: str | None = field(default=None, repr=False)
+    web_show_secrets: bool = False
     config_file: str | None = field(default=None, compare=False)
 
     @property
@@ -242,6 +268,8 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "processes": parse_processes,
     "retention_rules": lambda value: parse_rules(value, parse_duration),
     "concurrency": parse_concurrency,
+    "web_token": _web_token,
+    "web_show_secrets": _flag,
 }
 assert set(PARSERS) == {f.name for f in fields(Settings)} - {"config_file"}
 

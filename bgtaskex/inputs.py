@@ -12,7 +12,7 @@ from typing import Any
 
 from .config import MAX_DURATION, params_size
 from .exceptions import ParamsTooLarge, UsageError
-from .models import ACTIVE_STATUSES, TERMINAL, NewAction, TaskType
+from .models import ACTIVE_STATUSES, TERMINAL, NewAction, TaskFilter, TaskType
 from .urls import mask_secrets
 
 ActionSpec = str | tuple[str, Mapping[str, Any]] | NewAction | Mapping[str, Any]
@@ -198,6 +198,36 @@ def expand_statuses(statuses: Iterable[str]) -> frozenset[str]:
                 f"unknown status {status!r}; expected active or one of {', '.join(sorted(known))}"
             )
     return frozenset(found)
+
+
+TASK_TYPES = ("interactive", "cron")
+
+
+def task_filter(
+    statuses: Iterable[str] = (),
+    types: Iterable[str] = (),
+    queues: Iterable[str] = (),
+    name_glob: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    ended_before: datetime | None = None,
+) -> TaskFilter:
+    """The `TaskFilter` of the filters of `bgtaskex list` (and of the web's Tasks page):
+    statuses checked ("active": every status not ended), types among `TASK_TYPES`; an
+    empty selection means any."""
+    statuses, types = tuple(statuses), tuple(types)
+    for kind in types:
+        if kind not in TASK_TYPES:
+            raise UsageError(f"unknown type {kind!r}; expected one of {', '.join(TASK_TYPES)}")
+    return TaskFilter(
+        statuses=expand_statuses(statuses) if statuses else None,
+        types=frozenset(types) or None,
+        queues=frozenset(queues) or None,
+        name_glob=name_glob,
+        since=since,
+        until=until,
+        ended_before=ended_before,
+    )
 
 
 def whole_number(name: str, value: object, lowest: int, highest: int) -> int:

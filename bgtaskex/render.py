@@ -15,6 +15,7 @@ from .models import (
 
 
 def ago(value: datetime) -> str:
+    """`5m ago`: how long ago `value` was, in its largest unit."""
     seconds = max(0, int((datetime.now(UTC) - value).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -157,6 +158,25 @@ def _state(state: TaskState | None) -> str:
     return f"[{style}]{escape(state.text)}[/]" if style else escape(state.text)
 
 
+def rate_text(action: ActionRecord) -> str | None:
+    """How fast an action goes, from its own execute time: `210/s`, `0.25/s`; None
+    before it has a rate."""
+    p = action.progress
+    if p is None or action.elapsed <= 0 or p.done <= 0:
+        return None
+    rate = p.done / action.elapsed
+    return f"{rate:,.0f}/s" if rate >= 10 else f"{rate:.2f}/s"
+
+
+def eta_text(action: ActionRecord) -> str | None:
+    """`~18s of run time left`: the execute time an active action still needs at its
+    rate so far; None when it cannot be told (or the action is not active)."""
+    if rate_text(action) is None or action.status != "active":
+        return None
+    eta = action.eta()
+    return None if eta is None else f"~{duration(eta)} of run time left"
+
+
 def progress_line(action: ActionRecord, width: int = 24) -> str | None:
     """`[████████░░░░] 62% 6,200/10,000 · 210/s · ~18s of run time left · message`."""
     p = action.progress
@@ -170,12 +190,7 @@ def progress_line(action: ActionRecord, width: int = 24) -> str | None:
         parts.append(f"{p.done:,.0f}/{p.total:,.0f}")
     else:
         parts.append(f"{p.done:,.0f} done")
-    if action.elapsed > 0 and p.done > 0:
-        rate = p.done / action.elapsed
-        parts.append(f"{rate:,.0f}/s" if rate >= 10 else f"{rate:.2f}/s")
-        eta = action.eta()
-        if eta is not None and action.status == "active":
-            parts.append(f"~{duration(eta)} of run time left")
+    parts.extend(text for text in (rate_text(action), eta_text(action)) if text)
     if p.message:
         parts.append(p.message)
     return " · ".join(parts)

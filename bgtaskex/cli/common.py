@@ -221,19 +221,11 @@ def task_filter(
     until: datetime | None = None,
     ended_before: datetime | None = None,
 ) -> TaskFilter:
-    """The `TaskFilter` of the `filter_options` a command was given."""
-    from ..inputs import expand_statuses
-    from ..models import TaskFilter
+    """The `TaskFilter` of the `filter_options` a command was given (`inputs.task_filter`,
+    which the web's Tasks page shares)."""
+    from ..inputs import task_filter as checked
 
-    return TaskFilter(
-        statuses=expand_statuses(statuses) if statuses else None,
-        types=frozenset(types) or None,
-        queues=frozenset(queues) or None,
-        name_glob=name_glob,
-        since=since,
-        until=until,
-        ended_before=ended_before,
-    )
+    return checked(statuses, types, queues, name_glob, since, until, ended_before)
 
 
 def echo_json(value: Any) -> None:

@@ -1,7 +1,7 @@
 """The `bgtaskex` command: the group, its commands, and the one place errors become
 exit codes.
 
-Each command module (tasks, run, db, ops, queues, rules) defines its commands on top of
+Each command module (tasks, run, db, ops, queues, rules, web) defines its commands on top of
 cli/common.py and knows nothing of the group; this module adds them with `add_command`.
 Heavy modules (SQLAlchemy, rich) are imported inside the commands that need them, so
 `bgtaskex run-once` on an idle embedded database starts in a few tens of milliseconds.
@@ -25,7 +25,7 @@ from ..exceptions import (
     UsageError,
 )
 from ..urls import mask_secrets
-from . import db, enqueue, ops, queues, rules, run, tasks
+from . import db, enqueue, ops, queues, rules, run, tasks, web
 from .common import State, global_options
 
 
@@ -58,6 +58,7 @@ for command in (
     ops.runs,
     db.db,
     rules.rules,
+    web.web,
 ):
     cli.add_command(command)
 

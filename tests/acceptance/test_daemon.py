@@ -590,6 +590,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
         "bgtaskex.service",
         "bgtaskex-run.service",
         "bgtaskex-run.timer",
+        "bgtaskex-web.service",
     }
     copies = []
     for unit in units:
@@ -615,6 +616,17 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     ]
     assert result.returncode == 0, output
     assert about_ours == [], output
+
+
+def test_web_unit_serves_this_machine_only_and_keeps_the_token_out_of_the_unit() -> None:
+    text = (ROOT / "systemd" / "bgtaskex-web.service").read_text(encoding="utf-8")
+    keys = dict(line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
+    assert keys["ExecStart"].endswith("bgtaskex web --bind 127.0.0.1:8787")
+    assert keys["EnvironmentFile"] == "-/etc/bgtaskex/web.env"
+    assert "BGTASKEX_WEB_TOKEN=" not in "".join(f"{k}={v}" for k, v in keys.items())
+    hardening = ("NoNewPrivileges", "ProtectSystem", "PrivateTmp", "MemoryDenyWriteExecute")
+    assert all(keys[key] for key in hardening)
+    assert keys["CapabilityBoundingSet"] == "" and keys["DynamicUser"] == "yes"
 
 
 def test_daemon_unit_gives_the_daemon_time_to_stop_and_reloads_with_sighup() -> None:

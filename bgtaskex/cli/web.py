@@ -1,0 +1,116 @@
+"""`bgtaskex web`: the dashboard (bgtaskex.web, imported only here, with the web extra's
+Starlette, Jinja2 and uvicorn) served by uvicorn."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+import click
+
+from ..exceptions import UsageError
+from .common import State, pass_state
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+DEFAULT_BIND = "127.0.0.1:8787"
+MISSING_EXTRA = "the web extra is not installed: pip install -e '.[web]'"
+_BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]*)):(?P<port>\d{1,5})$")
+
+
+def parse_bind(text: str) -> tuple[str, int]:
+    """`HOST:PORT` (`127.0.0.1:8787`, `0.0.0.0:80`, `[::1]:8787`, `:8787` for
+    127.0.0.1) as (host, port); UsageError otherwise."""
+    match = _BIND.match(text.strip())
+    port = int(match["port"]) if match else 0
+    if match is None or not 1 <= port <= 65535:
+        raise UsageError(
+            f"--bind takes HOST:PORT (like {DEFAULT_BIND} or [::1]:8787), got {text!r}"
+        )
+    return match["v6"] or match["host"] or "127.0.0.1", port
+
+
+def check_root_path(text: str) -> str:
+    """`/bgtaskex` (or empty): a path that starts with `/`, without a trailing one."""
+    path = text.strip().rstrip("/")
+    if path and (not path.startswith("/") or re.search(r"[\s?#\\]|//", path)):
+        raise UsageError(f"--root-path takes a path like /bgtaskex, got {text!r}")
+    return path
+
+
+@click.command(
+    epilog="""\b
+Examples:
+  bgtaskex web                                     # http://127.0.0.1:8787/
+  bgtaskex web --read-only
+  BGTASKEX_WEB_TOKEN=... bgtaskex web --bind 0.0.0.0:8787
+  bgtaskex web --root-path /bgtaskex                # behind a reverse proxy""",
+)
+@click.option(
+    "--bind",
+    default=DEFAULT_BIND,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where to listen (127.0.0.1 by default: this machine only).",
+)
+@click.option("--read-only", is_flag=True, help="No button; every POST but the login refused.")
+@click.option(
+    "--root-path",
+    default="",
+    metavar="PATH",
+    help="The prefix a reverse proxy serves it under (/bgtaskex), for links and cookies.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="IPS",
+    help="Proxies whose X-Forwarded-Proto/-For are trusted (comma-separated; '*': any).",
+)
+@pass_state
+def web(state: State, bind: str, read_only: bool, root_path: str, forwarded_allow_ips: str) -> None:
+    """Serve the dashboard: overview, tasks, processes, retention rules and runs, live,
+    and a JSON API under /api/ (the objects of --json). The web_token setting
+    (BGTASKEX_WEB_TOKEN) turns on a login; see the README, "Web dashboard"."""
+    host, port = parse_bind(bind)
+    prefix = check_root_path(root_path)
+    try:
+        import uvicorn
+
+        from ..web.app import create_app
+    except ImportError:
+        raise UsageError(MISSING_EXTRA) from None
+    settings = state.settings()
+    from ..client import connect
+
+    def client_factory() -> Client:
+        # create=False: looking creates nothing; an existing schema is upgraded as by
+        # the other write commands
+        return connect(settings=settings, trust_refs=False, create=False)
+
+    app = create_app(client_factory, settings, read_only=read_only, root_path=prefix)
+    if host not in ("127.0.0.1", "::1", "localhost") and not settings.web_token:
+        click.echo(
+            f"bgtaskex web: warning: listening on {host} without web_token: anyone who can "
+            "reach this port can see and act on the tasks",
+            err=True,
+        )
+    scheme_host = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"bgtaskex web on http://{scheme_host}:{port}{prefix}/"
+        + (" (read-only)" if read_only else "")
+        + (" (login by token)" if settings.web_token else ""),
+        err=True,
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        root_path=prefix,
+        proxy_headers=True,
+        forwarded_allow_ips=forwarded_allow_ips,
+        log_level=settings.log_level.lower(),
+        access_log=settings.log_level in ("DEBUG", "INFO"),
+        server_header=False,
+    )
