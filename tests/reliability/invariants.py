@@ -44,7 +44,8 @@ Journal (actions whose params name this journal; see tests/support/journal.py)
       for the action the last run was killed in: active, its task running or recovering
       (killed between the fsync'ed line and the commit of done, then maybe again while
       recovering) or paused for the retry delay of that death, or failed because
-      change_params_on_error died after that.
+      change_params_on_error died after that, or, once such a failure was retried,
+      pending or active again (the next execute finds its line and redoes nothing).
   J5  no execute was entered after the commit of its action's `done` (the final
       execute ran once), and the "done" line precedes that commit.
   J6  a "redo" line (execute ran again after its "done" line) or a unit done twice only
@@ -521,13 +522,26 @@ def _check_journal(
             window = a["status"] == "active" and (
                 task["status"] in ("running", "recovering") or retry_wait
             )
-            gave_up = a["status"] == "failed" and any(
-                e["rank"] == a["rank"]
+            died_recovering = [
+                e["id"]
+                for e in events
+                if e["rank"] == a["rank"]
                 and e["new_status"] == "failed"
                 and (e["message"] or "").startswith("change_params_on_error died")
-                for e in events
+            ]
+            gave_up = a["status"] == "failed" and bool(died_recovering)
+            # `retry` of the task that failed so: the action runs again from its params.
+            retried = (
+                a["status"] in ("pending", "active")
+                and bool(died_recovering)
+                and any(
+                    e["rank"] is None
+                    and e["id"] > died_recovering[0]
+                    and (e["message"] or "").startswith("retried")
+                    for e in events
+                )
             )
-            if final or not (window or gave_up) or done_lines[-1]["pid"] not in killed:
+            if final or not (window or gave_up or retried) or done_lines[-1]["pid"] not in killed:
                 bad(
                     f"J4 {what}: has a 'done' line (pid {done_lines[-1]['pid']}"
                     f"{', killed' if done_lines[-1]['pid'] in killed else ''}) but is not done"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from bgtaskex.models import run_order
 from tests.reliability.conftest import Torture
 from tests.reliability.invariants import __doc__ as RULES_DOC
 from tests.reliability.invariants import inspect
+from tests.support import journal as ja
 
 #: The rules the docstring of invariants.py lists ("  T1  ...").
 RULES = sorted(set(re.findall(r"^  ([TAREKJF]\d)  ", RULES_DOC or "", re.M)))
@@ -32,6 +34,7 @@ class Forged:
     journal: Callable[[list[str]], list[str]] | None = None  # the lines, changed
     with_journal: bool = False  # inspect the journal too (always when `journal` is set)
     final: bool = False
+    killed: bool = False  # the process that wrote the journal counts as killed
 
 
 def line(event: str, label: str, pid: int, t: float, **more: Any) -> str:
@@ -146,6 +149,19 @@ def forgeries(a: int, b: int, type_: str, t0: float, later: float) -> dict[str, 
             ),
             with_journal=True,
         ),
+        "a done line for an action retried though it never failed by design": Forged(
+            "J4",
+            (
+                f"UPDATE bgtaskex_tasks SET status = 'created', current_rank = NULL, "
+                f"run_order = {run_order(type_, 'created')}, ended_at = NULL WHERE id = {a}",
+                "INSERT INTO bgtaskex_events (task_id, at, old_status, new_status, message) "
+                f"VALUES ({a}, {first_event_at}, 'finished', 'created', "
+                "'retried: its failed actions')",
+                action2.format("status = 'pending', started_at = NULL, ended_at = NULL"),
+            ),
+            with_journal=True,
+            killed=True,
+        ),
         "an execute entered after the commit of done": Forged(
             "J5",
             journal=lambda lines: [
@@ -228,7 +244,8 @@ def test_every_rule_of_the_invariants_can_fail(torture: Torture) -> None:
             )
         conn.close()
         journal = torture.journal if forgery.journal or forgery.with_journal else None
-        report = inspect(torture.db, journal, final=forgery.final)
+        killed = {json.loads(x)["pid"] for x in changed} if forgery.killed else set()
+        report = inspect(torture.db, journal, killed_pids=killed, final=forgery.final)
         found[name] = sorted({v.split()[0] for v in report.violations})
         assert found[name] == [forgery.rule], (
             f"{name}: expected {forgery.rule} alone, got {report.message()}"
@@ -236,4 +253,36 @@ def test_every_rule_of_the_invariants_can_fail(torture: Torture) -> None:
     print(
         f"\noracle invariant: the clean state passes ({clean.summary()}); each of the "
         f"{len(RULES)} rules reports its forged state, alone: {found}"
+    )
+
+
+def test_a_done_line_of_a_failure_by_design_stays_allowed_once_retried(torture: Torture) -> None:
+    """Killed right after its "done" line, then inside change_params_on_error: the
+    action fails by design (docs/semantics.md#at-least-once) with its line written, and
+    `retry` makes it pending again. Every check holds from there to the end (J4 reported
+    this state after test_chaos retried such a failure), and the execute after the retry
+    finds the line and redoes nothing."""
+    torture.enqueue([[torture.params("t00.a1", units=2, unit_ms=1)]], ref=ja.REF_DYING_ONCE)
+    (task_id,) = (task["id"] for task in torture.tasks())
+    killed: set[int] = set()
+
+    def run_once(exit_code: int, status: str) -> None:
+        run = torture.run_once("--max-execution-time", 30)
+        assert run.returncode == exit_code, run.describe()
+        if exit_code == -signal.SIGKILL:
+            killed.add(run.pid)
+        report = torture.check(killed_pids=killed)
+        assert report.task_rows[task_id]["status"] == status, report.summary()
+
+    run_once(-signal.SIGKILL, "running")  # after the "done" line
+    run_once(-signal.SIGKILL, "recovering")  # in change_params_on_error
+    run_once(0, "failed")  # found recovering: the action fails
+    retried = torture.cli("retry", task_id)
+    assert retried.returncode == 0, retried.describe()
+    report = torture.check(killed_pids=killed)
+    assert report.rows["t00.a1"]["status"] == "pending", report.summary()
+    run_once(0, "finished")
+    final = torture.check(killed_pids=killed, final=True)
+    assert (final.journal["done"], final.journal["redo"], final.units_redone) == (1, 1, 0), (
+        final.summary()
     )

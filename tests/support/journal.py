@@ -41,6 +41,10 @@ with E one of: "enter" (execute called; "cursor"), "unit" (unit "n" done, before
 checkpoint), "done" / "redo" (see above), "exit" (execute returns or raises; "outcome":
 "done", "paused" or the exception's name), "change" (change_params_on_error called),
 "init" (init_params called: only by `JournalActionWithInit`).
+
+`JournalActionDyingOnce` kills its own process (SIGKILL) at two instants that chaos hits
+only by chance, once each: right after its "done" line, and inside
+change_params_on_error.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from bgtaskex import Action
 
 REF = "tests.support.journal:JournalAction"
 REF_WITH_INIT = "tests.support.journal:JournalActionWithInit"
+REF_DYING_ONCE = "tests.support.journal:JournalActionDyingOnce"
 
 
 def params(
@@ -188,3 +193,26 @@ class JournalActionWithInit(JournalAction):
         self._journal("init")
         self.params.setdefault("cursor", 0)
         return True
+
+
+class JournalActionDyingOnce(JournalAction):
+    """Dies once right after its "done" line (before the runner commits done), then once
+    inside change_params_on_error: what it leaves is an action failed by design
+    (docs/semantics.md#at-least-once) whose "done" line is written."""
+
+    def execute(self, deadline: float) -> bool:
+        first = not already_done(self.params["journal"], self.params["label"])
+        result = super().execute(deadline)
+        if first and already_done(self.params["journal"], self.params["label"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    def change_params_on_error(self) -> bool:
+        label = self.params["label"]
+        first = not any(
+            e["label"] == label and e["event"] == "change" for e in read(self.params["journal"])
+        )
+        result = super().change_params_on_error()
+        if first:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
