@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 DEFAULT_BIND = "127.0.0.1:8787"
 MISSING_EXTRA = "the web extra is not installed: pip install -e '.[web]'"
+#: The loggers of the server: uvicorn's, and the dashboard's own.
+LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "bgtaskex.web")
 _BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]*)):(?P<port>\d{1,5})$")
 
 
@@ -79,6 +81,7 @@ def web(state: State, bind: str, read_only: bool, root_path: str, forwarded_allo
         import uvicorn
 
         from ..web.app import create_app
+        from ..web.security import mask_token_in_logs
     except ImportError:
         raise UsageError(MISSING_EXTRA) from None
     settings = state.settings()
@@ -103,7 +106,7 @@ def web(state: State, bind: str, read_only: bool, root_path: str, forwarded_allo
         + (" (login by token)" if settings.web_token else ""),
         err=True,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -114,3 +117,9 @@ def web(state: State, bind: str, read_only: bool, root_path: str, forwarded_allo
         access_log=settings.log_level in ("DEBUG", "INFO"),
         server_header=False,
     )
+    if settings.web_token:  # after uvicorn.Config, which configures its loggers
+        mask_token_in_logs(settings.web_token, LOGGERS)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:  # as uvicorn.run: it said why
+        raise SystemExit(3)

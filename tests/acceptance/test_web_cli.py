@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -70,6 +71,52 @@ def test_bgtaskex_web_serves_the_dashboard(tmp_path: Path) -> None:
         assert server.wait(timeout=15) in (0, -15)
     log = server.stderr.read() if server.stderr else ""
     assert f"bgtaskex web on http://127.0.0.1:{port}/bgtaskex/" in log
+
+
+def _wait_up(server: subprocess.Popen[str], base: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            _get(base + "/static/style.css")
+            return
+        except (ConnectionError, urllib.error.URLError):
+            assert server.poll() is None, "bgtaskex web ended"
+            assert time.monotonic() < deadline, "bgtaskex web did not answer in 30 s"
+            time.sleep(0.1)
+
+
+def test_a_token_pasted_in_a_url_is_not_accepted_nor_logged(tmp_path: Path) -> None:
+    port, token = _free_port(), "a-token/with+signs=and-more-words"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "BGTASKEX_DATABASE_URL": f"sqlite:///{tmp_path / 'web.db'}",
+        "BGTASKEX_WEB_TOKEN": token,
+        "BGTASKEX_LOG_LEVEL": "INFO",  # the access log is on
+    }
+    args = command("web", "--bind", f"127.0.0.1:{port}")
+    server = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_up(server, base)
+        for path in (
+            f"/api/stats?token={token}",
+            f"/api/stats?token={quote(token, safe='')}",
+            f"/tasks?token={quote_plus(token)}",
+        ):
+            status, _headers, body = _get(base + path)
+            assert status == 401 or "Log in" in body, path  # not accepted
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+    log = server.stdout.read() if server.stdout else ""  # the access log is on stdout
+    assert '"GET /api/stats?token=*** HTTP/1.1" 401' in log
+    assert '"GET /api/stats?*** HTTP/1.1" 401' in log
+    assert '"GET /login?*** HTTP/1.1" 200' in log  # the redirect's next
+    for form in (token, quote(token, safe=""), quote_plus(token), "with%2Bsigns"):
+        assert form not in log
 
 
 @pytest.mark.parametrize(
