@@ -136,6 +136,26 @@ def test_bad_options_are_one_line_and_exit_2(
     assert result.err.count("\n") == 1 and words in result.err
 
 
+def test_a_port_in_use_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate(monkeypatch, tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("web", "--bind", f"127.0.0.1:{port}")
+    assert result.code == 2, result.describe()
+    assert result.err == (
+        f"bgtaskex: error: --bind 127.0.0.1:{port}: cannot listen there: Address already in use\n"
+    )
+    result = run_cli("web", "--bind", "no-such-host.invalid:8787")
+    assert result.code == 2 and result.err.startswith(
+        "bgtaskex: error: --bind no-such-host.invalid:8787: cannot resolve"
+    )
+    assert result.err.count("\n") == 1
+
+
 def test_a_missing_web_extra_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
