@@ -20,6 +20,7 @@ from .inputs import (
     check_task_fields,
     check_unique_key,
     expand_statuses,
+    filter_text,
     not_before_moment,
     parse_actions,
     pause_reason,
@@ -311,6 +312,8 @@ class Client:
         its budget plus `settings.died_after`, is shown as "died"."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise UsageError(f"limit must be a whole number >= 1, got {limit!r}")
+        if process is not None:
+            filter_text("process", process, 200)
         now, grace = datetime.now(UTC), self.settings.died_after
         fetch = limit
         while True:

@@ -203,6 +203,21 @@ def expand_statuses(statuses: Iterable[str]) -> frozenset[str]:
 TASK_TYPES = ("interactive", "cron")
 
 
+def filter_text(what: str, value: object, longest: int) -> str:
+    """A filter's text (a queue, a name glob, a process): what no name holds (a control
+    character, more than `longest` characters) could match nothing, and would reach the
+    database as an error of its own (PostgreSQL refuses a NUL in any text), so it is
+    refused here as bad input."""
+    if isinstance(value, str) and len(value) <= longest and not _has_control(value):
+        return value
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else f"{shown[:60]}... ({len(shown)} characters)"
+    raise UsageError(
+        f"{what} must be text of at most {longest} characters, without control "
+        f"characters, got {shown}"
+    )
+
+
 def task_filter(
     statuses: Iterable[str] = (),
     types: Iterable[str] = (),
@@ -215,7 +230,13 @@ def task_filter(
     """The `TaskFilter` of the filters of `bgtaskex list` (and of the web's Tasks page):
     statuses checked ("active": every status not ended), types among `TASK_TYPES`; an
     empty selection means any."""
-    statuses, types = tuple(statuses), tuple(types)
+    statuses, types, queues = tuple(statuses), tuple(types), tuple(queues)
+    for queue in queues:
+        filter_text("queue", queue, 100)
+    if name_glob is not None:
+        # SQLite refuses a LIKE pattern over 50,000 bytes: no task name (200 characters
+        # at most) needs a glob that long
+        filter_text("name glob", name_glob, 1000)
     for kind in types:
         if kind not in TASK_TYPES:
             raise UsageError(f"unknown type {kind!r}; expected one of {', '.join(TASK_TYPES)}")

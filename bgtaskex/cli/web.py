@@ -4,6 +4,7 @@ Starlette, Jinja2 and uvicorn) served by uvicorn."""
 from __future__ import annotations
 
 import re
+import socket
 from typing import TYPE_CHECKING
 
 import click
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
 DEFAULT_BIND = "127.0.0.1:8787"
 MISSING_EXTRA = "the web extra is not installed: pip install -e '.[web]'"
+#: The loggers of the server: uvicorn's, and the dashboard's own.
+LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "bgtaskex.web")
 _BIND = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\]\s]*)):(?P<port>\d{1,5})$")
 
 
@@ -37,6 +40,27 @@ def check_root_path(text: str) -> str:
     if path and (not path.startswith("/") or re.search(r"[\s?#\\]|//", path)):
         raise UsageError(f"--root-path takes a path like /bgtaskex, got {text!r}")
     return path
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket on `host:port`, opened before anything is served, so that
+    a port in use or an address this machine does not have is one line and exit 2
+    (uvicorn would log it and exit 3, the code of "no such task")."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except OSError as err:
+        raise UsageError(f"--bind {host}:{port}: cannot resolve {host!r}: {err.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        raise UsageError(f"--bind {host}:{port}: cannot listen there: {err.strerror}") from None
+    return sock
 
 
 @click.command(
@@ -79,6 +103,7 @@ def web(state: State, bind: str, read_only: bool, root_path: str, forwarded_allo
         import uvicorn
 
         from ..web.app import create_app
+        from ..web.security import mask_token_in_logs
     except ImportError:
         raise UsageError(MISSING_EXTRA) from None
     settings = state.settings()
@@ -90,6 +115,7 @@ def web(state: State, bind: str, read_only: bool, root_path: str, forwarded_allo
         return connect(settings=settings, trust_refs=False, create=False)
 
     app = create_app(client_factory, settings, read_only=read_only, root_path=prefix)
+    sock = listen(host, port)
     if host not in ("127.0.0.1", "::1", "localhost") and not settings.web_token:
         click.echo(
             f"bgtaskex web: warning: listening on {host} without web_token: anyone who can "
@@ -103,7 +129,7 @@ def web(state: State, bind: str, read_only: bool, root_path: str, forwarded_allo
         + (" (login by token)" if settings.web_token else ""),
         err=True,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -114,3 +140,9 @@ def web(state: State, bind: str, read_only: bool, root_path: str, forwarded_allo
         access_log=settings.log_level in ("DEBUG", "INFO"),
         server_header=False,
     )
+    if settings.web_token:  # after uvicorn.Config, which configures its loggers
+        mask_token_in_logs(settings.web_token, LOGGERS)
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if not server.started:  # as uvicorn.run: it said why
+        raise SystemExit(3)

@@ -9,16 +9,25 @@ database is down; a database that cannot be opened is retried at the next reques
 While the database has no bgtaskex schema, the client is the in-memory stand-in of an
 empty queue (`Store.empty`), whose connection belongs to the thread that made it: that
 one is made for each request, and dropped after it, until the schema exists.
+
+An SQLite file deleted or replaced under the dashboard (restored from a backup, removed
+by hand) would otherwise go on being read and written through the pooled connections
+to the old file: pages showing what is gone, and a retry, cancel or pause written where
+nobody will ever read it. So each request looks at the file first (one `stat`) and, when
+it is no longer the one opened, drops the shared Client and opens the file there now
+(none: an empty queue, as before the first enqueue).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ..client import Client
 from ..exceptions import InvalidState
+from ..urls import sqlite_path
 
 NO_SCHEMA = (
     "the database has no bgtaskex schema yet: nothing to act on (the first enqueue, "
@@ -32,6 +41,7 @@ class Clients:
     def __init__(self, factory: Callable[[], Client]) -> None:
         self._factory = factory
         self._shared: Client | None = None
+        self._file: tuple[int, int] | None = None  # the SQLite file the shared one opened
         self._lock = threading.Lock()
 
     @contextmanager
@@ -41,14 +51,18 @@ class Clients:
         `write`: for an action, refused (InvalidState) while the database has no
         bgtaskex schema: there is nothing to act on, and looking creates nothing."""
         shared = self._shared
-        if shared is not None:
+        if shared is not None and self._file == _identity(shared):
             yield shared
             return
         with self._lock:
+            if self._shared is not None and self._file != _identity(self._shared):
+                self._shared.close()  # the file was deleted or replaced: open the new one
+                self._shared = None
             if self._shared is None:
                 opened = self._factory()
                 if not opened.store.no_schema:
                     self._shared = opened
+                    self._file = _identity(opened)
                     shared = opened
             else:
                 shared = self._shared
@@ -67,3 +81,16 @@ class Clients:
             if self._shared is not None:
                 self._shared.close()
                 self._shared = None
+
+
+def _identity(client: Client) -> tuple[int, int] | None:
+    """The device and inode of the client's SQLite file ((0, 0): not there; None for a
+    server database)."""
+    path = sqlite_path(client.settings.url)
+    if path is None:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return (found.st_dev, found.st_ino)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 COOKIE = "bgtaskex_session"
 FLASH_COOKIE = "bgtaskex_flash"
@@ -136,6 +137,41 @@ def same_origin(headers: MutableMapping[str, str] | Any, host: str | None) -> bo
     if origin == "null" or host is None:
         return False
     return urlsplit(origin).netloc.lower() == host.lower()
+
+
+class TokenLogFilter(logging.Filter):
+    """Masks the token in the records of the loggers it is attached to: a token pasted
+    in a URL (`/api/stats?token=...`, which nothing accepts) would otherwise reach the
+    access log, as given or percent-encoded (twice, in the `next` of the login
+    redirect). A text holding it in an encoded form loses its whole query string."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self._token = token
+
+    def _mask(self, text: str) -> str:
+        text = text.replace(self._token, "***")
+        decoded = text
+        for _ in range(3):
+            decoded = unquote_plus(decoded)
+            if self._token in decoded:
+                path, mark, _query = text.partition("?")
+                return f"{path}?***" if mark and self._token not in unquote(path) else "***"
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = self._mask(record.msg)
+        if isinstance(record.args, tuple):  # uvicorn's access formatter unpacks them
+            record.args = tuple(self._mask(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def mask_token_in_logs(token: str, loggers: tuple[str, ...]) -> None:
+    """Attach a `TokenLogFilter` to each of `loggers` (a logger's filter sees only the
+    records logged on it: name each one that logs)."""
+    for name in loggers:
+        logging.getLogger(name).addFilter(TokenLogFilter(token))
 
 
 Scope = MutableMapping[str, Any]

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import quote, quote_plus
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -72,6 +73,52 @@ def test_bgtaskex_web_serves_the_dashboard(tmp_path: Path) -> None:
     assert f"bgtaskex web on http://127.0.0.1:{port}/bgtaskex/" in log
 
 
+def _wait_up(server: subprocess.Popen[str], base: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            _get(base + "/static/style.css")
+            return
+        except (ConnectionError, urllib.error.URLError):
+            assert server.poll() is None, "bgtaskex web ended"
+            assert time.monotonic() < deadline, "bgtaskex web did not answer in 30 s"
+            time.sleep(0.1)
+
+
+def test_a_token_pasted_in_a_url_is_not_accepted_nor_logged(tmp_path: Path) -> None:
+    port, token = _free_port(), "a-token/with+signs=and-more-words"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "BGTASKEX_DATABASE_URL": f"sqlite:///{tmp_path / 'web.db'}",
+        "BGTASKEX_WEB_TOKEN": token,
+        "BGTASKEX_LOG_LEVEL": "INFO",  # the access log is on
+    }
+    args = command("web", "--bind", f"127.0.0.1:{port}")
+    server = subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        _wait_up(server, base)
+        for path in (
+            f"/api/stats?token={token}",
+            f"/api/stats?token={quote(token, safe='')}",
+            f"/tasks?token={quote_plus(token)}",
+        ):
+            status, _headers, body = _get(base + path)
+            assert status == 401 or "Log in" in body, path  # not accepted
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+    log = server.stdout.read() if server.stdout else ""  # the access log is on stdout
+    assert '"GET /api/stats?token=*** HTTP/1.1" 401' in log
+    assert '"GET /api/stats?*** HTTP/1.1" 401' in log
+    assert '"GET /login?*** HTTP/1.1" 200' in log  # the redirect's next
+    for form in (token, quote(token, safe=""), quote_plus(token), "with%2Bsigns"):
+        assert form not in log
+
+
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -87,6 +134,26 @@ def test_bad_options_are_one_line_and_exit_2(
     result = run_cli("web", *args)
     assert result.code == 2, result.describe()
     assert result.err.count("\n") == 1 and words in result.err
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    isolate(monkeypatch, tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("web", "--bind", f"127.0.0.1:{port}")
+    assert result.code == 2, result.describe()
+    assert result.err == (
+        f"bgtaskex: error: --bind 127.0.0.1:{port}: cannot listen there: Address already in use\n"
+    )
+    result = run_cli("web", "--bind", "no-such-host.invalid:8787")
+    assert result.code == 2 and result.err.startswith(
+        "bgtaskex: error: --bind no-such-host.invalid:8787: cannot resolve"
+    )
+    assert result.err.count("\n") == 1
 
 
 def test_a_missing_web_extra_says_how_to_install_it(
