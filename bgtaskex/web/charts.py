@@ -45,14 +45,39 @@ class BarChart:
     bars: tuple[Bar, ...]
     top: int  # the count the full height stands for
     summary: str  # the chart in one sentence
+    label_every: int = 3  # an hour's label under every this many bars
 
     @property
     def empty(self) -> bool:
         return all(bar.done == 0 and bar.failed == 0 for bar in self.bars)
 
+    def resized(self, width: int, height: int, label_every: int) -> BarChart:
+        """The same bars drawn `width` by `height`, labelled every `label_every` bars:
+        a narrow screen scales the drawing down, so it gets fewer and larger labels."""
+        hours = [_Hour(b.label, b.done, b.failed) for b in self.bars]
+        return _bars(hours, width, height, label_every, self.summary)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hour:
+    label: str
+    done: int
+    failed: int
+
 
 def hour_bars(hours: Sequence[Hour], *, width: int = 720, height: int = 120) -> BarChart:
     """Stacked bars, one per hour, oldest first: done at the bottom, failed above."""
+    done, failed = sum(h.done for h in hours), sum(h.failed for h in hours)
+    summary = (
+        f"actions ended in the last {len(hours)} hours (UTC): {done:,} done, {failed:,} failed"
+    )
+    labelled = [_Hour(h.hour.strftime("%H:00"), h.done, h.failed) for h in hours]
+    return _bars(labelled, width, height, 3, summary)
+
+
+def _bars(
+    hours: Sequence[_Hour], width: int, height: int, label_every: int, summary: str
+) -> BarChart:
     top = max([h.done + h.failed for h in hours] + [1])
     slot = width / max(len(hours), 1)
     bars = []
@@ -66,16 +91,13 @@ def hour_bars(hours: Sequence[Hour], *, width: int = 720, height: int = 120) -> 
                 done_height=round(done_height, 2),
                 failed_y=round(height - done_height - failed_height, 2),
                 failed_height=round(failed_height, 2),
-                label=h.hour.strftime("%H:00"),
+                label=h.label,
                 done=h.done,
                 failed=h.failed,
             )
         )
-    done, failed = sum(h.done for h in hours), sum(h.failed for h in hours)
-    summary = (
-        f"actions ended in the last {len(hours)} hours (UTC): {done:,} done, {failed:,} failed"
-    )
-    return BarChart(width, height, round(slot * 0.8, 2), tuple(bars), top, summary)
+    bar_width = round(slot * 0.8, 2)
+    return BarChart(width, height, bar_width, tuple(bars), top, summary, label_every)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from .app import web_of
 from .charts import hour_bars, week_chart
 from .filters import positive_int
 from .gate import post_guard
+from .glance import FAILED_WITHIN, glance, running_count
 from .html import Pages
 from .security import COOKIE, SESSION_SECONDS
 from .tasks import task_routes
@@ -29,7 +30,8 @@ from .tasks import task_routes
 
 def overview_data(client: Client) -> dict[str, Any]:
     """What the overview shows: counts per queue, type and status, the oldest waiting
-    task, the queues, the hourly chart, the last runs, the check, the processes."""
+    task, the queues, the hourly chart, the last runs, the headline with the check, the
+    processes."""
     from ..views import stats_dict
 
     stats = stats_dict(client.stats())
@@ -37,8 +39,7 @@ def overview_data(client: Client) -> dict[str, Any]:
     waiting = [q for q in queues if q.oldest_waiting_at is not None]
     latest = datetime.max.replace(tzinfo=UTC)
     oldest = min(waiting, key=lambda q: q.oldest_waiting_at or latest, default=None)
-    health = client.health()
-    problems, notes = health.problems(), health.notes()
+    health = client.health(failed_within=FAILED_WITHIN)
     return {
         "stats": stats,
         "statuses": sorted({row["status"] for row in stats["tasks"]}),
@@ -47,8 +48,7 @@ def overview_data(client: Client) -> dict[str, Any]:
         "queues": queues,
         "chart": hour_bars(client.activity(24)),
         "runs": client.runs(limit=10),
-        "problems": problems,
-        "notes": notes,
+        "glance": glance(health, running_count(stats)),
         "processes": [process_row(p, client) for p in client.settings.scheduled],
     }
 

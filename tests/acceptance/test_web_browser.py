@@ -220,15 +220,29 @@ def test_overview_shows_counts_queues_chart_runs_and_verdict(page: Any, scene: S
     assert len(by_prefix(page, "run-row-")) >= 1
     verdict = tid(page, "check-verdict")
     assert verdict.get_attribute("data-verdict") in ("ok", "warning") and verdict.text
+    # the headline says what check's verdict does not: a task failed, a queue is paused
+    assert tid(page, "glance").get_attribute("data-level") == "bad"
+    assert tid(page, "glance-failed").text == "✖ 1 task failed in the last 24 h"
+    assert tid(page, "glance-paused").text == "‖ queue reports paused"
+    # the run that failed the task ended ok, and its counts say the task failed
+    failing = page.find_element(
+        By.CSS_SELECTOR, '[data-testid^="run-counts-"] [data-count="failed"]'
+    )
+    assert failing.text == "✖ 1 failed", failing.text
     assert "nightly" in tid(page, "process-row-nightly").text
     scene.shots.take(page, "overview")
-    # on a phone: nothing wider than the screen but the tables' own scroll boxes
+    # on a phone: nothing wider than the screen, no table scrolled sideways, and the
+    # queues' pause button in view
     with phone(page):
         page.refresh()
-        overflow = page.execute_script(
-            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        assert _sideways(page) == (0, []), "the overview is wider than a phone"
+        pause = tid(page, "pause-default")
+        box = page.execute_script(
+            "const r = arguments[0].getBoundingClientRect();"
+            "return [r.left, r.right, document.documentElement.clientWidth];",
+            pause,
         )
-        assert overflow <= 0, f"the overview is {overflow}px wider than a phone"
+        assert pause.is_displayed() and box[0] >= 0 and box[1] <= box[2], box
         scene.shots.take(page, "overview-phone")
     # from the count of failed tasks to the failed task
     page.find_element(
@@ -236,6 +250,20 @@ def test_overview_shows_counts_queues_chart_runs_and_verdict(page: Any, scene: S
     ).click()
     assert row_ids(page) == [failed]
     assert scene.client.get(done).status == "finished"
+
+
+def _sideways(page: Any) -> tuple[int, list[str]]:
+    """How many pixels the page is wider than its window, and the tables that scroll
+    sideways in their own box."""
+    overflow = page.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    tables = page.execute_script(
+        "return Array.from(document.querySelectorAll('.scroll'))"
+        ".filter(e => e.offsetParent && e.scrollWidth > e.clientWidth)"
+        ".map(e => e.querySelector('table').dataset.testid)"
+    )
+    return max(overflow, 0), tables
 
 
 def test_filter_tasks_share_the_url_and_page_past_50(page: Any, scene: Scene) -> None:
@@ -287,6 +315,16 @@ def test_a_failed_task_is_retried_with_its_button(page: Any, scene: Scene) -> No
     folded = page.find_element(By.CSS_SELECTOR, 'details[data-testid^="traceback-"]')
     assert folded.get_attribute("open") is None  # the traceback is folded
     assert "Traceback" not in folded.text
+    folded.find_element(By.TAG_NAME, "summary").click()
+    assert "Traceback" in folded.text
+    page.set_window_size(800, DESKTOP[1])  # a narrow window squeezes the columns most
+    lines = page.execute_script(  # the history's times stay on one line each
+        "return Array.from(document.querySelectorAll('[data-testid=history] td.when'))"
+        ".map(td => { const r = document.createRange(); r.selectNodeContents(td);"
+        " return new Set(Array.from(r.getClientRects()).map(b => Math.round(b.top))).size; })"
+    )
+    assert lines and set(lines) == {1}, lines
+    page.set_window_size(*DESKTOP)
     scene.shots.take(page, "task-failed")
     tid(page, "retry").click()
     status_becomes(page, "task-status", "created")
@@ -492,6 +530,11 @@ def test_every_page_keeps_the_csp(page: Any, scene: Scene) -> None:
         assert not page.find_elements(By.CSS_SELECTOR, '[data-testid="error"]'), path
         if name in ("processes", "rules", "runs", "rule-preview", "bulk-confirm"):
             scene.shots.take(page, name)
+        if name in ("tasks", "task", "processes", "runs"):
+            with phone(page):
+                page.refresh()
+                assert _sideways(page) == (0, []), name
+                scene.shots.take(page, f"{name}-phone")
     page.get(web.url("/"))  # and the live swaps: htmx must not add inline styles
     _count_swaps(page)
     _refreshed(page)
