@@ -181,6 +181,18 @@ def tid(driver: Any, name: str) -> Any:
     return driver.find_element(By.CSS_SELECTOR, f'[data-testid="{name}"]')
 
 
+def read(driver: Any, name: str, attribute: str | None = None) -> str | None:
+    """An attribute (or the text) of the element `name`, read in one script: a live
+    part that htmx swaps between a find and a read cannot make it stale."""
+    return driver.execute_script(  # type: ignore[no-any-return]
+        """const e = document.querySelector(`[data-testid="${arguments[0]}"]`);
+        if (!e) return null;
+        return arguments[1] === null ? e.textContent.trim() : e.getAttribute(arguments[1]);""",
+        name,
+        attribute,
+    )
+
+
 def by_prefix(driver: Any, prefix: str) -> list[str]:
     found = driver.find_elements(By.CSS_SELECTOR, f'[data-testid^="{prefix}"]')
     return [e.get_attribute("data-testid")[len(prefix) :] for e in found]
@@ -347,17 +359,19 @@ def test_a_running_tasks_bar_advances_live_then_cancel_stops_it(
     run = scene.bgx.start("run-once")
 
     def bar(driver: Any) -> float:
-        found = driver.find_elements(By.CSS_SELECTOR, '[data-testid="progress-action-1"]')
-        return float(found[0].get_attribute("value")) if found else 0.0
+        value = read(driver, "progress-action-1", "value")
+        return float(value) if value else 0.0
 
     seen = [0.0]
     for _ in range(3):  # three readings, each higher: the live part polls every 2 s
-        wait(page).until(lambda d: bar(d) > seen[-1], f"the bar stayed at {seen[-1]}%")
-        seen.append(bar(page))
+        higher = wait(page).until(
+            lambda d: (value := bar(d)) > seen[-1] and value, f"the bar stayed at {seen[-1]}%"
+        )
+        seen.append(higher)
     assert seen == sorted(set(seen)) and seen[-1] < 100, seen
     assert page.execute_script("return document.body.dataset.loaded") == "once"
-    assert tid(page, "task-status").get_attribute("data-status") == "running"
-    assert tid(page, "rate-1").text  # steps a second, and an ETA
+    assert read(page, "task-status", "data-status") == "running"
+    assert read(page, "rate-1")  # steps a second, and an ETA
     scene.shots.take(page, "task-running")
     tid(page, "cancel").click()
     status_becomes(page, "task-status", "cancelled")
@@ -444,10 +458,10 @@ def test_pages_read_with_javascript_off(scene: Scene) -> None:
         assert tid(driver, "queue-row-reports").is_displayed()
         driver.get(web.url("/tasks"))
         tid(driver, "filter-status-failed").click()
-        tid(driver, "apply-filters").click()  # a plain GET form
-        assert row_ids(driver) == [task_id]
+        tid(driver, "apply-filters").click()  # a plain GET form: wait for its page
+        wait(driver).until(lambda d: row_ids(d) == [task_id], "the filter never applied")
         tid(driver, f"task-link-{task_id}").click()
-        assert tid(driver, "task-status").get_attribute("data-status") == "failed"
+        status_becomes(driver, "task-status", "failed")
         folded = driver.find_element(By.CSS_SELECTOR, 'details[data-testid^="traceback-"]')
         folded.find_element(By.TAG_NAME, "summary").click()  # <details> needs no script
         assert "RuntimeError" in folded.text
