@@ -575,7 +575,9 @@ def test_a_walk_queued_on_default_is_done_by_plain_run_once_in_several_runs(
     params = walk_params(cli, task_id)
     assert params["total"] == len(matching)
     assert (params["low"], params["high"]) == (min(matching), max(matching))
-    assert 0 < params["deleted"] < len(matching)
+    # The walk may or may not delete a chunk within 0.2 s (a loaded machine spends it
+    # on the walk's first reads); it is paused with its range set, not finished.
+    assert 0 <= params["deleted"] < len(matching)
     gone = consistent(app, before, matching)
     assert len(gone) == params["deleted"]
     # Rows added after the walk began lie past its range: they are left for the next walk.

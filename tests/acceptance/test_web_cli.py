@@ -21,13 +21,8 @@ import pytest
 from bgtaskex.schedule import WeeklyWindow
 from bgtaskex.web.charts import week_chart
 from bgtaskex.web.masking import mask_params, secret_key
+from tests.support.browser import free_port
 from tests.support.cli import command, isolate, run_cli
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str) -> tuple[int, dict[str, str], str]:
@@ -40,7 +35,7 @@ def _get(url: str) -> tuple[int, dict[str, str], str]:
 
 
 def test_bgtaskex_web_serves_the_dashboard(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
@@ -86,7 +81,7 @@ def _wait_up(server: subprocess.Popen[str], base: str) -> None:
 
 
 def test_a_token_pasted_in_a_url_is_not_accepted_nor_logged(tmp_path: Path) -> None:
-    port, token = _free_port(), "a-token/with+signs=and-more-words"
+    port, token = free_port(), "a-token/with+signs=and-more-words"
     env = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -84,9 +85,19 @@ def csp_violations(driver: Any) -> list[str]:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, from this xdist worker's own range (20000 + 2000 per worker),
+    below the kernel's ephemeral ports: two workers never draw the same port, so a
+    server of one never answers for a server of the other that failed to bind."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = 20000 + 2000 * (int(worker) % 6 if worker.isdigit() else 0)
+    for port in random.sample(range(first, first + 2000), 50):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{first + 1999}")
 
 
 class WebServer:
