@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, Select, and_, or_, select
 
 from .. import tables as t
 from ..models import ActionRecord, ActionStatus, Task
@@ -32,6 +32,7 @@ from .rows import action_record, task_record
 #: sees them whole, as before.
 WHOLE = 20
 
+_INDEX = "ix_bgtaskex_actions_task_id_status_rank"
 _SHOWN_STATUSES = (ActionStatus.FAILED, ActionStatus.PENDING, ActionStatus.ACTIVE)
 
 
@@ -57,7 +58,7 @@ def _wanted(conn: Connection, rows: Sequence[Any]) -> tuple[dict[int, int], dict
 
     def first(status: ActionStatus) -> Any:
         ranks = select(a.rank).where(a.task_id == c.id, a.status == status.value)
-        return ranks.order_by(a.rank).limit(1).scalar_subquery()
+        return _hinted(conn, ranks.order_by(a.rank).limit(1)).scalar_subquery()
 
     last = select(a.rank).where(a.task_id == c.id).order_by(a.rank.desc()).limit(1)
     query = select(c.id, last.scalar_subquery(), *(first(s) for s in _SHOWN_STATUSES))
@@ -71,6 +72,18 @@ def _wanted(conn: Connection, rows: Sequence[Any]) -> tuple[dict[int, int], dict
         else:
             wanted[task_id] = sorted({r for r in (current[task_id], *firsts) if r is not None})
     return counts, wanted
+
+
+def _hinted(conn: Connection, query: Select[Any]) -> Select[Any]:
+    """`query` told to read ix_task_id_status_rank on SQLite and MariaDB / MySQL: MariaDB
+    otherwise reads every action of that status in the database (ix_status_ended_at,
+    sorted), or the task's actions in rank order up to the first of that status."""
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        return query.with_hint(t.actions, f"INDEXED BY {_INDEX}", "sqlite")
+    if dialect in t.MYSQL:
+        return query.with_hint(t.actions, f"FORCE INDEX ({_INDEX})", dialect)
+    return query
 
 
 def _actions(conn: Connection, wanted: dict[int, list[int]]) -> dict[int, list[ActionRecord]]:
