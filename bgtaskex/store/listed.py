@@ -12,7 +12,9 @@ first unfinished), with `Task.action_count` set. Two statements for the whole li
   enqueue (`writes.insert_task`) and never renumbered; no action is ever deleted alone;
 - the actions of those ranks (and every action of the short tasks).
 
-So a page of 50 tasks reads at most 4 actions of each long one, be it of 100,000.
+So a page of 50 tasks reads at most 4 actions of each long one, be it of 100,000. An
+action status this release does not know (a newer release's) counts as unfinished for
+`shown_action` when the task is read whole; of a long task it is not looked for.
 """
 
 from __future__ import annotations
