@@ -8,6 +8,11 @@ doubling the actions and the events 17 times, the actions cut back to 100,000), 
 in-process the page `show` reads (`Store.get_task_page` + `Store.admin.recent_events`, 50 of
 each with the counts) against the whole task (`Store.get_task` + `Store.events`, what
 `show` read before it had pages). Target: `show` under 1 s.
+
+Then the listings of that task among 49 of one action (50 tasks): `Store.list_tasks` and
+`Store.page_tasks` (a page of 50), which read of a long task only the actions a listing
+shows (store/listed.py), against `list_tasks` plus every action of the listed tasks (what
+a listing read before). Target: a listing under 50 ms.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ CHAIN = 100_000
 DOUBLINGS = 17  # 2**17 events
 RUNS_FULL, RUNS_QUICK = 5, 3
 KEYS = ("show", "show --json", "show (1 action)", "page (in-process)", "whole task (in-process)")
+LIST_KEYS = ("list_tasks", "page_tasks", "list, every action (before)")
 TARGET_S = 1.0
+LIST_TARGET_S = 0.05
+SHORT_TASKS = 49
 NOOP = "bgtaskex.examples:NothingToDo"
 
 
@@ -91,11 +99,19 @@ def _cli(url: str, *args: str) -> Callable[[], object]:
 
 def _measure(url: str, runs: int) -> dict[str, Any]:
     from bgtaskex.models import NewAction, TaskType
-    from bgtaskex.store import Store
+    from bgtaskex.store import Store, reads
 
     task_id = _long_chain(url)
     store = Store(url)
     small = store.enqueue("short", TaskType.CRON, "default", [NewAction(NOOP)])
+    for _ in range(SHORT_TASKS - 1):
+        store.enqueue("short", TaskType.CRON, "default", [NewAction(NOOP)])
+
+    def every_action() -> object:
+        listed = store.list_tasks(limit=50)
+        with store._read() as conn:
+            return reads.actions_of(conn, [task.id for task in listed])
+
     try:
         calls = {
             "show": _cli(url, "show", str(task_id)),
@@ -106,6 +122,9 @@ def _measure(url: str, runs: int) -> dict[str, Any]:
                 store.admin.recent_events(task_id, 50),
             ),
             "whole task (in-process)": lambda: (store.get_task(task_id), store.events(task_id)),
+            "list_tasks": lambda: store.list_tasks(limit=50),
+            "page_tasks": lambda: store.page_tasks(None, None, 50, 10_000),
+            "list, every action (before)": every_action,
         }
         samples: dict[str, list[float]] = {key: [] for key in calls}
         for call in calls.values():  # warm-up
@@ -148,13 +167,41 @@ def run(
         f"actions add {added:+.2f} s at worst to the show of a 1-action task (the rest is "
         "start-up, which a loaded machine stretches)\n"
     )
+    listing = _listing_table(results, runs)
+    console.print(listing["table"])
+    met = "[green]yes[/green]" if listing["worst_s"] < LIST_TARGET_S else "[red]no[/red]"
+    console.print(
+        f"target: a listing under {LIST_TARGET_S * 1000:g} ms: "
+        f"{listing['worst_s'] * 1000:.1f} ms at worst, met: {met}\n"
+    )
     return {
+        "list_target_s": LIST_TARGET_S,
+        "list_worst_s": listing["worst_s"],
         "runs": runs,
         "results": results,
         "target_s": TARGET_S,
         "worst_s": worst,
         "added_over_one_action_s": added,
     }
+
+
+def _listing_table(results: dict[str, Any], runs: int) -> dict[str, Any]:
+    table = Table(
+        title=(
+            f"listings of 50 tasks, one of {CHAIN:,} actions: median of {runs}, ms "
+            "(before: every action of the listed tasks read)"
+        ),
+        title_justify="left",
+    )
+    table.add_column("backend")
+    for key in LIST_KEYS:
+        table.add_column(f"{key} ms", justify="right")
+    for backend, found in results.items():
+        table.add_row(backend, *(f"{found[key]['median_s'] * 1000:.1f}" for key in LIST_KEYS))
+    worst = max(
+        max(r["list_tasks"]["median_s"], r["page_tasks"]["median_s"]) for r in results.values()
+    )
+    return {"table": table, "worst_s": worst}
 
 
 def _on_postgres(console: Console, url: str, runs: int) -> dict[str, Any]:

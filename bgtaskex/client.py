@@ -160,7 +160,9 @@ class Client:
         """Tasks still to run first (in run order), then ended ones, newest first.
 
         `status` is a shortcut for `TaskFilter(statuses=...)`; "active" means every
-        status that is not terminal.
+        status that is not terminal. A task of more than 20 actions comes with those
+        `list` shows only (its current, first unfinished and first failed action), and
+        `Task.action_count` set (see `Task.total_actions`).
         """
         if status is not None:
             where = replace(where or TaskFilter(), statuses=expand_statuses(status))
@@ -178,7 +180,8 @@ class Client:
         count_up_to: int = 10_000,
     ) -> TaskPage:
         """A page of the tasks `where` selects, newest first (id descending), below
-        `before_id`; `total` counted up to `count_up_to` (see `store.pages`)."""
+        `before_id`; `total` counted up to `count_up_to` (see `store.pages`). Each task
+        comes with its actions as `list_tasks` gives them."""
         if before_id is not None:
             whole_number("before_id", before_id, 1, 2**63 - 1)
         limit = whole_number("limit", limit, 1, 1000)

@@ -124,7 +124,12 @@ class ActionRecord:
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """A persisted task with its ordered actions."""
+    """A persisted task with its ordered actions.
+
+    `actions` holds every action of the task unless `action_count` is set: then it
+    holds some of them only (a listing's: the current, the first unfinished and the
+    first failed action; `show --actions N`'s: the first N and the current one), by
+    rank, and `action_count` says how many the task has (see `total_actions`)."""
 
     id: int
     name: str
@@ -143,6 +148,12 @@ class Task:
     lease_until: datetime | None = None  # a claim older than this may be taken over
     not_before: datetime | None = None  # not due before then (delayed, snoozed, backoff)
     unique_key: str | None = None  # its unique key, while it has not ended
+    action_count: int | None = None  # None: `actions` holds them all
+
+    @property
+    def total_actions(self) -> int:
+        """How many actions the task has, whether `actions` holds them all or not."""
+        return len(self.actions) if self.action_count is None else self.action_count
 
     @property
     def current_action(self) -> ActionRecord | None:

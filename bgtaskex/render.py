@@ -120,7 +120,7 @@ def render_tasks(tasks: list[Task], states: dict[int, TaskState] | None = None) 
         current = state.action if state is not None else task.current_action
         action = "-"
         if current is not None:
-            action = f"{current.rank}/{len(task.actions)} {current.ref.rsplit(':', 1)[-1]}"
+            action = f"{current.rank}/{task.total_actions} {current.ref.rsplit(':', 1)[-1]}"
         at = later[task.id]
         when = [_in(at) if at else "-"] if due else []
         said = [_state(state)] if states is not None else []

@@ -220,6 +220,14 @@ actions = Table(
 )
 # `stats`: actions ended in the last hour / day.
 Index("ix_bgtaskex_actions_status_ended_at", actions.c.status, actions.c.ended_at)
+# `list` and the dashboard's pages (store/listed.py): a task's first failed, pending or
+# active action, one seek each, whatever the length of its chain.
+Index(
+    "ix_bgtaskex_actions_task_id_status_rank",
+    actions.c.task_id,
+    actions.c.status,
+    actions.c.rank,
+)
 
 events = Table(
     "bgtaskex_events",

@@ -71,7 +71,8 @@ def task_dict(
     task: Task, action_count: int | None = None, state: TaskState | None = None
 ) -> dict[str, Any]:
     """The task as JSON; `action_count` is how many actions it has when `task.actions`
-    is a page of them (`show --actions N`); `state`, what `list` says of it."""
+    is a page of them (`show --actions N`; else `Task.total_actions`: a listed task of
+    many actions holds only those `list` shows); `state`, what `list` says of it."""
     found = {
         "id": task.id,
         "name": task.name,
@@ -89,7 +90,7 @@ def task_dict(
         "lease_until": _time(task.lease_until),
         "not_before": _time(task.not_before),
         "unique_key": task.unique_key,
-        "action_count": len(task.actions) if action_count is None else action_count,
+        "action_count": task.total_actions if action_count is None else action_count,
         "actions": [action_dict(a) for a in task.actions],
     }
     if state is not None:

@@ -280,7 +280,8 @@ class Store(RunQueries):
 
     def list_tasks(self, where: TaskFilter | None = None, *, limit: int = 50) -> list[Task]:
         """Tasks still to run first, in the order the run takes them; then ended ones,
-        newest first. Each part is a range scan of its own partial index."""
+        newest first. Each part is a range scan of its own partial index. A task of
+        many actions comes with those a listing shows only (see `listed`)."""
         with self._read() as conn:
             return reads.tasks(conn, where, limit)
 
@@ -295,7 +296,8 @@ class Store(RunQueries):
     ) -> TaskPage:
         """A page of the tasks `where` selects, newest first, below `before_id`, with
         their count up to `count_up_to` (see `pages`: one index range per value of the
-        filter, so a page reads about `limit` rows on a million tasks)."""
+        filter, so a page reads about `limit` rows on a million tasks); a task of many
+        actions comes with those a listing shows only (see `listed`)."""
         with self._read() as conn:
             return pages.page(conn, where, before_id, limit, count_up_to)
 

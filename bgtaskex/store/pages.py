@@ -46,8 +46,7 @@ from sqlalchemy import ColumnElement, Connection, Select, func, select, union_al
 from .. import tables as t
 from ..models import TaskFilter, TaskPage
 from .filters import conditions, glob_to_like
-from .reads import actions_of
-from .rows import task_record
+from .listed import listed_tasks
 
 #: A time range (since / until) of at most this many tasks drives the page: its index
 #: range is read whole and sorted by id (a few milliseconds).
@@ -81,9 +80,8 @@ def page(
         return TaskPage((), 0, False, None)
     ids = list(conn.execute(_ids(conn, plan, before_id, limit + 1, newest=True)).scalars())
     more, ids = len(ids) > limit, ids[:limit]
-    found = actions_of(conn, ids)
-    rows = conn.execute(select(t.tasks).where(t.tasks.c.id.in_(ids)).order_by(t.tasks.c.id.desc()))
-    tasks = tuple(task_record(row, found[row.id]) for row in rows)
+    query = select(t.tasks).where(t.tasks.c.id.in_(ids)).order_by(t.tasks.c.id.desc())
+    tasks = tuple(listed_tasks(conn, list(conn.execute(query))))
     # Counted from the end where the time range lies: newest first unless only `until`.
     newest = where is None or where.since is not None or where.until is None
     counted = _ids(conn, plan, None, up_to + 1, newest=newest, merged=False).subquery()

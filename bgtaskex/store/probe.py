@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 #: retention of run records keeps such a row that long at least).
 DEAD_AFTER = 86400.0
 #: The Alembic revision this release's code expects (tests check it is the script head).
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 #: Where bgtaskex keeps its Alembic revision: a table of its own, so that an application
 #: using Alembic in the same database keeps its `alembic_version`.
 VERSION_TABLE = "bgtaskex_alembic_version"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
@@ -12,6 +13,7 @@ from .. import tables as t
 from ..exceptions import TaskNotFound
 from ..models import ACTIVE_STATUSES, TERMINAL, ActionRecord, Event, Task, TaskFilter
 from .filters import conditions
+from .listed import listed_tasks
 from .rows import action_record, event_record, task_record
 from .statements import ACTIONS_OF_TASK
 
@@ -67,7 +69,8 @@ def task_page(conn: Connection, task_id: int, max_actions: int) -> tuple[Task, i
     count = conn.execute(
         select(func.count()).select_from(t.actions).where(a.task_id == task_id)
     ).scalar_one()
-    return task_record(row, found), int(count)
+    task = task_record(row, found)
+    return (replace(task, action_count=int(count)) if count > len(found) else task), int(count)
 
 
 def tasks(conn: Connection, where: TaskFilter | None, limit: int) -> list[Task]:
@@ -82,8 +85,7 @@ def tasks(conn: Connection, where: TaskFilter | None, limit: int) -> list[Task]:
     if len(rows) < limit and (wanted is None or wanted & TERMINAL):
         ended = select(t.tasks).where(t.tasks.c.run_order.is_(None), *conds)
         rows.extend(conn.execute(ended.order_by(t.tasks.c.id.desc()).limit(limit - len(rows))))
-    found = actions_of(conn, [row.id for row in rows])
-    return [task_record(row, found[row.id]) for row in rows]
+    return listed_tasks(conn, rows)
 
 
 def count(conn: Connection, where: TaskFilter | None, up_to: int | None) -> int:
