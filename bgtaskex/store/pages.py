@@ -17,10 +17,9 @@ index entries whatever the table's size:
 
 What no index serves is checked on the rows the ranges yield: the name glob (matched
 case-insensitively on the three backends, which no index of theirs serves, with or
-without a leading `*`: a glob costs the rows read until the page is full, little when
-many tasks match, the whole table when few do), and a time range over
-`SMALL_TIME_RANGE` tasks, read in id order unless that would pass over more tasks
-outside it than it holds (`_time_driven`).
+without a leading `*`), and a time range over `SMALL_TIME_RANGE` tasks, read in id
+order unless that would pass over more tasks outside it than it holds
+(`_time_driven`): both within SCAN_BUDGET tasks a page (below).
 
 PostgreSQL takes no index hint and plans each range from its statistics: a range its
 statistics think empty (a queue that never had interactive tasks, say) may be read
@@ -37,7 +36,9 @@ table when few tasks match. So a page reads at most SCAN_BUDGET tasks of its ran
 (below the id of the SCAN_BUDGET-th one, found index-only): it holds the matches among
 them, perhaps fewer than `limit`, and its `next_before` (`searched_to`) goes on below
 them; and the count reads at most SCAN_BUDGET tasks too, newest first (oldest first
-for an `until` alone): a lower bound then (`count_searched`).
+for an `until` alone): a lower bound then (`count_searched`). A time range alone is
+counted from its own index instead: exact up to `count_up_to`. The count is always the
+first page's (a deep page counts as page 1 would).
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ def page(
     newest = where is None or where.since is not None or where.until is None
     # The count is the first page's, whatever page this is (the same total on each).
     counted = plan if before_id is None else _plan(conn, where or TaskFilter(), None, limit)
+    if counted.index is None and counted.checked and _time_only(where):
+        # A time range alone: counted from its index, exact up to `up_to`, index-only.
+        counted = _Plan(_TIME_INDEX, [{}], counted.checked)
     bound = None
     if _searched(counted):
         reuse = before_id is None and newest
@@ -116,6 +120,15 @@ def page(
         next_before=ids[-1] if more and ids else searched_to,
         searched_to=searched_to,
         count_searched=SCAN_BUDGET if bound is not None else None,
+    )
+
+
+def _time_only(where: TaskFilter | None) -> bool:
+    """Whether `where` is a since and/or until and nothing else."""
+    return (
+        where is not None
+        and (where.since is not None or where.until is not None)
+        and (where == TaskFilter(since=where.since, until=where.until))
     )
 
 

@@ -163,6 +163,8 @@ def test_a_filter_checked_task_by_task_searches_a_budget_per_page(
     if where.name_glob:  # a glob is always checked task by task
         assert walked[0].count_searched == 5 and walked[0].total_is_lower_bound
         assert any(page.searched_to is not None for page in walked)
+    if name in ("since", "until"):  # a time range alone is counted from its index
+        assert all(p.count_searched is None and p.total == len(expected) for p in walked)
     if not checked:  # the indexes serve the filter: exact counts, full pages
         assert all(p.searched_to is None and p.count_searched is None for p in walked)
 
