@@ -56,7 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default: $BGTASKEX_TEST_POSTGRES_URL or %(default)s)",
     )
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
-    parser.add_argument("--runs", type=_positive, help="start-up: timed rounds (21; quick 5)")
+    parser.add_argument(
+        "--runs",
+        type=_positive,
+        help="start-up: timed rounds (21; quick 5); webpage: runs (21; quick 7)",
+    )
     parser.add_argument(
         "--tasks",
         type=_positive,
@@ -84,7 +88,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--rebuild",
         action="store_true",
-        help="scale: rebuild the cached databases (bench/results/scale-cache/)",
+        help="scale, webpage: rebuild the kept databases (bench/results/scale-cache/, "
+        "webpage-cache/, the webpage PostgreSQL schema)",
     )
     parser.add_argument(
         "--tickets",
@@ -217,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 use_postgres=not args.no_postgres,
                 mariadb_url=args.mariadb_url,
                 tasks=args.tasks if args.only == "webpage" else None,
+                rebuild=args.rebuild,
+                runs=args.runs,
             )
         if args.only in (None, "chain"):
             from . import chain

@@ -1,47 +1,39 @@
-"""A page of the web dashboard's task list on 1,000,000 tasks (`Client.page_tasks`), on
-SQLite and PostgreSQL (and MariaDB with `--mariadb-url`).
+"""A page of the web dashboard's task list on 1,000,000 tasks, on SQLite and PostgreSQL
+(and MariaDB with `--mariadb-url`), filled by `webfill` (kept between runs).
 
-The tasks are bulk-inserted (`fill`: stdlib sqlite3, PostgreSQL's COPY, executemany on
-MariaDB) into a schema bgtaskex made, one action each, created over 90 days in id order:
-98% ended (6% failed, 1% cancelled, the rest finished), 2% waiting (created, paused or
-running) among the newest; queues default 50%, reports 30%, emails 15%, imports 5%;
-5% interactive (in every queue); names `report-N`, `nightly-N`, `sync-N`, `mail-N`
-(N < 1000). PostgreSQL is ANALYZEd after the load, as autovacuum would.
+For each filter of `bgtaskex list` in `_filters`, page 1 and a deep page (`before_id` in
+the middle of the table), alternating, median of R runs after a warm-up:
 
-Then, alternating, median of R runs after a warm-up: `Client.page_tasks` (the page with
-its total counted up to 10,000) for page 1 and a deep page (`before_id` in the middle of
-the table) of each filter in FILTERS, and `Client.list_tasks` with the same filter and
-limit 50, as a ratio. Target: a page under 50 ms at 1,000,000 tasks.
+- `Client.page_tasks`: the data layer alone (the page, its total counted up to 10,000);
+- `GET /tasks?...`: the HTML page, the server's time for it: the real app
+  (`bgtaskex.web.app.create_app`, built as `bgtaskex web` builds it) called as an ASGI
+  application in this process, from the request to the response's last byte;
+- `GET /api/tasks?...`: the same page as JSON;
 
-The fill (`filled`) is for the web dashboard's bench to reuse: it yields the URL.
+and `Client.list_tasks` with the same filter and limit 50, which each is reported as a
+ratio to. Target: the server's time for a page under 50 ms at 1,000,000 tasks.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sqlite3
-import tempfile
+import asyncio
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from rich.console import Console
 from rich.table import Table
 
-from . import masked, median, rotated
-from .scratch import postgres_schema, with_options
+from . import BenchError, masked, median, rotated
+from .webfill import cached
 
 TASKS_FULL, TASKS_QUICK = 1_000_000, 100_000
 RUNS_FULL, RUNS_QUICK = 21, 7
 TARGET_MS = 50.0
-DAYS = 90
-QUEUES = ("default",) * 10 + ("reports",) * 6 + ("emails",) * 3 + ("imports",)
-NAMES = ("report", "nightly", "sync", "mail")
-NOOP = "bgtaskex.examples:NothingToDo"
-CHUNK = 20_000
+KINDS = ("page_tasks", "html", "api")
+KIND_LABELS = {"page_tasks": "page_tasks", "html": "GET /tasks", "api": "GET /api/tasks"}
 
 
 def _filters(now: datetime) -> dict[str, dict[str, Any]]:
@@ -65,252 +57,73 @@ def _filters(now: datetime) -> dict[str, dict[str, Any]]:
     }
 
 
-# -- the fill ---------------------------------------------------------------------------
+def _query(fields: dict[str, Any], before: int | None) -> str:
+    """The Tasks page's query string of TaskFilter `fields` (times as ISO timestamps)."""
+    items: list[tuple[str, str]] = []
+    for field, key in (("statuses", "status"), ("types", "type"), ("queues", "queue")):
+        items += [(key, value) for value in sorted(fields.get(field) or ())]
+    if fields.get("name_glob"):
+        items.append(("name", fields["name_glob"]))
+    for key in ("since", "until"):
+        if fields.get(key) is not None:
+            items.append((key, fields[key].isoformat()))
+    if before is not None:
+        items.append(("before", str(before)))
+    return "?" + urlencode(items) if items else ""
 
 
-def _rows(n: int, now: datetime) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """(task, action) of task i, for i in 1..n, ids in creation order."""
-    start = now - timedelta(days=DAYS)
-    step = timedelta(days=DAYS) / n
-    waiting_from = n - n // 50
-    params = json.dumps({})
-    for i in range(1, n + 1):
-        created = start + step * i
-        if i > waiting_from and i % 2 == 0:
-            status = ("created", "paused", "running")[i % 3]
-        elif i % 17 == 0:
-            status = "failed"
-        elif i % 97 == 0:
-            status = "cancelled"
-        else:
-            status = "finished"
-        type_ = "interactive" if i % 19 == 0 else "cron"  # in every queue
-        ended = (
-            created + timedelta(minutes=2)
-            if status in ("finished", "failed", "cancelled")
-            else None
+class _Server:
+    """The dashboard's app as `bgtaskex web` builds it, over `url`, called as an ASGI
+    application on one event loop (Starlette runs the sync endpoints in its threads, as
+    under uvicorn)."""
+
+    def __init__(self, url: str) -> None:
+        from bgtaskex.client import connect
+        from bgtaskex.config import Settings
+        from bgtaskex.web.app import create_app
+
+        settings = Settings(database_url=url)
+        self.app = create_app(
+            lambda: connect(settings=settings, trust_refs=False, create=False), settings
         )
-        order = (
-            None
-            if ended
-            else (0 if type_ == "interactive" else 10)
-            + {"running": 2, "paused": 3, "created": 4}[status]
-        )
-        action_status = {"finished": "done", "created": "pending"}.get(status, status)
-        if status in ("paused", "running"):
-            action_status = "active"
-        task = {
-            "id": i,
-            "name": f"{NAMES[i % 4]}-{i % 1000}",
-            "type": type_,
-            "queue": QUEUES[i % len(QUEUES)],
-            "status": status,
-            "run_order": order,
-            "current_rank": None if status == "created" else 1,
-            "created_at": created,
-            "updated_at": ended or created,
-            "ended_at": ended,
+        self.loop = asyncio.new_event_loop()
+
+    def get(self, path: str) -> bytes:
+        """The body of GET `path` (with its query); BenchError unless a 200."""
+        where, _, query = path.partition("?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": where,
+            "raw_path": where.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1:8787"), (b"accept", b"text/html")],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8787),
         }
-        action = {
-            "id": i,
-            "task_id": i,
-            "rank": 1,
-            "ref": NOOP,
-            "status": action_status,
-            "attempts": 0,
-            "params": params,
-            "initial_params": params,
-            "started_at": None if status == "created" else created,
-            "ended_at": ended,
-            "elapsed": 0.5,
-        }
-        yield task, action
+        sent: list[dict[str, Any]] = []
 
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
 
-TASK_COLUMNS = [
-    "id",
-    "name",
-    "type",
-    "queue",
-    "status",
-    "run_order",
-    "current_rank",
-    "created_at",
-    "updated_at",
-    "ended_at",
-]
-ACTION_COLUMNS = [
-    "id",
-    "task_id",
-    "rank",
-    "ref",
-    "status",
-    "attempts",
-    "params",
-    "initial_params",
-    "started_at",
-    "ended_at",
-    "elapsed",
-]
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
 
+        self.loop.run_until_complete(self.app(scope, receive, send))
+        status = sent[0].get("status") if sent else None
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        if status != 200:
+            raise BenchError(f"GET {path}: {status}: {body[:300]!r}")
+        return body
 
-def _naive(value: Any) -> Any:
-    """A timestamp as bgtaskex stores it on SQLite and MariaDB: naive UTC."""
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).replace(tzinfo=None)
-    return value
-
-
-def _chunks(n: int, now: datetime) -> Iterator[tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
-    tasks: list[tuple[Any, ...]] = []
-    actions: list[tuple[Any, ...]] = []
-    for task, action in _rows(n, now):
-        tasks.append(tuple(task[c] for c in TASK_COLUMNS))
-        actions.append(tuple(action[c] for c in ACTION_COLUMNS))
-        if len(tasks) == CHUNK:
-            yield tasks, actions
-            tasks, actions = [], []
-    if tasks:
-        yield tasks, actions
-
-
-def _insert_sql(table: str, columns: list[str], mark: str) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-
-
-def _fill_sqlite(path: Path, n: int, now: datetime) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("PRAGMA synchronous = OFF")
-        conn.execute("BEGIN")
-        for tasks, actions in _chunks(n, now):
-            conn.executemany(
-                _insert_sql("bgtaskex_tasks", TASK_COLUMNS, "?"),
-                [tuple(_stamp(v) for v in row) for row in tasks],
-            )
-            conn.executemany(
-                _insert_sql("bgtaskex_actions", ACTION_COLUMNS, "?"),
-                [tuple(_stamp(v) for v in row) for row in actions],
-            )
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-
-
-def _stamp(value: Any) -> Any:
-    """SQLite: a timestamp as bgtaskex stores it there (naive UTC text)."""
-    if isinstance(value, datetime):
-        return _naive(value).isoformat(sep=" ", timespec="microseconds")
-    return value
-
-
-def _fill_postgres(url: str, schema: str, n: int, now: datetime) -> None:
-    import psycopg
-
-    from . import pg_conninfo
-
-    with psycopg.connect(pg_conninfo(url)) as conn:
-        conn.execute(f'SET search_path = "{schema}"')
-        for table, columns, index in (
-            ("bgtaskex_tasks", TASK_COLUMNS, 0),
-            ("bgtaskex_actions", ACTION_COLUMNS, 1),
-        ):
-            with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-                for chunk in _chunks(n, now):
-                    for row in chunk[index]:
-                        copy.write_row(row)
-        conn.execute("SELECT setval(pg_get_serial_sequence('bgtaskex_tasks', 'id'), %s)", (n,))
-        conn.execute("SELECT setval(pg_get_serial_sequence('bgtaskex_actions', 'id'), %s)", (n,))
-        conn.commit()
-        conn.autocommit = True
-        conn.execute("VACUUM ANALYZE bgtaskex_tasks")
-        conn.execute("VACUUM ANALYZE bgtaskex_actions")
-
-
-def _fill_mariadb(url: str, n: int, now: datetime) -> None:
-    import pymysql
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-    conn = pymysql.connect(
-        host=u.host,
-        port=u.port or 3306,
-        user=u.username,
-        password=u.password or "",
-        database=u.database,
-    )
-    try:
-        with conn.cursor() as cur:
-            for tasks, actions in _chunks(n, now):
-                cur.executemany(
-                    _insert_sql("bgtaskex_tasks", TASK_COLUMNS, "%s"),
-                    [tuple(_naive(v) for v in row) for row in tasks],
-                )
-                cur.executemany(
-                    _insert_sql("bgtaskex_actions", ACTION_COLUMNS, "%s"),
-                    [tuple(_naive(v) for v in row) for row in actions],
-                )
-                conn.commit()
-            cur.execute("ANALYZE TABLE bgtaskex_tasks, bgtaskex_actions")
-    finally:
-        conn.close()
-
-
-@contextlib.contextmanager
-def filled(kind: str, n: int, now: datetime, server_url: str) -> Iterator[str]:
-    """A scratch database of `kind` (sqlite, postgresql, mariadb) with bgtaskex's schema
-    and `n` tasks (see the module's docstring); yields its URL; dropped after."""
-    from bgtaskex.store import Store
-
-    def schema(url: str) -> None:
-        store = Store(url)
-        try:
-            store.ensure_schema()
-        finally:
-            store.close()
-
-    if kind == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="bgtaskex-bench-webpage-") as tmp:
-            path = Path(tmp) / "webpage.db"
-            schema(f"sqlite:///{path}")
-            _fill_sqlite(path, n, now)
-            yield f"sqlite:///{path}"
-    elif kind == "postgresql":
-        with postgres_schema(server_url) as name:
-            url = with_options(server_url, f"search_path={name}")
-            schema(url)
-            _fill_postgres(server_url, name, n, now)
-            yield url
-    else:
-        with _mariadb_database(server_url) as url:
-            schema(url)
-            _fill_mariadb(url, n, now)
-            yield url
-
-
-@contextlib.contextmanager
-def _mariadb_database(server_url: str) -> Iterator[str]:
-    """A new, empty MariaDB database on the server of `server_url`; dropped after."""
-    import secrets
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"bgtaskex_bench_{secrets.token_hex(5)}"
-    admin = create_engine(server_url)
-    try:
-        with admin.begin() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-        try:
-            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.begin() as conn:
-                conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        admin.dispose()
-
-
-# -- the measure ------------------------------------------------------------------------
+    def close(self) -> None:
+        web = self.app.starlette.state.web
+        web.clients.close()
+        self.loop.close()
 
 
 def _timed(call: Callable[[], object]) -> float:
@@ -319,43 +132,61 @@ def _timed(call: Callable[[], object]) -> float:
     return (time.perf_counter() - began) * 1000
 
 
+def _calls(client: Any, server: _Server, n: int, now: datetime) -> dict[str, Callable[[], object]]:
+    from bgtaskex.models import TaskFilter
+
+    calls: dict[str, Callable[[], object]] = {}
+    for label, fields in _filters(now).items():
+        where = TaskFilter(**fields)
+        for page, before in (("page 1", None), ("deep page", n // 2)):
+            key = f"{label}|{page}"
+            calls[f"{key}|page_tasks"] = lambda w=where, b=before: client.page_tasks(w, before_id=b)
+            query = _query(fields, before)
+            calls[f"{key}|html"] = lambda q=query: server.get("/tasks" + q)
+            calls[f"{key}|api"] = lambda q=query: server.get("/api/tasks" + q)
+        calls[f"{label}|list_tasks"] = lambda w=where: client.list_tasks(w, limit=50)
+    return calls
+
+
 def _measure(url: str, n: int, now: datetime, runs: int) -> dict[str, Any]:
     from bgtaskex.client import connect
     from bgtaskex.models import TaskFilter
 
+    server = _Server(url)
+    try:
+        with connect(url) as client:
+            calls = _calls(client, server, n, now)
+            samples: dict[str, list[float]] = {key: [] for key in calls}
+            for call in calls.values():  # warm-up
+                call()
+            for r in range(runs):
+                for key in rotated(list(calls), r):
+                    samples[key].append(_timed(calls[key]))
+            sizes = {
+                label: client.page_tasks(TaskFilter(**fields))
+                for label, fields in _filters(now).items()
+            }
+    finally:
+        server.close()
     results: dict[str, Any] = {}
-    with connect(url) as client:
-        calls: dict[str, Callable[[], object]] = {}
-        for label, fields in _filters(now).items():
-            where = TaskFilter(**fields)
-            calls[f"{label}|page 1"] = lambda w=where: client.page_tasks(w)
-            calls[f"{label}|deep page"] = lambda w=where: client.page_tasks(w, before_id=n // 2)
-            calls[f"{label}|list_tasks"] = lambda w=where: client.list_tasks(w, limit=50)
-        samples: dict[str, list[float]] = {key: [] for key in calls}
-        for call in calls.values():  # warm-up
-            call()
-        for r in range(runs):
-            for key in rotated(list(calls), r):
-                samples[key].append(_timed(calls[key]))
-        sizes = {
-            label: client.page_tasks(TaskFilter(**fields))
-            for label, fields in _filters(now).items()
-        }
     for label in _filters(now):
-        page = sizes[label]
-        found = {
-            kind: median(samples[f"{label}|{kind}"])
-            for kind in ("page 1", "deep page", "list_tasks")
+        listed = median(samples[f"{label}|list_tasks"])
+        row: dict[str, Any] = {
+            "list_tasks_ms": listed,
+            "total": sizes[label].total,
+            "total_is_lower_bound": sizes[label].total_is_lower_bound,
         }
-        results[label] = {
-            "page_1_ms": found["page 1"],
-            "deep_page_ms": found["deep page"],
-            "list_tasks_ms": found["list_tasks"],
-            "ratio_page_1": found["page 1"] / found["list_tasks"],
-            "ratio_deep_page": found["deep page"] / found["list_tasks"],
-            "total": page.total,
-            "total_is_lower_bound": page.total_is_lower_bound,
-        }
+        for page in ("page 1", "deep page"):
+            for kind in KINDS:
+                found = median(samples[f"{label}|{page}|{kind}"])
+                row[f"{kind}|{page}|ms"] = found
+                row[f"{kind}|{page}|ratio"] = found / listed
+        row["met"] = all(
+            row[f"{k}|{p}|ms"] <= TARGET_MS
+            for k in ("html", "api")
+            for p in ("page 1", "deep page")
+        )
+        results[label] = row
     return results
 
 
@@ -367,10 +198,11 @@ def run(
     use_postgres: bool = True,
     mariadb_url: str | None = None,
     tasks: int | None = None,
+    rebuild: bool = False,
+    runs: int | None = None,
 ) -> dict[str, Any]:
     n = tasks or (TASKS_QUICK if quick else TASKS_FULL)
-    runs = RUNS_QUICK if quick else RUNS_FULL
-    now = datetime.now(UTC)
+    runs = runs or (RUNS_QUICK if quick else RUNS_FULL)
     kinds = [("sqlite", "")]
     if use_postgres:
         kinds.append(("postgresql", postgres_url))
@@ -380,17 +212,25 @@ def run(
     for kind, server in kinds:
         try:
             began = time.perf_counter()
-            with filled(kind, n, now, server) as url:
+            with cached(kind, n, server, rebuild=rebuild) as (url, now, reused):
                 fill_s = time.perf_counter() - began
-                results[kind] = {"fill_s": fill_s, "filters": _measure(url, n, now, runs)}
+                results[kind] = {
+                    "fill_s": fill_s,
+                    "reused": reused,
+                    "filters": _measure(url, n, now, runs),
+                }
+        except BenchError:
+            raise
         except Exception as err:  # no server: skip its rows, say why
             console.print(f"[yellow]webpage: {kind} skipped ({masked(str(err))[:200]})[/yellow]")
     _print(console, results, n, runs)
     worst = max(
         (
-            max(f["page_1_ms"], f["deep_page_ms"])
+            row[f"{k}|{p}|ms"]
             for r in results.values()
-            for f in r["filters"].values()
+            for row in r["filters"].values()
+            for k in ("html", "api")
+            for p in ("page 1", "deep page")
         ),
         default=0.0,
     )
@@ -399,36 +239,37 @@ def run(
 
 def _print(console: Console, results: dict[str, Any], n: int, runs: int) -> None:
     for kind, found in results.items():
+        how = "kept fill" if found["reused"] else f"filled in {found['fill_s']:.0f} s"
         table = Table(
-            title=f"{kind}: page_tasks of 50 on {n:,} tasks (filled in {found['fill_s']:.0f} s): "
-            f"median of {runs}, ms, and as a ratio to list_tasks(limit=50)",
+            title=f"{kind}: a page of 50 on {n:,} tasks ({how}): median of {runs}, ms "
+            "(page 1 / deep page), and as a ratio to list_tasks(limit=50)",
             title_justify="left",
         )
-        for column in (
-            "filter",
-            "total",
-            "page 1",
-            "deep page",
-            "list_tasks",
-            "page 1 / list",
-            "deep / list",
-        ):
-            table.add_column(column, justify="left" if column == "filter" else "right")
-        for label, f in found["filters"].items():
-            over = "+" if f["total_is_lower_bound"] else ""
+        table.add_column("filter")
+        table.add_column("total", justify="right")
+        for k in KINDS:
+            table.add_column(f"{KIND_LABELS[k]} ms", justify="right")
+        table.add_column("list_tasks ms", justify="right")
+        for k in ("html", "api"):
+            table.add_column(f"{KIND_LABELS[k]} / list", justify="right")
+        table.add_column(f"< {TARGET_MS:g} ms")
+        for label, row in found["filters"].items():
+            over = "+" if row["total_is_lower_bound"] else ""
             table.add_row(
                 label,
-                f"{f['total']:,}{over}",
-                _ms(f["page_1_ms"]),
-                _ms(f["deep_page_ms"]),
-                f"{f['list_tasks_ms']:.2f}",
-                f"{f['ratio_page_1']:.2f}",
-                f"{f['ratio_deep_page']:.2f}",
+                f"{row['total']:,}{over}",
+                *(f"{_ms(row[f'{k}|page 1|ms'])} / {_ms(row[f'{k}|deep page|ms'])}" for k in KINDS),
+                f"{row['list_tasks_ms']:.2f}",
+                *(
+                    f"{row[f'{k}|page 1|ratio']:.1f} / {row[f'{k}|deep page|ratio']:.1f}"
+                    for k in ("html", "api")
+                ),
+                "met" if row["met"] else "[red]not met[/red]",
             )
         console.print(table)
-    console.print(f"target: a page under {TARGET_MS:g} ms (red: over)\n")
+    console.print(f"target: the server's time for a page under {TARGET_MS:g} ms (red: over)\n")
 
 
 def _ms(value: float) -> str:
-    text = f"{value:.2f}"
+    text = f"{value:.1f}"
     return f"[red]{text}[/red]" if value > TARGET_MS else text

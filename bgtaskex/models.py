@@ -264,8 +264,16 @@ class TaskPage:
 
     tasks: tuple[Task, ...]  # at most `limit`, newest first (id descending)
     total: int  # how many tasks the filter selects, counted up to count_up_to
-    total_is_lower_bound: bool  # True when the count stopped at count_up_to
+    total_is_lower_bound: bool  # True when the count stopped (count_up_to, or searched)
     next_before: int | None  # pass as before_id for the next page; None on the last page
+    # A filter checked task by task (a name glob, a time range read in id order) reads
+    # at most store.pages.SCAN_BUDGET tasks for a page and as many for its count:
+    # `searched_to` is the lowest id this page searched when it stopped there with
+    # fewer than `limit` tasks (the next page searches on below it), and
+    # `count_searched` the tasks the count read when it stopped there (`total` is then
+    # how many of those match, a lower bound).
+    searched_to: int | None = None
+    count_searched: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,14 +101,18 @@ def task_dict(
 def task_page_dict(page: TaskPage, states: Mapping[int, TaskState] | None = None) -> dict[str, Any]:
     """A page of tasks (`Client.page_tasks`): `tasks` as `list --json` has them (with
     `state` when `states`, `Client.task_states`, are given), `total`,
-    `total_is_lower_bound` (the count stopped there) and `next_before` (the `before_id`
-    of the next page, null on the last)."""
+    `total_is_lower_bound` (the count stopped there), `next_before` (the `before_id`
+    of the next page, null on the last), `searched_to` (the page stopped searching at
+    this id: a name glob or a time range checked task by task) and `count_searched`
+    (the count read that many tasks only)."""
     states = states or {}
     return {
         "tasks": [task_dict(task, None, states.get(task.id)) for task in page.tasks],
         "total": page.total,
         "total_is_lower_bound": page.total_is_lower_bound,
         "next_before": page.next_before,
+        "searched_to": page.searched_to,
+        "count_searched": page.count_searched,
     }
 
 

@@ -44,7 +44,7 @@ def tasks_page(request: Request) -> Response:
     with web.clients.use() as client:
         page = client.page_tasks(query.where, before_id=before, limit=PAGE_SIZE)
         states = client.task_states(page.tasks)
-        queues = sorted({q.queue for q in client.queues()})
+        queues = client.queue_names()
     previous: dict[str, Any] | None = None
     if before is not None:
         previous = {"before": trail[-1] if trail else None, "back": ",".join(map(str, trail[:-1]))}

@@ -136,6 +136,47 @@ def test_pages_walk_every_selected_task_newest_first(
         assert walked[0].tasks[0].actions[0].ref == NOOP  # with their actions
 
 
+@pytest.mark.parametrize("name", list(FILTERS))
+def test_a_filter_checked_task_by_task_searches_a_budget_per_page(
+    client: Client, tasks: list[dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a name glob or a time range read in id order, a page reads at most
+    SCAN_BUDGET tasks of its ranges: it may hold fewer than `limit` (its next_before,
+    `searched_to`, goes on below them), and the count is of the matches among the
+    first SCAN_BUDGET, a lower bound; walking still yields exactly the selected tasks."""
+    monkeypatch.setattr(pages, "SCAN_BUDGET", 5)
+    monkeypatch.setattr(pages, "SMALL_TIME_RANGE", 2)  # time ranges read in id order
+    where = FILTERS[name]
+    expected = sorted((t["id"] for t in tasks if _selects(t, where)), reverse=True)
+    walked = list(_walk(client, where, limit=4))
+    assert [task.id for page in walked for task in page.tasks] == expected
+    checked = bool(where.name_glob or where.since or where.until)
+    for page in walked:
+        assert len(page.tasks) <= 4
+        if page.searched_to is not None:
+            assert checked and page.next_before == page.searched_to
+            assert all(task.id >= page.searched_to for task in page.tasks)
+        assert page.total <= len(expected)
+        assert page.total_is_lower_bound is (page.count_searched is not None)
+        if page.count_searched is None:
+            assert page.total == len(expected)
+    if where.name_glob:  # a glob is always checked task by task
+        assert walked[0].count_searched == 5 and walked[0].total_is_lower_bound
+        assert any(page.searched_to is not None for page in walked)
+    if name in ("since", "until"):  # a time range alone is counted from its index
+        assert all(p.count_searched is None and p.total == len(expected) for p in walked)
+    if not checked:  # the indexes serve the filter: exact counts, full pages
+        assert all(p.searched_to is None and p.count_searched is None for p in walked)
+
+
+def test_queue_names_are_the_queues_with_tasks_or_a_pause(
+    client: Client, tasks: list[dict[str, Any]]
+) -> None:
+    client.pause("quiet", "no task in it")
+    assert client.queue_names() == sorted({*QUEUES, "quiet"})
+    assert client.queue_names() == sorted(q.queue for q in client.queues())
+
+
 def test_the_count_stops_at_count_up_to(client: Client, tasks: list[dict[str, Any]]) -> None:
     page = client.page_tasks(count_up_to=10, limit=3)
     assert (page.total, page.total_is_lower_bound) == (10, True)

@@ -45,6 +45,32 @@ def test_overview_shows_counts_queues_check_chart_runs_and_processes(web: Web) -
     assert f'href="/tasks/{failed}"' in web.http.get("/tasks?status=failed").text
 
 
+def test_a_name_glob_page_says_what_it_searched(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name glob is checked task by task, SCAN_BUDGET tasks per page and per count:
+    the count is said as "at least", the page says where it stopped searching, and
+    Next goes on below it, until every match was shown."""
+    from bgtaskex.store import pages
+
+    monkeypatch.setattr(pages, "SCAN_BUDGET", 10)
+    ids = [web.waiting_task(name=f"{'hit' if i % 6 == 0 else 'miss'}-{i}") for i in range(30)]
+    hits = sorted((i for n, i in enumerate(ids) if n % 6 == 0), reverse=True)
+    page = web.http.get("/tasks?name=hit-*").text
+    assert "At least 1 task(s) match these filters" in page  # hit-24
+    assert "the count stopped after the newest 10" in page
+    assert 'data-testid="searched-to"' in page
+    seen: list[int] = []
+    while True:
+        seen += [int(i) for i in re.findall(r'data-testid="task-row-(\d+)"', page)]
+        following = re.search(r'href="([^"]+)" rel="next"', page)
+        if following is None:
+            break
+        page = web.http.get(following[1].replace("&amp;", "&")).text
+    assert seen == hits
+    api = web.http.get("/api/tasks?name=hit-*").json()
+    assert (api["total"], api["total_is_lower_bound"], api["count_searched"]) == (1, True, 10)
+    assert api["searched_to"] == api["next_before"] == ids[-10]
+
+
 def test_tasks_filters_pages_and_bad_filters(web: Web) -> None:
     failed = web.failed_task()
     ids = [web.waiting_task(name=f"n{i}") for i in range(55)]
