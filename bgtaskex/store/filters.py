@@ -34,6 +34,14 @@ def conditions(where: TaskFilter | None) -> list[ColumnElement[bool]]:
         found.append(c.type.in_(sorted(where.types)))
     if where.queues:
         found.append(c.queue.in_(sorted(where.queues)))
+    return found + checked_conditions(where)
+
+
+def checked_conditions(where: TaskFilter) -> list[ColumnElement[bool]]:
+    """The conditions of a filter on a task's name and times: those no index range on
+    (queue, type, status) serves, checked on the rows read (`pages`)."""
+    c = t.tasks.c
+    found: list[ColumnElement[bool]] = []
     if where.name_glob:
         found.append(c.name.ilike(glob_to_like(where.name_glob), escape="\\"))
     if where.since is not None:

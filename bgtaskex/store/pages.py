@@ -52,7 +52,7 @@ from sqlalchemy import ColumnElement, Connection, Select, func, literal, select,
 
 from .. import tables as t
 from ..models import TaskFilter, TaskPage
-from .filters import conditions, glob_to_like
+from .filters import checked_conditions, conditions
 from .listed import listed_tasks
 
 #: A time range (since / until) of at most this many tasks drives the page: its index
@@ -167,7 +167,7 @@ def _plan(conn: Connection, where: TaskFilter, before_id: int | None, limit: int
     every = conditions(where)
     if _time_driven(conn, where, before_id, limit):
         return _Plan(_TIME_INDEX, [{}], every)
-    checked = _checked(where)
+    checked = checked_conditions(where)
     if not where.queues and not where.types and where.statuses is None:
         return _Plan(None, [{}], checked)
     types = sorted(where.types) if where.types else distinct(conn, c.type)
@@ -182,21 +182,6 @@ def _plan(conn: Connection, where: TaskFilter, before_id: int | None, limit: int
     if len(ranges) > MAX_RANGES:  # one statement with IN lists, planned by the database
         return _Plan("", [{}], every)
     return _Plan(index, ranges, checked)
-
-
-def _checked(where: TaskFilter) -> list[ColumnElement[bool]]:
-    """The conditions no range of `_plan` serves: name, time, ended_before."""
-    c = t.tasks.c
-    found: list[ColumnElement[bool]] = []
-    if where.name_glob:
-        found.append(c.name.ilike(glob_to_like(where.name_glob), escape="\\"))
-    if where.since is not None:
-        found.append(c.created_at >= where.since)
-    if where.until is not None:
-        found.append(c.created_at < where.until)
-    if where.ended_before is not None:
-        found.append(c.ended_at < where.ended_before)
-    return found
 
 
 def _time_driven(conn: Connection, where: TaskFilter, before_id: int | None, limit: int) -> bool:
