@@ -40,3 +40,11 @@ def test_a_problem_of_check_is_counted_in_the_headline_and_listed() -> None:
 def test_all_quiet() -> None:
     seen = glance(Health(60.0, waiting=0, failed_within=FAILED_WITHIN, failed_recently=0), 0)
     assert seen.level == "ok" and len(seen.items) == 1 and seen.problems == ()
+
+
+def test_a_costly_overview_refreshes_less_often() -> None:
+    from bgtaskex.web.pages import refresh_seconds
+
+    assert refresh_seconds(0.01) == 2  # a small database: every 2 s
+    assert refresh_seconds(0.46) == 5  # 1,000,000 tasks on SQLite: a tenth of the time
+    assert refresh_seconds(30.0) == 60  # never less often than once a minute
