@@ -157,10 +157,14 @@ _RUN_COUNTS = (
 )
 
 
+def run_count_items(run: RunRecord) -> list[tuple[int, str]]:
+    """What a run did, its counts that are not 0, as (count, label): `(3, "finished")`."""
+    return [(getattr(run, name), label) for name, label in _RUN_COUNTS if getattr(run, name)]
+
+
 def run_counts(run: RunRecord) -> str:
     """What a run did, its counts that are not 0: `3 finished, 1 failed`; `-`: none."""
-    done = [f"{getattr(run, name)} {label}" for name, label in _RUN_COUNTS if getattr(run, name)]
-    return ", ".join(done) or "-"
+    return ", ".join(f"{count} {label}" for count, label in run_count_items(run)) or "-"
 
 
 def render_runs(runs: list[RunRecord]) -> Any:

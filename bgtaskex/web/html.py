@@ -13,7 +13,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 
 from .. import render as text
-from ..render_ops import run_counts
+from ..render_ops import run_count_items
 from ..urls import mask_secrets
 from .security import COOKIE, FLASH_COOKIE
 
@@ -88,7 +88,9 @@ def environment() -> jinja2.Environment:
         icon=lambda status: ICONS.get(str(status), "•"),
         part=lambda value: quote(str(value), safe=""),
     )
-    env.globals.update(run_counts=run_counts, rate_text=text.rate_text, eta_text=text.eta_text)
+    env.globals.update(
+        run_count_items=run_count_items, rate_text=text.rate_text, eta_text=text.eta_text
+    )
     return env
 
 
