@@ -294,7 +294,7 @@ Matcher = tuple[str, str] | tuple[str, str, int]
 def _breakdown() -> list[tuple[str, list[Matcher]]]:
     """(label, matchers): a matcher is (file or path ending, function name[, first line]),
     or ("~", name) for a C function. Indented rows are parts of the row above."""
-    from bgtaskex.run.machine import Machine
+    from bgtaskex.run.hooks import Hooks
     from bgtaskex.run.worker import Worker
     from bgtaskex.store import Store
 
@@ -302,7 +302,7 @@ def _breakdown() -> list[tuple[str, list[Matcher]]]:
         ("Worker.work: the whole drain", [_code(Worker.work)]),
         ("  Store.next_task (read transaction)", [_code(Store.next_task)]),
         ("  Store.apply (write transaction)", [_code(Store.apply)]),
-        ("  Machine._hook (the action's execute)", [_code(Machine._hook)]),
+        ("  Hooks.call (the action's execute)", [_code(Hooks.call)]),
         (
             "Connection.execute (SQLAlchemy, all statements)",
             [("sqlalchemy/engine/base.py", "execute")],
@@ -321,7 +321,10 @@ def _breakdown() -> list[tuple[str, list[Matcher]]]:
                 ("sqlalchemy/sql/selectable.py", "where"),
             ],
         ),
-        ("BEGIN / BEGIN IMMEDIATE (bgtaskex begin listener)", [("bgtaskex/store.py", "_on_begin")]),
+        (
+            "BEGIN / BEGIN IMMEDIATE (bgtaskex begin listener)",
+            [("bgtaskex/store/engine.py", "_on_begin")],
+        ),
         ("COMMIT (Connection._commit_impl)", [("sqlalchemy/engine/base.py", "_commit_impl")]),
         (
             "  sqlite3 commit (C: WAL write + fsync)",

@@ -38,6 +38,7 @@ from . import statements as sql
 from .admin import Admin
 from .caller_connection import check_same_database
 from .cluster_lock import hold_cluster_lock
+from .direct import Direct
 from .engine import access_hint, make_engine, retrying_deadlocks, sqlite_file
 from .engine import now as _now
 from .engine import translated as _translated
@@ -75,6 +76,7 @@ class Store(RunQueries):
             url, sqlite_synchronous, busy_timeout, idle_in_transaction=idle_in_transaction
         )
         self._local = threading.local()  # the connection `bound()` holds, per thread
+        self._direct = Direct(self._engine.dialect)  # the run's statements, compiled once
         #: The operators' queries (cancel, retry, purge, stats, health).
         self.admin = Admin(self)
         #: The operators' queries of queues (pause, resume, the per-queue summary).

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections import namedtuple
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Row
 
+from .. import tables as t
 from ..models import (
     ActionRecord,
     ActionStatus,
@@ -91,22 +93,16 @@ def event_record(row: Row[Any]) -> Event:
     )
 
 
-def task_of_joined(rows: Sequence[Row[Any]]) -> Task | None:
+# The columns of each table in a row of `statements.joined`: the task's, then its action's.
+_TaskRow = namedtuple("_TaskRow", [c.name for c in t.tasks.c])  # type: ignore[misc]
+_ActionRow = namedtuple("_ActionRow", [c.name for c in t.actions.c])  # type: ignore[misc]
+_SPLIT = len(t.tasks.c)
+
+
+def task_of_joined(rows: Sequence[Sequence[Any]]) -> Task | None:
     """The task of the rows of `statements.joined` (None: no row)."""
     if not rows:
         return None
-    actions = [action_record(_Prefixed(row, "a_")) for row in rows if row.a_id is not None]
-    return task_record(_Prefixed(rows[0], "t_"), actions)
-
-
-class _Prefixed:
-    """The columns of one table in a joined row, by their plain names."""
-
-    __slots__ = ("_mapping", "_prefix")
-
-    def __init__(self, row: Row[Any], prefix: str) -> None:
-        self._mapping = row._mapping
-        self._prefix = prefix
-
-    def __getattr__(self, name: str) -> Any:
-        return self._mapping[self._prefix + name]
+    split, make = _SPLIT, _ActionRow._make
+    actions = [action_record(make(row[split:])) for row in rows if row[split] is not None]
+    return task_record(_TaskRow._make(rows[0][:split]), actions)

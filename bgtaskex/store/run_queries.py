@@ -29,6 +29,7 @@ from .writes import end_as_cancelled, locked_task, refused
 
 if TYPE_CHECKING:
     from .admin import Admin
+    from .direct import Direct
     from .runs import Runs
 
 
@@ -38,6 +39,7 @@ class RunQueries:
     if TYPE_CHECKING:  # given by Store
         admin: Admin
         runs: Runs
+        _direct: Direct
 
         @property
         def dialect(self) -> str: ...
@@ -66,7 +68,7 @@ class RunQueries:
         params.update(v_skip_run=skip_run or "", v_skip_task=-1 if skip_task is None else skip_task)
         query = sql.next_task(due) if due is not first else sql.next_task_of(self.dialect)
         with self._read(single=True) as conn:
-            return task_of_joined(conn.execute(query, params).all())
+            return task_of_joined(self._direct.execute(conn, query, params))
 
     def claim(
         self,
@@ -162,23 +164,25 @@ class RunQueries:
         retrying_deadlocks(lambda: self._apply(changes))
 
     def _apply(self, changes: Sequence[Change]) -> None:
-        now = _now()
+        now, direct, dialect = _now(), self._direct, self.dialect
         with self._write() as conn:
             events: list[dict[str, Any]] = []
             for change in changes:
                 lease = self._lease_params(change.lease) if change.claim_as else {}
-                statement, values = sql.task_update(change, now, self.dialect, lease)
-                if conn.execute(statement, values).rowcount != 1:
+                statement, values = sql.task_update(change, now, dialect, lease)
+                if direct.rowcount(conn, statement, values) != 1:
                     raise refused(conn, change)
                 for action in change.actions:
                     statement, values = sql.action_update(change.task_id, action, now)
                     if statement is not None:
-                        conn.execute(statement, values)
+                        direct.rowcount(conn, statement, values)
                 events.extend(
                     sql.event_row(change.task_id, now, change.run_id, e) for e in change.events
                 )
-            if events:
-                conn.execute(sql.INSERT_EVENT, events)
+            step = sql.EVENTS_PER_INSERT
+            for first in range(0, len(events), step):
+                rows = events[first : first + step]
+                direct.rowcount(conn, sql.insert_events(len(rows)), sql.events_values(rows))
 
     def end_cancelled(self, task_id: int, run_id: str, rank: int | None, params: Any) -> None:
         """The run's side of a cancel: end the task, saving the current action's params

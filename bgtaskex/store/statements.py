@@ -42,6 +42,9 @@ from .lease_statements import due_now, lease_clock, lease_free, not_paused
 # -- rows ------------------------------------------------------------------------------
 
 INSERT_EVENT = insert(t.events)
+#: The most event rows one `insert_events` statement carries.
+EVENTS_PER_INSERT = 16
+_EVENT_COLUMNS = ("task_id", "at", "run_id", "rank", "old_status", "new_status", "message", "error")
 
 
 def event_row(task_id: int, at: datetime, run_id: str | None, new: NewEvent) -> dict[str, Any]:
@@ -57,6 +60,32 @@ def event_row(task_id: int, at: datetime, run_id: str | None, new: NewEvent) -> 
         "message": mask_secrets(new.message) if new.message else new.message,
         "error": mask_secrets(new.error) if new.error else new.error,
     }
+
+
+@functools.cache
+def insert_events(count: int) -> Any:
+    """One INSERT of `count` rows of `event_row` (their parameters: `events_values`):
+    the run's events in one statement, with no executemany."""
+    types = {"at": t.UTCDateTime()}
+    return insert(t.events).values(
+        [
+            {k: bindparam(f"v_{k}_{i}", type_=types.get(k)) for k in _EVENT_COLUMNS}
+            for i in range(count)
+        ]
+    )
+
+
+@functools.cache
+def _event_keys(i: int) -> tuple[str, ...]:
+    return tuple(f"v_{k}_{i}" for k in _EVENT_COLUMNS)
+
+
+def events_values(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parameters of `insert_events(len(rows))` for `rows` (of `event_row`)."""
+    values: dict[str, Any] = {}
+    for i, row in enumerate(rows):
+        values.update(zip(_event_keys(i), map(row.__getitem__, _EVENT_COLUMNS), strict=True))
+    return values
 
 
 ACTIONS_OF_TASK = (
