@@ -1,0 +1,116 @@
+"""The run's statements sent on the driver's cursor (`store/direct.py`): they read what
+SQLAlchemy reads, announce themselves to its cursor events, and fail as it fails."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy
+from sqlalchemy import event
+
+from bgtaskex.client import Client
+from bgtaskex.exceptions import DatabaseUnavailable, StorageError
+from bgtaskex.models import Progress, TaskStatus
+from bgtaskex.store import Store
+from bgtaskex.store import statements as sql
+from bgtaskex.store.rows import task_of_joined
+
+NOOP = "tests.scripted:Noop"
+
+
+def _read_both(store: Store, task_id: int) -> tuple[Any, Any]:
+    with store._read() as conn:
+        direct = task_of_joined(store._direct.execute(conn, sql.TASK_BY_ID, {"v_task_id": task_id}))
+        plain = task_of_joined(conn.execute(sql.TASK_BY_ID, {"v_task_id": task_id}).all())
+    return direct, plain
+
+
+def test_a_task_reads_the_same_as_through_sqlalchemy(client: Client, store: Store) -> None:
+    """Every column and its type: timestamps aware, params JSON, floats, nulls."""
+    params = {"n": 1, "text": "é\u2028\"'", "nested": {"list": [1.5, None, True]}}
+    task_id = client.enqueue("same", [(NOOP, params), (NOOP, {})])
+    client.run_once()
+    with store._write() as conn:  # progress and elapsed time as a run leaves them
+        conn.execute(
+            sqlalchemy.update(sql.t.actions)
+            .where(sql.t.actions.c.task_id == task_id)
+            .values(progress_done=3, progress_total=7, progress_message="m", elapsed=0.25)
+        )
+    direct, plain = _read_both(store, task_id)
+    assert direct == plain
+    assert direct.status is TaskStatus.FINISHED and direct.ended_at.tzinfo is not None
+    assert direct.actions[0].params == params
+    assert direct.actions[1].progress == Progress(3, 7, "m") and direct.actions[1].elapsed == 0.25
+
+
+def test_direct_statements_are_announced_to_the_cursor_events(
+    client: Client, store: Store
+) -> None:
+    """Tracing and the commit counters listen there: a run's writes must be seen."""
+    seen: list[str] = []
+
+    def announced(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    event.listen(store._engine, "before_cursor_execute", announced)
+    try:
+        client.enqueue("seen", [(NOOP, {})])
+        client.run_once()
+    finally:
+        event.remove(store._engine, "before_cursor_execute", announced)
+    assert seen.count("UPDATE") >= 4 and "INSERT" in seen and "SELECT" in seen
+
+
+def test_a_failed_write_is_a_storage_error_and_the_store_goes_on(
+    client: Client, store: Store
+) -> None:
+    """An error the server reports only when the writes are synced (PostgreSQL's
+    pipeline) is translated like any other, and the connection is usable after it."""
+    task_id = client.enqueue("fk", [(NOOP, {})])
+    now = datetime.now(UTC)
+    missing = sql.event_row(task_id + 1000, now, None, _note())
+    with store.bound():
+        with pytest.raises(StorageError), store._write() as conn:
+            with store._direct.writes(conn) as writes:
+                writes.send(sql.insert_events(1), sql.events_values([missing]))
+        assert store.get_task(task_id).status is TaskStatus.CREATED
+    assert client.run_once().finished == 1
+
+
+def test_a_session_the_server_ended_is_unavailable_then_reconnected(
+    client: Client, store: Store
+) -> None:
+    """The run's connection killed between two writes: the next write says the
+    database is unavailable (not a driver traceback), and the next one reconnects."""
+    if store.dialect == "sqlite":
+        pytest.skip("SQLite has no server to end a session")
+    task_id = client.enqueue("killed", [(NOOP, {})])
+    with store.bound():
+        _kill(store, store._local.conn)
+        row = sql.event_row(task_id, datetime.now(UTC), None, _note())
+        with pytest.raises(DatabaseUnavailable), store._write() as conn:
+            with store._direct.writes(conn) as writes:
+                writes.send(sql.insert_events(1), sql.events_values([row]))
+    assert client.run_once().finished == 1
+
+
+def _note() -> Any:
+    from bgtaskex.models import NewEvent
+
+    return NewEvent(None, None, None, "a note")
+
+
+def _kill(store: Store, conn: sqlalchemy.Connection) -> None:
+    dbapi = conn.connection.dbapi_connection
+    killer = sqlalchemy.create_engine(store.url, isolation_level="AUTOCOMMIT")
+    try:
+        with killer.connect() as other:
+            if store.dialect == "postgresql":
+                pid = dbapi.info.backend_pid  # type: ignore[union-attr]
+                other.execute(sqlalchemy.text(f"SELECT pg_terminate_backend({int(pid)})"))
+            else:
+                other.execute(sqlalchemy.text(f"KILL {int(dbapi.thread_id())}"))  # type: ignore[union-attr]
+    finally:
+        killer.dispose()
