@@ -45,9 +45,7 @@ def test_a_task_reads_the_same_as_through_sqlalchemy(client: Client, store: Stor
     assert direct.actions[1].progress == Progress(3, 7, "m") and direct.actions[1].elapsed == 0.25
 
 
-def test_direct_statements_are_announced_to_the_cursor_events(
-    client: Client, store: Store
-) -> None:
+def test_direct_statements_are_announced_to_the_cursor_events(client: Client, store: Store) -> None:
     """Tracing and the commit counters listen there: a run's writes must be seen."""
     seen: list[str] = []
 
@@ -72,9 +70,12 @@ def test_a_failed_write_is_a_storage_error_and_the_store_goes_on(
     now = datetime.now(UTC)
     missing = sql.event_row(task_id + 1000, now, None, _note())
     with store.bound():
-        with pytest.raises(StorageError), store._write() as conn:
-            with store._direct.writes(conn) as writes:
-                writes.send(sql.insert_events(1), sql.events_values([missing]))
+        with (
+            pytest.raises(StorageError),
+            store._write() as conn,
+            store._direct.writes(conn) as writes,
+        ):
+            writes.send(sql.insert_events(1), sql.events_values([missing]))
         assert store.get_task(task_id).status is TaskStatus.CREATED
     assert client.run_once().finished == 1
 
@@ -90,9 +91,12 @@ def test_a_session_the_server_ended_is_unavailable_then_reconnected(
     with store.bound():
         _kill(store, store._local.conn)
         row = sql.event_row(task_id, datetime.now(UTC), None, _note())
-        with pytest.raises(DatabaseUnavailable), store._write() as conn:
-            with store._direct.writes(conn) as writes:
-                writes.send(sql.insert_events(1), sql.events_values([row]))
+        with (
+            pytest.raises(DatabaseUnavailable),
+            store._write() as conn,
+            store._direct.writes(conn) as writes,
+        ):
+            writes.send(sql.insert_events(1), sql.events_values([row]))
     assert client.run_once().finished == 1
 
 
