@@ -21,10 +21,9 @@ import collections
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, DateTime
 from sqlalchemy.engine import Dialect
 
 Processor = Callable[[Any], Any] | None
@@ -38,7 +37,7 @@ class Prepared:
     sql: str
     names: tuple[str, ...]  # the parameters, in the driver's order (positional styles)
     keys: tuple[str, ...] | None  # their keys in the driver's dict (named styles)
-    processors: tuple[Processor, ...]
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]  # (place, processor)
     defaults: Mapping[str, Any]  # values the statement binds itself (literals)
     row: Any  # a namedtuple class of the result's columns (None: no result)
     types: tuple[Any, ...]  # the result columns' types
@@ -47,10 +46,10 @@ class Prepared:
     def parameters(self, values: Mapping[str, Any]) -> Any:
         """The driver's parameters for `values` (by bind name), processed by type."""
         defaults = self.defaults
-        out = []
-        for name, process in zip(self.names, self.processors, strict=True):
-            value = values[name] if name in values else defaults[name]
-            out.append(value if process is None or value is None else process(value))
+        out = [values[name] if name in values else defaults[name] for name in self.names]
+        for place, process in self.processors:
+            if out[place] is not None:
+                out[place] = process(out[place])
         return tuple(out) if self.keys is None else dict(zip(self.keys, out, strict=True))
 
     def rows(self, dialect: Dialect, cursor: Any) -> list[Any]:
@@ -70,9 +69,11 @@ class Prepared:
         ]
 
 
-def preparable(statement: Any, dialect: Dialect) -> Prepared | None:
+def preparable(
+    statement: Any, dialect: Dialect, memos: dict[Any, list[Any]] | None = None
+) -> Prepared | None:
     """`statement` compiled for `dialect`; None when it cannot be prepared once for all
-    executions (expanding or post-compile parameters)."""
+    executions (expanding or post-compile parameters). `memos`: see `_bind_processor`."""
     compiled: Any = statement.compile(dialect=dialect)
     binds = compiled.binds
     if "POSTCOMPILE" in compiled.string or any(b.expanding for b in binds.values()):
@@ -83,7 +84,9 @@ def preparable(statement: Any, dialect: Dialect) -> Prepared | None:
         names = tuple(binds)
         escaped = compiled.escaped_bind_names or {}
         keys = tuple(escaped.get(name, name) for name in names)
-    processors = tuple(_bind_processor(binds[name].type, dialect) for name in names)
+    memos = {} if memos is None else memos
+    found = [_bind_processor(binds[name].type, dialect, memos) for name in names]
+    processors = tuple((place, p) for place, p in enumerate(found) if p is not None)
     defaults = {n: b.effective_value for n, b in binds.items() if not b.required}
     row: Any = None
     types: tuple[Any, ...] = ()
@@ -94,16 +97,17 @@ def preparable(statement: Any, dialect: Dialect) -> Prepared | None:
     return Prepared(compiled.string, names, keys, processors, defaults, row, types)
 
 
-def _bind_processor(type_: Any, dialect: Dialect) -> Processor:
+def _bind_processor(type_: Any, dialect: Dialect, memos: dict[Any, list[Any]]) -> Processor:
     process: Processor = type_.dialect_impl(dialect).bind_processor(dialect)
-    if process is None or type_.python_type is not datetime:
+    if process is None or not isinstance(getattr(type_, "impl_instance", type_), DateTime):
         return process
-    # A flush binds the same instant in every statement: convert it once.
-    last: list[Any] = [None, None]
+    # A flush binds the same instant in all its statements: converted once, shared by
+    # the statements of a type (`memos`).
+    last = memos.setdefault(type(type_), [None, None])
 
     def remembered(value: Any) -> Any:
         if value is not last[0]:
-            last[0], last[1] = value, process(value)
+            last[1], last[0] = process(value), value
         return last[1]
 
     return remembered
@@ -115,13 +119,14 @@ class Direct:
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self._prepared: dict[int, tuple[Any, Prepared | None]] = {}
+        self._memos: dict[Any, list[Any]] = {}
 
     def prepared(self, statement: Any) -> Prepared | None:
         """`statement` prepared (cached by identity: pass the cached statements of
         `statements`, not one built per call)."""
         found = self._prepared.get(id(statement))
         if found is None or found[0] is not statement:
-            found = (statement, preparable(statement, self.dialect))
+            found = (statement, preparable(statement, self.dialect, self._memos))
             self._prepared[id(statement)] = found
         return found[1]
 
