@@ -143,6 +143,16 @@ class Store(RunQueries):
         """A read transaction; `single`: for one statement, which on SQLite then needs no
         BEGIN (one statement is consistent on its own)."""
         kind = "statement" if single else "read"
+        if single and self.dialect == "sqlite":
+            # No transaction for SQLAlchemy to open and end: the driver runs the
+            # statement in autocommit (store/direct.py sends it on the cursor).
+            with _translated(), self._connection(kind) as conn:
+                try:
+                    yield conn
+                finally:
+                    if conn.in_transaction():  # one SQLAlchemy began for its own execute
+                        conn.rollback()
+            return
         with _translated(), self._connection(kind) as conn, conn.begin():
             yield conn
 
