@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -47,6 +48,22 @@ from .run_queries import RunQueries
 from .runs import Runs
 from .wake_ups import listen
 from .writes import add_task
+
+
+@contextmanager
+def _autocommit(conn: Connection) -> Iterator[None]:
+    """psycopg's connection in autocommit for the block (SQLite's always is: see
+    engine.make_engine); SQLAlchemy holds no transaction meanwhile."""
+    driver: Any = conn.connection.driver_connection
+    if not hasattr(driver, "pipeline"):  # not psycopg
+        yield
+        return
+    driver.autocommit = True
+    try:
+        yield
+    finally:
+        if not driver.closed:
+            driver.autocommit = False
 
 
 class Store(RunQueries):
@@ -143,10 +160,10 @@ class Store(RunQueries):
         """A read transaction; `single`: for one statement, which on SQLite then needs no
         BEGIN (one statement is consistent on its own)."""
         kind = "statement" if single else "read"
-        if single and self.dialect == "sqlite":
-            # No transaction for SQLAlchemy to open and end: the driver runs the
-            # statement in autocommit (store/direct.py sends it on the cursor).
-            with _translated(), self._connection(kind) as conn:
+        if single and self.dialect in ("sqlite", "postgresql"):
+            # No transaction to open and end (on PostgreSQL two round trips of three):
+            # the driver runs the statement in autocommit (store/direct.py sends it).
+            with _translated(), self._connection(kind) as conn, _autocommit(conn):
                 try:
                     yield conn
                 finally:

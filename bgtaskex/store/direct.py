@@ -113,6 +113,24 @@ def _bind_processor(type_: Any, dialect: Dialect, memos: dict[Any, list[Any]]) -
     return remembered
 
 
+def open_cursor(conn: Connection) -> Any:
+    """A cursor of `conn`'s DBAPI connection; a driver error (a connection closed under
+    it) raised as SQLAlchemy raises it, as inside `Connection._cursor_execute`."""
+    try:
+        return conn.connection.cursor()
+    except conn.dialect.loaded_dbapi.Error as err:
+        conn._handle_dbapi_exception(err, None, None, None, None)
+
+
+def send(conn: Connection, sql: str, parameters: Any = ()) -> None:
+    """Run `sql` on a cursor of its own (no result)."""
+    cursor = open_cursor(conn)
+    try:
+        conn._cursor_execute(cursor, sql, parameters)
+    finally:
+        cursor.close()
+
+
 class Direct:
     """The statements of one engine's dialect, each prepared on first use."""
 
@@ -137,7 +155,7 @@ class Direct:
         if prepared is None:
             result = conn.execute(statement, dict(values))
             return result.all() if result.returns_rows else result.rowcount
-        cursor = conn.connection.cursor()
+        cursor = open_cursor(conn)
         try:
             conn._cursor_execute(cursor, prepared.sql, prepared.parameters(values))
             if prepared.row is not None:
@@ -187,7 +205,7 @@ class Writes:
         if prepared is None:  # not pipelined: run now
             self._sent.append(self._direct.rowcount(self._conn, statement, values))
         else:
-            cursor = self._conn.connection.cursor()
+            cursor = open_cursor(self._conn)
             self._sent.append(cursor)
             self.last_sql = prepared.sql
             self._conn._cursor_execute(cursor, prepared.sql, prepared.parameters(values))

@@ -25,6 +25,7 @@ from sqlalchemy.engine import URL, make_url
 from ..exceptions import DatabaseUnavailable, Deadlock, StorageError, UsageError
 from ..files import create_private_file
 from ..urls import mask_secrets, sqlite_path
+from .direct import send
 
 T = TypeVar("T")
 
@@ -299,11 +300,7 @@ def make_engine(
         if kind != "statement":
             # On the cursor, as store/direct.py sends the run's statements (events and
             # error handling kept): exec_driver_sql would cost a run ~10 µs per write.
-            cursor = conn.connection.cursor()
-            try:
-                conn._cursor_execute(cursor, "BEGIN" if kind == "read" else "BEGIN IMMEDIATE", ())
-            finally:
-                cursor.close()
+            send(conn, "BEGIN" if kind == "read" else "BEGIN IMMEDIATE")
 
     return engine
 
