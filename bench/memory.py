@@ -9,6 +9,11 @@ Each run drains a fresh database: one task is enqueued through the client, then 
 (SQLite `synchronous=OFF`, PostgreSQL `synchronous_commit=off`), then `os.sync()`. The
 copies differ only in id and name, as N enqueues of the same action would. The run gets
 an hour of budget and must finish all N tasks.
+
+What differs between the two on SQLite is SQLite's page cache (`cache_size`, 2 MiB per
+connection by default), bounded: the larger run fills it in its first second (the start
+reads every waiting task's row for live leases, `reap_dead_claims`), and the RSS stays
+flat after that, the Python heap included.
 """
 
 from __future__ import annotations
