@@ -34,7 +34,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import RESULTS_DIR, BenchError, median, quartiles
+from .rss import peak_rss
 
 SIZES_FULL = (10_000, 100_000, 1_000_000)
 SIZES_QUICK = (10_000, 100_000)
@@ -530,41 +530,6 @@ def measure_size(
 # -- memory of run-once --------------------------------------------------------------------
 
 
-# Runs the command and writes "<peak RSS KiB> <exit code>" to argv[1]. The child's
-# ru_maxrss is at least the RSS of the process that forked it (Linux keeps the high-water
-# mark of the address space it replaces at exec), so the command is forked from this small
-# fresh interpreter, never from the benchmark process with its caches.
-LAUNCHER = """
-import os, subprocess, sys
-child = subprocess.Popen(sys.argv[2:])
-_pid, status, usage = os.wait4(child.pid, 0)
-with open(sys.argv[1], "w") as out:
-    out.write(f"{usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}")
-"""
-
-
-def _peak_rss(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int, float, str]:
-    """(peak RSS in KiB, wall seconds, stdout) of one run of `argv`, from its own rusage."""
-    with tempfile.NamedTemporaryFile("r", suffix=".rss") as report:
-        began = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-c", LAUNCHER, report.name, *argv],
-            env=env,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        wall = time.perf_counter() - began
-        rss_kib, code = (int(x) for x in report.read().split())
-    if proc.returncode != 0 or code != 0:
-        raise BenchError(
-            f"{' '.join(argv[1:])}: exit {code}\nstdout: {proc.stdout.strip()[:500]}\n"
-            f"stderr: {proc.stderr.strip()[:2000]}"
-        )
-    return rss_kib, wall, proc.stdout  # ru_maxrss is in KiB on Linux
-
-
 def measure_memory(waiting_n: int, tmp: Path, rebuild: bool) -> dict[str, Any]:
     """Peak RSS of `bgtaskex run-once --max-execution-time 1` on FEW_WAITING waiting tasks
     against `waiting_n` waiting tasks, alternating. Both run on scratch databases (a run
@@ -601,7 +566,7 @@ def measure_memory(waiting_n: int, tmp: Path, rebuild: bool) -> dict[str, Any]:
                 before()
             command = [*argv, "--database-url", f"sqlite:///{db}", "run-once"]
             command += ["--max-execution-time", "1", "--json"]
-            rss, wall, stdout = _peak_rss(command, env, tmp)
+            rss, wall, stdout = peak_rss(command, env, tmp)
             finished = json.loads(stdout.strip().splitlines()[-1]).get("finished") or 0
             if finished < (FEW_WAITING if key == "few" else 1):
                 raise BenchError(f"run-once on {db}: {finished} finished: {stdout.strip()[:300]}")
