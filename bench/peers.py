@@ -503,8 +503,11 @@ def run(
                     f"{one['write_commits_per_action']:.2f} write commits/action, "
                     f"raw {one['raw_commits_per_s_median']:.0f}/s[/dim]"
                 )
-    elapsed = time.monotonic() - began
     summary, targets = _summarise(results, sides, rounds)
+    others = _other_targets(console, quick, postgres_url if use_postgres else None)
+    for name, result in others.items():
+        targets += [_listed(t) for t in result["targets"]]
+    elapsed = time.monotonic() - began
     _print(console, summary, targets, rounds, meta, results)
     console.print(f"[dim]peers benchmark took {elapsed:.1f}s[/dim]\n")
     return {
@@ -524,7 +527,22 @@ def run(
         "summary": summary,
         "targets": targets,
         "measurements": results,
+        **others,
     }
+
+
+def _other_targets(console: Console, quick: bool, pg_url: str | None) -> dict[str, Any]:
+    """The targets of #17 measured by bench/memory.py (and bench/startup.py), in this
+    same invocation, so that `--only peers` prints them all."""
+    from . import memory
+
+    return {"memory": memory.run(console, quick=quick, postgres_url=pg_url)}
+
+
+def _listed(found: dict[str, Any]) -> dict[str, Any]:
+    """A target of another benchmark as a line of this one's table."""
+    measured = found["measured"]
+    return {**found, "value": measured, "shown": f"{measured:.2f}x"}
 
 
 def _summarise(
