@@ -505,7 +505,7 @@ def run(
                 )
     summary, targets = _summarise(results, sides, rounds)
     others = _other_targets(console, quick, postgres_url if use_postgres else None)
-    for name, result in others.items():
+    for result in others.values():
         targets += [_listed(t) for t in result["targets"]]
     elapsed = time.monotonic() - began
     _print(console, summary, targets, rounds, meta, results)
