@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from .config import Settings, load_settings
 from .database import SchemaUpgrade, open_store, upgrade_schema
 from .exceptions import InvalidState, UsageError
-from .health import Health, check_health
 from .inputs import (
     ActionSpec,
     check_queue,
@@ -54,6 +53,8 @@ from .store.core import Store
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
+
+    from .health import Health
 
 __all__ = ["Client", "Outcome", "RunObserver", "SchemaUpgrade", "connect", "upgrade_schema"]
 
@@ -340,6 +341,8 @@ class Client:
         each process that died, was refused, ended on storage or failed; with
         `failed_within` (seconds), the tasks that failed within it. An error of the
         database is reported in `Health.error`, not raised."""
+        from .health import check_health  # not on a run's path
+
         return check_health(self.store, self.registry, self.settings, failed_within)
 
     def events(self, task_id: int) -> list[Event]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .bounds import (
     AT_LEAST_ONE,
@@ -28,10 +28,14 @@ from .bounds import MAX_DURATION as MAX_DURATION  # re-exported, as before bound
 from .bounds import parse_duration as parse_duration
 from .concurrency import Concurrency, parse_concurrency
 from .exceptions import ConfigError
-from .processes import DEFAULT_PROCESS, Process, parse_processes
-from .rules import DEFAULT_RETENTION_PROCESS, PLANNER, RETENTION_PROCESS, RetentionRule, parse_rules
 from .urls import default_database_url, sqlite_path
 from .walltime import local_zone, wall_instant
+
+if TYPE_CHECKING:
+    # Imported when first needed: settings without processes or retention rules (the
+    # idle `run-once` of cron, as a rule) do without them.
+    from .processes import Process
+    from .rules import RetentionRule
 
 ENV_PREFIX = "BGTASKEX_"
 
@@ -158,6 +162,9 @@ class Settings:
 
         A process that names no queues serves every queue that no other process names.
         """
+        from .processes import DEFAULT_PROCESS
+        from .rules import DEFAULT_RETENTION_PROCESS, PLANNER, RETENTION_PROCESS
+
         found = list(self.processes)
         if all(p.name == RETENTION_PROCESS for p in found):
             found.insert(0, DEFAULT_PROCESS)  # configuring retention alone keeps the default
@@ -188,6 +195,8 @@ class Settings:
     def claimed_queues(self) -> tuple[str, ...]:
         """The queues that scheduled processes name: `run-once` without `--process`
         leaves them to their process."""
+        if not self.processes and not self.retention_rules:
+            return ()  # only the default process, which names no queue
         return tuple(sorted({q for p in self.scheduled for q in p.queues or ()}))
 
     def retention_rule(self, name: str) -> RetentionRule:
@@ -246,6 +255,18 @@ class Settings:
         return default_data_dir() / f"run-{digest}.lock"
 
 
+def _processes(value: object) -> tuple[Process, ...]:
+    from .processes import parse_processes
+
+    return parse_processes(value)
+
+
+def _retention_rules(value: object) -> tuple[RetentionRule, ...]:
+    from .rules import parse_rules
+
+    return parse_rules(value, parse_duration)
+
+
 PARSERS: dict[str, Callable[[object], Any]] = {
     "database_url": _text,
     "max_execution_time": POSITIVE_DURATION,
@@ -265,8 +286,8 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "kill_after": DURATION_OR_NEVER,
     "retry_delay": DURATION,
     "max_retry_delay": DURATION,
-    "processes": parse_processes,
-    "retention_rules": lambda value: parse_rules(value, parse_duration),
+    "processes": _processes,
+    "retention_rules": _retention_rules,
     "concurrency": parse_concurrency,
     "web_token": _web_token,
     "web_show_secrets": _flag,

@@ -77,14 +77,13 @@ def record_idle(settings: Settings, plan: RunPlan, started_at: datetime) -> str 
     effort, and without SQLAlchemy: one transaction. Returns the run id
     recorded, None when no record could be written."""
     import os
-    import secrets
     import socket
     from datetime import UTC
     from datetime import datetime as clock
 
     from .owner import holder_name
 
-    run_id = secrets.token_hex(4)
+    run_id = os.urandom(4).hex()  # secrets.token_hex(4), without importing hashlib
     row = {
         "run_id": run_id,
         "process": plan.process,

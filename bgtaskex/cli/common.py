@@ -1,5 +1,5 @@
-"""What the command modules share: the `State` of the global options, the options every
-command (or every task filter) takes, and the output helpers.
+"""What the command modules share: the `State` of the global options (cli/state.py), the
+options every command (or every task filter) takes, and the output helpers.
 
 The group (cli/main.py) and each command module import this module; none imports the
 group. Heavy modules (SQLAlchemy, rich, the models) are imported inside the functions.
@@ -9,60 +9,18 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..config import Settings, load_settings, parse_duration, parse_when
-from .logs import setup_logging
+from ..config import parse_duration, parse_when
+from .state import State as State  # re-exported: the command modules take it from here
 
 if TYPE_CHECKING:
-    from ..client import Client
     from ..models import TaskFilter
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class State:
-    """What the global options gave; settings are loaded on first use."""
-
-    config_file: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-    _settings: Settings | None = None
-    _client: Client | None = None
-
-    def settings(self, **more: Any) -> Settings:
-        if more:
-            self.overrides.update({k: v for k, v in more.items() if v is not None})
-            self._settings = None
-        if self._settings is None:
-            self._settings = load_settings(self.config_file, self.overrides, sources=self.sources)
-            setup_logging(self._settings.log_level, self._settings.log_format)
-        return self._settings
-
-    def client(self, *, readonly: bool = False, create: bool = True) -> Client:
-        """The client of the settings; `readonly` for the commands that only read: they
-        create and migrate nothing, and see a database without the schema as empty;
-        `create=False` (`resume`): the same on a database without the schema only."""
-        if self._client is None:
-            from ..client import connect
-
-            self._client = connect(
-                settings=self.settings(), trust_refs=False, readonly=readonly, create=create
-            )
-        return self._client
-
-    def reload(self) -> None:
-        """Forget the loaded settings (the daemon's SIGHUP): the next use reads them anew."""
-        self._settings = None
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
 
 
 pass_state = click.make_pass_decorator(State, ensure=True)

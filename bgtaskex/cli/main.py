@@ -9,24 +9,14 @@ Heavy modules (SQLAlchemy, rich) are imported inside the commands that need them
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import click
 
-from ..exceptions import (
-    BgtaskexError,
-    Interrupted,
-    LockBusy,
-    OutsideWindow,
-    SomeRefused,
-    TasksLeftWaiting,
-    Unhealthy,
-    UsageError,
-)
-from ..urls import mask_secrets
+from ..exceptions import UsageError
 from . import db, enqueue, ops, queues, rules, run, tasks, web
 from .common import State, global_options
+from .exits import error_line, exit_code, interrupted
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,10 +59,8 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
-def _error(message: str) -> None:
-    # One line, whatever the message quotes (a file name or an argument with a newline).
-    line = " ".join(message.splitlines())
-    click.echo(f"bgtaskex: error: {mask_secrets(line)}", err=True)
+def _echo_err(line: str) -> None:
+    click.echo(line, err=True)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -81,32 +69,17 @@ def _main(argv: list[str] | None) -> int:
     try:
         result = cli.main(args=argv, prog_name="bgtaskex", standalone_mode=False)
         return result if isinstance(result, int) else 0  # --help, --version
-    except (LockBusy, OutsideWindow) as err:  # nothing to do: not an error
-        click.echo(str(err))
-        return err.exit_code
-    except (TasksLeftWaiting, Unhealthy, SomeRefused) as err:
-        # Said already: the run logged one line per module; check printed its line;
-        # retry and cancel one line per task refused.
-        return err.exit_code
-    except (Interrupted, click.exceptions.Abort, KeyboardInterrupt) as err:
-        if isinstance(err, Interrupted):
-            click.echo(err=True)  # after the terminal's ^C echo, as click does
-        click.echo("bgtaskex: interrupted", err=True)
-        return Interrupted.exit_code
-    except BgtaskexError as err:
-        _error(str(err))
-        return err.exit_code
+    except click.exceptions.Abort:  # Ctrl-C: click said its blank line already
+        return interrupted(_echo_err)
     except click.exceptions.NoArgsIsHelpError as err:
         click.echo(err.format_message())
         return UsageError.exit_code
     except click.UsageError as err:
         hint = f" (see '{err.ctx.command_path} --help')" if err.ctx else ""
-        _error(err.format_message() + hint)
+        error_line(err.format_message() + hint, _echo_err)
         return UsageError.exit_code
     except click.ClickException as err:
-        _error(err.format_message())
+        error_line(err.format_message(), _echo_err)
         return err.exit_code
-    except Exception as err:  # a bug: still one line, the traceback only in debug logs
-        logging.getLogger("bgtaskex").debug("internal error", exc_info=True)
-        _error(f"internal error: {type(err).__name__}: {err} (rerun with --log-level DEBUG)")
-        return BgtaskexError.exit_code
+    except (Exception, KeyboardInterrupt) as err:
+        return exit_code(err, click.echo, _echo_err)
