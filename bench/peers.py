@@ -534,9 +534,11 @@ def run(
 def _other_targets(console: Console, quick: bool, pg_url: str | None) -> dict[str, Any]:
     """The targets of #17 measured by bench/memory.py (and bench/startup.py), in this
     same invocation, so that `--only peers` prints them all."""
-    from . import memory
+    from . import memory, startup
 
-    return {"memory": memory.run(console, quick=quick, postgres_url=pg_url)}
+    found = {"startup": startup.run(console, quick=quick)}
+    found["memory"] = memory.run(console, quick=quick, postgres_url=pg_url)
+    return found
 
 
 def _listed(found: dict[str, Any]) -> dict[str, Any]:
