@@ -28,6 +28,9 @@ from sqlalchemy.engine import Dialect
 
 Processor = Callable[[Any], Any] | None
 
+#: The most statements a `Direct` keeps: the run's few shapes, with room to spare.
+MAX_PREPARED = 512
+
 
 @dataclass(slots=True)
 class Prepared:
@@ -141,9 +144,11 @@ class Direct:
 
     def prepared(self, statement: Any) -> Prepared | None:
         """`statement` prepared (cached by identity: pass the cached statements of
-        `statements`, not one built per call)."""
+        `statements`, not one built per call: those go through `Connection.execute`)."""
         found = self._prepared.get(id(statement))
         if found is None or found[0] is not statement:
+            if len(self._prepared) >= MAX_PREPARED:  # statements built per call: a bug
+                self._prepared.clear()
             found = (statement, preparable(statement, self.dialect, self._memos))
             self._prepared[id(statement)] = found
         return found[1]

@@ -66,9 +66,11 @@ class RunQueries:
         due = sql.narrowed(first, exclude, routing)
         params = self._lease_params(0.0)
         params.update(v_skip_run=skip_run or "", v_skip_task=-1 if skip_task is None else skip_task)
-        query = sql.next_task(due) if due is not first else sql.next_task_of(self.dialect)
         with self._read(single=True) as conn:
-            return task_of_joined(self._direct.execute(conn, query, params))
+            if due is first:  # the cached statement, prepared once
+                query = sql.next_task_of(self.dialect)
+                return task_of_joined(self._direct.execute(conn, query, params))
+            return task_of_joined(conn.execute(sql.next_task(due), params).all())
 
     def claim(
         self,

@@ -118,3 +118,17 @@ def _kill(store: Store, conn: sqlalchemy.Connection) -> None:
                 other.execute(sqlalchemy.text(f"KILL {int(dbapi.thread_id())}"))  # type: ignore[union-attr]
     finally:
         killer.dispose()
+
+
+def test_narrowed_queries_are_not_kept_per_call(client: Client, store: Store) -> None:
+    """A run serving some queues builds its due query per pick: those are not
+    prepared and kept, or a daemon's memory would grow with every task it takes."""
+    from bgtaskex.plan import Routing
+
+    client.enqueue("a", [(NOOP, {})], queue="reports")
+    routing = Routing(queues=("reports",), excluded=("other",))
+    before = len(store._direct._prepared)
+    for _ in range(50):
+        found = store.next_task(routing=routing, exclude=[10**9])
+        assert found is not None and found.name == "a"
+    assert len(store._direct._prepared) <= before + 1
