@@ -95,6 +95,11 @@ class RunQueries:
         params = self._lease_params(lease)
         params.update(v_skip_run=run_id, v_worker=worker[:100])
         direct = self._direct
+        if in_one is not None and direct.prepared(in_one) is not None:
+            # One statement is a transaction of its own: run in autocommit, it costs one
+            # round trip where BEGIN and COMMIT would add two (`_read(single=True)`).
+            with self._read(single=True) as conn:
+                return task_of_joined(direct.execute(conn, in_one, params))
         with self._write() as conn:
             if in_one is not None:
                 return task_of_joined(direct.execute(conn, in_one, params))
