@@ -9,6 +9,12 @@ work, where workers should add up). Two ways to get N workers, each a real
 * threads:   ONE process, `BGTASKEX_CONCURRENCY="lock=none workers=N"`;
 * processes: N processes, `BGTASKEX_CONCURRENCY="lock=none workers=1"` each.
 
+The target of issue #17 is measured too, in each round beside the grid, its two sides in
+a rotated order: 4 workers in 2 processes (`workers=2` each, the "mixed" layout) draining
+`TARGET_FULL` no-op tasks, against Procrastinate c=4 draining as many
+(`peers.drain_procrastinate`: in-process worker, pool opened before timing). The ratio is
+taken per round, then the median (`targets`).
+
 Each measurement gets a scratch schema, filled beforehand (untimed, through the Python
 client with synchronous_commit=off) and dropped afterwards. The rate is tasks / drain
 time, the drain being read from the database: from the first event any worker wrote to
@@ -35,12 +41,17 @@ from rich.table import Table
 
 from bgtaskex import Action
 
-from . import ROOT, BenchError, masked, median, rotated
+from . import ROOT, BenchError, masked, median, peers, rotated
 from .scratch import postgres_problem, postgres_schema, with_options
 
 WORKER_COUNTS = (1, 2, 4, 8)
 MODES = ("threads", "processes")
 NOOP_FULL, NOOP_QUICK = 4_000, 400
+# The target of issue #17: 4 workers in 2 processes, >= 3x Procrastinate c=4.
+TARGET_PROCESSES, TARGET_PER_PROCESS = 2, 2
+TARGET_VS_PROCRASTINATE_C4 = 3.0
+TARGET_FULL, TARGET_QUICK = 4_000, 1_000
+RAW_SECONDS = 0.5  # the bare-driver commit rate peers.drain_procrastinate samples
 SLEEP_FULL, SLEEP_QUICK = 1_000, 200
 SLEEP_SECONDS = 0.020
 LEASE = "60s"
@@ -134,8 +145,17 @@ def _drain_window(url: str) -> tuple[float, float, dict[str, int]]:
     return first.timestamp(), last.timestamp(), counts
 
 
+def layout(mode: str, workers: int) -> tuple[int, int]:
+    """(processes, workers per process) of `workers` workers in `mode`."""
+    if mode == "threads":
+        return 1, workers
+    if mode == "processes":
+        return workers, 1
+    return TARGET_PROCESSES, workers // TARGET_PROCESSES  # "mixed"
+
+
 def measure(workload: Workload, mode: str, workers: int, pg_url: str, home: Path) -> dict[str, Any]:
-    processes, per_process = (1, workers) if mode == "threads" else (workers, 1)
+    processes, per_process = layout(mode, workers)
     with postgres_schema(pg_url) as schema:
         url = with_options(pg_url, f"search_path={schema}")
         fast_url = with_options(pg_url, f"search_path={schema}", "synchronous_commit=off")
@@ -202,6 +222,60 @@ def measure(workload: Workload, mode: str, workers: int, pg_url: str, home: Path
     }
 
 
+def measure_target(side: str, tasks: int, pg_url: str, home: Path) -> dict[str, Any]:
+    """One side of the target: bgtaskex in the "mixed" layout, or Procrastinate c=4."""
+    if side == "bgtaskex":
+        workload = Workload("noop", "no-op", _ref(Noop), tasks)
+        workers = TARGET_PROCESSES * TARGET_PER_PROCESS
+        one = measure(workload, "mixed", workers, pg_url, home)
+        one["cpu_ms_per_task"] = 1000 * one["children_cpu_s"] / tasks
+    else:
+        m = peers.drain_procrastinate(tasks, 4, pg_url, RAW_SECONDS)
+        one = {
+            "tasks": tasks,
+            "drain_s": m["drain_s"],
+            "tasks_per_s": tasks / m["drain_s"],
+            "cpu_ms_per_task": 1000 * m["cpu_s"] / tasks,
+            "statements_per_task": m["statements"] / tasks,
+        }
+    one["side"] = side
+    return one
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The target of issue #17 from `run`'s result: bgtaskex's tasks/s over Procrastinate
+    c=4's, per round, the median of the rounds; [] when it was not measured."""
+    ms = result.get("target_measurements") or []
+    by = {(m["round"], m["side"]): m for m in ms}
+    rounds = sorted({m["round"] for m in ms})
+    ratios = [
+        by[(r, "bgtaskex")]["tasks_per_s"] / by[(r, "procrastinate")]["tasks_per_s"]
+        for r in rounds
+        if (r, "bgtaskex") in by and (r, "procrastinate") in by
+    ]
+    if not ratios:
+        return []
+    ratio = median(ratios)
+    return [
+        {
+            "target": f"PostgreSQL, lock = none, {TARGET_PROCESSES * TARGET_PER_PROCESS} workers "
+            f"in {TARGET_PROCESSES} processes: >= {TARGET_VS_PROCRASTINATE_C4:.0f}x "
+            "Procrastinate c=4",
+            "measured": ratio,
+            "value": ratio,
+            "shown": f"{ratio:.2f}x",
+            "met": ratio >= TARGET_VS_PROCRASTINATE_C4,
+            "ratios": ratios,
+            "bgtaskex_tasks_per_s": median(
+                [m["tasks_per_s"] for m in ms if m["side"] == "bgtaskex"]
+            ),
+            "procrastinate_tasks_per_s": median(
+                [m["tasks_per_s"] for m in ms if m["side"] == "procrastinate"]
+            ),
+        }
+    ]
+
+
 def run(
     console: Console,
     *,
@@ -209,7 +283,9 @@ def run(
     postgres_url: str,
     use_postgres: bool = True,
     rounds: int = 1,
+    grid: bool = True,
 ) -> dict[str, Any]:
+    """The grid of worker counts and layouts (`grid`), and the target beside it."""
     workloads = [
         Workload("noop", "no-op", _ref(Noop), NOOP_QUICK if quick else NOOP_FULL),
         Workload("sleep20", "sleep 20 ms", _ref(Sleep20), SLEEP_QUICK if quick else SLEEP_FULL),
@@ -218,12 +294,29 @@ def run(
     if problem is not None:
         console.print(f"[yellow]workers benchmark skipped (PostgreSQL only): {problem}[/yellow]")
         return {"skipped": problem}
+    versions = peers.peer_versions()
+    sides = ["bgtaskex", "procrastinate"] if versions["procrastinate"] else ["bgtaskex"]
+    if not versions["procrastinate"]:
+        console.print("[yellow]workers: Procrastinate not installed: no target ratio[/yellow]")
+    target_tasks = TARGET_QUICK if quick else TARGET_FULL
 
     results: list[dict[str, Any]] = []
+    target_results: list[dict[str, Any]] = []
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bgtaskex-bench-workers-") as tmp:
         home = Path(tmp)
         for r in range(rounds):
+            for side in rotated(sides, r):
+                one = measure_target(side, target_tasks, postgres_url, home)
+                one["round"] = r
+                target_results.append(one)
+                console.print(
+                    f"[dim]round {r + 1}/{rounds} target {side:<13} {target_tasks} tasks: "
+                    f"drain {one['drain_s']:.2f}s ({one['tasks_per_s']:.0f} tasks/s), "
+                    f"{one['cpu_ms_per_task']:.2f} ms CPU/task[/dim]"
+                )
+            if not grid:
+                continue
             for workload in workloads:
                 for workers in rotated(WORKER_COUNTS, r):
                     for mode in rotated(MODES, r + workers):
@@ -235,11 +328,11 @@ def run(
                             f"{workers} worker(s): drain {one['drain_s']:.2f}s "
                             f"({one['tasks_per_s']:.0f} tasks/s), wall {one['wall_s']:.2f}s[/dim]"
                         )
-    summary = _summarise(results, workloads)
-    _print_table(console, summary, rounds)
+    summary = _summarise(results, workloads) if grid else []
+    if grid:
+        _print_table(console, summary, rounds)
     elapsed = time.monotonic() - began
-    console.print(f"[dim]workers benchmark took {elapsed:.1f}s[/dim]\n")
-    return {
+    result: dict[str, Any] = {
         "rounds": rounds,
         "postgres_url": masked(postgres_url),
         "worker_counts": list(WORKER_COUNTS),
@@ -247,10 +340,44 @@ def run(
         "sleep_seconds": SLEEP_SECONDS,
         "lease": LEASE,
         "cpu_count": os.cpu_count(),
-        "elapsed_s": elapsed,
+        "versions": versions,
+        "target_tasks": target_tasks,
+        "target_measurements": target_results,
         "summary": summary,
         "measurements": results,
     }
+    result["targets"] = targets(result)
+    _print_targets(console, result["targets"], target_results)
+    console.print(f"[dim]workers benchmark took {elapsed:.1f}s[/dim]\n")
+    result["elapsed_s"] = elapsed
+    return result
+
+
+def _print_targets(
+    console: Console, found: list[dict[str, Any]], measured: list[dict[str, Any]]
+) -> None:
+    for side in ("bgtaskex", "procrastinate"):
+        ms = [m for m in measured if m["side"] == side]
+        if ms:
+            console.print(
+                f"target side {side}: {median([m['tasks_per_s'] for m in ms]):.0f} tasks/s, "
+                f"{median([m['cpu_ms_per_task'] for m in ms]):.2f} ms CPU/task "
+                f"(median of {len(ms)})"
+            )
+    if not found:
+        return
+    table = Table(title="Targets (workers)", title_justify="left")
+    for column in ("target", "bgtaskex tasks/s", "Procr. c=4 tasks/s", "measured", "met"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    for t in found:
+        table.add_row(
+            t["target"],
+            f"{t['bgtaskex_tasks_per_s']:.0f}",
+            f"{t['procrastinate_tasks_per_s']:.0f}",
+            t["shown"],
+            "[green]yes[/green]" if t["met"] else "[red]no[/red]",
+        )
+    console.print(table)
 
 
 def _summarise(results: list[dict[str, Any]], workloads: list[Workload]) -> list[dict[str, Any]]:

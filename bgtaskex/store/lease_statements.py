@@ -2,6 +2,11 @@
 on each backend, when a task is due and its lease free, the claim a worker of
 `lock = "none"` makes before reading a task, its heartbeat, and the release.
 
+On PostgreSQL the claim is one statement (`claim_in_one`): the UPDATE of the row the
+SELECT ... FOR UPDATE SKIP LOCKED picks, returning the claimed row joined to its actions.
+MySQL / MariaDB have no UPDATE ... RETURNING (nor a subquery of the updated table), and
+SQLite no UPDATE in a WITH: there the claim stays a SELECT, an UPDATE and a read.
+
 The due-task queries and the run's writes in `statements` build on these filters (a
 run's first write of a task takes its claim there, `Change.claim_as`). Cached per
 dialect like them; parameters are named `v_*`.
@@ -96,16 +101,7 @@ def claim_statements(dialect: str) -> tuple[Any, Any, Any]:
         .limit(1)
         .with_for_update(skip_locked=True)
     )
-    claim = (
-        update(t.tasks)
-        .where(c.id == bindparam("v_task_id"))
-        .values(
-            claimed_by=bindparam("v_worker"),
-            claim_token=c.claim_token + 1,
-            lease_until=until,
-            last_run_id=bindparam("v_skip_run"),
-        )
-    )
+    claim = _claim_update(dialect).where(c.id == bindparam("v_task_id"))
     beat = (
         update(t.tasks)
         .where(
@@ -116,6 +112,52 @@ def claim_statements(dialect: str) -> tuple[Any, Any, Any]:
         .values(lease_until=until)
     )
     return due, claim, beat
+
+
+@functools.cache
+def _claim_update(dialect: str) -> Any:
+    """The claim's UPDATE, of no row yet."""
+    c = t.tasks.c
+    return update(t.tasks).values(
+        claimed_by=bindparam("v_worker"),
+        claim_token=c.claim_token + 1,
+        lease_until=lease_clock(dialect)[1],
+        last_run_id=bindparam("v_skip_run"),
+    )
+
+
+def claim_in_one(dialect: str, due: Any) -> Any | None:
+    """The claim of the task `due` selects (`claim_statements`' SELECT, maybe narrowed)
+    and the read of it, in one statement, with the columns of `statements.joined` (the
+    task's as claimed, then its actions'); None where the backend cannot
+    (`claim_statements` then). Cached for the SELECT as `claim_statements` gives it."""
+    if dialect != "postgresql":
+        return None
+    if due is claim_statements(dialect)[0]:
+        return _claim_in_one(dialect)
+    return _claim_returning(dialect, due)
+
+
+@functools.cache
+def _claim_in_one(dialect: str) -> Any:
+    return _claim_returning(dialect, claim_statements(dialect)[0])
+
+
+def _claim_returning(dialect: str, due: Any) -> Any:
+    claimed = (
+        _claim_update(dialect)
+        .where(t.tasks.c.id == due.scalar_subquery())
+        .returning(*t.tasks.c)
+        .cte("claimed")
+    )
+    actions = t.actions.c
+    columns = [claimed.c[c.name].label(f"t_{c.name}") for c in t.tasks.c]
+    columns += [c.label(f"a_{c.name}") for c in actions]
+    return (
+        select(*columns)
+        .outerjoin_from(claimed, t.actions, actions.task_id == claimed.c.id)
+        .order_by(actions.rank)
+    )
 
 
 RELEASE = (

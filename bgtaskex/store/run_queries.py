@@ -93,14 +93,24 @@ class RunQueries:
         """
         due, claim, _beat = leases.claim_statements(self.dialect)
         due = sql.narrowed(due, exclude, routing)
+        in_one = leases.claim_in_one(self.dialect, due)
         params = self._lease_params(lease)
         params.update(v_skip_run=run_id, v_worker=worker[:100])
+        direct = self._direct
+        if in_one is not None and direct.prepared(in_one) is not None:
+            # One statement is a transaction of its own: run in autocommit, it costs one
+            # round trip where BEGIN and COMMIT would add two (`_read(single=True)`).
+            with self._read(single=True) as conn:
+                return task_of_joined(direct.execute(conn, in_one, params))
         with self._write() as conn:
-            task_id = conn.execute(due, params).scalar()
-            if task_id is None:
+            if in_one is not None:
+                return task_of_joined(direct.execute(conn, in_one, params))
+            found = direct.execute(conn, due, params)
+            if not found:
                 return None
-            conn.execute(claim, {**params, "v_task_id": task_id})
-            return task_of_joined(conn.execute(sql.TASK_BY_ID, {"v_task_id": task_id}).all())
+            params["v_task_id"] = found[0][0]
+            direct.rowcount(conn, claim, params)
+            return task_of_joined(direct.execute(conn, sql.TASK_BY_ID, params))
 
     def heartbeat(self, task_id: int, token: int, lease: float) -> bool:
         """Extend the lease of a claimed task to `lease` seconds from now; False when the
@@ -109,13 +119,13 @@ class RunQueries:
         params = self._lease_params(lease)
         params.update(v_task_id=task_id, v_token=token)
         with self._write() as conn:
-            return bool(conn.execute(beat, params).rowcount == 1)
+            return self._direct.rowcount(conn, beat, params) == 1
 
     def release(self, task_id: int, token: int) -> None:
         """End a claim without any other write (the task may be claimed again at once);
         nothing happens if another worker claimed the task since."""
         with self._write() as conn:
-            conn.execute(leases.RELEASE, {"v_task_id": task_id, "v_token": token})
+            self._direct.rowcount(conn, leases.RELEASE, {"v_task_id": task_id, "v_token": token})
 
     def reap_dead_claims(self) -> list[int]:
         """End the live claims held by programs on this host that are certainly dead
