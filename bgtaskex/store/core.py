@@ -159,19 +159,35 @@ class Store(RunQueries):
     def _read(self, *, single: bool = False) -> Iterator[Connection]:
         """A read transaction; `single`: for one statement, which on SQLite then needs no
         BEGIN (one statement is consistent on its own)."""
-        kind = "statement" if single else "read"
         if single and self.dialect in ("sqlite", "postgresql"):
-            # No transaction to open and end (on PostgreSQL two round trips of three):
-            # the driver runs the statement in autocommit (store/direct.py sends it).
-            with _translated(), self._connection(kind) as conn, _autocommit(conn):
-                try:
-                    yield conn
-                finally:
-                    if conn.in_transaction():  # one SQLAlchemy began for its own execute
-                        conn.rollback()
+            with self._one_statement() as conn:
+                yield conn
             return
+        kind = "statement" if single else "read"
         with _translated(), self._connection(kind) as conn, conn.begin():
             yield conn
+
+    @contextmanager
+    def _single_write(self) -> Iterator[Connection]:
+        """For one write statement sent with `store/direct.py`, a transaction of its
+        own: in autocommit on SQLite and PostgreSQL, else in `_write`."""
+        if self.dialect in ("sqlite", "postgresql"):
+            with self._one_statement() as conn:
+                yield conn
+            return
+        with self._write() as conn:
+            yield conn
+
+    @contextmanager
+    def _one_statement(self) -> Iterator[Connection]:
+        """No transaction to open and end (on PostgreSQL two round trips of three):
+        the driver runs the statement in autocommit (store/direct.py sends it)."""
+        with _translated(), self._connection("statement") as conn, _autocommit(conn):
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction():  # one SQLAlchemy began for its own execute
+                    conn.rollback()
 
     @contextmanager
     def cluster_lock(self, wait: float = 0.0) -> Iterator[Callable[[], bool]]:

@@ -48,6 +48,8 @@ class RunQueries:
 
         def _write(self) -> AbstractContextManager[Connection]: ...
 
+        def _single_write(self) -> AbstractContextManager[Connection]: ...
+
     def next_task(
         self,
         *,
@@ -66,11 +68,10 @@ class RunQueries:
         due = sql.narrowed(first, exclude, routing)
         params = self._lease_params(0.0)
         params.update(v_skip_run=skip_run or "", v_skip_task=-1 if skip_task is None else skip_task)
+        cached = due is first
+        query = sql.next_task_of(self.dialect) if cached else sql.next_task(due)
         with self._read(single=True) as conn:
-            if due is first:  # the cached statement, prepared once
-                query = sql.next_task_of(self.dialect)
-                return task_of_joined(self._direct.execute(conn, query, params))
-            return task_of_joined(conn.execute(sql.next_task(due), params).all())
+            return task_of_joined(self._rows(conn, query, params, cached))
 
     def claim(
         self,
@@ -92,25 +93,30 @@ class RunQueries:
         not take a task twice.
         """
         due, claim, _beat = leases.claim_statements(self.dialect)
-        due = sql.narrowed(due, exclude, routing)
-        in_one = leases.claim_in_one(self.dialect, due)
+        narrowed = sql.narrowed(due, exclude, routing)
+        cached = narrowed is due  # prepared once; one narrowed per call is not
+        in_one = leases.claim_in_one(self.dialect, narrowed)
         params = self._lease_params(lease)
         params.update(v_skip_run=run_id, v_worker=worker[:100])
-        direct = self._direct
-        if in_one is not None and direct.prepared(in_one) is not None:
-            # One statement is a transaction of its own: run in autocommit, it costs one
-            # round trip where BEGIN and COMMIT would add two (`_read(single=True)`).
-            with self._read(single=True) as conn:
-                return task_of_joined(direct.execute(conn, in_one, params))
+        if in_one is not None and cached:
+            # One statement, a transaction of its own: one round trip.
+            with self._single_write() as conn:
+                return task_of_joined(self._direct.execute(conn, in_one, params))
         with self._write() as conn:
             if in_one is not None:
-                return task_of_joined(direct.execute(conn, in_one, params))
-            found = direct.execute(conn, due, params)
+                return task_of_joined(conn.execute(in_one, params).all())
+            found = self._rows(conn, narrowed, params, cached)
             if not found:
                 return None
             params["v_task_id"] = found[0][0]
-            direct.rowcount(conn, claim, params)
-            return task_of_joined(direct.execute(conn, sql.TASK_BY_ID, params))
+            self._direct.rowcount(conn, claim, params)
+            return task_of_joined(self._direct.execute(conn, sql.TASK_BY_ID, params))
+
+    def _rows(self, conn: Connection, query: Any, params: dict[str, Any], cached: bool) -> Any:
+        """The rows of `query`: sent on the cursor when it is a cached statement."""
+        if cached:
+            return self._direct.execute(conn, query, params)
+        return conn.execute(query, params).all()
 
     def heartbeat(self, task_id: int, token: int, lease: float) -> bool:
         """Extend the lease of a claimed task to `lease` seconds from now; False when the

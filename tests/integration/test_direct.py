@@ -132,3 +132,16 @@ def test_narrowed_queries_are_not_kept_per_call(client: Client, store: Store) ->
         found = store.next_task(routing=routing, exclude=[10**9])
         assert found is not None and found.name == "a"
     assert len(store._direct._prepared) <= before + 1
+
+
+def test_narrowed_claims_are_not_kept_per_call(client: Client, store: Store) -> None:
+    """The same for the claims of `lock = "none"` workers serving some queues."""
+    from bgtaskex.plan import Routing
+
+    for i in range(30):
+        client.enqueue(f"c{i}", [(NOOP, {})], queue="reports")
+    routing = Routing(queues=("reports",))
+    before = len(store._direct._prepared)
+    names = {store.claim("w", f"run{i}", 60.0, routing=routing).name for i in range(30)}  # type: ignore[union-attr]
+    assert names == {f"c{i}" for i in range(30)}
+    assert len(store._direct._prepared) <= before + 3
