@@ -24,6 +24,7 @@ BENCHMARKS = [
     "scale",
     "retention",
     "workers",
+    "memory",
     "showpage",
     "webpage",
     "chain",
@@ -202,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
                 use_postgres=not args.no_postgres,
                 tickets=args.tickets,
                 repeats=args.repeats,
+            )
+        if args.only == "memory":  # run by `peers` too, for its targets table
+            from . import memory
+
+            result["memory"] = memory.run(
+                console,
+                quick=args.quick,
+                postgres_url=None if args.no_postgres else args.postgres_url,
             )
         if args.only in (None, "showpage"):
             from . import showpage
