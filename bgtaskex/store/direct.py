@@ -105,13 +105,16 @@ def _bind_processor(type_: Any, dialect: Dialect, memos: dict[Any, list[Any]]) -
     if process is None or not isinstance(getattr(type_, "impl_instance", type_), DateTime):
         return process
     # A flush binds the same instant in all its statements: converted once, shared by
-    # the statements of a type (`memos`).
-    last = memos.setdefault(type(type_), [None, None])
+    # the statements of a type (`memos`). The (value, converted) pair is replaced whole,
+    # so that workers in threads never read one's value with another's conversion.
+    last = memos.setdefault(type(type_), [(None, None)])
 
     def remembered(value: Any) -> Any:
-        if value is not last[0]:
-            last[1], last[0] = process(value), value
-        return last[1]
+        seen, converted = last[0]
+        if value is not seen:
+            converted = process(value)
+            last[0] = (value, converted)
+        return converted
 
     return remembered
 
