@@ -219,6 +219,11 @@ class Writes:
             self._conn._cursor_execute(cursor, prepared.sql, prepared.parameters(values))
         return len(self._sent) - 1
 
+    def sent_rowcount(self, index: int) -> int | None:
+        """The row count of write `index` if it is known already (not pipelined)."""
+        sent = self._sent[index]
+        return sent if isinstance(sent, int) else None
+
     def collect(self) -> None:
         """The row counts, once every write has run (a pipeline synced)."""
         self.rowcounts = [s if isinstance(s, int) else s.rowcount for s in self._sent]

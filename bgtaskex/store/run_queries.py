@@ -189,7 +189,10 @@ class RunQueries:
                 events: list[dict[str, Any]] = []
                 for change in changes:
                     lease = self._lease_params(change.lease) if change.claim_as else {}
-                    firsts.append(writes.send(*sql.task_update(change, now, dialect, lease)))
+                    first = writes.send(*sql.task_update(change, now, dialect, lease))
+                    if writes.sent_rowcount(first) not in (None, 1):  # known at once
+                        raise refused(conn, change)
+                    firsts.append(first)
                     for action in change.actions:
                         statement, values = sql.action_update(change.task_id, action, now)
                         if statement is not None:
@@ -201,7 +204,8 @@ class RunQueries:
                 for first in range(0, len(events), step):
                     rows = events[first : first + step]
                     writes.send(sql.insert_events(len(rows)), sql.events_values(rows))
-            # A task UPDATE that matched no row was refused: raising rolls back all of it.
+            # A task UPDATE that matched no row was refused (pipelined: known only now):
+            # raising rolls back all of it.
             for change, first in zip(changes, firsts, strict=True):
                 if writes.rowcounts[first] != 1:
                     raise refused(conn, change)
