@@ -11,6 +11,11 @@ to `Connection._cursor_execute`: SQLAlchemy's own path for SQL it does not compi
 errors wrapped as `DBAPIError`, a lost session invalidating the connection, so that
 `engine.translated` reads them as any other. The transaction stays the connection's.
 
+No psycopg pipeline: between its statements and its sync, a PostgreSQL session holding
+the task's row locks is "active", not "idle in transaction", so a worker frozen there
+(SIGSTOP, a paused VM) would keep them past `idle_in_transaction_session_timeout`,
+and no other worker could take its task over (tests/acceptance/test_scaleout.py).
+
 Statements with expanding (IN) or post-compile parameters are not prepared
 (`preparable`): they go through `Connection.execute`.
 """
@@ -18,8 +23,7 @@ Statements with expanding (IN) or post-compile parameters are not prepared
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,60 +179,3 @@ class Direct:
     def rowcount(self, conn: Connection, statement: Any, values: Mapping[str, Any]) -> int:
         """Run a write; the number of rows it changed."""
         return int(self.execute(conn, statement, values))
-
-    @contextmanager
-    def writes(self, conn: Connection) -> Iterator[Writes]:
-        """Writes sent together: on psycopg in pipeline mode, one round trip to the
-        server for all of them; elsewhere one by one. The rows each changed are known
-        once the block has ended (`Writes.rowcounts`)."""
-        driver = conn.connection.driver_connection
-        pipeline = getattr(driver, "pipeline", None) if self.dialect.name == "postgresql" else None
-        writes = Writes(self, conn, pipelined=pipeline is not None)
-        try:
-            if pipeline is None:
-                yield writes
-            else:
-                try:
-                    with pipeline():
-                        yield writes
-                except self.dialect.loaded_dbapi.Error as err:  # raised as the pipeline synced
-                    conn._handle_dbapi_exception(err, writes.last_sql, None, None, None)
-            writes.collect()
-        finally:
-            writes.close()
-
-
-class Writes:
-    """The writes of one `Direct.writes` block, and the rows each changed."""
-
-    def __init__(self, direct: Direct, conn: Connection, *, pipelined: bool) -> None:
-        self._direct, self._conn, self._pipelined = direct, conn, pipelined
-        self._sent: list[Any] = []  # row counts, or the cursors that will have them
-        self.rowcounts: list[int] = []
-        self.last_sql: str | None = None
-
-    def send(self, statement: Any, values: Mapping[str, Any]) -> int:
-        """Send one write; its row count will be `rowcounts[i]`, i returned."""
-        prepared = self._direct.prepared(statement) if self._pipelined else None
-        if prepared is None:  # not pipelined: run now
-            self._sent.append(self._direct.rowcount(self._conn, statement, values))
-        else:
-            cursor = open_cursor(self._conn)
-            self._sent.append(cursor)
-            self.last_sql = prepared.sql
-            self._conn._cursor_execute(cursor, prepared.sql, prepared.parameters(values))
-        return len(self._sent) - 1
-
-    def sent_rowcount(self, index: int) -> int | None:
-        """The row count of write `index` if it is known already (not pipelined)."""
-        sent = self._sent[index]
-        return sent if isinstance(sent, int) else None
-
-    def collect(self) -> None:
-        """The row counts, once every write has run (a pipeline synced)."""
-        self.rowcounts = [s if isinstance(s, int) else s.rowcount for s in self._sent]
-
-    def close(self) -> None:
-        for sent in self._sent:
-            if not isinstance(sent, int):
-                sent.close()

@@ -182,33 +182,25 @@ class RunQueries:
         retrying_deadlocks(lambda: self._apply(changes))
 
     def _apply(self, changes: Sequence[Change]) -> None:
-        now, dialect = _now(), self.dialect
+        now, dialect, direct = _now(), self.dialect, self._direct
         with self._write() as conn:
-            with self._direct.writes(conn) as writes:
-                firsts = []  # where each change's task UPDATE is among the writes
-                events: list[dict[str, Any]] = []
-                for change in changes:
-                    lease = self._lease_params(change.lease) if change.claim_as else {}
-                    first = writes.send(*sql.task_update(change, now, dialect, lease))
-                    if writes.sent_rowcount(first) not in (None, 1):  # known at once
-                        raise refused(conn, change)
-                    firsts.append(first)
-                    for action in change.actions:
-                        statement, values = sql.action_update(change.task_id, action, now)
-                        if statement is not None:
-                            writes.send(statement, values)
-                    events.extend(
-                        sql.event_row(change.task_id, now, change.run_id, e) for e in change.events
-                    )
-                step = sql.EVENTS_PER_INSERT
-                for first in range(0, len(events), step):
-                    rows = events[first : first + step]
-                    writes.send(sql.insert_events(len(rows)), sql.events_values(rows))
-            # A task UPDATE that matched no row was refused (pipelined: known only now):
-            # raising rolls back all of it.
-            for change, first in zip(changes, firsts, strict=True):
-                if writes.rowcounts[first] != 1:
+            events: list[dict[str, Any]] = []
+            for change in changes:
+                lease = self._lease_params(change.lease) if change.claim_as else {}
+                statement, values = sql.task_update(change, now, dialect, lease)
+                if direct.rowcount(conn, statement, values) != 1:
                     raise refused(conn, change)
+                for action in change.actions:
+                    statement, values = sql.action_update(change.task_id, action, now)
+                    if statement is not None:
+                        direct.rowcount(conn, statement, values)
+                events.extend(
+                    sql.event_row(change.task_id, now, change.run_id, e) for e in change.events
+                )
+            step = sql.EVENTS_PER_INSERT
+            for first in range(0, len(events), step):
+                rows = events[first : first + step]
+                direct.rowcount(conn, sql.insert_events(len(rows)), sql.events_values(rows))
 
     def end_cancelled(self, task_id: int, run_id: str, rank: int | None, params: Any) -> None:
         """The run's side of a cancel: end the task, saving the current action's params

@@ -64,8 +64,8 @@ def test_direct_statements_are_announced_to_the_cursor_events(client: Client, st
 def test_a_failed_write_is_a_storage_error_and_the_store_goes_on(
     client: Client, store: Store
 ) -> None:
-    """An error the server reports only when the writes are synced (PostgreSQL's
-    pipeline) is translated like any other, and the connection is usable after it."""
+    """A write the database refuses (a foreign key) is a storage error, as through
+    SQLAlchemy, and the connection is usable after it."""
     task_id = client.enqueue("fk", [(NOOP, {})])
     now = datetime.now(UTC)
     missing = sql.event_row(task_id + 1000, now, None, _note())
@@ -73,9 +73,8 @@ def test_a_failed_write_is_a_storage_error_and_the_store_goes_on(
         with (
             pytest.raises(StorageError),
             store._write() as conn,
-            store._direct.writes(conn) as writes,
         ):
-            writes.send(sql.insert_events(1), sql.events_values([missing]))
+            store._direct.rowcount(conn, sql.insert_events(1), sql.events_values([missing]))
         assert store.get_task(task_id).status is TaskStatus.CREATED
     assert client.run_once().finished == 1
 
@@ -94,9 +93,8 @@ def test_a_session_the_server_ended_is_unavailable_then_reconnected(
         with (
             pytest.raises(DatabaseUnavailable),
             store._write() as conn,
-            store._direct.writes(conn) as writes,
         ):
-            writes.send(sql.insert_events(1), sql.events_values([row]))
+            store._direct.rowcount(conn, sql.insert_events(1), sql.events_values([row]))
     assert client.run_once().finished == 1
 
 
