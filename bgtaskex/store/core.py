@@ -54,10 +54,10 @@ from .writes import add_task
 def _autocommit(conn: Connection) -> Iterator[None]:
     """psycopg's connection in autocommit for the block (SQLite's always is: see
     engine.make_engine); SQLAlchemy holds no transaction meanwhile."""
-    driver: Any = conn.connection.driver_connection
-    if not hasattr(driver, "pipeline"):  # not psycopg
+    if conn.dialect.name != "postgresql":
         yield
         return
+    driver: Any = conn.connection.driver_connection
     driver.autocommit = True
     try:
         yield
