@@ -41,7 +41,7 @@ from .models import (
     TaskPage,
     TaskState,
 )
-from .owner import holder_name, operator_name
+from .owner import holder_name, host_name, operator_name
 from .plan import RunPlan
 from .processes import Process
 from .pythonpath import use as use_pythonpath
@@ -396,7 +396,6 @@ class Client:
         `runs --failed` lists it. Nothing on a database without bgtaskex's schema (a
         read-only client creates none). Returns the run id recorded, or None."""
         import os
-        import socket
 
         from .run.worker import new_run_id
         from .urls import mask_secrets
@@ -411,7 +410,7 @@ class Client:
             run_id=run_id,
             process=process.name if process else None,
             holder=f"{holder_name()}/{run_id}",
-            host=socket.gethostname(),
+            host=host_name(),
             pid=os.getpid(),
             lock=str(self.settings.concurrency.lock),
             started_at=started_at,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,9 +88,15 @@ def holder_name() -> str:
     return f"{_host()}:{os.getpid()}:{_mark_of_self()}"
 
 
+def host_name() -> str:
+    """This host's name, as `socket.gethostname()` gives it (both read uname(2)), without
+    importing `socket`: the idle `run-once` records it."""
+    return os.uname().nodename
+
+
 def _host() -> str:
     """This host's name as a holder name gives it (`HOST_PART`)."""
-    return socket.gethostname()[:HOST_PART]
+    return host_name()[:HOST_PART]
 
 
 def operator_name() -> str:
@@ -102,7 +107,7 @@ def operator_name() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a container)
         user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"[:255]
+    return f"{user}@{host_name()}"[:255]
 
 
 def holder_is_gone(claimed_by: str | None) -> bool:

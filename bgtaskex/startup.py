@@ -77,18 +77,17 @@ def record_idle(settings: Settings, plan: RunPlan, started_at: datetime) -> str 
     effort, and without SQLAlchemy: one transaction. Returns the run id
     recorded, None when no record could be written."""
     import os
-    import socket
     from datetime import UTC
     from datetime import datetime as clock
 
-    from .owner import holder_name
+    from .owner import holder_name, host_name
 
     run_id = os.urandom(4).hex()  # secrets.token_hex(4), without importing hashlib
     row = {
         "run_id": run_id,
         "process": plan.process,
         "holder": f"{holder_name()}/{run_id}"[:100],
-        "host": socket.gethostname()[:255],
+        "host": host_name()[:255],
         "pid": os.getpid(),
         "lock": str(plan.lock),
         "started_at": started_at,
