@@ -23,7 +23,7 @@ Statements with expanding (IN) or post-compile parameters are not prepared
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,3 +179,55 @@ class Direct:
     def rowcount(self, conn: Connection, statement: Any, values: Mapping[str, Any]) -> int:
         """Run a write; the number of rows it changed."""
         return int(self.execute(conn, statement, values))
+
+    def rowcounts(
+        self,
+        conn: Connection,
+        writes: Sequence[tuple[Any, Mapping[str, Any]]],
+        checked: Collection[int] = (),
+    ) -> list[int]:
+        """Run `writes` (statement, values) in order in `conn`'s transaction; the number of
+        rows each changed. One by one, they stop after a write whose place is in
+        `checked` changed no row (the caller refuses and rolls back). On PostgreSQL,
+        all in one round trip (`literal_script`): all run, and the caller checks after."""
+        prepared = [self.prepared(statement) for statement, _ in writes]
+        if self.dialect.name != "postgresql" or len(writes) < 2 or None in prepared:
+            counts = []
+            for place, (statement, values) in enumerate(writes):
+                counts.append(self.rowcount(conn, statement, values))
+                if counts[-1] == 0 and place in checked:
+                    break
+            return counts
+        cursor = open_cursor(conn)
+        try:
+            script = literal_script(conn, prepared, [values for _, values in writes])
+            # No parameters (None, not ()): psycopg sends the script with the simple protocol.
+            conn._cursor_execute(cursor, script, None)  # type: ignore[arg-type]
+            counts = [cursor.rowcount]
+            while cursor.nextset():
+                counts.append(cursor.rowcount)
+            return counts
+        finally:
+            cursor.close()
+
+
+def literal_script(
+    conn: Connection, prepared: Sequence[Prepared | None], values: Sequence[Mapping[str, Any]]
+) -> str:
+    """The statements with their values bound as literals by psycopg's own client-side
+    binding (`ClientCursor.mogrify`: the driver's adapters and quoting), separated by `;`:
+    PostgreSQL's simple query protocol runs them in one round trip. The session holding
+    the rows' locks is then "idle in transaction" while the client checks the counts, so
+    `idle_in_transaction_session_timeout` still ends a frozen worker's session."""
+    import psycopg
+
+    driver: Any = conn.connection.driver_connection
+    binder = psycopg.ClientCursor(driver)
+    try:
+        return ";\n".join(
+            binder.mogrify(p.sql, p.parameters(v))
+            for p, v in zip(prepared, values, strict=True)
+            if p
+        )
+    finally:
+        binder.close()

@@ -183,24 +183,29 @@ class RunQueries:
 
     def _apply(self, changes: Sequence[Change]) -> None:
         now, dialect, direct = _now(), self.dialect, self._direct
+        writes: list[tuple[Any, dict[str, Any]]] = []
+        guards: list[tuple[int, Change]] = []  # (place in writes, change) of each task write
+        events: list[dict[str, Any]] = []
+        for change in changes:
+            lease = self._lease_params(change.lease) if change.claim_as else {}
+            guards.append((len(writes), change))
+            writes.append(sql.task_update(change, now, dialect, lease))
+            for action in change.actions:
+                statement, values = sql.action_update(change.task_id, action, now)
+                if statement is not None:
+                    writes.append((statement, values))
+            events.extend(
+                sql.event_row(change.task_id, now, change.run_id, e) for e in change.events
+            )
+        step = sql.EVENTS_PER_INSERT
+        for first in range(0, len(events), step):
+            rows = events[first : first + step]
+            writes.append((sql.insert_events(len(rows)), sql.events_values(rows)))
         with self._write() as conn:
-            events: list[dict[str, Any]] = []
-            for change in changes:
-                lease = self._lease_params(change.lease) if change.claim_as else {}
-                statement, values = sql.task_update(change, now, dialect, lease)
-                if direct.rowcount(conn, statement, values) != 1:
+            counts = direct.rowcounts(conn, writes, {place for place, _ in guards})
+            for place, change in guards:
+                if counts[place] != 1:
                     raise refused(conn, change)
-                for action in change.actions:
-                    statement, values = sql.action_update(change.task_id, action, now)
-                    if statement is not None:
-                        direct.rowcount(conn, statement, values)
-                events.extend(
-                    sql.event_row(change.task_id, now, change.run_id, e) for e in change.events
-                )
-            step = sql.EVENTS_PER_INSERT
-            for first in range(0, len(events), step):
-                rows = events[first : first + step]
-                direct.rowcount(conn, sql.insert_events(len(rows)), sql.events_values(rows))
 
     def end_cancelled(self, task_id: int, run_id: str, rank: int | None, params: Any) -> None:
         """The run's side of a cancel: end the task, saving the current action's params

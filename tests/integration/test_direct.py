@@ -11,8 +11,8 @@ import sqlalchemy
 from sqlalchemy import event
 
 from bgtaskex.client import Client
-from bgtaskex.exceptions import DatabaseUnavailable, StorageError
-from bgtaskex.models import Progress, TaskStatus
+from bgtaskex.exceptions import DatabaseUnavailable, StorageError, TaskInterrupted
+from bgtaskex.models import ActionChange, ActionStatus, Change, NewEvent, Progress, TaskStatus
 from bgtaskex.store import Store
 from bgtaskex.store import statements as sql
 from bgtaskex.store.rows import task_of_joined
@@ -50,7 +50,8 @@ def test_direct_statements_are_announced_to_the_cursor_events(client: Client, st
     seen: list[str] = []
 
     def announced(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement.split(None, 1)[0].upper())
+        # On PostgreSQL a flush is announced as one script of its statements.
+        seen.extend(part.split(None, 1)[0].upper() for part in statement.split(";\n"))
 
     event.listen(store._engine, "before_cursor_execute", announced)
     try:
@@ -59,6 +60,51 @@ def test_direct_statements_are_announced_to_the_cursor_events(client: Client, st
     finally:
         event.remove(store._engine, "before_cursor_execute", announced)
     assert seen.count("UPDATE") >= 4 and "INSERT" in seen and "SELECT" in seen
+
+
+#: What a literal must survive: quotes, a statement separator, the driver's placeholder
+#: characters, backslashes, a dollar quote, a comment and non-ASCII text.
+AWKWARD = "it's; DROP TABLE x; -- %s %(v)s \\' \\n $$ /* é\u2028 ✓ */"
+
+
+def test_a_flush_binds_its_values_as_the_driver_does(client: Client, store: Store) -> None:
+    """On PostgreSQL a flush is one script of literals (`literal_script`): what a run
+    writes comes back exactly, whatever characters the params and messages hold."""
+    task_id = client.enqueue("awkward", [(NOOP, {}), (NOOP, {})])
+    params = {"text": AWKWARD, AWKWARD: [AWKWARD, 1.5, None, True], "n": -(2**53)}
+    change = Change(
+        task_id,
+        "run-a",
+        status=TaskStatus.PAUSED,
+        current_rank=1,
+        actions=(ActionChange(1, ActionStatus.ACTIVE, params, 1, None, 0.5, AWKWARD),),
+        events=(NewEvent(1, "pending", "active", AWKWARD, AWKWARD),),
+    )
+    store.apply(change)
+    task = store.get_task(task_id)
+    assert task.status is TaskStatus.PAUSED
+    assert task.actions[0].params == params and task.actions[0].last_failure == AWKWARD
+    assert [(e.message, e.error) for e in store.events(task_id)][-1] == (AWKWARD, AWKWARD)
+
+
+def test_a_refused_write_in_a_flush_writes_nothing(client: Client, store: Store) -> None:
+    """The task's write matches no row (the task ended meanwhile): the action's params and
+    the event sent with it in the same flush are rolled back too."""
+    task_id = client.enqueue("ended", [(NOOP, {"kept": 1})])
+    client.cancel(task_id)
+    before = store.events(task_id)
+    change = Change(
+        task_id,
+        "run-a",
+        status=TaskStatus.PAUSED,
+        current_rank=1,
+        actions=(ActionChange(1, ActionStatus.ACTIVE, {"lost": 1}, 1),),
+        events=(NewEvent(1, "pending", "active", "must not stay"),),
+    )
+    with pytest.raises(TaskInterrupted):
+        store.apply(change)
+    assert store.get_task(task_id).actions[0].params == {"kept": 1}
+    assert store.events(task_id) == before
 
 
 def test_a_failed_write_is_a_storage_error_and_the_store_goes_on(
