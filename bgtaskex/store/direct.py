@@ -15,6 +15,8 @@ No psycopg pipeline: between its statements and its sync, a PostgreSQL session h
 the task's row locks is "active", not "idle in transaction", so a worker frozen there
 (SIGSTOP, a paused VM) would keep them past `idle_in_transaction_session_timeout`,
 and no other worker could take its task over (tests/acceptance/test_scaleout.py).
+A flush goes in one round trip another way (`Direct.rowcounts`): its statements as one
+script of literals, which the server runs through before it answers.
 
 Statements with expanding (IN) or post-compile parameters are not prepared
 (`preparable`): they go through `Connection.execute`.
@@ -189,9 +191,10 @@ class Direct:
         """Run `writes` (statement, values) in order in `conn`'s transaction; the number of
         rows each changed. One by one, they stop after a write whose place is in
         `checked` changed no row (the caller refuses and rolls back). On PostgreSQL,
-        all in one round trip (`literal_script`): all run, and the caller checks after."""
+        all in one round trip (`literal_script`): all run, and the caller checks after (psycopg 3 only)."""
         prepared = [self.prepared(statement) for statement, _ in writes]
-        if self.dialect.name != "postgresql" or len(writes) < 2 or None in prepared:
+        scripted = self.dialect.name == "postgresql" and self.dialect.driver == "psycopg"
+        if not scripted or len(writes) < 2 or None in prepared:
             counts = []
             for place, (statement, values) in enumerate(writes):
                 counts.append(self.rowcount(conn, statement, values))
