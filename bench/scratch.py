@@ -27,11 +27,17 @@ class Backend:
     label: str
     kind: str  # "sqlite" or "postgres"
     synchronous: str = "FULL"
+    history: str = "ALL"
 
 
 SQLITE_FULL = Backend("sqlite-full", "SQLite FULL", "sqlite", "FULL")
 SQLITE_NORMAL = Backend("sqlite-normal", "SQLite NORMAL", "sqlite", "NORMAL")
 POSTGRES = Backend("postgres", "PostgreSQL", "postgres")
+#: What `history = "failures"` buys (#17): the same, without the routine events.
+SQLITE_FULL_FAILURES = Backend(
+    "sqlite-full-failures", "SQLite FULL h=f", "sqlite", "FULL", "FAILURES"
+)
+POSTGRES_FAILURES = Backend("postgres-failures", "PostgreSQL h=f", "postgres", history="FAILURES")
 
 
 def postgres_problem(url: str) -> str | None:

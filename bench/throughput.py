@@ -41,7 +41,9 @@ from bgtaskex import Action
 from . import BenchError, masked, median, pg_conninfo, rotated
 from .scratch import (
     POSTGRES,
+    POSTGRES_FAILURES,
     SQLITE_FULL,
+    SQLITE_FULL_FAILURES,
     SQLITE_NORMAL,
     Backend,
     postgres_problem,
@@ -216,6 +218,7 @@ def _settings(backend: Backend, target: Target) -> Any:
         lock_file=str(target.lock_file),
         max_execution_time=3600.0,
         sqlite_synchronous=backend.synchronous,
+        history=backend.history,
     )
 
 
@@ -446,15 +449,12 @@ def run(
         Workload("multi", multi_tasks or (MULTI_QUICK if quick else MULTI_FULL), MULTI_ACTIONS),
     ]
     raw_seconds = RAW_SECONDS_QUICK if quick else RAW_SECONDS_FULL
-    backends = [
-        SQLITE_FULL,
-        SQLITE_NORMAL,
-    ]
+    backends = [SQLITE_FULL, SQLITE_NORMAL, SQLITE_FULL_FAILURES]
     skipped = None
     if use_postgres:
         skipped = postgres_problem(postgres_url)
         if skipped is None:
-            backends.append(POSTGRES)
+            backends += [POSTGRES, POSTGRES_FAILURES]
         else:
             console.print(
                 f"[yellow]PostgreSQL skipped ({masked(postgres_url)}): {skipped}[/yellow]"

@@ -132,6 +132,7 @@ class Settings:
     pythonpath: tuple[str, ...] = ()  # absolute, in the order they go on sys.path
     lock_file: str | None = None
     sqlite_synchronous: str = "FULL"
+    history: str = "ALL"  # FAILURES: a run records no routine status change (store.RunQueries)
     log_level: str = "WARNING"
     keep_finished: float | None = 30 * 86400.0  # finished and cancelled tasks; None = forever
     keep_failed: float | None = 90 * 86400.0
@@ -275,6 +276,7 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "pythonpath": _directories,
     "lock_file": _text,
     "sqlite_synchronous": _choice("OFF", "NORMAL", "FULL", "EXTRA"),
+    "history": _choice("ALL", "FAILURES"),
     "log_level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
     "keep_finished": KEEP_FOR,
     "keep_failed": KEEP_FOR,

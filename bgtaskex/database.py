@@ -50,6 +50,7 @@ def open_store(settings: Settings, *, readonly: bool = False, create: bool = Tru
     store = Store(
         settings.url,
         sqlite_synchronous=settings.sqlite_synchronous,
+        history=settings.history,
         create_dirs=settings.uses_default_url and fresh,
         # workers claiming tasks: a session frozen in a transaction must not keep its
         # task's row locked past the lease (see engine._idle_in_transaction)

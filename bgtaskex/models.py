@@ -206,6 +206,14 @@ class NewEvent:
     message: str = ""
     error: str | None = None
 
+    @property
+    def routine(self) -> bool:
+        """A task or an action moving on to a status other than failed, with no error:
+        what `history = "failures"` leaves out of the history. Deaths, retries, overruns
+        and hook errors (no status change, or an error) and notes are not routine."""
+        moved = self.new_status is not None and self.new_status != self.old_status
+        return moved and self.error is None and self.new_status != "failed"
+
 
 @dataclass(frozen=True, slots=True)
 class ActionChange:

@@ -81,8 +81,11 @@ class Store(RunQueries):
         busy_timeout: float = 30.0,
         create_dirs: bool = False,
         idle_in_transaction: float | None = None,
+        history: str = "ALL",
     ) -> None:
         self.url = url
+        #: `history = "failures"`: the run's routine events are not written (`apply`).
+        self.routine_events = history.upper() != "FAILURES"
         path = sqlite_path(url)
         if path is not None and create_dirs:
             try:

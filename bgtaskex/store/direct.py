@@ -190,8 +190,9 @@ class Direct:
     ) -> list[int]:
         """Run `writes` (statement, values) in order in `conn`'s transaction; the number of
         rows each changed. One by one, they stop after a write whose place is in
-        `checked` changed no row (the caller refuses and rolls back). On PostgreSQL,
-        all in one round trip (`literal_script`): all run, and the caller checks after (psycopg 3 only)."""
+        `checked` changed no row (the caller refuses and rolls back). On PostgreSQL
+        with psycopg 3, all in one round trip (`literal_script`): all run, and the caller
+        checks after."""
         prepared = [self.prepared(statement) for statement, _ in writes]
         scripted = self.dialect.name == "postgresql" and self.dialect.driver == "psycopg"
         if not scripted or len(writes) < 2 or None in prepared:

@@ -40,6 +40,7 @@ class RunQueries:
         admin: Admin
         runs: Runs
         _direct: Direct
+        routine_events: bool
 
         @property
         def dialect(self) -> str: ...
@@ -172,7 +173,8 @@ class RunQueries:
             return conn.execute(query, self._lease_params(0.0)).scalar()
 
     def apply(self, *changes: Change) -> None:
-        """Write state changes of tasks (status, actions, events) in one transaction.
+        """Write state changes of tasks (status, actions, events) in one transaction;
+        with `history = "failures"`, their routine events (`NewEvent.routine`) are left out.
 
         Each write only happens while its task is neither ended nor asked to cancel;
         otherwise nothing at all is written and TaskInterrupted names the first such
@@ -194,9 +196,8 @@ class RunQueries:
                 statement, values = sql.action_update(change.task_id, action, now)
                 if statement is not None:
                     writes.append((statement, values))
-            events.extend(
-                sql.event_row(change.task_id, now, change.run_id, e) for e in change.events
-            )
+            kept = (e for e in change.events if self.routine_events or not e.routine)
+            events.extend(sql.event_row(change.task_id, now, change.run_id, e) for e in kept)
         step = sql.EVENTS_PER_INSERT
         for first in range(0, len(events), step):
             rows = events[first : first + step]

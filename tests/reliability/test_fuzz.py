@@ -449,6 +449,7 @@ top_values: dict[str, Any] = {
     "stuck_after": durations,
     "stop_timeout": durations,
     "log_format": st.one_of(st.sampled_from(["text", "JSON", "xml"]), toml_leaf),
+    "history": st.one_of(st.sampled_from(["all", "FAILURES", "errors"]), toml_leaf),
     "max_params_bytes": st.one_of(
         st.sampled_from(["1MiB", "512KiB", "0", "1.5MiB", "1 GB", "x"]),
         st.integers(min_value=-3, max_value=10**20),

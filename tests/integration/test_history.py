@@ -1,0 +1,71 @@
+"""`history = "failures"` (#17): a run leaves the routine status changes out of the
+history, and keeps every failure, death, retry, hook error and note, and the events of
+enqueue and of the operators."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bgtaskex.client import connect
+from bgtaskex.config import Settings
+from bgtaskex.models import NewEvent, TaskStatus
+from tests.integration.test_semantics import act
+
+NOOP = "tests.scripted:Noop"
+
+
+def _history(settings: Settings, history: str, actions: list[tuple[str, dict]]) -> list:
+    with connect(settings=replace(settings, history=history, max_attempts=1)) as client:
+        task_id = client.enqueue("h", actions)
+        client.run_once()
+        client.run_once()  # an action that raised is failed by the next run (max_attempts=1)
+        return [(e.rank, e.old_status, e.new_status, e.error) for e in client.events(task_id)]
+
+
+def test_a_task_that_finishes_keeps_only_its_enqueue(settings: Settings) -> None:
+    kept = _history(settings, "FAILURES", [(NOOP, {}), (NOOP, {})])
+    assert [new for _, _, new, _ in kept] == ["created"]
+    every = _history(settings, "ALL", [(NOOP, {}), (NOOP, {})])
+    assert len(every) > 4 and every[0] == kept[0]  # the default records each step
+
+
+def test_a_failure_and_a_note_are_kept(settings: Settings, tmp_path: Path) -> None:
+    log = str(tmp_path / "calls.jsonl")
+    chain = [act(log, "A", execute=["note"]), act(log, "B", execute=["raise"])]
+    kept = _history(settings, "FAILURES", chain)
+    assert kept[0][2] == "created"
+    assert (1, None, None, None) in kept  # A's note
+    failed = [(rank, new) for rank, _, new, error in kept if new == "failed"]
+    assert failed == [(2, "failed"), (None, "failed")]  # action B, then the task
+    assert all(new in (None, "failed") or new == old for _, old, new, _ in kept[1:])
+
+
+def test_history_failures_from_the_environment(settings: Settings, tmp_path: Path) -> None:
+    from bgtaskex.config import load_settings
+
+    loaded = load_settings(environ={"BGTASKEX_HISTORY": "Failures", "HOME": str(tmp_path)})
+    assert loaded.history == "FAILURES"
+
+
+@pytest.mark.parametrize(
+    ("event", "routine"),
+    [
+        (NewEvent(1, "pending", "active"), True),
+        (NewEvent(None, "running", "finished"), True),
+        (NewEvent(1, "active", "failed", "boom", "RuntimeError: boom"), False),
+        (NewEvent(None, "running", "failed", "an action failed"), False),
+        (NewEvent(1, "running", "running", "execute died in an earlier run"), False),
+        (NewEvent(1, None, None, "a note"), False),
+        (NewEvent(1, "active", "done", "", "a hook error kept"), False),
+    ],
+)
+def test_which_events_are_routine(event: NewEvent, routine: bool) -> None:
+    assert event.routine is routine
+
+
+def test_the_default_is_every_event() -> None:
+    assert Settings().history == "ALL"
+    assert TaskStatus.FAILED.value == "failed"  # what `NewEvent.routine` compares to
