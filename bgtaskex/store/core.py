@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from ..exceptions import DatabaseUnavailable
+from ..exceptions import DatabaseUnavailable, UsageError
 from ..files import file_error, private_dir
 from ..models import (
     Enqueued,
@@ -84,8 +84,10 @@ class Store(RunQueries):
         history: str = "ALL",
     ) -> None:
         self.url = url
-        #: `history = "failures"`: the run's routine events are not written (`apply`).
-        self.routine_events = history.upper() != "FAILURES"
+        if history.upper() not in ("ALL", "FAILURES"):
+            raise UsageError(f"history must be all or failures, not {history!r}")
+        #: False with `history = "failures"`: the run's routine events are not written.
+        self.routine_events = history.upper() == "ALL"
         path = sqlite_path(url)
         if path is not None and create_dirs:
             try:

@@ -32,6 +32,8 @@ from typing import Any
 from sqlalchemy import Connection, DateTime
 from sqlalchemy.engine import Dialect
 
+from ..exceptions import StorageError
+
 Processor = Callable[[Any], Any] | None
 
 #: The most statements a `Direct` keeps: the run's few shapes, with room to spare.
@@ -210,9 +212,11 @@ class Direct:
             counts = [cursor.rowcount]
             while cursor.nextset():
                 counts.append(cursor.rowcount)
-            return counts
         finally:
             cursor.close()
+        if len(counts) != len(writes):  # a statement split in two would shift the counts
+            raise StorageError(f"a flush of {len(writes)} statements gave {len(counts)} results")
+        return counts
 
 
 def literal_script(

@@ -184,14 +184,26 @@ class RunQueries:
         retrying_deadlocks(lambda: self._apply(changes))
 
     def _apply(self, changes: Sequence[Change]) -> None:
-        now, dialect, direct = _now(), self.dialect, self._direct
+        now, direct = _now(), self._direct
+        with self._write() as conn:  # leases count from when the write lock is held
+            writes, guards = self._flush(changes, now)
+            counts = direct.rowcounts(conn, writes, {place for place, _ in guards})
+            for place, change in guards:
+                if counts[place] != 1:
+                    raise refused(conn, change)
+
+    def _flush(
+        self, changes: Sequence[Change], now: datetime
+    ) -> tuple[list[tuple[Any, dict[str, Any]]], list[tuple[int, Change]]]:
+        """The writes of `changes`, in order, and the place among them of each task's
+        write (the one a refusal shows on), with the change it belongs to."""
         writes: list[tuple[Any, dict[str, Any]]] = []
-        guards: list[tuple[int, Change]] = []  # (place in writes, change) of each task write
+        guards: list[tuple[int, Change]] = []
         events: list[dict[str, Any]] = []
         for change in changes:
             lease = self._lease_params(change.lease) if change.claim_as else {}
             guards.append((len(writes), change))
-            writes.append(sql.task_update(change, now, dialect, lease))
+            writes.append(sql.task_update(change, now, self.dialect, lease))
             for action in change.actions:
                 statement, values = sql.action_update(change.task_id, action, now)
                 if statement is not None:
@@ -202,11 +214,7 @@ class RunQueries:
         for first in range(0, len(events), step):
             rows = events[first : first + step]
             writes.append((sql.insert_events(len(rows)), sql.events_values(rows)))
-        with self._write() as conn:
-            counts = direct.rowcounts(conn, writes, {place for place, _ in guards})
-            for place, change in guards:
-                if counts[place] != 1:
-                    raise refused(conn, change)
+        return writes, guards
 
     def end_cancelled(self, task_id: int, run_id: str, rank: int | None, params: Any) -> None:
         """The run's side of a cancel: end the task, saving the current action's params

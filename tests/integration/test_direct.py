@@ -189,3 +189,23 @@ def test_narrowed_claims_are_not_kept_per_call(client: Client, store: Store) -> 
     names = {store.claim("w", f"run{i}", 60.0, routing=routing).name for i in range(30)}  # type: ignore[union-attr]
     assert names == {f"c{i}" for i in range(30)}
     assert len(store._direct._prepared) <= before + 3
+
+
+@pytest.mark.postgres
+def test_a_script_whose_results_do_not_line_up_is_a_storage_error(pg_schema_url: str) -> None:
+    """Each count is read against its write: a script (PostgreSQL's flush) that gives more
+    results than it has writes (a statement holding two) must not be read as counts,
+    shifted."""
+    store = Store(pg_schema_url)
+    try:
+        store.ensure_schema()
+        table = sql.t.tasks.name
+        two = sqlalchemy.text(f"UPDATE {table} SET name = name WHERE id < 0; SELECT 1")
+        one = sqlalchemy.text(f"UPDATE {table} SET name = name WHERE id < 0")
+        with (
+            pytest.raises(StorageError, match="2 statements gave 3 results"),
+            store._write() as conn,
+        ):
+            store._direct.rowcounts(conn, [(two, {}), (one, {})])
+    finally:
+        store.close()

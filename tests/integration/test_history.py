@@ -66,6 +66,14 @@ def test_which_events_are_routine(event: NewEvent, routine: bool) -> None:
     assert event.routine is routine
 
 
+def test_a_store_refuses_an_unknown_history() -> None:
+    from bgtaskex.exceptions import UsageError
+    from bgtaskex.store import Store
+
+    with pytest.raises(UsageError, match="history must be all or failures"):
+        Store("sqlite://", history="failure")
+
+
 def test_the_default_is_every_event() -> None:
     assert Settings().history == "ALL"
     assert TaskStatus.FAILED.value == "failed"  # what `NewEvent.routine` compares to
