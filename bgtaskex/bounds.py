@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
 DURATION_PATTERN = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -50,15 +49,23 @@ def _text(seconds: float) -> str:
     return f"{seconds * 1000:g}ms"
 
 
-@dataclass(frozen=True, slots=True)
 class DurationRule:
     """A duration from `low` (excluded when `above`) to `high`; with `never`, also the
-    words that mean "no limit" (returned as None)."""
+    words that mean "no limit" (returned as None).
 
-    low: float = 0.0
-    above: bool = False
-    high: float = MAX_DURATION
-    never: tuple[str, ...] = ()
+    The rules are plain classes, not dataclasses: the idle `run-once` reads them, and
+    importing `dataclasses` (with `inspect`) costs it about 12 ms (bench/startup.py)."""
+
+    __slots__ = ("above", "high", "low", "never")
+
+    def __init__(
+        self,
+        low: float = 0.0,
+        above: bool = False,
+        high: float = MAX_DURATION,
+        never: tuple[str, ...] = (),
+    ) -> None:
+        self.low, self.above, self.high, self.never = low, above, high, never
 
     @property
     def text(self) -> str:
@@ -88,12 +95,13 @@ class DurationRule:
         return seconds
 
 
-@dataclass(frozen=True, slots=True)
 class CountRule:
     """A whole number from `low` to `high` (None: no upper bound)."""
 
-    low: int = 1
-    high: int | None = None
+    __slots__ = ("high", "low")
+
+    def __init__(self, low: int = 1, high: int | None = None) -> None:
+        self.low, self.high = low, high
 
     @property
     def text(self) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from .bounds import LEASE, POLL, CountRule
@@ -37,15 +36,47 @@ class LockMode(enum.StrEnum):
 LOCKS = tuple(mode.value for mode in LockMode)
 
 
-@dataclass(frozen=True, slots=True)
 class Concurrency:
-    lock: LockMode = LockMode.FILE
-    workers: int = 1
-    lease: float = 60.0
-    poll: float = 1.0
+    """How runs share the work (`[concurrency]`): the lock mode, and with no lock the
+    workers per run, their lease and the idle daemon's poll. Immutable.
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "lock", LockMode(self.lock))  # also from "file", "none"...
+    A plain class, not a dataclass: the idle `run-once` builds one, and importing
+    `dataclasses` (with `inspect`) costs it about 12 ms (bench/startup.py)."""
+
+    __slots__ = ("lease", "lock", "poll", "workers")
+    lock: LockMode
+    workers: int
+    lease: float
+    poll: float
+
+    def __init__(
+        self,
+        lock: LockMode | str = LockMode.FILE,
+        workers: int = 1,
+        lease: float = 60.0,
+        poll: float = 1.0,
+    ) -> None:
+        init = object.__setattr__  # the one place that sets them
+        init(self, "lock", LockMode(lock))  # also from "file", "none"...
+        init(self, "workers", workers)
+        init(self, "lease", lease)
+        init(self, "poll", poll)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Concurrency is immutable: cannot set {name}")
+
+    def _values(self) -> tuple[LockMode, int, float, float]:
+        return (self.lock, self.workers, self.lease, self.poll)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Concurrency) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        lock, workers, lease, poll = self._values()
+        return f"Concurrency(lock={lock!r}, workers={workers}, lease={lease}, poll={poll})"
 
     @property
     def claims(self) -> bool:
@@ -82,18 +113,18 @@ def parse_concurrency(value: object) -> Concurrency:
     unknown = sorted(set(value) - {"lock", "workers", "lease", "poll"})
     if unknown:
         raise ValueError(f"unknown key {unknown[0]!r} (known: lock, workers, lease, poll)")
-    found = Concurrency()
+    lock = LockMode.FILE
     if "lock" in value:
-        lock = str(value["lock"]).strip().lower()
-        if lock not in LOCKS:
+        text = str(value["lock"]).strip().lower()
+        if text not in LOCKS:
             raise ValueError(f"lock must be one of {', '.join(LOCKS)}, got {value['lock']!r}")
-        found = replace(found, lock=LockMode(lock))
-    if "workers" in value:
-        found = replace(found, workers=_checked("workers", WORKERS, value["workers"]))
-    if "lease" in value:
-        found = replace(found, lease=_checked("lease", LEASE.seconds, value["lease"]))
-    if "poll" in value:
-        found = replace(found, poll=_checked("poll", POLL.seconds, value["poll"]))
+        lock = LockMode(text)
+    found = Concurrency(
+        lock,
+        _checked("workers", WORKERS, value["workers"]) if "workers" in value else 1,
+        _checked("lease", LEASE.seconds, value["lease"]) if "lease" in value else 60.0,
+        _checked("poll", POLL.seconds, value["poll"]) if "poll" in value else 1.0,
+    )
     if found.workers > 1 and found.lock is not LockMode.NONE:
         raise ValueError('workers > 1 needs lock = "none" (workers claiming tasks)')
     return found

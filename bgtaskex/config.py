@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .bounds import (
     AT_LEAST_ONE,
@@ -121,9 +120,14 @@ def _choice(*choices: str) -> Callable[[object], str]:
     return parse
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything a run, the CLI and the client need to know."""
+class Settings(NamedTuple):
+    """Everything a run, the CLI and the client need to know. Immutable: `_replace`
+    returns a copy with some values changed.
+
+    A named tuple, not a dataclass: the idle `run-once` loads the settings, and importing
+    `dataclasses` (with `inspect`) costs it about 12 ms (bench/startup.py). Two fields
+    keep what a dataclass `field()` gave them: `web_token` is left out of the repr (a
+    secret), and `config_file`, the last field, out of comparisons."""
 
     database_url: str | None = None
     max_execution_time: float = 30.0
@@ -146,12 +150,25 @@ class Settings:
     max_retry_delay: float = 3600.0  # the cap of that doubling
     processes: tuple[Process, ...] = ()
     retention_rules: tuple[RetentionRule, ...] = ()
-    concurrency: Concurrency = field(default_factory=Concurrency)
+    concurrency: Concurrency = Concurrency()
     # `bgtaskex web`: a login token (None: no login) and whether params under secret-looking
     # keys are shown; the token is kept out of the repr (it is a secret)
-    web_token: str | None = field(default=None, repr=False)
+    web_token: str | None = None
     web_show_secrets: bool = False
-    config_file: str | None = field(default=None, compare=False)
+    config_file: str | None = None  # last: out of comparisons (__eq__)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Settings) and self[:-1] == other[:-1]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self[:-1])
+
+    def __repr__(self) -> str:
+        shown = (f"{k}={v!r}" for k, v in zip(self._fields, self, strict=True) if k != "web_token")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def scheduled(self) -> tuple[Process, ...]:
@@ -163,6 +180,8 @@ class Settings:
 
         A process that names no queues serves every queue that no other process names.
         """
+        from dataclasses import replace  # a process is a dataclass: not on the idle path
+
         from .processes import DEFAULT_PROCESS
         from .rules import DEFAULT_RETENTION_PROCESS, PLANNER, RETENTION_PROCESS
 
@@ -294,7 +313,8 @@ PARSERS: dict[str, Callable[[object], Any]] = {
     "web_token": _web_token,
     "web_show_secrets": _flag,
 }
-assert set(PARSERS) == {f.name for f in fields(Settings)} - {"config_file"}
+assert set(PARSERS) == set(Settings._fields) - {"config_file"}
+assert Settings._fields[-1] == "config_file"  # what Settings.__eq__ leaves out
 
 
 def env_var(key: str) -> str:
@@ -378,7 +398,7 @@ def load_settings(
             ahead = tuple(os.path.abspath(os.path.join(base, d)) for d in parsed)
             pythonpath = parsed = tuple(dict.fromkeys(ahead + pythonpath))
         values[key] = parsed
-    return replace(Settings(config_file=str(path) if path else None), **values)
+    return Settings(config_file=str(path) if path else None, **values)
 
 
 def parse_when(value: str, *, now: datetime | None = None) -> datetime:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from .client import Client
 from .models import DEMO_PROCESS, Task
@@ -35,7 +34,7 @@ def run_demo(
     task = client.get(task_id)
     for number in range(1, max_runs + 1):
         plan = RunPlan.of(client.settings, None, budget=budget, wait=budget * 5)
-        summary = client.run_once(plan=replace(plan, process=DEMO_PROCESS))
+        summary = client.run_once(plan=plan._replace(process=DEMO_PROCESS))
         task = client.get(task_id)
         state = ", ".join(f"{a.rank}:{a.status}" for a in task.actions)
         echo(

@@ -7,14 +7,15 @@ CLI, the idle probe, the client, the daemon's wake-ups and the storage's due-tas
 all take it (or its `routing`) instead of working it out again.
 
 Standard library only: the idle `run-once` builds a plan before SQLAlchemy is imported.
+The records are named tuples, not dataclasses: importing `dataclasses` (with `inspect`)
+would cost that start about 12 ms (bench/startup.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from .concurrency import LockMode
 from .exceptions import OutsideWindow
@@ -25,8 +26,7 @@ if TYPE_CHECKING:
     from .processes import Process
 
 
-@dataclass(frozen=True, slots=True)
-class Routing:
+class Routing(NamedTuple):
     """Which queues a run serves: `queues` only (None: every queue) except `excluded`."""
 
     queues: tuple[str, ...] | None = None
@@ -55,8 +55,7 @@ class Routing:
         return Routing(tuple(sorted(q for q in names if self.serves(q))), ())
 
 
-@dataclass(frozen=True, slots=True)
-class RunPlan:
+class RunPlan(NamedTuple):
     """What one run serves and within which bounds.
 
     `budget` is the run's `max_execution_time` in seconds; `not_after` (a `time.time()`

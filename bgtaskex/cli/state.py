@@ -5,7 +5,6 @@ Without click, so that `run-once` can start without it (cli/fast.py).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import Settings, load_settings
@@ -14,7 +13,6 @@ if TYPE_CHECKING:
     from ..client import Client
 
 
-@dataclass
 class State:
     """What the global options gave; settings are loaded on first use.
 
@@ -22,12 +20,19 @@ class State:
     logs nothing, and need not import `logging`): `start_logging` does, before anything
     that may log."""
 
-    config_file: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-    log_later: bool = False
-    _settings: Settings | None = None
-    _client: Client | None = None
+    def __init__(
+        self,
+        config_file: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        sources: dict[str, str] | None = None,
+        log_later: bool = False,
+    ) -> None:
+        self.config_file = config_file
+        self.overrides: dict[str, Any] = {} if overrides is None else overrides
+        self.sources: dict[str, str] = {} if sources is None else sources
+        self.log_later = log_later
+        self._settings: Settings | None = None
+        self._client: Client | None = None
 
     def settings(self, **more: Any) -> Settings:
         if more:

@@ -4,7 +4,6 @@ enqueue and of the operators."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ NOOP = "tests.scripted:Noop"
 
 
 def _history(settings: Settings, history: str, actions: list[tuple[str, dict]]) -> list:
-    with connect(settings=replace(settings, history=history, max_attempts=1)) as client:
+    with connect(settings=settings._replace(history=history, max_attempts=1)) as client:
         task_id = client.enqueue("h", actions)
         client.run_once()
         client.run_once()  # an action that raised is failed by the next run (max_attempts=1)

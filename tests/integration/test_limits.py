@@ -7,7 +7,6 @@ their counts instead of the whole chain. The time it takes is in bench/showpage.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,7 @@ def test_params_over_max_params_bytes_are_refused_at_enqueue(client: Client) -> 
 
 
 def test_non_ascii_params_count_their_escapes(settings: Settings) -> None:
-    with connect(settings=replace(settings, max_params_bytes=64)) as small:
+    with connect(settings=settings._replace(max_params_bytes=64)) as small:
         small.enqueue("fits", [(NOOP, {"blob": "é" * 8})])  # 12 + 8 x len("\\u00e9")
         with pytest.raises(ParamsTooLarge, match="are 66 bytes of JSON"):
             small.enqueue("over", [(NOOP, {"blob": "é" * 9})])

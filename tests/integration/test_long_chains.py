@@ -4,7 +4,6 @@ the deadline is reported, and params that outgrow `max_params_bytes` are a hook 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -45,7 +44,7 @@ def test_no_overrun_is_reported_for_a_run_within_its_budget(client: Client) -> N
 
 def test_params_grown_past_the_limit_are_a_hook_error(client: Client) -> None:
     limited = Client(
-        client.store, client.registry, replace(client.settings, max_params_bytes=10_000)
+        client.store, client.registry, client.settings._replace(max_params_bytes=10_000)
     )
     tid = limited.enqueue("big", [("tests.scripted:Grows", {"bytes": 20_000})])
     summary = limited.run_once()

@@ -15,7 +15,6 @@ import json
 import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -741,7 +740,7 @@ def keep(settings: Settings) -> Iterator[Callable[..., Client]]:
     opened: list[Client] = []
 
     def make(**retention: float | None) -> Client:
-        client = connect(settings=replace(settings, **retention))
+        client = connect(settings=settings._replace(**retention))
         opened.append(client)
         return client
 

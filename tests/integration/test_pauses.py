@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -340,7 +339,7 @@ def test_a_pause_during_a_hook_stops_the_task_before_execute(
     queue is resumed (init_params is not called again)."""
     from tests.scripted import calls
 
-    lite.settings = replace(lite.settings, retry_delay=0.0)
+    lite.settings = lite.settings._replace(retry_delay=0.0)
     log = str(tmp_path / "calls.jsonl")
     url = lite.settings.database_url
     params = {"url": url, "queue": "reports", "hook": hook, "log": log}

@@ -25,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -437,7 +437,7 @@ def test_any_rule_deletes_exactly_its_rows(
         reset_tickets(app_url, data, start)
         before = rows(app_url)
         rules = parse_rules([rule(app_url, also_delete=CHILDREN, **fields)], parse_duration)
-        client = Client(base.store, base.registry, replace(base.settings, retention_rules=rules))
+        client = Client(base.store, base.registry, base.settings._replace(retention_rules=rules))
         expected = {t.id for t in data if selected(t, fields)}
 
         # check=False: the walk checks the rule too, one reflection less per example

@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -262,7 +261,7 @@ def test_a_running_record_past_its_budget_and_grace_reads_died(client: Client) -
     assert client.runs()[0].outcome == "running"
     _age(client, record, 30.0 + grace + 30, ended=False)
     assert client.runs()[0].outcome == "died"
-    never = replace(client.settings, kill_after=None)
+    never = client.settings._replace(kill_after=None)
     with connect(settings=never) as patient:  # kill_after "never": only the process tells
         assert patient.runs()[0].outcome == "running"
 

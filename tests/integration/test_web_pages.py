@@ -306,14 +306,13 @@ def test_a_database_down_is_a_503_page(tmp_path: Path) -> None:
     down = "postgresql+psycopg://nobody@127.0.0.1:1/nothing?connect_timeout=2"
     web = make_web(f"sqlite:///{tmp_path / 'ok.db'}", tmp_path)
     close(web)
-    from dataclasses import replace
 
     from starlette.testclient import TestClient
 
     from bgtaskex.client import connect
     from bgtaskex.web.app import create_app
 
-    settings = replace(web.settings, database_url=down)
+    settings = web.settings._replace(database_url=down)
     app = create_app(lambda: connect(settings=settings, trust_refs=False, create=False), settings)
     with TestClient(app) as http:
         for path in ("/", "/tasks", "/api/stats"):

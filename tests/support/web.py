@@ -6,7 +6,7 @@ states the pages show."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,7 @@ def make_web(
         retry_delay=0.0,
         max_attempts=2,
     )
-    chosen = replace(base, **settings)
+    chosen = base._replace(**settings)
     client = connect(settings=chosen)
     opened: list[Client] = []
 
