@@ -583,9 +583,11 @@ def test_kill_9_on_the_same_host_is_rescued_before_the_lease(cluster: Cluster) -
     second_unit = cluster.first_line("unit", "victim", alive=daemons, n=1)
     victim = cluster.by_pid(second_unit["pid"])
     (survivor,) = [d for d in daemons if d is not victim]
+    # The victim's lease, read while it holds it: once it is dead the survivor may end
+    # the claim (lease_until NULL) before this test reads the row.
+    lease_end = cluster.row(task_id)["lease_until"].timestamp()
     os.kill(victim.pid, signal.SIGKILL)
     assert victim.proc.wait(timeout=10) == -signal.SIGKILL
-    lease_end = cluster.row(task_id)["lease_until"].timestamp()
     cluster.wait(
         lambda: cluster.status(task_id) == "finished", "the rescue", timeout=25, alive=[survivor]
     )

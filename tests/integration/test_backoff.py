@@ -8,7 +8,6 @@ death however long the task then waits; a snoozed task counts none.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import signal
@@ -40,8 +39,8 @@ def db_url(tmp_path: Path) -> str:
 
 @pytest.fixture
 def backoff(client: Client) -> Client:
-    client.settings = dataclasses.replace(
-        client.settings, retry_delay=DELAY, max_retry_delay=2 * DELAY, max_attempts=10
+    client.settings = client.settings._replace(
+        retry_delay=DELAY, max_retry_delay=2 * DELAY, max_attempts=10
     )
     return client
 

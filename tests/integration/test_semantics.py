@@ -10,7 +10,6 @@ hook that looks at the persisted status while it runs).
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import logging
@@ -596,7 +595,7 @@ def test_each_status_is_written_before_its_hook(
 
 
 def test_max_attempts_deaths_fail_the_action(client: Client, calls_log: str) -> None:
-    client.settings = dataclasses.replace(client.settings, max_attempts=3)
+    client.settings = client.settings._replace(max_attempts=3)
     log = Calls(calls_log)
     tid = client.enqueue("t", [act(calls_log, "A", execute=["raise"]), act(calls_log, "B")])
     client.run_once()
@@ -619,7 +618,7 @@ def test_max_attempts_deaths_fail_the_action(client: Client, calls_log: str) -> 
 
 
 def test_max_attempts_one_fails_at_first_death(client: Client, calls_log: str) -> None:
-    client.settings = dataclasses.replace(client.settings, max_attempts=1)
+    client.settings = client.settings._replace(max_attempts=1)
     log = Calls(calls_log)
     tid = client.enqueue("t", [act(calls_log, execute=["raise", "true"])])
     client.run_once()
@@ -632,7 +631,7 @@ def test_max_attempts_one_fails_at_first_death(client: Client, calls_log: str) -
 def test_an_action_class_may_survive_more_deaths_than_the_setting(
     client: Client, calls_log: str
 ) -> None:
-    client.settings = dataclasses.replace(client.settings, max_attempts=2)
+    client.settings = client.settings._replace(max_attempts=2)
     tid = client.enqueue("t", [act(calls_log, ref="tests.scripted:Patient", execute=["raise"])])
     for _ in range(8):
         client.run_once()
@@ -645,7 +644,7 @@ def test_an_action_class_may_survive_more_deaths_than_the_setting(
 
 
 def test_note_adds_to_the_history_and_settings_are_the_runs(client: Client, calls_log: str) -> None:
-    client.settings = dataclasses.replace(client.settings, max_attempts=7)
+    client.settings = client.settings._replace(max_attempts=7)
     tid = client.enqueue("t", [act(calls_log, execute=["note"])])
     client.run_once()
     assert statuses(client, tid) == ("finished", ["done"])
