@@ -152,6 +152,8 @@ class Direct:
         self.dialect = dialect
         self._prepared: dict[int, tuple[Any, Prepared | None]] = {}
         self._memos: dict[Any, list[Any]] = {}
+        #: A flush goes as one script of literals (`rowcounts`): PostgreSQL with psycopg 3.
+        self.scripts = dialect.name == "postgresql" and dialect.driver == "psycopg"
 
     def prepared(self, statement: Any) -> Prepared | None:
         """`statement` prepared (cached by identity: pass the cached statements of
@@ -189,15 +191,16 @@ class Direct:
         conn: Connection,
         writes: Sequence[tuple[Any, Mapping[str, Any]]],
         checked: Collection[int] = (),
+        *,
+        one_by_one: bool = False,
     ) -> list[int]:
         """Run `writes` (statement, values) in order in `conn`'s transaction; the number of
         rows each changed. One by one, they stop after a write whose place is in
         `checked` changed no row (the caller refuses and rolls back). On PostgreSQL
         with psycopg 3, all in one round trip (`literal_script`): all run, and the caller
-        checks after."""
+        checks after; `one_by_one`: not in one script, whatever the driver."""
         prepared = [self.prepared(statement) for statement, _ in writes]
-        scripted = self.dialect.name == "postgresql" and self.dialect.driver == "psycopg"
-        if not scripted or len(writes) < 2 or None in prepared:
+        if one_by_one or not self.scripts or len(writes) < 2 or None in prepared:
             counts = []
             for place, (statement, values) in enumerate(writes):
                 counts.append(self.rowcount(conn, statement, values))
@@ -206,7 +209,13 @@ class Direct:
             return counts
         cursor = open_cursor(conn)
         try:
-            script = literal_script(conn, prepared, [values for _, values in writes])
+            try:
+                script = literal_script(conn, prepared, [values for _, values in writes])
+            except Exception as err:  # a value the driver cannot bind (a NUL, a lone
+                # surrogate): raised as SQLAlchemy raises it from an execute (StatementError
+                # or DBAPIError), as the statements sent one by one would raise it
+                sent = ";\n".join(p.sql for p in prepared if p)
+                conn._handle_dbapi_exception(err, sent, None, cursor, None)
             # No parameters (None, not ()): psycopg sends the script with the simple protocol.
             conn._cursor_execute(cursor, script, None)  # type: ignore[arg-type]
             counts = [cursor.rowcount]

@@ -107,6 +107,51 @@ def test_a_refused_write_in_a_flush_writes_nothing(client: Client, store: Store)
     assert store.events(task_id) == before
 
 
+def _flush(task_id: int, message: str = "m", params: Any = None) -> Change:
+    """A run's flush of task `task_id`: its status, an action's params and an event."""
+    return Change(
+        task_id,
+        "run-a",
+        status=TaskStatus.PAUSED,
+        current_rank=1,
+        actions=(ActionChange(1, ActionStatus.ACTIVE, params or {"p": 1}, 1),),
+        events=(NewEvent(1, "pending", "active", message),),
+    )
+
+
+@pytest.mark.parametrize("message", ["a NUL: \x00", "a lone surrogate: caf\udce9"])
+def test_a_value_the_driver_cannot_bind_is_a_storage_error(
+    client: Client, store: Store, message: str
+) -> None:
+    """A message PostgreSQL cannot store (a NUL, as an exception's text may hold; a lone
+    surrogate, as a non-UTF-8 file name gives): a storage error, as one statement at a
+    time gives it, not the driver's own exception (an internal error, exit 1, out of
+    the CLI); nothing is written and the store goes on."""
+    task_id = client.enqueue("unbindable", [(NOOP, {}), (NOOP, {})])
+    try:
+        store.apply(_flush(task_id, message))
+    except StorageError:
+        pass  # PostgreSQL refuses both; SQLite and MariaDB may store them
+    else:
+        assert store.dialect != "postgresql"
+    if store.dialect == "postgresql":
+        assert store.get_task(task_id).status is TaskStatus.CREATED
+    assert client.run_once().finished == 1
+
+
+def test_a_flush_of_a_task_deleted_meanwhile_is_refused(client: Client, store: Store) -> None:
+    """The task was cancelled and purged while a run held it: its flush is refused
+    (TaskInterrupted, as the run expects of an ended task), not a storage error from
+    the events' foreign key, which one statement at a time is never sent."""
+    task_id = client.enqueue("purged", [(NOOP, {}), (NOOP, {})])
+    client.cancel(task_id)
+    assert store.admin.purge() == 1
+    with pytest.raises(TaskInterrupted):
+        store.apply(_flush(task_id))
+    other = client.enqueue("next", [(NOOP, {})])
+    assert client.run_once().finished == 1 and store.get_task(other).status is TaskStatus.FINISHED
+
+
 def test_a_failed_write_is_a_storage_error_and_the_store_goes_on(
     client: Client, store: Store
 ) -> None:
