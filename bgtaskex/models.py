@@ -210,9 +210,11 @@ class NewEvent:
     def routine(self) -> bool:
         """A task or an action moving on to a status other than failed, with no error:
         what `history = "failures"` leaves out of the history. Deaths, retries, overruns
-        and hook errors (no status change, or an error) and notes are not routine."""
+        and hook errors (no status change, or an error) and notes are not routine, nor
+        is a task entering recovering: only a death found by the next run leads there
+        (a crash, with no other event of its own)."""
         moved = self.new_status is not None and self.new_status != self.old_status
-        return moved and self.error is None and self.new_status != "failed"
+        return moved and self.error is None and self.new_status not in ("failed", "recovering")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,8 @@ import pytest
 
 from bgtaskex.client import connect
 from bgtaskex.config import Settings
-from bgtaskex.models import NewEvent, TaskStatus
-from tests.integration.test_semantics import act
+from bgtaskex.models import NewEvent, TaskStatus, TaskType, run_order
+from tests.integration.test_semantics import act, sql
 
 NOOP = "tests.scripted:Noop"
 
@@ -40,6 +40,33 @@ def test_a_failure_and_a_note_are_kept(settings: Settings, tmp_path: Path) -> No
     failed = [(rank, new) for rank, _, new, error in kept if new == "failed"]
     assert failed == [(2, "failed"), (None, "failed")]  # action B, then the task
     assert all(new in (None, "failed") or new == old for _, old, new, _ in kept[1:])
+
+
+def test_a_crash_before_change_params_on_error_is_kept(settings: Settings, tmp_path: Path) -> None:
+    """A process death in execute (kill -9: no error event) is recorded by the next run
+    alone, with its move to `recovering` when the action has a change_params_on_error:
+    that event is the death's, not a routine step, and stays in the history."""
+    log = str(tmp_path / "calls.jsonl")
+    with connect(settings=replace(settings, history="FAILURES")) as client:
+        task_id = client.enqueue("h", [act(log, "A")])
+        order = run_order(TaskType.CRON, TaskStatus.RUNNING)
+        sql(
+            client.store,
+            "UPDATE bgtaskex_tasks SET status = 'running', run_order = :o, current_rank = 1 "
+            "WHERE id = :id",
+            o=order,
+            id=task_id,
+        )
+        sql(
+            client.store,
+            "UPDATE bgtaskex_actions SET status = 'active' WHERE task_id = :id",
+            id=task_id,
+        )
+        client.run_once()
+        assert client.get(task_id).status == "finished"
+        died = [e for e in client.events(task_id) if "execute died in an earlier run" in e.message]
+        assert [(e.old_status, e.new_status) for e in died] == [("running", "recovering")]
+    assert not NewEvent(None, "running", "recovering", "execute died (death 1)").routine
 
 
 def test_history_failures_from_the_environment(settings: Settings, tmp_path: Path) -> None:
