@@ -47,7 +47,7 @@ def test_a_crash_before_change_params_on_error_is_kept(settings: Settings, tmp_p
     alone, with its move to `recovering` when the action has a change_params_on_error:
     that event is the death's, not a routine step, and stays in the history."""
     log = str(tmp_path / "calls.jsonl")
-    with connect(settings=replace(settings, history="FAILURES")) as client:
+    with connect(settings=settings._replace(history="FAILURES")) as client:
         task_id = client.enqueue("h", [act(log, "A")])
         order = run_order(TaskType.CRON, TaskStatus.RUNNING)
         sql(
