@@ -47,6 +47,19 @@ EVENTS_PER_INSERT = 16
 _EVENT_COLUMNS = ("task_id", "at", "run_id", "rank", "old_status", "new_status", "message", "error")
 
 
+def storable(text: str) -> str:
+    """`text` as every backend stores it: a NUL (PostgreSQL refuses it in text) written
+    as `\\x00`, a lone surrogate (it has no UTF-8) as U+FFFD. An action's error or note
+    holding one would otherwise fail the run's own write at every run."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
+    return text
+
+
 def event_row(task_id: int, at: datetime, run_id: str | None, new: NewEvent) -> dict[str, Any]:
     """The row of the events table for `new`: the one place an event row is built."""
     return {
@@ -57,8 +70,8 @@ def event_row(task_id: int, at: datetime, run_id: str | None, new: NewEvent) -> 
         "old_status": new.old_status,
         "new_status": new.new_status,
         # History leaves the process (show, --json): no password in it, whoever wrote it.
-        "message": mask_secrets(new.message) if new.message else new.message,
-        "error": mask_secrets(new.error) if new.error else new.error,
+        "message": storable(mask_secrets(new.message)) if new.message else new.message,
+        "error": storable(mask_secrets(new.error)) if new.error else new.error,
     }
 
 
@@ -280,11 +293,12 @@ def action_update(task_id: int, change: ActionChange, now: datetime) -> tuple[An
     if change.progress is not None:
         values["v_done"] = change.progress.done
         values["v_total"] = change.progress.total
-        values["v_message"] = change.progress.message
+        message = change.progress.message
+        values["v_message"] = storable(message) if message else message
     if change.elapsed:
         values["v_elapsed"] = change.elapsed
     if change.last_failure is not None:  # "" clears it; no password leaves in it
-        values["v_failure"] = mask_secrets(change.last_failure)[:2000] or None
+        values["v_failure"] = storable(mask_secrets(change.last_failure))[:2000] or None
     if len(values) == 2:
         return None, values
     shape = (
