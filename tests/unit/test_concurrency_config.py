@@ -66,3 +66,19 @@ def test_bad_values_are_one_line_naming_the_source(value: str, message: str) -> 
 def test_a_bad_table_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"concurrency \(from config file .*\): expected a table"):
         settings_from(tmp_path, "concurrency = 3\n")
+
+
+def test_concurrency_is_an_immutable_value() -> None:
+    """A plain class since the idle `run-once` imports no dataclasses: it still takes a
+    lock mode's name, compares and hashes by value, and cannot be changed."""
+    from bgtaskex.concurrency import LockMode
+
+    given = Concurrency("none", 4)
+    assert given.lock is LockMode.NONE and given.claims
+    assert given == Concurrency(LockMode.NONE, 4) and hash(given) == hash(Concurrency("none", 4))
+    assert given != Concurrency("none", 2)
+    with pytest.raises(AttributeError):
+        given.workers = 8  # type: ignore[misc]
+    assert (
+        repr(given) == "Concurrency(lock=<LockMode.NONE: 'none'>, workers=4, lease=60.0, poll=1.0)"
+    )
