@@ -60,6 +60,38 @@ def params_size(params: object) -> int:
     return len(json.dumps(params, allow_nan=False))
 
 
+def params_problem(params: object) -> str | None:
+    """Why params (JSON values) cannot be stored on every backend, None when they can: a
+    string, key or value, holding a NUL (PostgreSQL refuses it in JSON) or a lone
+    surrogate (it has no UTF-8). Refused at enqueue and when a hook leaves them, on every
+    backend alike, so that no flush of a run fails on them in the database."""
+    stack = [params]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+        elif isinstance(value, str):
+            problem = _text_problem(value)
+            if problem:  # not the value itself: it may be a secret
+                return f"a string holds {problem}"
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "a NUL character"
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a lone surrogate (no UTF-8 for it)"
+    return None
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"expected a non-empty string, got {value!r}")

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .config import MAX_DURATION, params_size
+from .config import MAX_DURATION, params_problem, params_size
 from .exceptions import ParamsTooLarge, UsageError
 from .models import ACTIVE_STATUSES, TERMINAL, NewAction, TaskFilter, TaskType
 from .urls import mask_secrets
@@ -57,6 +57,9 @@ def parse_actions(
             raise UsageError(f"params of {ref!r} are not JSON: {err}") from None
         except RecursionError:
             raise UsageError(f"params of {ref!r} are nested too deeply") from None
+        problem = params_problem(checked)
+        if problem is not None:
+            raise UsageError(f"params of {ref!r} cannot be stored: {problem}")
         if max_params_bytes is not None:
             size = params_size(checked)
             if size > max_params_bytes:

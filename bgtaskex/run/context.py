@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..action import Cancelled
+from ..config import params_problem
 from ..exceptions import ClaimLost, DatabaseUnavailable, StorageError, TaskInterrupted
 from ..models import ActionChange, Change, NewEvent, Progress, Task
 
@@ -30,7 +31,11 @@ def jsonable(params: Any, hook: str, max_bytes: int | None = None) -> dict[str, 
             f"{hook} left params of {len(encoded):,} bytes of JSON, over "
             f"max_params_bytes ({max_bytes:,})"
         )
-    return json.loads(encoded)  # type: ignore[no-any-return]
+    loaded = json.loads(encoded)
+    problem = params_problem(loaded)
+    if problem is not None:  # the run's flush would fail in the database at every run
+        raise ValueError(f"{hook} left params that cannot be stored: {problem}")
+    return loaded  # type: ignore[no-any-return]
 
 
 class RunContext:
