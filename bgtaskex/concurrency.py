@@ -65,6 +65,9 @@ class Concurrency:
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Concurrency is immutable: cannot set {name}")
 
+    def __reduce__(self) -> tuple[type[Concurrency], tuple[LockMode, int, float, float]]:
+        return (Concurrency, self._values())  # pickled through __init__, not setattr
+
     def _values(self) -> tuple[LockMode, int, float, float]:
         return (self.lock, self.workers, self.lease, self.poll)
 

@@ -82,3 +82,13 @@ def test_concurrency_is_an_immutable_value() -> None:
     assert (
         repr(given) == "Concurrency(lock=<LockMode.NONE: 'none'>, workers=4, lease=60.0, poll=1.0)"
     )
+
+
+def test_settings_with_their_concurrency_survive_pickling() -> None:
+    """As the frozen dataclasses they were (multiprocessing with spawn pickles them)."""
+    import pickle
+
+    from bgtaskex.config import Settings
+
+    settings = Settings(database_url="sqlite:///x.db", concurrency=Concurrency("none", 2, 30.0))
+    assert pickle.loads(pickle.dumps(settings)) == settings
