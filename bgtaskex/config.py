@@ -74,13 +74,15 @@ def params_problem(params: object) -> str | None:
         elif isinstance(value, list):
             stack.extend(value)
         elif isinstance(value, str):
-            problem = _text_problem(value)
+            problem = text_problem(value)
             if problem:  # not the value itself: it may be a secret
                 return f"a string holds {problem}"
     return None
 
 
-def _text_problem(text: str) -> str | None:
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be stored on every backend (a NUL, a lone surrogate), None
+    when it can; ASCII without a NUL is told at once."""
     if "\x00" in text:
         return "a NUL character"
     if text.isascii():

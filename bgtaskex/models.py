@@ -214,7 +214,8 @@ class NewEvent:
         is a task entering recovering: only a death found by the next run leads there
         (a crash, with no other event of its own)."""
         moved = self.new_status is not None and self.new_status != self.old_status
-        return moved and self.error is None and self.new_status not in ("failed", "recovering")
+        kept = (TaskStatus.FAILED.value, TaskStatus.RECOVERING.value)  # an action's "failed" too
+        return moved and self.error is None and self.new_status not in kept
 
 
 @dataclass(frozen=True, slots=True)

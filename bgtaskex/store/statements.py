@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 
 from .. import tables as t
+from ..config import text_problem
 from ..models import (
     ActionChange,
     ActionStatus,
@@ -48,14 +49,14 @@ _EVENT_COLUMNS = ("task_id", "at", "run_id", "rank", "old_status", "new_status",
 
 
 def storable(text: str) -> str:
-    """`text` as every backend stores it: a NUL (PostgreSQL refuses it in text) written
-    as `\\x00`, a lone surrogate (it has no UTF-8) as U+FFFD. An action's error or note
-    holding one would otherwise fail the run's own write at every run."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    """`text` as every backend stores it (`config.text_problem`): a NUL (PostgreSQL
+    refuses it in text) written as `\\x00`, a lone surrogate (it has no UTF-8) as
+    U+FFFD. An action's error or note holding one would otherwise fail the run's own
+    write at every run."""
+    if text_problem(text) is None:  # nearly always, and at once for ASCII
+        return text
+    text = text.replace("\x00", "\\x00")
+    if text_problem(text) is not None:  # lone surrogates are left
         text = "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in text)
     return text
 
